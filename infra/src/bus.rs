@@ -1,0 +1,618 @@
+//! The AMQP bus on RabbitMQ: a supervised connection that reconnects with backoff and
+//! redeclares topology, confirmed publishes awaited under a timeout, and consumers
+//! that ack only after their handler (and so its database transaction) succeeded.
+//!
+//! Topology, for a bus prefix `p`: one durable topic exchange `p` + `exchange`, a
+//! dead-letter exchange `p` + `dlx`, and per consumer a durable quorum queue with an
+//! explicit `x-delivery-limit` whose rejected or over-delivered messages go to
+//! `<queue>.dlq`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::telemetry;
+
+/// Bus settings.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    pub url: String,
+    /// Prefix of every exchange and queue name.
+    pub prefix: String,
+    /// The longest a publish waits for the broker's confirm.
+    pub publish_timeout: Duration,
+    /// Deliveries of one message before it is dead-lettered.
+    pub delivery_limit: i64,
+    /// Unacked deliveries a consumer holds at once.
+    pub prefetch: u16,
+}
+
+impl BusConfig {
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: prefix.into(),
+            publish_timeout: Duration::from_secs(5),
+            delivery_limit: 5,
+            prefetch: 64,
+        }
+    }
+
+    pub fn exchange(&self) -> String {
+        format!("{}exchange", self.prefix)
+    }
+
+    fn dead_letter_exchange(&self) -> String {
+        format!("{}dlx", self.prefix)
+    }
+
+    /// The full name of queue `name`.
+    pub fn queue(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+/// A message as it travels: the envelope (design §5) plus a protobuf body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub message_id: Uuid,
+    /// The message type, also its routing key, e.g. `payment.requested`.
+    pub kind: String,
+    pub saga_id: Uuid,
+    pub version: i32,
+    pub occurred_at: DateTime<Utc>,
+    /// W3C trace context (`traceparent`, `tracestate`).
+    pub trace_context: HashMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus not connected")]
+    NotConnected,
+    #[error("publish of {0} timed out waiting for the broker's confirm")]
+    ConfirmTimeout(Uuid),
+    #[error("broker refused message {0}")]
+    Nacked(Uuid),
+    #[error("message {0} was unroutable and returned")]
+    Unroutable(Uuid),
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// What a consumer's handler decided about one message.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Try again later (the message is requeued; its delivery count grows).
+    #[error("transient: {0}")]
+    Transient(anyhow::Error),
+    /// Never going to work: dead-letter it now.
+    #[error("permanent: {0}")]
+    Permanent(anyhow::Error),
+}
+
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandleError>> + Send>>;
+pub type Handler = Arc<dyn Fn(Envelope) -> HandlerFuture + Send + Sync>;
+
+struct Live {
+    connection: Connection,
+    publisher: Channel,
+}
+
+/// A supervised connection to RabbitMQ. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    config: Arc<BusConfig>,
+    live: watch::Receiver<Option<Arc<Live>>>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("prefix", &self.config.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// Starts the connection supervisor and waits (up to `wait`) for the first
+    /// connection, so a broker that is down at start-up is reported at once.
+    pub async fn connect(config: BusConfig, wait: Duration) -> anyhow::Result<Self> {
+        let (tx, rx) = watch::channel(None);
+        let shutdown = CancellationToken::new();
+        let config = Arc::new(config);
+        tokio::spawn(supervise(config.clone(), tx, shutdown.clone()));
+        let bus = Self {
+            config,
+            live: rx,
+            shutdown,
+        };
+        bus.live(wait)
+            .await
+            .map_err(|_| anyhow::anyhow!("could not connect to rabbitmq within {wait:?}"))?;
+        Ok(bus)
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    /// Stops the supervisor and every consumer, closing the connection.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    async fn live(&self, wait: Duration) -> Result<Arc<Live>, BusError> {
+        let mut rx = self.live.clone();
+        let found = tokio::time::timeout(wait, rx.wait_for(|live| live.is_some())).await;
+        match found {
+            Ok(Ok(live)) => live.clone().ok_or(BusError::NotConnected),
+            _ => Err(BusError::NotConnected),
+        }
+    }
+
+    /// Deletes the named queues (with their dead-letter queues) and this bus's
+    /// exchanges. For tests and tooling that create throwaway topologies.
+    pub async fn delete_topology(&self, queues: &[&str]) -> Result<(), BusError> {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        let live = self.live(self.config.publish_timeout).await?;
+        let channel = live.connection.create_channel().await?;
+        for name in queues {
+            let queue = self.config.queue(name);
+            for q in [queue.clone(), format!("{queue}.dlq")] {
+                channel
+                    .queue_delete(ShortString::from(q), QueueDeleteOptions::default())
+                    .await?;
+            }
+        }
+        for exchange in [self.config.exchange(), self.config.dead_letter_exchange()] {
+            channel
+                .exchange_delete(
+                    ShortString::from(exchange),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await?;
+        }
+        let _ = channel.close(200, ShortString::from("bye")).await;
+        Ok(())
+    }
+
+    /// Publishes `envelope` to the bus exchange with its kind as routing key, mandatory
+    /// and persistent, and returns once the broker confirmed it. Unroutable (returned)
+    /// messages and nacks are errors.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
+        let live = self.live(self.config.publish_timeout).await?;
+        let timeout = self.config.publish_timeout;
+        let id = envelope.message_id;
+        let confirm = tokio::time::timeout(timeout, async {
+            let confirm = live
+                .publisher
+                .basic_publish(
+                    ShortString::from(self.config.exchange()),
+                    ShortString::from(envelope.kind.as_str()),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &envelope.payload,
+                    properties(envelope),
+                )
+                .await?;
+            confirm.await
+        })
+        .await
+        .map_err(|_| BusError::ConfirmTimeout(id))??;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(BusError::Unroutable(id)),
+            Confirmation::Nack(_) => Err(BusError::Nacked(id)),
+            Confirmation::NotRequested => Err(BusError::NotConnected),
+        }
+    }
+
+    /// Consumes queue `name` (bound to `routing_keys`) until the bus shuts down,
+    /// resubscribing after every reconnect. Each delivery runs `handler` inside a span
+    /// parented on the message's trace context; it is acked after the handler returns
+    /// `Ok`, requeued on a transient error and dead-lettered on a permanent one. Up to
+    /// `concurrency` deliveries are handled at once.
+    /// The queue and its bindings exist when this returns, so messages published
+    /// from then on are routed to it.
+    pub async fn consume(
+        &self,
+        name: &str,
+        routing_keys: &[&str],
+        concurrency: usize,
+        handler: Handler,
+    ) -> Result<(), BusError> {
+        let bus = self.clone();
+        let queue = self.config.queue(name);
+        let keys: Vec<String> = routing_keys.iter().map(|k| (*k).to_owned()).collect();
+        let live = self.live(self.config.publish_timeout).await?;
+        let channel = live.connection.create_channel().await?;
+        declare_queue(&channel, &self.config, &queue, &keys).await?;
+        let _ = channel.close(200, ShortString::from("declared")).await;
+        tokio::spawn(async move {
+            loop {
+                if bus.shutdown.is_cancelled() {
+                    return;
+                }
+                let live = tokio::select! {
+                    () = bus.shutdown.cancelled() => return,
+                    live = bus.live(Duration::from_secs(3600)) => live,
+                };
+                let Ok(live) = live else { continue };
+                match consume_once(&bus, &live, &queue, &keys, concurrency, handler.clone()).await {
+                    Ok(()) => {
+                        tracing::warn!(queue = %queue, "consumer stream ended; resubscribing")
+                    }
+                    Err(error) => {
+                        tracing::warn!(queue = %queue, %error, "consumer failed; resubscribing");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        tracing::debug!("bus connection dropped");
+    }
+}
+
+fn properties(envelope: &Envelope) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ShortString::from("x-saga-id"),
+        AMQPValue::LongString(LongString::from(envelope.saga_id.to_string())),
+    );
+    headers.insert(
+        ShortString::from("x-message-version"),
+        AMQPValue::LongInt(envelope.version),
+    );
+    headers.insert(
+        ShortString::from("x-occurred-at"),
+        AMQPValue::LongString(LongString::from(envelope.occurred_at.to_rfc3339())),
+    );
+    for (key, value) in &envelope.trace_context {
+        headers.insert(
+            ShortString::from(key.as_str()),
+            AMQPValue::LongString(LongString::from(value.as_str())),
+        );
+    }
+    BasicProperties::default()
+        .with_message_id(ShortString::from(envelope.message_id.to_string()))
+        .with_type(ShortString::from(envelope.kind.as_str()))
+        .with_timestamp(u64::try_from(envelope.occurred_at.timestamp()).unwrap_or_default())
+        .with_content_type(ShortString::from("application/x-protobuf"))
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+fn header_str(headers: &FieldTable, key: &str) -> Option<String> {
+    match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Reads the envelope back from a delivery; `None` when it lacks a valid id or type.
+fn envelope_of(delivery: &lapin::message::Delivery) -> Option<Envelope> {
+    let props = &delivery.properties;
+    let message_id = props.message_id().as_ref()?.as_str().parse().ok()?;
+    let kind = props
+        .kind()
+        .as_ref()
+        .map(|k| k.as_str().to_owned())
+        .unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
+    let empty = FieldTable::default();
+    let headers = props.headers().as_ref().unwrap_or(&empty);
+    let saga_id = header_str(headers, "x-saga-id")?.parse().ok()?;
+    let version = match headers.inner().get("x-message-version") {
+        Some(AMQPValue::LongInt(v)) => *v,
+        _ => 1,
+    };
+    let occurred_at = header_str(headers, "x-occurred-at")
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(Utc::now);
+    let trace_context = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|k| header_str(headers, k).map(|v| (k.to_owned(), v)))
+        .collect();
+    Some(Envelope {
+        message_id,
+        kind,
+        saga_id,
+        version,
+        occurred_at,
+        trace_context,
+        payload: delivery.data.clone(),
+    })
+}
+
+async fn consume_once(
+    bus: &Bus,
+    live: &Live,
+    queue: &str,
+    keys: &[String],
+    concurrency: usize,
+    handler: Handler,
+) -> Result<(), lapin::Error> {
+    let channel = live.connection.create_channel().await?;
+    declare_queue(&channel, &bus.config, queue, keys).await?;
+    channel
+        .basic_qos(bus.config.prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            ShortString::from(queue),
+            ShortString::from(""),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue = %queue, "consumer subscribed");
+    let shutdown = bus.shutdown.clone();
+    let deliveries = consumer.take_until(shutdown.cancelled_owned());
+    deliveries
+        .for_each_concurrent(concurrency, |delivery| {
+            let handler = handler.clone();
+            let queue = queue.to_owned();
+            async move {
+                let delivery = match delivery {
+                    Ok(d) => d,
+                    Err(error) => {
+                        tracing::warn!(queue = %queue, %error, "delivery error");
+                        return;
+                    }
+                };
+                handle_delivery(&queue, delivery, handler).await;
+            }
+        })
+        .await;
+    let _ = channel.close(200, ShortString::from("bye")).await;
+    Ok(())
+}
+
+async fn handle_delivery(queue: &str, delivery: lapin::message::Delivery, handler: Handler) {
+    let Some(envelope) = envelope_of(&delivery) else {
+        tracing::warn!(queue = %queue, "message without a valid envelope; dead-lettering");
+        let _ = delivery
+            .acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await;
+        return;
+    };
+    let span = tracing::info_span!(
+        "amqp.consume",
+        otel.name = %format!("consume {}", envelope.kind),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.destination = %queue,
+        messaging.message.id = %envelope.message_id,
+        saga_id = %envelope.saga_id,
+    );
+    telemetry::set_parent(&span, telemetry::context_from_map(&envelope.trace_context));
+    let kind = envelope.kind.clone();
+    let id = envelope.message_id;
+    let result = handler(envelope).instrument(span.clone()).await;
+    let acked = match result {
+        Ok(()) => {
+            metrics::counter!("bus_messages_consumed_total", "queue" => queue.to_owned(), "outcome" => "ack").increment(1);
+            delivery.acker.ack(BasicAckOptions::default()).await
+        }
+        Err(HandleError::Transient(error)) => {
+            span.in_scope(|| tracing::warn!(kind = %kind, message_id = %id, %error, "handler failed; requeueing"));
+            metrics::counter!("bus_messages_consumed_total", "queue" => queue.to_owned(), "outcome" => "requeue").increment(1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await
+        }
+        Err(HandleError::Permanent(error)) => {
+            span.in_scope(|| tracing::error!(kind = %kind, message_id = %id, %error, "handler rejected message; dead-lettering"));
+            metrics::counter!("bus_messages_consumed_total", "queue" => queue.to_owned(), "outcome" => "dead_letter").increment(1);
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+        }
+    };
+    if let Err(error) = acked {
+        // The broker redelivers it; the handler's inbox check makes that harmless.
+        tracing::warn!(kind = %kind, message_id = %id, %error, "ack failed");
+    }
+}
+
+fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (k, v) in entries {
+        table.insert(ShortString::from(*k), v.clone());
+    }
+    table
+}
+
+async fn declare_exchanges(channel: &Channel, config: &BusConfig) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            ShortString::from(config.exchange()),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            ShortString::from(config.dead_letter_exchange()),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+}
+
+async fn declare_queue(
+    channel: &Channel,
+    config: &BusConfig,
+    queue: &str,
+    keys: &[String],
+) -> Result<(), lapin::Error> {
+    declare_exchanges(channel, config).await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let dead = format!("{queue}.dlq");
+    let quorum = AMQPValue::LongString(LongString::from("quorum"));
+    channel
+        .queue_declare(
+            ShortString::from(dead.as_str()),
+            durable,
+            table(&[("x-queue-type", quorum.clone())]),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            ShortString::from(dead.as_str()),
+            ShortString::from(config.dead_letter_exchange()),
+            ShortString::from(queue),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            ShortString::from(queue),
+            durable,
+            table(&[
+                ("x-queue-type", quorum),
+                (
+                    "x-delivery-limit",
+                    AMQPValue::LongLongInt(config.delivery_limit),
+                ),
+                (
+                    "x-dead-letter-exchange",
+                    AMQPValue::LongString(LongString::from(config.dead_letter_exchange())),
+                ),
+                (
+                    "x-dead-letter-routing-key",
+                    AMQPValue::LongString(LongString::from(queue)),
+                ),
+            ]),
+        )
+        .await?;
+    for key in keys {
+        channel
+            .queue_bind(
+                ShortString::from(queue),
+                ShortString::from(config.exchange()),
+                ShortString::from(key.as_str()),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn open(config: &BusConfig) -> Result<Live, lapin::Error> {
+    let connection = Connection::connect(&config.url, ConnectionProperties::default()).await?;
+    let publisher = connection.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    declare_exchanges(&publisher, config).await?;
+    Ok(Live {
+        connection,
+        publisher,
+    })
+}
+
+/// Keeps one connection open: connects with exponential backoff, announces it, and
+/// on loss clears it so publishers wait and consumers resubscribe on the next one.
+async fn supervise(
+    config: Arc<BusConfig>,
+    tx: watch::Sender<Option<Arc<Live>>>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let opened = tokio::select! {
+            () = shutdown.cancelled() => break,
+            opened = open(&config) => opened,
+        };
+        match opened {
+            Ok(live) => {
+                backoff = Duration::from_millis(100);
+                let live = Arc::new(live);
+                let mut events = live.connection.events_listener();
+                tx.send_replace(Some(live.clone()));
+                tracing::info!(prefix = %config.prefix, "bus connected");
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => {
+                            tx.send_replace(None);
+                            let _ = live.connection.close(200, ShortString::from("shutdown")).await;
+                            return;
+                        }
+                        event = events.next() => match event {
+                            Some(lapin::Event::Error(error)) => {
+                                tracing::warn!(%error, "bus connection lost");
+                                break;
+                            }
+                            Some(_) => {}
+                            None => break,
+                        },
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {
+                            if !live.connection.status().connected() {
+                                tracing::warn!("bus connection closed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                tx.send_replace(None);
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "bus connect failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tx.send_replace(None);
+}
