@@ -1,0 +1,146 @@
+//! Wiring: database, bus, outbox relay, saga consumer, gRPC and metrics servers.
+
+use std::future::Future;
+use std::time::Duration;
+
+use marquee_infra::auth::TokenKeys;
+use marquee_infra::bus::Bus;
+use marquee_infra::outbox::{self, Relay};
+use marquee_infra::{db, grpc, metrics, telemetry};
+use marquee_proto::pay::wallet_service_server::WalletServiceServer;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::config::PayConfig;
+use crate::grpc::WalletApi;
+use crate::saga::{self, SagaConsumer};
+
+/// How long start-up waits for RabbitMQ.
+const BUS_CONNECT_WAIT: Duration = Duration::from_secs(10);
+/// How often the relay looks for outbox rows it was not told about.
+const RELAY_POLL: Duration = Duration::from_millis(200);
+
+/// A started pay-svc: migrated, connected, consuming, and bound (not yet serving gRPC).
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    metrics_listener: Option<TcpListener>,
+    pool: PgPool,
+    bus: Bus,
+    relay_stop: CancellationToken,
+    wallet: WalletApi,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Connects and migrates the database, connects the bus, starts the outbox relay
+    /// and the saga consumer, and binds the gRPC (and metrics) listeners.
+    pub async fn build(config: PayConfig) -> anyhow::Result<Self> {
+        let pool = db::connect(&config.database_url, config.db_max_connections).await?;
+        sqlx::migrate!().run(&pool).await?;
+        outbox::migrate(&pool).await?;
+
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => {
+                metrics::prometheus();
+                Some(TcpListener::bind(addr).await?)
+            }
+            None => None,
+        };
+
+        let bus = Bus::connect(config.bus.clone(), BUS_CONNECT_WAIT).await?;
+        let relay_stop = CancellationToken::new();
+        let relay = Relay::spawn(pool.clone(), bus.clone(), RELAY_POLL, relay_stop.clone());
+        let consumer = SagaConsumer::new(pool.clone(), relay, config.welcome_credit_minor);
+        bus.consume(
+            saga::QUEUE,
+            saga::ROUTING_KEYS,
+            config.consumer_concurrency,
+            consumer.into_handler(),
+        )
+        .await?;
+
+        let listener = TcpListener::bind(config.grpc_addr).await?;
+        let port = listener.local_addr()?.port();
+        let keys = TokenKeys::new(&config.jwt_secret, chrono::Duration::hours(1));
+        let wallet = WalletApi::new(pool.clone(), keys, config.welcome_credit_minor);
+        tracing::info!(port, prefix = %config.bus.prefix, "pay-svc started");
+        Ok(Self {
+            listener,
+            port,
+            metrics_listener,
+            pool,
+            bus,
+            relay_stop,
+            wallet,
+        })
+    }
+
+    /// The bound gRPC port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The payment database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_with_shutdown(marquee_infra::shutdown_signal())
+            .await
+    }
+
+    /// Serves until `shutdown` resolves, then stops the servers, the consumer and the
+    /// relay. Messages in flight finish; unsent outbox rows go out on the next start.
+    pub async fn run_with_shutdown(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                stop.cancel();
+            }
+        });
+        let metrics_server = self
+            .metrics_listener
+            .map(|listener| tokio::spawn(metrics::serve(listener, stop.clone().cancelled_owned())));
+        let health = grpc::health_service(&["marquee.pay.v1.WalletService"]).await;
+        let served = tonic::transport::Server::builder()
+            // One span per request, named after the RPC and parented on the caller's trace.
+            .layer(TraceLayer::new_for_grpc().make_span_with(telemetry::grpc_server_span))
+            .add_service(health)
+            .add_service(WalletServiceServer::new(self.wallet))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                stop.clone().cancelled_owned(),
+            )
+            .await;
+        stop.cancel();
+        self.bus.shutdown();
+        self.relay_stop.cancel();
+        if let Some(server) = metrics_server {
+            match server.await {
+                Ok(Err(error)) => tracing::warn!(%error, "metrics server failed"),
+                Err(error) => tracing::warn!(%error, "metrics server panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        tracing::info!("pay-svc stopped");
+        served.map_err(Into::into)
+    }
+}

@@ -1,0 +1,72 @@
+//! Settings from the environment, with local defaults.
+
+use std::net::SocketAddr;
+
+use marquee_infra::bus::BusConfig;
+use marquee_infra::config::{ConfigError, InfraConfig, env_or, env_string};
+
+/// Everything pay-svc needs to start.
+#[derive(Clone)]
+pub struct PayConfig {
+    /// `PAY_GRPC_ADDR`; port 0 picks a free port.
+    pub grpc_addr: SocketAddr,
+    /// `PAY_METRICS_ADDR`; `None` (empty or `off`) serves no `/metrics`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `PAY_DATABASE_URL`; the database is created if missing.
+    pub database_url: String,
+    /// `PAY_DB_MAX_CONNECTIONS`.
+    pub db_max_connections: u32,
+    /// `AMQP_URL`, `BUS_PREFIX`.
+    pub bus: BusConfig,
+    /// `PAY_CONSUMER_CONCURRENCY`: saga messages handled at once.
+    pub consumer_concurrency: usize,
+    /// `JWT_SECRET`. Never logged.
+    pub jwt_secret: String,
+    /// `PAY_WELCOME_CREDIT_MINOR`: what a new wallet starts with, in KRW.
+    pub welcome_credit_minor: i64,
+}
+
+impl std::fmt::Debug for PayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayConfig")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("bus_prefix", &self.bus.prefix)
+            .field("consumer_concurrency", &self.consumer_concurrency)
+            .field("welcome_credit_minor", &self.welcome_credit_minor)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/marquee_pay";
+
+impl PayConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let infra = InfraConfig::from_env();
+        let metrics = env_string("PAY_METRICS_ADDR", "127.0.0.1:9102");
+        let metrics_addr = if metrics.eq_ignore_ascii_case("off") {
+            None
+        } else {
+            Some(
+                metrics
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| ConfigError {
+                        name: "PAY_METRICS_ADDR".to_owned(),
+                        value: metrics.clone(),
+                        reason: e.to_string(),
+                    })?,
+            )
+        };
+        Ok(Self {
+            grpc_addr: env_or("PAY_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052)))?,
+            metrics_addr,
+            database_url: env_string("PAY_DATABASE_URL", DEFAULT_DATABASE_URL),
+            db_max_connections: env_or("PAY_DB_MAX_CONNECTIONS", 20)?,
+            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix),
+            consumer_concurrency: env_or("PAY_CONSUMER_CONCURRENCY", 16)?,
+            jwt_secret: infra.jwt_secret,
+            welcome_credit_minor: env_or("PAY_WELCOME_CREDIT_MINOR", 100_000)?,
+        })
+    }
+}

@@ -1,0 +1,355 @@
+//! Domain types. Wire types (prost) are parsed into these at the edges (the gRPC
+//! module and the saga consumer) and never travel further.
+
+use std::fmt;
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+/// The wallet currency: every wallet is in KRW.
+pub const WALLET_CURRENCY: &str = "KRW";
+
+/// An account (the buyer), as booking-svc names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AccountId(pub Uuid);
+
+/// A booking, which is also the saga id and the payment's idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BookingId(pub Uuid);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PaymentId(pub Uuid);
+
+impl PaymentId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for PaymentId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+macro_rules! uuid_display {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl FromStr for $t {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    )*};
+}
+uuid_display!(AccountId, BookingId, PaymentId);
+
+/// An ISO 4217 currency code: three uppercase ASCII letters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn krw() -> Self {
+        Self(WALLET_CURRENCY.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not an ISO 4217 currency code: {0:?}")]
+pub struct InvalidCurrency(pub String);
+
+impl FromStr for Currency {
+    type Err = InvalidCurrency;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidCurrency(s.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A strictly positive number of minor units: what can be charged or refunded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Amount(i64);
+
+impl Amount {
+    /// `None` unless `minor > 0`.
+    pub fn positive(minor: i64) -> Option<Self> {
+        (minor > 0).then_some(Self(minor))
+    }
+
+    pub fn minor(self) -> i64 {
+        self.0
+    }
+}
+
+/// An amount of money, possibly zero or negative (ledger entries are signed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Money {
+    pub amount_minor: i64,
+    pub currency: Currency,
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),* }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),* }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)*
+                    other => Err(UnknownValue { kind: stringify!($name), value: other.to_owned() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown {kind} {value:?}")]
+pub struct UnknownValue {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+string_enum!(
+    /// Where a payment stands. PENDING exists only inside the charging transaction
+    /// (the wallet settles at once); a PSP charge may later leave it visible.
+    PaymentStatus {
+        Pending => "PENDING",
+        Captured => "CAPTURED",
+        Failed => "FAILED",
+        Refunded => "REFUNDED",
+    }
+);
+
+string_enum!(
+    /// What a ledger entry records.
+    EntryKind {
+        WelcomeCredit => "WELCOME_CREDIT",
+        Payment => "PAYMENT",
+        Refund => "REFUND",
+    }
+);
+
+string_enum!(
+    /// How a buyer pays.
+    PaymentMethod {
+        Wallet => "WALLET",
+    }
+);
+
+string_enum!(
+    /// Why a payment failed; sent to booking-svc as `PaymentFailed.reason`.
+    FailureReason {
+        InsufficientFunds => "INSUFFICIENT_FUNDS",
+        UnsupportedMethod => "UNSUPPORTED_METHOD",
+        InvalidAmount => "INVALID_AMOUNT",
+        UnsupportedCurrency => "UNSUPPORTED_CURRENCY",
+    }
+);
+
+/// A payment request as received: identities parsed, the rest still to be judged,
+/// because a bad amount or method is a business outcome (FAILED), not a bad message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRequest {
+    pub booking_id: BookingId,
+    pub account_id: AccountId,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub method: String,
+}
+
+/// A charge that may be attempted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidCharge {
+    pub amount: Amount,
+    pub currency: Currency,
+    pub method: PaymentMethod,
+}
+
+impl ChargeRequest {
+    /// Judges the request; the error is the payment's failure reason.
+    pub fn validate(&self) -> Result<ValidCharge, FailureReason> {
+        let method = self
+            .method
+            .parse::<PaymentMethod>()
+            .map_err(|_| FailureReason::UnsupportedMethod)?;
+        let amount = Amount::positive(self.amount_minor).ok_or(FailureReason::InvalidAmount)?;
+        let currency = self
+            .currency
+            .parse::<Currency>()
+            .map_err(|_| FailureReason::InvalidAmount)?;
+        if currency.as_str() != WALLET_CURRENCY {
+            return Err(FailureReason::UnsupportedCurrency);
+        }
+        Ok(ValidCharge {
+            amount,
+            currency,
+            method,
+        })
+    }
+}
+
+/// A refund request as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    pub booking_id: BookingId,
+    pub account_id: AccountId,
+    pub reason: String,
+}
+
+/// A payment as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub payment_id: PaymentId,
+    pub booking_id: BookingId,
+    pub account_id: AccountId,
+    pub status: PaymentStatus,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub failure_reason: Option<FailureReason>,
+}
+
+/// One ledger line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub entry_id: Uuid,
+    pub kind: EntryKind,
+    pub amount: Money,
+    pub balance_after: Money,
+    pub booking_id: Option<BookingId>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A wallet with its newest entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletView {
+    pub account_id: AccountId,
+    pub balance: Money,
+    pub entries: Vec<LedgerEntry>,
+}
+
+/// How many ledger entries GetWallet returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSize(u32);
+
+impl PageSize {
+    pub const DEFAULT: u32 = 50;
+    pub const MAX: u32 = 500;
+
+    /// 0 means the default; above the maximum is clamped; negative is refused.
+    pub fn from_request(requested: i32) -> Option<Self> {
+        match requested {
+            n if n < 0 => None,
+            0 => Some(Self(Self::DEFAULT)),
+            n => Some(Self(n.unsigned_abs().min(Self::MAX))),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(amount: i64, currency: &str, method: &str) -> ChargeRequest {
+        ChargeRequest {
+            booking_id: BookingId(Uuid::nil()),
+            account_id: AccountId(Uuid::nil()),
+            amount_minor: amount,
+            currency: currency.to_owned(),
+            method: method.to_owned(),
+        }
+    }
+
+    #[test]
+    fn enums_round_trip_through_their_database_text() {
+        for s in PaymentStatus::ALL {
+            assert_eq!(s.as_str().parse::<PaymentStatus>(), Ok(*s));
+        }
+        for k in EntryKind::ALL {
+            assert_eq!(k.as_str().parse::<EntryKind>(), Ok(*k));
+        }
+        for r in FailureReason::ALL {
+            assert_eq!(r.as_str().parse::<FailureReason>(), Ok(*r));
+        }
+        assert!("captured".parse::<PaymentStatus>().is_err());
+    }
+
+    #[test]
+    fn charge_requests_are_judged() {
+        assert_eq!(
+            request(5_000, "KRW", "WALLET").validate(),
+            Ok(ValidCharge {
+                amount: Amount(5_000),
+                currency: Currency::krw(),
+                method: PaymentMethod::Wallet
+            })
+        );
+        assert_eq!(
+            request(5_000, "KRW", "CARD").validate(),
+            Err(FailureReason::UnsupportedMethod)
+        );
+        assert_eq!(
+            request(0, "KRW", "WALLET").validate(),
+            Err(FailureReason::InvalidAmount)
+        );
+        assert_eq!(
+            request(-1, "KRW", "WALLET").validate(),
+            Err(FailureReason::InvalidAmount)
+        );
+        assert_eq!(
+            request(1, "krw", "WALLET").validate(),
+            Err(FailureReason::InvalidAmount)
+        );
+        assert_eq!(
+            request(1, "USD", "WALLET").validate(),
+            Err(FailureReason::UnsupportedCurrency)
+        );
+    }
+
+    #[test]
+    fn page_size_defaults_clamps_and_refuses_negative() {
+        assert_eq!(PageSize::from_request(0).map(PageSize::get), Some(50));
+        assert_eq!(PageSize::from_request(7).map(PageSize::get), Some(7));
+        assert_eq!(PageSize::from_request(10_000).map(PageSize::get), Some(500));
+        assert_eq!(PageSize::from_request(-1), None);
+    }
+}

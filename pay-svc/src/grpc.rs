@@ -1,0 +1,97 @@
+//! `marquee.pay.v1.WalletService`: the caller's wallet, read-only. Protobuf types
+//! stop here.
+
+use marquee_infra::auth::TokenKeys;
+use marquee_proto::pay::wallet_service_server::WalletService;
+use marquee_proto::pay::{
+    EntryKind as ProtoEntryKind, GetWalletRequest, LedgerEntry as ProtoEntry, Wallet,
+};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{AccountId, EntryKind, LedgerEntry, Money, PageSize, WalletView};
+use crate::error::PayError;
+use crate::store;
+
+/// The WalletService implementation.
+#[derive(Clone)]
+pub struct WalletApi {
+    pool: PgPool,
+    keys: TokenKeys,
+    welcome_credit: i64,
+}
+
+impl WalletApi {
+    pub fn new(pool: PgPool, keys: TokenKeys, welcome_credit: i64) -> Self {
+        Self {
+            pool,
+            keys,
+            welcome_credit,
+        }
+    }
+
+    fn caller(&self, metadata: &tonic::metadata::MetadataMap) -> Result<AccountId, PayError> {
+        let claims = self.keys.verify_metadata(metadata)?;
+        claims.sub.parse().map_err(|_| PayError::InvalidSubject)
+    }
+
+    async fn wallet(&self, account: AccountId, page: PageSize) -> Result<WalletView, PayError> {
+        let mut tx = self.pool.begin().await?;
+        store::ensure_wallet(&mut tx, account, self.welcome_credit).await?;
+        let view = store::wallet_view(&mut tx, account, page).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+}
+
+#[tonic::async_trait]
+impl WalletService for WalletApi {
+    async fn get_wallet(
+        &self,
+        request: Request<GetWalletRequest>,
+    ) -> Result<Response<Wallet>, Status> {
+        let account = self.caller(request.metadata())?;
+        let page = PageSize::from_request(request.get_ref().page_size).ok_or_else(|| {
+            PayError::InvalidArgument("page_size must not be negative".to_owned())
+        })?;
+        let view = self.wallet(account, page).await?;
+        Ok(Response::new(wallet_to_proto(view)))
+    }
+}
+
+fn money_to_proto(money: &Money) -> marquee_proto::Money {
+    marquee_proto::Money {
+        amount_minor: money.amount_minor,
+        currency: money.currency.as_str().to_owned(),
+    }
+}
+
+fn kind_to_proto(kind: EntryKind) -> ProtoEntryKind {
+    match kind {
+        EntryKind::WelcomeCredit => ProtoEntryKind::WelcomeCredit,
+        EntryKind::Payment => ProtoEntryKind::Payment,
+        EntryKind::Refund => ProtoEntryKind::Refund,
+    }
+}
+
+fn entry_to_proto(entry: &LedgerEntry) -> ProtoEntry {
+    ProtoEntry {
+        entry_id: entry.entry_id.to_string(),
+        kind: kind_to_proto(entry.kind).into(),
+        amount: Some(money_to_proto(&entry.amount)),
+        balance_after: Some(money_to_proto(&entry.balance_after)),
+        booking_id: entry.booking_id.map(|b| b.to_string()).unwrap_or_default(),
+        created_at: Some(prost_types::Timestamp {
+            seconds: entry.created_at.timestamp(),
+            nanos: i32::try_from(entry.created_at.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+    }
+}
+
+fn wallet_to_proto(view: WalletView) -> Wallet {
+    Wallet {
+        account_id: view.account_id.to_string(),
+        balance: Some(money_to_proto(&view.balance)),
+        entries: view.entries.iter().map(entry_to_proto).collect(),
+    }
+}

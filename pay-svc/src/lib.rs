@@ -1,0 +1,16 @@
+//! pay-svc: money. It owns the wallet ledger and the payments of the booking saga:
+//! it consumes PaymentRequested / RefundRequested from the bus, charges or refunds the
+//! buyer's wallet in one transaction with its inbox claim and outbox reply, and serves
+//! the read-only `WalletService` over gRPC.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod saga;
+pub mod store;
+
+pub use app::Application;
+pub use config::PayConfig;
+pub use error::PayError;

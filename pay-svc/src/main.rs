@@ -1,0 +1,9 @@
+use pay_svc::{Application, PayConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _telemetry = marquee_infra::telemetry::init("pay-svc");
+    let config = PayConfig::from_env()?;
+    let app = Application::build(config).await?;
+    app.run_until_stopped().await
+}

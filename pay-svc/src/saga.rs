@@ -1,0 +1,435 @@
+//! The saga consumer: PaymentRequested and RefundRequested in, PaymentSucceeded,
+//! PaymentFailed and RefundCompleted out through the outbox. Each message is one
+//! transaction: inbox claim, effect and reply commit together, and the bus acks only
+//! after that commit. Protobuf stops here.
+
+use std::sync::Arc;
+
+use marquee_infra::bus::{Envelope, HandleError, Handler};
+use marquee_infra::outbox::{self, NewMessage, Relay};
+use marquee_proto::saga;
+use prost::Message as _;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::{
+    AccountId, Amount, BookingId, ChargeRequest, Currency, EntryKind, FailureReason, Money,
+    Payment, PaymentId, PaymentStatus, RefundRequest,
+};
+use crate::error::PayError;
+use crate::store;
+
+/// The inbox consumer name of this service.
+pub const CONSUMER: &str = "pay-svc";
+/// The queue pay-svc consumes (before the bus prefix).
+pub const QUEUE: &str = "pay.payment-requests";
+pub const PAYMENT_REQUESTED: &str = "payment.requested";
+pub const REFUND_REQUESTED: &str = "refund.requested";
+pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+pub const PAYMENT_FAILED: &str = "payment.failed";
+pub const REFUND_COMPLETED: &str = "refund.completed";
+/// The routing keys bound to [`QUEUE`].
+pub const ROUTING_KEYS: &[&str] = &[PAYMENT_REQUESTED, REFUND_REQUESTED];
+
+/// A saga message this service handles, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Charge(ChargeRequest),
+    Refund(RefundRequest),
+}
+
+impl Command {
+    /// Parses an envelope by its kind.
+    pub fn decode(envelope: &Envelope) -> Result<Self, PayError> {
+        let malformed = |reason: String| PayError::MalformedMessage {
+            kind: envelope.kind.clone(),
+            reason,
+        };
+        let uuid = |field: &str, value: &str| {
+            Uuid::parse_str(value).map_err(|e| malformed(format!("{field} {value:?}: {e}")))
+        };
+        match envelope.kind.as_str() {
+            PAYMENT_REQUESTED => {
+                let m = saga::PaymentRequested::decode(envelope.payload.as_slice())
+                    .map_err(|e| malformed(e.to_string()))?;
+                let amount = m.amount.unwrap_or_default();
+                Ok(Self::Charge(ChargeRequest {
+                    booking_id: BookingId(uuid("booking_id", &m.booking_id)?),
+                    account_id: AccountId(uuid("buyer_id", &m.buyer_id)?),
+                    amount_minor: amount.amount_minor,
+                    currency: amount.currency,
+                    method: m.method,
+                }))
+            }
+            REFUND_REQUESTED => {
+                let m = saga::RefundRequested::decode(envelope.payload.as_slice())
+                    .map_err(|e| malformed(e.to_string()))?;
+                Ok(Self::Refund(RefundRequest {
+                    booking_id: BookingId(uuid("booking_id", &m.booking_id)?),
+                    account_id: AccountId(uuid("buyer_id", &m.buyer_id)?),
+                    reason: m.reason,
+                }))
+            }
+            other => Err(PayError::UnknownKind(other.to_owned())),
+        }
+    }
+}
+
+/// What handling one message did, for metrics once it committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Duplicate,
+    Captured,
+    Failed(FailureReason),
+    /// The booking already had a payment; its outcome was sent again.
+    PaymentReplayed,
+    Refunded,
+    RefundReplayed,
+    NothingToRefund,
+}
+
+impl Outcome {
+    fn record(self) {
+        match self {
+            Self::Captured => {
+                metrics::counter!("payments_total", "outcome" => "captured").increment(1)
+            }
+            Self::Failed(reason) => metrics::counter!(
+                "payments_total", "outcome" => "failed", "reason" => reason.as_str()
+            )
+            .increment(1),
+            Self::Refunded => metrics::counter!("refunds_total").increment(1),
+            Self::Duplicate
+            | Self::PaymentReplayed
+            | Self::RefundReplayed
+            | Self::NothingToRefund => {}
+        }
+    }
+}
+
+/// Handles saga messages against the payment database.
+#[derive(Clone)]
+pub struct SagaConsumer {
+    pool: PgPool,
+    relay: Relay,
+    welcome_credit: i64,
+}
+
+impl SagaConsumer {
+    pub fn new(pool: PgPool, relay: Relay, welcome_credit: i64) -> Self {
+        Self {
+            pool,
+            relay,
+            welcome_credit,
+        }
+    }
+
+    /// This consumer as a bus handler.
+    pub fn into_handler(self) -> Handler {
+        let this = Arc::new(self);
+        Arc::new(move |envelope| {
+            let this = this.clone();
+            Box::pin(async move {
+                this.handle(envelope)
+                    .await
+                    .map(|_| ())
+                    .map_err(HandleError::from)
+            })
+        })
+    }
+
+    /// Handles one message in one transaction; a duplicate message id has no effect.
+    pub async fn handle(&self, envelope: Envelope) -> Result<Outcome, PayError> {
+        let command = Command::decode(&envelope)?;
+        let mut tx = self.pool.begin().await?;
+        if !outbox::claim(&mut tx, CONSUMER, envelope.message_id).await? {
+            tx.commit().await?;
+            tracing::info!(message_id = %envelope.message_id, kind = %envelope.kind, "duplicate message skipped");
+            return Ok(Outcome::Duplicate);
+        }
+        let outcome = match command {
+            Command::Charge(request) => self.charge(&mut tx, envelope.saga_id, request).await?,
+            Command::Refund(request) => refund(&mut tx, envelope.saga_id, request).await?,
+        };
+        tx.commit().await?;
+        self.relay.notify();
+        outcome.record();
+        Ok(outcome)
+    }
+
+    async fn charge(
+        &self,
+        tx: &mut PgConnection,
+        saga_id: Uuid,
+        request: ChargeRequest,
+    ) -> Result<Outcome, PayError> {
+        store::ensure_wallet(tx, request.account_id, self.welcome_credit).await?;
+        let payment_id = PaymentId::new();
+        if !store::insert_pending_payment(tx, payment_id, &request).await? {
+            let existing = store::payment_for_update(tx, request.booking_id)
+                .await?
+                .ok_or_else(|| {
+                    PayError::Corrupt(format!(
+                        "payment of booking {} vanished",
+                        request.booking_id
+                    ))
+                })?;
+            tracing::info!(
+                booking_id = %request.booking_id,
+                payment_id = %existing.payment_id,
+                status = %existing.status,
+                "payment already exists; resending its outcome"
+            );
+            enqueue_payment_outcome(tx, saga_id, &existing).await?;
+            return Ok(Outcome::PaymentReplayed);
+        }
+        let settled = match request.validate() {
+            Err(reason) => Err(reason),
+            Ok(charge) => {
+                match store::debit(tx, request.account_id, charge.amount, &charge.currency).await? {
+                    None => Err(FailureReason::InsufficientFunds),
+                    Some(balance_after) => {
+                        let debit = Money {
+                            amount_minor: -charge.amount.minor(),
+                            currency: charge.currency.clone(),
+                        };
+                        store::insert_entry(
+                            tx,
+                            request.account_id,
+                            EntryKind::Payment,
+                            &debit,
+                            balance_after,
+                            Some(request.booking_id),
+                            Some(payment_id),
+                        )
+                        .await?;
+                        Ok(charge)
+                    }
+                }
+            }
+        };
+        let payment = Payment {
+            payment_id,
+            booking_id: request.booking_id,
+            account_id: request.account_id,
+            status: if settled.is_ok() {
+                PaymentStatus::Captured
+            } else {
+                PaymentStatus::Failed
+            },
+            amount_minor: request.amount_minor,
+            currency: request.currency.clone(),
+            failure_reason: settled.as_ref().err().copied(),
+        };
+        store::settle_payment(tx, payment_id, payment.status, payment.failure_reason).await?;
+        enqueue_payment_outcome(tx, saga_id, &payment).await?;
+        match payment.failure_reason {
+            None => {
+                tracing::info!(
+                    booking_id = %request.booking_id,
+                    payment_id = %payment_id,
+                    account_id = %request.account_id,
+                    amount_minor = request.amount_minor,
+                    "payment captured"
+                );
+                Ok(Outcome::Captured)
+            }
+            Some(reason) => {
+                tracing::info!(
+                    booking_id = %request.booking_id,
+                    payment_id = %payment_id,
+                    account_id = %request.account_id,
+                    amount_minor = request.amount_minor,
+                    method = %request.method,
+                    reason = %reason,
+                    "payment failed"
+                );
+                Ok(Outcome::Failed(reason))
+            }
+        }
+    }
+}
+
+async fn refund(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    request: RefundRequest,
+) -> Result<Outcome, PayError> {
+    let Some(payment) = store::payment_for_update(tx, request.booking_id).await? else {
+        tracing::warn!(booking_id = %request.booking_id, "refund requested without a payment; completing with nothing refunded");
+        let none = Money {
+            amount_minor: 0,
+            currency: Currency::krw(),
+        };
+        enqueue_refund_completed(tx, saga_id, request.booking_id, None, &none).await?;
+        return Ok(Outcome::NothingToRefund);
+    };
+    if payment.account_id != request.account_id {
+        tracing::warn!(
+            booking_id = %request.booking_id,
+            payment_account_id = %payment.account_id,
+            requested_account_id = %request.account_id,
+            "refund buyer differs from the payer; refunding the payer"
+        );
+    }
+    let currency: Result<Currency, PayError> = payment
+        .currency
+        .parse()
+        .map_err(|e| PayError::Corrupt(format!("payment {}: {e}", payment.payment_id)));
+    match payment.status {
+        PaymentStatus::Captured => {
+            let currency = currency?;
+            let amount = Amount::positive(payment.amount_minor).ok_or_else(|| {
+                PayError::Corrupt(format!(
+                    "captured payment {} has no amount",
+                    payment.payment_id
+                ))
+            })?;
+            let balance_after = store::credit(tx, payment.account_id, amount, &currency).await?;
+            store::mark_refunded(tx, payment.payment_id).await?;
+            let refunded = Money {
+                amount_minor: amount.minor(),
+                currency,
+            };
+            store::insert_entry(
+                tx,
+                payment.account_id,
+                EntryKind::Refund,
+                &refunded,
+                balance_after,
+                Some(payment.booking_id),
+                Some(payment.payment_id),
+            )
+            .await?;
+            enqueue_refund_completed(
+                tx,
+                saga_id,
+                payment.booking_id,
+                Some(payment.payment_id),
+                &refunded,
+            )
+            .await?;
+            tracing::info!(
+                booking_id = %payment.booking_id,
+                payment_id = %payment.payment_id,
+                amount_minor = amount.minor(),
+                reason = %request.reason,
+                "payment refunded"
+            );
+            Ok(Outcome::Refunded)
+        }
+        PaymentStatus::Refunded => {
+            let refunded = Money {
+                amount_minor: payment.amount_minor,
+                currency: currency?,
+            };
+            tracing::info!(booking_id = %payment.booking_id, payment_id = %payment.payment_id, "payment already refunded; resending completion");
+            enqueue_refund_completed(
+                tx,
+                saga_id,
+                payment.booking_id,
+                Some(payment.payment_id),
+                &refunded,
+            )
+            .await?;
+            Ok(Outcome::RefundReplayed)
+        }
+        PaymentStatus::Failed => {
+            tracing::warn!(booking_id = %payment.booking_id, payment_id = %payment.payment_id, "refund requested for a failed payment; completing with nothing refunded");
+            let none = Money {
+                amount_minor: 0,
+                currency: currency.unwrap_or_else(|_| Currency::krw()),
+            };
+            enqueue_refund_completed(
+                tx,
+                saga_id,
+                payment.booking_id,
+                Some(payment.payment_id),
+                &none,
+            )
+            .await?;
+            Ok(Outcome::NothingToRefund)
+        }
+        PaymentStatus::Pending => Err(PayError::Corrupt(format!(
+            "wallet payment {} is still pending",
+            payment.payment_id
+        ))),
+    }
+}
+
+fn money(amount_minor: i64, currency: &str) -> marquee_proto::Money {
+    marquee_proto::Money {
+        amount_minor,
+        currency: currency.to_owned(),
+    }
+}
+
+/// Enqueues the outcome of a settled payment: PaymentSucceeded when it was captured
+/// (even if since refunded), PaymentFailed with its reason otherwise.
+async fn enqueue_payment_outcome(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    payment: &Payment,
+) -> Result<(), PayError> {
+    let (kind, payload) = match (payment.status, payment.failure_reason) {
+        (PaymentStatus::Captured | PaymentStatus::Refunded, _) => (
+            PAYMENT_SUCCEEDED,
+            saga::PaymentSucceeded {
+                booking_id: payment.booking_id.to_string(),
+                payment_id: payment.payment_id.to_string(),
+                amount: Some(money(payment.amount_minor, &payment.currency)),
+            }
+            .encode_to_vec(),
+        ),
+        (PaymentStatus::Failed, Some(reason)) => (
+            PAYMENT_FAILED,
+            saga::PaymentFailed {
+                booking_id: payment.booking_id.to_string(),
+                reason: reason.as_str().to_owned(),
+            }
+            .encode_to_vec(),
+        ),
+        (status, _) => {
+            return Err(PayError::Corrupt(format!(
+                "payment {} has no outcome to send (status {status})",
+                payment.payment_id
+            )));
+        }
+    };
+    enqueue(tx, kind, saga_id, payload).await
+}
+
+async fn enqueue_refund_completed(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    booking: BookingId,
+    payment: Option<PaymentId>,
+    amount: &Money,
+) -> Result<(), PayError> {
+    let payload = saga::RefundCompleted {
+        booking_id: booking.to_string(),
+        payment_id: payment.map(|p| p.to_string()).unwrap_or_default(),
+        amount: Some(money(amount.amount_minor, amount.currency.as_str())),
+    }
+    .encode_to_vec();
+    enqueue(tx, REFUND_COMPLETED, saga_id, payload).await
+}
+
+async fn enqueue(
+    tx: &mut PgConnection,
+    kind: &'static str,
+    saga_id: Uuid,
+    payload: Vec<u8>,
+) -> Result<(), PayError> {
+    outbox::enqueue(
+        tx,
+        NewMessage {
+            kind,
+            saga_id,
+            version: 1,
+            payload,
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,529 @@
+//! pay-svc against the real local PostgreSQL and RabbitMQ. Each test has its own
+//! database and bus prefix, so they run in parallel, and cleans both up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::types::ShortString;
+use marquee_infra::auth::TokenKeys;
+use marquee_infra::bus::{Bus, BusConfig, Envelope, HandleError, Handler};
+use marquee_proto::pay::wallet_service_client::WalletServiceClient;
+use marquee_proto::pay::{EntryKind, GetWalletRequest};
+use marquee_proto::saga;
+use pay_svc::{Application, PayConfig};
+use prost::Message;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432";
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const JWT_SECRET: &str = "pay-test-secret";
+const WAIT: Duration = Duration::from_secs(10);
+const REPLY_QUEUE: &str = "test.replies";
+
+struct TestApp {
+    port: u16,
+    pool: PgPool,
+    database_url: String,
+    bus: Bus,
+    replies: mpsc::Receiver<Envelope>,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    async fn spawn() -> Self {
+        let database_url = format!("{PG}/pay_test_{}", Uuid::new_v4().simple());
+        let prefix = format!("test.{}.", Uuid::new_v4());
+        let config = PayConfig {
+            grpc_addr: "127.0.0.1:0".parse().expect("address"),
+            metrics_addr: None,
+            database_url: database_url.clone(),
+            db_max_connections: 5,
+            bus: BusConfig::new(AMQP, prefix.clone()),
+            consumer_concurrency: 16,
+            jwt_secret: JWT_SECRET.to_owned(),
+            welcome_credit_minor: 100_000,
+        };
+        let app = tokio::time::timeout(Duration::from_secs(30), Application::build(config))
+            .await
+            .expect("build timed out")
+            .expect("build pay-svc");
+        let port = app.port();
+        let pool = app.pool().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_with_shutdown(async {
+            let _ = stopped.await;
+        }));
+
+        let bus = Bus::connect(BusConfig::new(AMQP, prefix), WAIT)
+            .await
+            .expect("test bus");
+        let (tx, replies) = mpsc::channel(64);
+        let handler: Handler = Arc::new(move |envelope| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                tx.send(envelope)
+                    .await
+                    .map_err(|e| HandleError::Transient(e.into()))
+            })
+        });
+        bus.consume(
+            REPLY_QUEUE,
+            &["payment.succeeded", "payment.failed", "refund.completed"],
+            1,
+            handler,
+        )
+        .await
+        .expect("reply queue declared");
+        Self {
+            port,
+            pool,
+            database_url,
+            bus,
+            replies,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    /// Publishes a message; pay-svc's queue exists once `build()` returned.
+    async fn publish(&self, envelope: &Envelope) {
+        if let Err(error) = self.bus.publish(envelope).await {
+            panic!("publish {}: {error}", envelope.kind);
+        }
+    }
+
+    async fn request_payment(
+        &self,
+        booking: Uuid,
+        buyer: Uuid,
+        amount: i64,
+        method: &str,
+    ) -> Envelope {
+        let payload = saga::PaymentRequested {
+            booking_id: booking.to_string(),
+            buyer_id: buyer.to_string(),
+            amount: Some(marquee_proto::Money {
+                amount_minor: amount,
+                currency: "KRW".to_owned(),
+            }),
+            method: method.to_owned(),
+        };
+        let envelope = envelope("payment.requested", booking, payload.encode_to_vec());
+        self.publish(&envelope).await;
+        envelope
+    }
+
+    async fn request_refund(&self, booking: Uuid, buyer: Uuid) -> Envelope {
+        let payload = saga::RefundRequested {
+            booking_id: booking.to_string(),
+            buyer_id: buyer.to_string(),
+            reason: "BUYER_CANCELLED".to_owned(),
+        };
+        let envelope = envelope("refund.requested", booking, payload.encode_to_vec());
+        self.publish(&envelope).await;
+        envelope
+    }
+
+    async fn next_reply(&mut self) -> Envelope {
+        tokio::time::timeout(WAIT, self.replies.recv())
+            .await
+            .expect("no reply within 10s")
+            .expect("reply channel closed")
+    }
+
+    async fn assert_no_reply(&mut self, within: Duration) {
+        if let Ok(Some(reply)) = tokio::time::timeout(within, self.replies.recv()).await {
+            panic!("unexpected reply {} for saga {}", reply.kind, reply.saga_id);
+        }
+    }
+
+    async fn balance(&self, account: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT balance_minor FROM wallets WHERE account_id = $1")
+            .bind(account)
+            .fetch_one(&self.pool)
+            .await
+            .expect("wallet balance")
+    }
+
+    async fn entries(&self, account: Uuid, kind: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM ledger_entries WHERE account_id = $1 AND kind = $2",
+        )
+        .bind(account)
+        .bind(kind)
+        .fetch_one(&self.pool)
+        .await
+        .expect("ledger count")
+    }
+
+    async fn payment_status(&self, booking: Uuid) -> (String, Option<String>) {
+        sqlx::query_as("SELECT status, failure_reason FROM payments WHERE booking_id = $1")
+            .bind(booking)
+            .fetch_one(&self.pool)
+            .await
+            .expect("payment row")
+    }
+
+    async fn grpc(&self) -> WalletServiceClient<tonic::transport::Channel> {
+        WalletServiceClient::connect(format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("connect grpc")
+    }
+
+    async fn dead_letter(&self) -> Option<Vec<u8>> {
+        let connection = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
+            .await
+            .expect("amqp");
+        let channel = connection.create_channel().await.expect("channel");
+        let queue = self.bus.config().queue("pay.payment-requests.dlq");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let found = loop {
+            let got = channel
+                .basic_get(
+                    ShortString::from(queue.as_str()),
+                    BasicGetOptions { no_ack: true },
+                )
+                .await
+                .ok()
+                .flatten();
+            if let Some(message) = got {
+                break Some(message.delivery.data.clone());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let _ = connection.close(200, ShortString::from("bye")).await;
+        found
+    }
+
+    /// Stops pay-svc and removes the test's database, queues and exchanges.
+    async fn teardown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let served = tokio::time::timeout(WAIT, &mut self.server).await;
+        assert!(
+            matches!(served, Ok(Ok(Ok(())))),
+            "pay-svc did not stop cleanly: {served:?}"
+        );
+        self.bus.shutdown();
+        self.pool.close().await;
+        marquee_infra::db::drop_database(&self.database_url)
+            .await
+            .expect("drop test database");
+        let config = self.bus.config().clone();
+        if let Ok(connection) =
+            lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default()).await
+            && let Ok(channel) = connection.create_channel().await
+        {
+            for name in ["pay.payment-requests", REPLY_QUEUE] {
+                for queue in [config.queue(name), format!("{}.dlq", config.queue(name))] {
+                    let _ = channel
+                        .queue_delete(ShortString::from(queue), QueueDeleteOptions::default())
+                        .await;
+                }
+            }
+            for exchange in [config.exchange(), format!("{}dlx", config.prefix)] {
+                let _ = channel
+                    .exchange_delete(
+                        ShortString::from(exchange),
+                        ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+            }
+            let _ = connection.close(200, ShortString::from("bye")).await;
+        }
+    }
+}
+
+fn envelope(kind: &str, saga_id: Uuid, payload: Vec<u8>) -> Envelope {
+    Envelope {
+        message_id: Uuid::now_v7(),
+        kind: kind.to_owned(),
+        saga_id,
+        version: 1,
+        occurred_at: Utc::now(),
+        trace_context: HashMap::new(),
+        payload,
+    }
+}
+
+fn succeeded(reply: &Envelope) -> saga::PaymentSucceeded {
+    assert_eq!(reply.kind, "payment.succeeded", "expected PaymentSucceeded");
+    saga::PaymentSucceeded::decode(reply.payload.as_slice()).expect("decode PaymentSucceeded")
+}
+
+fn failed(reply: &Envelope) -> saga::PaymentFailed {
+    assert_eq!(reply.kind, "payment.failed", "expected PaymentFailed");
+    saga::PaymentFailed::decode(reply.payload.as_slice()).expect("decode PaymentFailed")
+}
+
+fn refund_completed(reply: &Envelope) -> saga::RefundCompleted {
+    assert_eq!(reply.kind, "refund.completed", "expected RefundCompleted");
+    saga::RefundCompleted::decode(reply.payload.as_slice()).expect("decode RefundCompleted")
+}
+
+fn krw(amount_minor: i64) -> Option<marquee_proto::Money> {
+    Some(marquee_proto::Money {
+        amount_minor,
+        currency: "KRW".to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn payment_debits_the_wallet_and_succeeds() {
+    let mut app = TestApp::spawn().await;
+    let (booking, buyer) = (Uuid::new_v4(), Uuid::new_v4());
+
+    app.request_payment(booking, buyer, 30_000, "WALLET").await;
+    let reply = app.next_reply().await;
+    assert_eq!(reply.saga_id, booking);
+    assert_eq!(reply.version, 1);
+    let message = succeeded(&reply);
+    assert_eq!(message.booking_id, booking.to_string());
+    assert!(message.payment_id.parse::<Uuid>().is_ok());
+    assert_eq!(message.amount, krw(30_000));
+
+    assert_eq!(app.balance(buyer).await, 70_000);
+    assert_eq!(app.entries(buyer, "WELCOME_CREDIT").await, 1);
+    assert_eq!(app.entries(buyer, "PAYMENT").await, 1);
+    assert_eq!(
+        app.payment_status(booking).await,
+        ("CAPTURED".to_owned(), None)
+    );
+    let (amount, after): (i64, i64) = sqlx::query_as(
+        "SELECT amount_minor, balance_after_minor FROM ledger_entries WHERE kind = 'PAYMENT'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("payment entry");
+    assert_eq!((amount, after), (-30_000, 70_000));
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn insufficient_funds_and_bad_requests_fail_without_touching_the_balance() {
+    let mut app = TestApp::spawn().await;
+    let buyer = Uuid::new_v4();
+    let cases = [
+        (100_001, "WALLET", "INSUFFICIENT_FUNDS"),
+        (1_000, "CARD", "UNSUPPORTED_METHOD"),
+        (0, "WALLET", "INVALID_AMOUNT"),
+    ];
+    for (amount, method, reason) in cases {
+        let booking = Uuid::new_v4();
+        app.request_payment(booking, buyer, amount, method).await;
+        let reply = app.next_reply().await;
+        assert_eq!(reply.saga_id, booking);
+        let message = failed(&reply);
+        assert_eq!(message.booking_id, booking.to_string());
+        assert_eq!(message.reason, reason);
+        assert_eq!(
+            app.payment_status(booking).await,
+            ("FAILED".to_owned(), Some(reason.to_owned()))
+        );
+        assert_eq!(app.balance(buyer).await, 100_000);
+    }
+    assert_eq!(app.entries(buyer, "PAYMENT").await, 0);
+    assert_eq!(app.entries(buyer, "WELCOME_CREDIT").await, 1);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn redelivered_and_repeated_requests_charge_once() {
+    let mut app = TestApp::spawn().await;
+    let (booking, buyer) = (Uuid::new_v4(), Uuid::new_v4());
+
+    // The same message (same id) twice: one effect, one reply.
+    let first = app.request_payment(booking, buyer, 25_000, "WALLET").await;
+    app.publish(&first).await;
+    let original = succeeded(&app.next_reply().await);
+
+    // A new message for the same booking: the same outcome again, no second charge.
+    app.request_payment(booking, buyer, 25_000, "WALLET").await;
+    let again = succeeded(&app.next_reply().await);
+    assert_eq!(again, original);
+
+    app.assert_no_reply(Duration::from_secs(1)).await;
+    assert_eq!(app.balance(buyer).await, 75_000);
+    assert_eq!(app.entries(buyer, "PAYMENT").await, 1);
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .expect("payments");
+    assert_eq!(payments, 1);
+
+    // A failed payment's outcome is resent as it was.
+    let poor = Uuid::new_v4();
+    app.request_payment(poor, buyer, 1_000_000, "WALLET").await;
+    assert_eq!(failed(&app.next_reply().await).reason, "INSUFFICIENT_FUNDS");
+    app.request_payment(poor, buyer, 1_000, "WALLET").await;
+    assert_eq!(failed(&app.next_reply().await).reason, "INSUFFICIENT_FUNDS");
+    assert_eq!(app.balance(buyer).await, 75_000);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn refund_restores_the_balance_once() {
+    let mut app = TestApp::spawn().await;
+    let (booking, buyer) = (Uuid::new_v4(), Uuid::new_v4());
+
+    app.request_payment(booking, buyer, 40_000, "WALLET").await;
+    let paid = succeeded(&app.next_reply().await);
+    assert_eq!(app.balance(buyer).await, 60_000);
+
+    app.request_refund(booking, buyer).await;
+    let reply = app.next_reply().await;
+    assert_eq!(reply.saga_id, booking);
+    let refund = refund_completed(&reply);
+    assert_eq!(refund.booking_id, booking.to_string());
+    assert_eq!(refund.payment_id, paid.payment_id);
+    assert_eq!(refund.amount, krw(40_000));
+    assert_eq!(app.balance(buyer).await, 100_000);
+    assert_eq!(app.entries(buyer, "REFUND").await, 1);
+    assert_eq!(
+        app.payment_status(booking).await,
+        ("REFUNDED".to_owned(), None)
+    );
+
+    // Asked again: the same completion, no second credit.
+    app.request_refund(booking, buyer).await;
+    assert_eq!(refund_completed(&app.next_reply().await), refund);
+    assert_eq!(app.balance(buyer).await, 100_000);
+    assert_eq!(app.entries(buyer, "REFUND").await, 1);
+
+    // Nothing was paid: completed with nothing refunded.
+    let unpaid = Uuid::new_v4();
+    app.request_refund(unpaid, buyer).await;
+    let nothing = refund_completed(&app.next_reply().await);
+    assert_eq!(nothing.booking_id, unpaid.to_string());
+    assert_eq!(nothing.amount, krw(0));
+    assert_eq!(app.balance(buyer).await, 100_000);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn undecodable_message_is_dead_lettered() {
+    let mut app = TestApp::spawn().await;
+    let booking = Uuid::new_v4();
+    let garbage = envelope("payment.requested", booking, vec![0xff, 0xff, 0xff]);
+    app.publish(&garbage).await;
+    assert_eq!(app.dead_letter().await, Some(garbage.payload.clone()));
+
+    // The consumer keeps working afterwards.
+    let buyer = Uuid::new_v4();
+    app.request_payment(booking, buyer, 1_000, "WALLET").await;
+    succeeded(&app.next_reply().await);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn get_wallet_needs_a_token_and_shows_the_welcome_credit() {
+    let mut app = TestApp::spawn().await;
+    let account = Uuid::new_v4();
+    let keys = TokenKeys::new(JWT_SECRET, chrono::Duration::minutes(5));
+    let (token, _) = keys
+        .issue(&account.to_string(), "BUYER")
+        .expect("issue token");
+    let mut client = app.grpc().await;
+    let authorized = |page_size: i32| {
+        let mut request = tonic::Request::new(GetWalletRequest { page_size });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("metadata value"),
+        );
+        request
+    };
+
+    let wallet = client
+        .get_wallet(authorized(0))
+        .await
+        .expect("get wallet")
+        .into_inner();
+    assert_eq!(wallet.account_id, account.to_string());
+    assert_eq!(wallet.balance, krw(100_000));
+    assert_eq!(wallet.entries.len(), 1);
+    let welcome = &wallet.entries[0];
+    assert_eq!(welcome.kind, EntryKind::WelcomeCredit as i32);
+    assert_eq!(welcome.amount, krw(100_000));
+    assert_eq!(welcome.balance_after, krw(100_000));
+    assert!(welcome.created_at.is_some());
+
+    // Idempotent: asking again creates nothing.
+    let again = client
+        .get_wallet(authorized(0))
+        .await
+        .expect("get wallet")
+        .into_inner();
+    assert_eq!(again.entries.len(), 1);
+    assert_eq!(again.balance, krw(100_000));
+
+    // A payment shows up newest first.
+    let booking = Uuid::new_v4();
+    app.request_payment(booking, account, 12_000, "WALLET")
+        .await;
+    succeeded(&app.next_reply().await);
+    let after = client
+        .get_wallet(authorized(10))
+        .await
+        .expect("get wallet")
+        .into_inner();
+    assert_eq!(after.balance, krw(88_000));
+    assert_eq!(after.entries.len(), 2);
+    assert_eq!(after.entries[0].kind, EntryKind::Payment as i32);
+    assert_eq!(after.entries[0].amount, krw(-12_000));
+    assert_eq!(after.entries[0].booking_id, booking.to_string());
+    let one = client
+        .get_wallet(authorized(1))
+        .await
+        .expect("get wallet")
+        .into_inner();
+    assert_eq!(one.entries.len(), 1);
+
+    let negative = client
+        .get_wallet(authorized(-1))
+        .await
+        .expect_err("negative page size");
+    assert_eq!(negative.code(), tonic::Code::InvalidArgument);
+
+    let anonymous = client
+        .get_wallet(GetWalletRequest { page_size: 0 })
+        .await
+        .expect_err("no token");
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+
+    let (forged, _) = TokenKeys::new("other-secret", chrono::Duration::minutes(5))
+        .issue(&account.to_string(), "BUYER")
+        .expect("issue token");
+    let mut request = tonic::Request::new(GetWalletRequest { page_size: 0 });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {forged}").parse().expect("metadata value"),
+    );
+    let refused = client.get_wallet(request).await.expect_err("forged token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    let (not_an_account, _) = keys.issue("admin", "ADMIN").expect("issue token");
+    let mut request = tonic::Request::new(GetWalletRequest { page_size: 0 });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {not_an_account}")
+            .parse()
+            .expect("metadata value"),
+    );
+    let refused = client
+        .get_wallet(request)
+        .await
+        .expect_err("non-uuid subject");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    drop(client);
+    app.teardown().await;
+}
