@@ -1,0 +1,350 @@
+//! Domain types. Everything here is valid by construction: the gRPC layer parses
+//! requests into these and nothing else reaches the logic.
+
+use std::fmt;
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+use crate::error::BookingError;
+
+macro_rules! id_type {
+    ($name:ident, $what:literal) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// Parses a request field named `field`.
+            pub fn parse(field: &'static str, value: &str) -> Result<Self, BookingError> {
+                if value.trim().is_empty() {
+                    return Err(BookingError::invalid(field, concat!($what, " is required")));
+                }
+                Uuid::parse_str(value.trim())
+                    .map(Self)
+                    .map_err(|_| BookingError::invalid(field, concat!("not a valid ", $what)))
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_type!(AccountId, "account id");
+id_type!(EventId, "event id");
+id_type!(SectionId, "section id");
+id_type!(SeatId, "seat id");
+id_type!(HoldId, "hold id");
+id_type!(BookingId, "booking id");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Buyer,
+    Seller,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Buyer => "BUYER",
+            Role::Seller => "SELLER",
+            Role::Admin => "ADMIN",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = BookingError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "BUYER" => Ok(Role::Buyer),
+            "SELLER" => Ok(Role::Seller),
+            "ADMIN" => Ok(Role::Admin),
+            other => Err(BookingError::Internal(format!("unknown role {other:?}"))),
+        }
+    }
+}
+
+/// A lower-cased email address with one `@` and a dotted domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(value: &str) -> Result<Self, BookingError> {
+        let value = value.trim().to_lowercase();
+        let valid = value.len() <= 254
+            && value.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            })
+            && !value.chars().any(char::is_whitespace);
+        if valid {
+            Ok(Self(value))
+        } else {
+            Err(BookingError::invalid("email", "not a valid email address"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password of 8 to 128 characters. Never logged.
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(value: &str) -> Result<Self, BookingError> {
+        let n = value.chars().count();
+        if !(8..=128).contains(&n) {
+            return Err(BookingError::invalid(
+                "password",
+                "must be 8 to 128 characters",
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+/// Trimmed, non-empty text of at most `max` characters.
+pub fn text(field: &'static str, value: &str, max: usize) -> Result<String, BookingError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(BookingError::invalid(field, "is required"));
+    }
+    if value.chars().count() > max {
+        return Err(BookingError::invalid(field, "is too long"));
+    }
+    Ok(value.to_owned())
+}
+
+/// An ISO 4217 currency code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn parse(field: &'static str, value: &str) -> Result<Self, BookingError> {
+        let value = value.trim();
+        let value = if value.is_empty() { "KRW" } else { value };
+        if value.len() == 3 && value.chars().all(|c| c.is_ascii_uppercase()) {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(BookingError::invalid(
+                field,
+                "must be an ISO 4217 code such as KRW",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A non-negative amount in a currency's minor unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Money {
+    pub amount_minor: i64,
+    pub currency: Currency,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatStatus {
+    Available,
+    Held,
+    Sold,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingStatus {
+    PendingPayment,
+    Confirmed,
+    Cancelling,
+    Cancelled,
+}
+
+impl BookingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingStatus::PendingPayment => "PENDING_PAYMENT",
+            BookingStatus::Confirmed => "CONFIRMED",
+            BookingStatus::Cancelling => "CANCELLING",
+            BookingStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl FromStr for BookingStatus {
+    type Err = BookingError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "PENDING_PAYMENT" => Ok(BookingStatus::PendingPayment),
+            "CONFIRMED" => Ok(BookingStatus::Confirmed),
+            "CANCELLING" => Ok(BookingStatus::Cancelling),
+            "CANCELLED" => Ok(BookingStatus::Cancelled),
+            other => Err(BookingError::Internal(format!(
+                "unknown booking status {other:?}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentMethod {
+    Wallet,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Wallet => "WALLET",
+        }
+    }
+}
+
+/// The seats of one hold request: 1 to `limit` distinct ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatSelection(Vec<SeatId>);
+
+impl SeatSelection {
+    pub fn parse(values: &[String]) -> Result<Self, BookingError> {
+        if values.is_empty() {
+            return Err(BookingError::invalid(
+                "seatIds",
+                "at least one seat is required",
+            ));
+        }
+        if values.len() > 64 {
+            return Err(BookingError::invalid("seatIds", "too many seats"));
+        }
+        let mut seats = Vec::with_capacity(values.len());
+        for value in values {
+            let seat = SeatId::parse("seatIds", value)?;
+            if seats.contains(&seat) {
+                return Err(BookingError::invalid("seatIds", "a seat is listed twice"));
+            }
+            seats.push(seat);
+        }
+        Ok(Self(seats))
+    }
+
+    pub fn seats(&self) -> &[SeatId] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A client-chosen key that makes a checkout retry-safe: 1 to 200 visible ASCII chars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(value: &str) -> Result<Self, BookingError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(BookingError::invalid(
+                "idempotencyKey",
+                "an Idempotency-Key header is required",
+            ));
+        }
+        if value.len() > 200 || !value.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(BookingError::invalid(
+                "idempotencyKey",
+                "must be 1 to 200 visible ASCII characters",
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Page size of a list request: 1 to `max`, `default` when 0.
+pub fn page_size(value: i32, default: i64, max: i64) -> Result<i64, BookingError> {
+    match value {
+        0 => Ok(default),
+        n if n < 0 => Err(BookingError::invalid("pageSize", "must not be negative")),
+        n => Ok(i64::from(n).min(max)),
+    }
+}
+
+/// A page token: the offset of the next page, as decimal text.
+pub fn page_offset(token: &str) -> Result<i64, BookingError> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| BookingError::invalid("pageToken", "not a valid page token"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_normalised_and_checked() {
+        assert_eq!(Email::parse(" A@B.com ").unwrap().as_str(), "a@b.com");
+        for bad in ["", "a", "a@b", "@b.com", "a@@b.com", "a b@c.com", "a@.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn seat_selection_rejects_empty_duplicates_and_junk() {
+        let id = Uuid::now_v7().to_string();
+        assert!(SeatSelection::parse(&[]).is_err());
+        assert!(SeatSelection::parse(&[id.clone(), id.clone()]).is_err());
+        assert!(SeatSelection::parse(&["nope".into()]).is_err());
+        assert_eq!(SeatSelection::parse(&[id]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn page_tokens() {
+        assert_eq!(page_offset("").unwrap(), 0);
+        assert_eq!(page_offset("40").unwrap(), 40);
+        assert!(page_offset("-1").is_err());
+        assert!(page_offset("x").is_err());
+        assert_eq!(page_size(0, 20, 100).unwrap(), 20);
+        assert_eq!(page_size(1000, 20, 100).unwrap(), 100);
+        assert!(page_size(-1, 20, 100).is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! booking-svc's one error enum and its one mapping to `tonic::Status`.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::SeatId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BookingError {
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("authentication required: {0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    AlreadyExists(&'static str),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("seats are no longer available: {}", join(.0))]
+    SeatsTaken(Vec<SeatId>),
+    #[error("at most {limit} seats per buyer for this event; you hold or own {current}")]
+    SeatLimit { limit: u32, current: u32 },
+    #[error("a checkout with this idempotency key is in progress; retry shortly")]
+    CheckoutInProgress,
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn join(seats: &[SeatId]) -> String {
+    seats
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl BookingError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        BookingError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for BookingError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+                BookingError::Unavailable(format!("database: {error}"))
+            }
+            other => BookingError::Internal(format!("database: {other}")),
+        }
+    }
+}
+
+impl From<redis::RedisError> for BookingError {
+    fn from(error: redis::RedisError) -> Self {
+        BookingError::Unavailable(format!("redis: {error}"))
+    }
+}
+
+impl From<BookingError> for Status {
+    fn from(error: BookingError) -> Self {
+        let message = error.to_string();
+        match error {
+            BookingError::InvalidArgument { field, reason } => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(field, reason),
+            ),
+            BookingError::Unauthenticated(_) => Status::unauthenticated(message),
+            BookingError::PermissionDenied(_) => Status::permission_denied(message),
+            BookingError::NotFound(_) => Status::not_found(message),
+            BookingError::AlreadyExists(_) => Status::already_exists(message),
+            BookingError::FailedPrecondition(_) => Status::failed_precondition(message),
+            BookingError::SeatsTaken(seats) => Status::with_error_details(
+                Code::Aborted,
+                message,
+                ErrorDetails::with_error_info(
+                    "SEATS_UNAVAILABLE",
+                    "booking.marquee",
+                    HashMap::from([("seatIds".to_owned(), join(&seats))]),
+                ),
+            ),
+            BookingError::SeatLimit { limit, current } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_error_info(
+                    "SEAT_LIMIT",
+                    "booking.marquee",
+                    HashMap::from([
+                        ("limit".to_owned(), limit.to_string()),
+                        ("current".to_owned(), current.to_string()),
+                    ]),
+                ),
+            ),
+            BookingError::CheckoutInProgress => Status::aborted(message),
+            BookingError::Unavailable(detail) => {
+                tracing::warn!(%detail, "dependency unavailable");
+                Status::unavailable("a dependency is unavailable; retry shortly")
+            }
+            BookingError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

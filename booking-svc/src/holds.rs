@@ -1,0 +1,437 @@
+//! Seat holds in Redis: the hot path of a flash sale.
+//!
+//! Keys, under the configured prefix `p`:
+//! - `p seat:<seat>`      → the hold id holding the seat, or `sold:<booking>` once sold
+//! - `p hold:<hold>`      → hash: buyer, event, seats (comma-separated), expires (ms), state
+//! - `p deadlines`        → sorted set of hold ids by deadline (ms), driven by the sweeper
+//! - `p buyer:<ev>:<acc>` → set of seat ids the buyer holds or owns for the event
+//!
+//! Every change is one Lua script, so a hold takes all requested seats or none, and a
+//! release, expiry or sale never races another.
+
+use chrono::{DateTime, TimeZone, Utc};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use crate::domain::{AccountId, BookingId, EventId, HoldId, SeatId};
+use crate::error::BookingError;
+
+const HOLD: &str = r"
+local taken = {}
+for i = 4, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then taken[#taken + 1] = i - 3 end
+end
+if #taken > 0 then return {0, unpack(taken)} end
+local current = redis.call('SCARD', KEYS[3])
+if current + (#KEYS - 3) > tonumber(ARGV[5]) then return {-1, current} end
+for i = 4, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[1])
+  redis.call('SADD', KEYS[3], ARGV[i + 3])
+end
+redis.call('HSET', KEYS[2], 'buyer', ARGV[2], 'event', ARGV[3], 'seats', ARGV[6], 'expires', ARGV[4], 'state', 'held')
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+return {1}
+";
+
+const CLAIM: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local h = redis.call('HMGET', KEYS[2], 'buyer', 'state', 'expires')
+if h[1] ~= ARGV[2] then return -1 end
+if h[2] ~= 'held' then return -2 end
+if tonumber(h[3]) <= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[2], 'state', 'checked_out')
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+return 1
+";
+
+const UNCLAIM: &str = r"
+local h = redis.call('HMGET', KEYS[2], 'state', 'expires')
+if h[1] ~= 'checked_out' then return 0 end
+redis.call('HSET', KEYS[2], 'state', 'held')
+redis.call('ZADD', KEYS[1], h[2], ARGV[1])
+return 1
+";
+
+// KEYS: deadlines, hold, buyer set, seats...; ARGV: hold id, required state ('' = any),
+// due-by ms (0 = any), sold marker ('' = none), seat ids...
+const RELEASE: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local h = redis.call('HMGET', KEYS[2], 'state', 'expires')
+  if ARGV[2] ~= '' and h[1] ~= ARGV[2] then return 0 end
+  if tonumber(ARGV[3]) > 0 and tonumber(h[2]) > tonumber(ARGV[3]) then return 0 end
+elseif ARGV[2] ~= '' then
+  return 0
+end
+for i = 4, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v == ARGV[1] or (ARGV[4] ~= '' and v == ARGV[4]) then
+    redis.call('DEL', KEYS[i])
+    redis.call('SREM', KEYS[3], ARGV[i + 1])
+  elseif not v then
+    redis.call('SREM', KEYS[3], ARGV[i + 1])
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+";
+
+// KEYS: deadlines, hold, seats...; ARGV: hold id, sold marker.
+const MARK_SOLD: &str = r"
+for i = 3, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if (not v) or v == ARGV[1] then redis.call('SET', KEYS[i], ARGV[2]) end
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldState {
+    Held,
+    CheckedOut,
+}
+
+/// A hold as stored.
+#[derive(Debug, Clone)]
+pub struct HoldRecord {
+    pub hold_id: HoldId,
+    pub buyer: AccountId,
+    pub event: EventId,
+    pub seats: Vec<SeatId>,
+    pub expires_at: DateTime<Utc>,
+    pub state: HoldState,
+}
+
+/// Why a hold was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    Taken(Vec<SeatId>),
+    Limit { current: u32 },
+}
+
+/// What claiming a hold for checkout found.
+#[derive(Debug)]
+pub enum Claim {
+    Claimed,
+    /// Missing, expired, or another buyer's.
+    Gone,
+    AlreadyCheckedOut,
+}
+
+/// How long a checked-out hold may go without its booking before the sweeper frees it.
+const CHECKOUT_GRACE_MS: i64 = 30_000;
+
+#[derive(Clone)]
+pub struct HoldStore {
+    redis: ConnectionManager,
+    prefix: String,
+    hold: Script,
+    claim: Script,
+    unclaim: Script,
+    release: Script,
+    mark_sold: Script,
+}
+
+impl std::fmt::Debug for HoldStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sold_marker(booking: BookingId) -> String {
+    format!("sold:{booking}")
+}
+
+impl HoldStore {
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let redis = client.get_connection_manager().await?;
+        Ok(Self {
+            redis,
+            prefix: prefix.to_owned(),
+            hold: Script::new(HOLD),
+            claim: Script::new(CLAIM),
+            unclaim: Script::new(UNCLAIM),
+            release: Script::new(RELEASE),
+            mark_sold: Script::new(MARK_SOLD),
+        })
+    }
+
+    fn deadlines(&self) -> String {
+        format!("{}deadlines", self.prefix)
+    }
+    fn hold_key(&self, hold: HoldId) -> String {
+        format!("{}hold:{hold}", self.prefix)
+    }
+    fn seat_key(&self, seat: SeatId) -> String {
+        format!("{}seat:{seat}", self.prefix)
+    }
+    fn buyer_key(&self, event: EventId, buyer: AccountId) -> String {
+        format!("{}buyer:{event}:{buyer}", self.prefix)
+    }
+
+    /// Holds every seat in `seats` for `buyer` until `expires_at`, or none of them.
+    pub async fn hold(
+        &self,
+        hold_id: HoldId,
+        buyer: AccountId,
+        event: EventId,
+        seats: &[SeatId],
+        expires_at: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Result<(), Refusal>, BookingError> {
+        let csv = seats
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut invocation = self.hold.prepare_invoke();
+        invocation
+            .key(self.deadlines())
+            .key(self.hold_key(hold_id))
+            .key(self.buyer_key(event, buyer));
+        for seat in seats {
+            invocation.key(self.seat_key(*seat));
+        }
+        invocation
+            .arg(hold_id.to_string())
+            .arg(buyer.to_string())
+            .arg(event.to_string())
+            .arg(expires_at.timestamp_millis())
+            .arg(limit)
+            .arg(csv);
+        for seat in seats {
+            invocation.arg(seat.to_string());
+        }
+        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        match reply.first().copied() {
+            Some(1) => Ok(Ok(())),
+            Some(0) => {
+                let taken = reply[1..]
+                    .iter()
+                    .filter_map(|i| usize::try_from(*i - 1).ok())
+                    .filter_map(|i| seats.get(i).copied())
+                    .collect();
+                Ok(Err(Refusal::Taken(taken)))
+            }
+            Some(-1) => Ok(Err(Refusal::Limit {
+                current: reply.get(1).copied().unwrap_or(0).try_into().unwrap_or(0),
+            })),
+            other => Err(BookingError::Internal(format!(
+                "hold script replied {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn get(&self, hold: HoldId) -> Result<Option<HoldRecord>, BookingError> {
+        let fields: std::collections::HashMap<String, String> =
+            self.redis.clone().hgetall(self.hold_key(hold)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let parse = || -> Option<HoldRecord> {
+            Some(HoldRecord {
+                hold_id: hold,
+                buyer: AccountId(fields.get("buyer")?.parse().ok()?),
+                event: EventId(fields.get("event")?.parse().ok()?),
+                seats: fields
+                    .get("seats")?
+                    .split(',')
+                    .map(|s| s.parse().map(SeatId))
+                    .collect::<Result<_, _>>()
+                    .ok()?,
+                expires_at: Utc
+                    .timestamp_millis_opt(fields.get("expires")?.parse().ok()?)
+                    .single()?,
+                state: match fields.get("state")?.as_str() {
+                    "held" => HoldState::Held,
+                    _ => HoldState::CheckedOut,
+                },
+            })
+        };
+        parse()
+            .map(Some)
+            .ok_or_else(|| BookingError::Internal(format!("hold {hold} is malformed in redis")))
+    }
+
+    /// Marks a live hold of `buyer` as being checked out, so expiry leaves it alone
+    /// while its booking is written.
+    pub async fn claim(&self, hold: HoldId, buyer: AccountId) -> Result<Claim, BookingError> {
+        let now = Utc::now().timestamp_millis();
+        let reply: i64 = self
+            .claim
+            .key(self.deadlines())
+            .key(self.hold_key(hold))
+            .arg(hold.to_string())
+            .arg(buyer.to_string())
+            .arg(now)
+            .arg(now + CHECKOUT_GRACE_MS)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(match reply {
+            1 => Claim::Claimed,
+            -2 => Claim::AlreadyCheckedOut,
+            _ => Claim::Gone,
+        })
+    }
+
+    /// Undoes [`claim`](Self::claim) when the booking could not be written.
+    pub async fn unclaim(&self, hold: HoldId) -> Result<(), BookingError> {
+        let _: i64 = self
+            .unclaim
+            .key(self.deadlines())
+            .key(self.hold_key(hold))
+            .arg(hold.to_string())
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn run_release(
+        &self,
+        record: &HoldRecord,
+        required: Option<HoldState>,
+        due_by_ms: i64,
+        sold: Option<BookingId>,
+    ) -> Result<bool, BookingError> {
+        let mut invocation = self.release.prepare_invoke();
+        invocation
+            .key(self.deadlines())
+            .key(self.hold_key(record.hold_id))
+            .key(self.buyer_key(record.event, record.buyer));
+        for seat in &record.seats {
+            invocation.key(self.seat_key(*seat));
+        }
+        invocation
+            .arg(record.hold_id.to_string())
+            .arg(match required {
+                None => "",
+                Some(HoldState::Held) => "held",
+                Some(HoldState::CheckedOut) => "checked_out",
+            })
+            .arg(due_by_ms)
+            .arg(sold.map(sold_marker).unwrap_or_default());
+        for seat in &record.seats {
+            invocation.arg(seat.to_string());
+        }
+        let reply: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
+        Ok(reply == 1)
+    }
+
+    /// Releases a hold that is still only held (not being checked out).
+    pub async fn release_held(&self, record: &HoldRecord) -> Result<bool, BookingError> {
+        self.run_release(record, Some(HoldState::Held), 0, None)
+            .await
+    }
+
+    /// Releases a hold whose deadline has passed, if it is still in `state`.
+    pub async fn expire(
+        &self,
+        record: &HoldRecord,
+        state: HoldState,
+    ) -> Result<bool, BookingError> {
+        self.run_release(record, Some(state), Utc::now().timestamp_millis(), None)
+            .await
+    }
+
+    /// Frees the seats of a cancelled booking, whether they were held or sold. Idempotent.
+    pub async fn free_booking(
+        &self,
+        booking: BookingId,
+        record: &HoldRecord,
+    ) -> Result<(), BookingError> {
+        self.run_release(record, None, 0, Some(booking))
+            .await
+            .map(|_| ())
+    }
+
+    /// Marks the seats of a confirmed booking sold and drops its hold. Idempotent.
+    pub async fn mark_sold(
+        &self,
+        booking: BookingId,
+        hold: HoldId,
+        seats: &[SeatId],
+    ) -> Result<(), BookingError> {
+        let mut invocation = self.mark_sold.prepare_invoke();
+        invocation.key(self.deadlines()).key(self.hold_key(hold));
+        for seat in seats {
+            invocation.key(self.seat_key(*seat));
+        }
+        invocation.arg(hold.to_string()).arg(sold_marker(booking));
+        let _: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
+        Ok(())
+    }
+
+    /// Forgets a hold's deadline (its booking now owns the seats).
+    pub async fn forget_deadline(&self, hold: HoldId) -> Result<(), BookingError> {
+        let _: i64 = self
+            .redis
+            .clone()
+            .zrem(self.deadlines(), hold.to_string())
+            .await?;
+        Ok(())
+    }
+
+    /// Ids of holds whose deadline has passed, oldest first.
+    pub async fn due(&self, limit: isize) -> Result<Vec<HoldId>, BookingError> {
+        let now = Utc::now().timestamp_millis();
+        let ids: Vec<String> = self
+            .redis
+            .clone()
+            .zrangebyscore_limit(self.deadlines(), "-inf", now, 0, limit)
+            .await?;
+        Ok(ids
+            .iter()
+            .filter_map(|s| s.parse().ok().map(HoldId))
+            .collect())
+    }
+
+    /// What Redis says of each seat: `None` free, `Some(value)` held or sold.
+    pub async fn seat_values(&self, seats: &[SeatId]) -> Result<Vec<Option<String>>, BookingError> {
+        if seats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = seats.iter().map(|s| self.seat_key(*s)).collect();
+        let mut values = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(1000) {
+            let part: Vec<Option<String>> = self.redis.clone().mget(chunk).await?;
+            values.extend(part);
+        }
+        Ok(values)
+    }
+
+    /// Restores the marks of a booking Postgres knows about (after Redis lost its data).
+    pub async fn prime(
+        &self,
+        booking: BookingId,
+        hold: HoldId,
+        buyer: AccountId,
+        event: EventId,
+        seats: &[SeatId],
+        sold: bool,
+    ) -> Result<(), BookingError> {
+        let value = if sold {
+            sold_marker(booking)
+        } else {
+            hold.to_string()
+        };
+        let mut pipe = redis::pipe();
+        for seat in seats {
+            pipe.cmd("SET")
+                .arg(self.seat_key(*seat))
+                .arg(&value)
+                .arg("NX")
+                .ignore();
+            pipe.cmd("SADD")
+                .arg(self.buyer_key(event, buyer))
+                .arg(seat.to_string())
+                .ignore();
+        }
+        let () = pipe.query_async(&mut self.redis.clone()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,13 @@
+//! booking-svc: the saga owner. Accounts, the catalog, seat holds in Redis, bookings in
+//! Postgres, and booking-svc's half of the payment saga over RabbitMQ.
+
+pub mod accounts;
+pub mod bookings;
+pub mod catalog;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod holds;
+pub mod startup;
+
+pub use startup::{Application, BookingConfig};

@@ -1,0 +1,216 @@
+//! Configuration and `Application::build`: everything booking-svc runs, wired up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use marquee_infra::auth::TokenKeys;
+use marquee_infra::bus::{Bus, BusConfig, Handler};
+use marquee_infra::config::{InfraConfig, env_millis, env_or, env_string};
+use marquee_infra::grpc::{PropagateTrace, health_service, lazy_channel};
+use marquee_infra::outbox::{self, Relay};
+use marquee_proto::booking::account_service_server::AccountServiceServer;
+use marquee_proto::booking::booking_service_server::BookingServiceServer;
+use marquee_proto::booking::catalog_service_server::CatalogServiceServer;
+use marquee_proto::pay::wallet_service_client::WalletServiceClient;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::Hasher;
+use crate::bookings::{Bookings, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_COMPLETED};
+use crate::catalog::Catalog;
+use crate::grpc::{Api, token_ttl};
+use crate::holds::HoldStore;
+
+#[derive(Clone)]
+pub struct BookingConfig {
+    pub grpc_addr: SocketAddr,
+    /// Where `/metrics` is served; `None` serves none.
+    pub metrics_addr: Option<SocketAddr>,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub redis_url: String,
+    /// Prefix of every Redis key (tests use a fresh one each).
+    pub redis_prefix: String,
+    pub bus: BusConfig,
+    pub pay_url: String,
+    pub jwt_secret: String,
+    pub token_ttl_minutes: i64,
+    pub hold_ttl: Duration,
+    pub sweep_interval: Duration,
+    pub default_max_seats: u32,
+    /// argon2id memory cost in KiB (OWASP's 19 MiB by default).
+    pub argon2_memory_kib: u32,
+}
+
+impl std::fmt::Debug for BookingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BookingConfig")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("bus_prefix", &self.bus.prefix)
+            .field("hold_ttl", &self.hold_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BookingConfig {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let infra = InfraConfig::from_env();
+        let metrics: String = env_string("BOOKING_METRICS_ADDR", "127.0.0.1:9101");
+        Ok(Self {
+            grpc_addr: env_or(
+                "BOOKING_GRPC_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 50051)),
+            )?,
+            metrics_addr: if metrics == "off" {
+                None
+            } else {
+                Some(metrics.parse()?)
+            },
+            database_url: env_string(
+                "BOOKING_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/marquee_booking",
+            ),
+            db_max_connections: env_or("BOOKING_DB_MAX_CONNECTIONS", 20)?,
+            redis_url: infra.redis_url,
+            redis_prefix: env_string("REDIS_PREFIX", "marquee:"),
+            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix),
+            pay_url: env_string("PAY_URL", "http://127.0.0.1:50052"),
+            jwt_secret: infra.jwt_secret,
+            token_ttl_minutes: env_or("TOKEN_TTL_MINUTES", 60)?,
+            hold_ttl: env_millis("HOLD_TTL_MS", Duration::from_secs(300))?,
+            sweep_interval: env_millis("HOLD_SWEEP_INTERVAL_MS", Duration::from_millis(250))?,
+            default_max_seats: env_or("DEFAULT_MAX_SEATS_PER_BUYER", 4)?,
+            argon2_memory_kib: env_or("ARGON2_MEMORY_KIB", 19_456)?,
+        })
+    }
+}
+
+/// booking-svc, built and listening, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    api: Api,
+    bus: Bus,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(config: BookingConfig) -> anyhow::Result<Self> {
+        let pool =
+            marquee_infra::db::connect(&config.database_url, config.db_max_connections).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        outbox::migrate(&pool).await?;
+        let holds = HoldStore::connect(&config.redis_url, &config.redis_prefix).await?;
+        let bus = Bus::connect(config.bus.clone(), Duration::from_secs(10)).await?;
+        let shutdown = CancellationToken::new();
+        let relay = Relay::spawn(
+            pool.clone(),
+            bus.clone(),
+            Duration::from_millis(200),
+            shutdown.clone(),
+        );
+        let bookings = Arc::new(Bookings {
+            pool: pool.clone(),
+            holds,
+            catalog: Catalog::default(),
+            relay,
+            hold_ttl: config.hold_ttl,
+        });
+        bookings.prime_redis().await?;
+        bookings
+            .clone()
+            .spawn_sweeper(config.sweep_interval, shutdown.clone());
+        let handler_bookings = bookings.clone();
+        let handler: Handler = Arc::new(move |envelope| {
+            let bookings = handler_bookings.clone();
+            Box::pin(async move { bookings.handle(envelope).await })
+        });
+        bus.consume(
+            "booking.payment-results",
+            &[PAYMENT_SUCCEEDED, PAYMENT_FAILED, REFUND_COMPLETED],
+            32,
+            handler,
+        )
+        .await?;
+        let wallet =
+            WalletServiceClient::with_interceptor(lazy_channel(&config.pay_url)?, PropagateTrace);
+        let api = Api {
+            bookings,
+            keys: TokenKeys::new(&config.jwt_secret, token_ttl(config.token_ttl_minutes)),
+            hasher: Hasher::new(config.argon2_memory_kib)?,
+            wallet,
+            default_max_seats: config.default_max_seats,
+        };
+        let listener = TcpListener::bind(config.grpc_addr).await?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        tracing::info!(addr = %listener.local_addr()?, "booking-svc listening");
+        Ok(Self {
+            listener,
+            metrics_listener,
+            api,
+            bus,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn pool(&self) -> PgPool {
+        self.api.bookings.pool.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_with_shutdown(marquee_infra::shutdown_signal())
+            .await
+    }
+
+    /// Serves until `signal` resolves, then drains in-flight RPCs and stops consumers.
+    pub async fn run_with_shutdown(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let health = health_service(&[
+            "marquee.booking.v1.AccountService",
+            "marquee.booking.v1.CatalogService",
+            "marquee.booking.v1.BookingService",
+        ])
+        .await;
+        if let Some(listener) = self.metrics_listener {
+            let stop = self.shutdown.clone();
+            tokio::spawn(marquee_infra::metrics::serve(listener, async move {
+                stop.cancelled().await;
+            }));
+        }
+        let shutdown = self.shutdown.clone();
+        let bus = self.bus.clone();
+        let server = tonic::transport::Server::builder()
+            // A span per RPC, parented on the caller's W3C trace context.
+            .layer(
+                tower_http::trace::TraceLayer::new_for_grpc()
+                    .make_span_with(marquee_infra::telemetry::grpc_server_span),
+            )
+            .add_service(health)
+            .add_service(AccountServiceServer::new(self.api.clone()))
+            .add_service(CatalogServiceServer::new(self.api.clone()))
+            .add_service(BookingServiceServer::new(self.api.clone()))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(self.listener),
+                async move {
+                    signal.await;
+                    tracing::info!("booking-svc draining");
+                },
+            );
+        let result = server.await;
+        shutdown.cancel();
+        bus.shutdown();
+        result.map_err(Into::into)
+    }
+}
