@@ -1,0 +1,611 @@
+//! The HTTP server: state, tower layers, the extra routes, and start/stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, StatusCode};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use marquee_infra::auth::TokenKeys;
+
+use crate::config::GatewayConfig;
+use crate::error::ApiError;
+use crate::routes::{RouteTable, UPSTREAMS};
+use crate::{openapi, proxy};
+
+/// Routes the gateway serves itself, next to the transcoded ones.
+const OWN_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub routes: Arc<RouteTable>,
+    /// One lazily connected channel per entry of [`UPSTREAMS`].
+    pub channels: Vec<Channel>,
+    pub keys: TokenKeys,
+    pub metrics: PrometheusHandle,
+    pub openapi: bytes::Bytes,
+    pub upstream_timeout: Duration,
+    pub body_limit: usize,
+}
+
+/// The full router with every layer, for serving or for in-process tests.
+pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
+    let routes = Arc::new(RouteTable::marquee()?);
+    let mut channels = Vec::with_capacity(UPSTREAMS.len());
+    for upstream in UPSTREAMS {
+        let url = config
+            .upstream_url(upstream.name)
+            .with_context(|| format!("no url configured for upstream {}", upstream.name))?;
+        channels.push(
+            lazy_channel(url).with_context(|| format!("bad url for upstream {}", upstream.name))?,
+        );
+    }
+    let openapi = serde_json::to_vec_pretty(&openapi::document(&routes))?;
+    let state = Arc::new(AppState {
+        routes: routes.clone(),
+        channels,
+        // Only verification happens here, so the ttl is irrelevant.
+        keys: TokenKeys::new(&config.jwt_secret, chrono::Duration::zero()),
+        metrics: marquee_infra::metrics::prometheus(),
+        openapi: openapi.into(),
+        upstream_timeout: config.upstream_timeout,
+        body_limit: config.body_limit_bytes,
+    });
+
+    let span_routes = routes.clone();
+    let layers = ServiceBuilder::new()
+        // Gives every request an `x-request-id` (a UUID unless the client sent one).
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // One span per request, named after the route and parented on `traceparent`.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(move |request: &Request| request_span(&span_routes, request))
+                .on_request(())
+                .on_response(on_response)
+                .on_failure(()),
+        )
+        // Echoes `x-request-id` on the response.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // CORS for browser clients: any origin unless CORS_ALLOWED_ORIGINS narrows it.
+        .layer(cors(&config.cors_allowed_origins))
+        // Request count and latency per route into Prometheus.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        // Turns the body limit's plain-text 413 into the JSON error shape.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            json_payload_too_large,
+        ))
+        // Caps request bodies (default 1 MiB).
+        .layer(RequestBodyLimitLayer::new(config.body_limit_bytes));
+
+    Ok(Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(proxy::handle)
+        .with_state(state)
+        .layer(layers))
+}
+
+fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    if origins.is_empty() {
+        return CorsLayer::permissive();
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::permissive().allow_origin(AllowOrigin::list(origins))
+}
+
+/// `POST /v1/bookings` for a known route, `GET /healthz` for the gateway's own, `None`
+/// otherwise (so unknown paths cannot blow up metric cardinality).
+fn route_label(routes: &RouteTable, method: &Method, path: &str) -> Option<String> {
+    if let Some(name) = routes.route_name(method, path) {
+        return Some(name);
+    }
+    (method == Method::GET && OWN_ROUTES.contains(&path)).then(|| format!("GET {path}"))
+}
+
+fn request_span(routes: &RouteTable, request: &Request) -> Span {
+    let method = request.method();
+    let path = request.uri().path();
+    let label = route_label(routes, method, path);
+    let name = label.clone().unwrap_or_else(|| format!("{method}"));
+    let route = label
+        .as_deref()
+        .and_then(|l| l.split_once(' '))
+        .map_or("", |(_, template)| template);
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %path,
+        request_id = %request_id,
+        http.response.status_code = tracing::field::Empty,
+    );
+    marquee_infra::telemetry::set_parent(
+        &span,
+        marquee_infra::telemetry::extract_http(request.headers()),
+    );
+    span
+}
+
+fn on_response<B>(response: &http::Response<B>, latency: Duration, span: &Span) {
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        tracing::warn!(status, latency_ms, "request failed");
+    } else {
+        tracing::debug!(status, latency_ms, "request finished");
+    }
+}
+
+async fn record_metrics(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = metric_method(request.method());
+    let route = route_label(&state.routes, request.method(), request.uri().path()).map_or_else(
+        || "unmatched".to_owned(),
+        |l| l.split_once(' ').map_or(l.clone(), |(_, t)| t.to_owned()),
+    );
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(
+        "gateway_requests_total",
+        "route" => route.clone(),
+        "method" => method,
+        "status" => status
+    )
+    .increment(1);
+    metrics::histogram!("gateway_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+fn metric_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+async fn json_payload_too_large(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        return ApiError::payload_too_large(state.body_limit).into_response();
+    }
+    response
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let checks = UPSTREAMS.iter().zip(&state.channels).map(|(upstream, channel)| async move {
+        let mut client = HealthClient::new(channel.clone());
+        let request = HealthCheckRequest { service: String::new() };
+        let answer = tokio::time::timeout(READY_TIMEOUT, client.check(request)).await;
+        let state = match answer {
+            Ok(Ok(response)) => match ServingStatus::try_from(response.get_ref().status) {
+                Ok(status) => status.as_str_name().to_owned(),
+                Err(_) => "UNKNOWN".to_owned(),
+            },
+            Ok(Err(status)) => {
+                tracing::warn!(upstream = upstream.name, grpc.code = ?status.code(), error = %status.message(), "readiness check failed");
+                "UNREACHABLE".to_owned()
+            }
+            Err(_) => {
+                tracing::warn!(upstream = upstream.name, "readiness check timed out");
+                "TIMEOUT".to_owned()
+            }
+        };
+        (upstream.name, state)
+    });
+    let results = futures::future::join_all(checks).await;
+    let ready = results.iter().all(|(_, state)| state == "SERVING");
+    let upstreams: serde_json::Map<String, serde_json::Value> = results
+        .into_iter()
+        .map(|(name, state)| (name.to_owned(), json!(state)))
+        .collect();
+    let (status, word) = if ready {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    (
+        status,
+        axum::Json(json!({"status": word, "upstreams": upstreams})),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi_json(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        state.openapi.clone(),
+    )
+        .into_response()
+}
+
+/// A bound, not yet running gateway.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    port: u16,
+}
+
+impl Application {
+    /// Builds the route table and upstream channels (connected lazily, so upstreams
+    /// need not be up yet) and binds the listener (port 0 picks a free port).
+    pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        let router = router(&config)?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", config.listen_addr))?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(
+            addr = %config.listen_addr,
+            port,
+            booking_url = %config.booking_url,
+            pay_url = %config.pay_url,
+            body_limit_bytes = config.body_limit_bytes,
+            upstream_timeout_ms = u64::try_from(config.upstream_timeout.as_millis()).unwrap_or(u64::MAX),
+            "gateway listening"
+        );
+        Ok(Self {
+            listener,
+            router,
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_with_shutdown(marquee_infra::shutdown_signal())
+            .await
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run_with_shutdown(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving http")?;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http_body_util::BodyExt as _;
+    use serde_json::Value as Json;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    const SECRET: &str = "test-secret";
+
+    /// Upstreams on a closed loopback port: nothing listens, nothing is contacted
+    /// unless a request gets past the gateway's own checks.
+    fn app() -> Router {
+        let mut config = GatewayConfig::local("http://127.0.0.1:1", "http://127.0.0.1:1", SECRET);
+        config.body_limit_bytes = 64;
+        config.upstream_timeout = Duration::from_secs(5);
+        router(&config).expect("router builds")
+    }
+
+    async fn send(request: http::Request<Body>) -> (StatusCode, http::HeaderMap, Json) {
+        let response = app().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or(Json::String(String::from_utf8_lossy(&bytes).into()));
+        (status, headers, json)
+    }
+
+    fn request(method: Method, uri: &str) -> http::request::Builder {
+        http::Request::builder().method(method).uri(uri)
+    }
+
+    fn assert_error_shape(body: &Json, code: i32) {
+        assert_eq!(body["code"], code, "{body}");
+        assert!(body["message"].is_string(), "{body}");
+        assert_eq!(body["details"], Json::Array(vec![]), "{body}");
+    }
+
+    #[tokio::test]
+    async fn unknown_path_is_404_and_wrong_method_405() {
+        let (status, headers, body) = send(
+            request(Method::GET, "/v1/nope")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_error_shape(&body, 5);
+        assert!(headers.contains_key("x-request-id"));
+
+        let (status, headers, body) = send(
+            request(Method::PATCH, "/v1/bookings")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_error_shape(&body, 5);
+        assert!(headers["allow"].to_str().expect("ascii").contains("POST"));
+    }
+
+    #[tokio::test]
+    async fn bad_tokens_are_refused_at_the_edge() {
+        for value in ["Bearer not-a-jwt", "Basic abc"] {
+            let (status, headers, body) = send(
+                request(Method::GET, "/v1/me")
+                    .header("authorization", value)
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
+            assert_error_shape(&body, 16);
+            assert_eq!(headers["www-authenticate"], "Bearer");
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_are_400() {
+        let cases: [(&str, Option<&str>); 4] = [
+            ("{", Some("application/json")),
+            ("[]", Some("application/json")),
+            (r#"{"unknownField": 1}"#, None),
+            (r#"{"holdId": "h"}"#, Some("text/plain")),
+        ];
+        for (body, content_type) in cases {
+            let mut builder = request(Method::POST, "/v1/bookings");
+            if let Some(content_type) = content_type {
+                builder = builder.header("content-type", content_type);
+            }
+            let (status, _, json) = send(builder.body(Body::from(body)).expect("request")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_error_shape(&json, 3);
+        }
+        let (status, _, json) = send(
+            request(Method::GET, "/v1/events?pageSize=lots")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_error_shape(&json, 3);
+        let (status, _, _) = send(
+            request(Method::GET, "/v1/events/%FF")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_413_json() {
+        let big = format!(r#"{{"holdId": "{}"}}"#, "x".repeat(200));
+        // With a content-length, the limit layer answers before the handler runs.
+        let (status, _, json) = send(
+            request(Method::POST, "/v1/bookings")
+                .header("content-type", "application/json")
+                .header("content-length", big.len())
+                .body(Body::from(big.clone()))
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_error_shape(&json, 3);
+        // Streamed without a length, reading the body trips the limit.
+        let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from(big))]);
+        let (status, _, json) = send(
+            request(Method::POST, "/v1/bookings")
+                .header("content-type", "application/json")
+                .body(Body::from_stream(stream))
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_error_shape(&json, 3);
+    }
+
+    #[tokio::test]
+    async fn unreachable_upstream_is_503() {
+        let (status, _, json) = send(
+            request(Method::GET, "/v1/events/e-1")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+        assert_eq!(json["code"], 14);
+        assert!(
+            json["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("upstream booking is unavailable")),
+            "{json}"
+        );
+    }
+
+    #[tokio::test]
+    async fn own_routes() {
+        let (status, headers, json) = send(
+            request(Method::GET, "/healthz")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json, json!({"status": "ok"}));
+        assert!(headers.contains_key("x-request-id"));
+
+        let (status, _, json) = send(
+            request(Method::GET, "/readyz")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json["status"], "unavailable");
+        assert_eq!(json["upstreams"]["booking"], "UNREACHABLE");
+
+        let (status, _, json) = send(
+            request(Method::GET, "/openapi.json")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(json["paths"]["/v1/bookings"]["post"].is_object());
+
+        let _ = send(
+            request(Method::GET, "/v1/nope")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        let (status, _, text) = send(
+            request(Method::GET, "/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            text.as_str()
+                .is_some_and(|t| t.contains("gateway_requests_total")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn request_id_is_kept_and_cors_answers_preflight() {
+        let (_, headers, _) = send(
+            request(Method::GET, "/healthz")
+                .header("x-request-id", "abc-123")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(headers["x-request-id"], "abc-123");
+
+        let (status, headers, _) = send(
+            request(Method::OPTIONS, "/v1/bookings")
+                .header("origin", "https://app.example")
+                .header("access-control-request-method", "POST")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert!(status.is_success());
+        assert!(headers.contains_key("access-control-allow-origin"));
+    }
+
+    #[tokio::test]
+    async fn application_binds_an_ephemeral_port() {
+        let config = GatewayConfig::local("http://127.0.0.1:1", "http://127.0.0.1:1", SECRET);
+        let app = Application::build(config)
+            .await
+            .expect("builds without upstreams");
+        assert_ne!(app.port(), 0);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_with_shutdown(async {
+            let _ = rx.await;
+        }));
+        let _ = tx.send(());
+        server.await.expect("joins").expect("stops cleanly");
+    }
+}

@@ -1,0 +1,22 @@
+//! Marquee's public door: REST/JSON in front of the gRPC services.
+//!
+//! Every route comes from a `google.api.http` annotation in `proto/` (read from
+//! [`marquee_proto::DESCRIPTOR_SET`] at start-up) and is transcoded by one generic
+//! handler; nothing here knows a domain type. Around it: bearer-token checks at the
+//! edge, request ids, traces, CORS, body limits, Prometheus metrics, health and an
+//! OpenAPI document generated from the same route table.
+
+pub mod app;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod openapi;
+pub mod proxy;
+pub mod routes;
+pub mod template;
+pub mod transcode;
+
+pub use app::{Application, router};
+pub use config::GatewayConfig;
+pub use error::ApiError;
+pub use routes::{Route, RouteTable};

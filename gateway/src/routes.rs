@@ -1,0 +1,482 @@
+//! The REST route table, derived only from the `google.api.http` annotations in the
+//! descriptor set: adding a route means annotating an RPC, never writing a handler.
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, bail};
+use http::{Method, StatusCode};
+use prost::Message as _;
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor,
+    MethodDescriptor, Value,
+};
+
+use marquee_proto::google::api::{HttpRule, http_rule::Pattern};
+
+use crate::template::{DecodeError, PathTemplate};
+
+/// Full name of the `google.api.http` method option.
+pub const HTTP_EXTENSION: &str = "google.api.http";
+/// Full name of Marquee's success-status method option.
+pub const SUCCESS_CODE_EXTENSION: &str = "marquee.api.v1.success_code";
+
+/// Which proto package is served by which upstream. Index = [`Route::upstream`].
+pub const UPSTREAMS: &[Upstream] = &[
+    Upstream {
+        name: "booking",
+        package: "marquee.booking.v1",
+    },
+    Upstream {
+        name: "pay",
+        package: "marquee.pay.v1",
+    },
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: &'static str,
+    pub package: &'static str,
+}
+
+/// Where the request body goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyRule {
+    /// `body: ""`: the body is ignored; unbound fields come from the query string.
+    None,
+    /// `body: "*"`: the body is the whole request message.
+    Whole,
+    /// `body: "field"`: the body is that one field of the request message.
+    Field(String),
+}
+
+/// One REST binding of one RPC.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: Method,
+    pub template: PathTemplate,
+    /// `/package.Service/Method`.
+    pub grpc_path: String,
+    /// `Service_Method`, unique per RPC (used as the OpenAPI operationId).
+    pub operation_id: String,
+    pub service: String,
+    /// Index into [`UPSTREAMS`].
+    pub upstream: usize,
+    pub input: MessageDescriptor,
+    pub output: MessageDescriptor,
+    pub body: BodyRule,
+    /// `response_body`: answer with only this field of the response (proto name).
+    pub response_body: Option<String>,
+    pub success: StatusCode,
+    /// Server-streaming RPCs will be served as SSE; until then they answer 501.
+    pub server_streaming: bool,
+    /// Leading comment of the RPC in the .proto, if any.
+    pub description: Option<String>,
+}
+
+impl Route {
+    /// `POST /v1/bookings`: the span name and the metrics label.
+    pub fn name(&self) -> String {
+        format!("{} {}", self.method, self.template)
+    }
+}
+
+/// Path variables bound by a match: (field path, decoded value).
+pub type Bindings = Vec<(String, String)>;
+
+/// Result of looking a request up.
+#[derive(Debug)]
+pub enum RouteMatch<'a> {
+    Found {
+        route: &'a Route,
+        bindings: Bindings,
+    },
+    /// The path matched but a variable did not decode.
+    BadPath {
+        route: &'a Route,
+        error: DecodeError,
+    },
+    /// The path is known, the method is not; carries the allowed methods.
+    MethodNotAllowed(Vec<Method>),
+    NotFound,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    pool: DescriptorPool,
+}
+
+impl RouteTable {
+    /// Builds the table from Marquee's own descriptor set.
+    pub fn marquee() -> anyhow::Result<Self> {
+        Self::from_descriptor_set(marquee_proto::DESCRIPTOR_SET, UPSTREAMS)
+    }
+
+    /// Builds the table from an encoded `FileDescriptorSet`, routing each package in
+    /// `upstreams` to that upstream. Methods without a `google.api.http` option are not
+    /// exposed. Fails on an annotation the gateway cannot serve.
+    pub fn from_descriptor_set(bytes: &[u8], upstreams: &[Upstream]) -> anyhow::Result<Self> {
+        let pool = DescriptorPool::decode(bytes).context("decoding the descriptor set")?;
+        let http_ext = pool
+            .get_extension_by_name(HTTP_EXTENSION)
+            .with_context(|| format!("{HTTP_EXTENSION} is not in the descriptor set"))?;
+        let success_ext = pool.get_extension_by_name(SUCCESS_CODE_EXTENSION);
+        let mut routes = Vec::new();
+        for service in pool.services() {
+            let Some(upstream) = upstreams
+                .iter()
+                .position(|u| u.package == service.package_name())
+            else {
+                continue;
+            };
+            for method in service.methods() {
+                let options = method.options();
+                let Some(rule) = http_rule(&options, &http_ext)? else {
+                    continue;
+                };
+                if method.is_client_streaming() {
+                    tracing::warn!(rpc = %method.full_name(), "client-streaming rpc is not exposed over rest");
+                    continue;
+                }
+                let success = success_code(&options, success_ext.as_ref()).with_context(|| {
+                    format!("{}: bad {SUCCESS_CODE_EXTENSION}", method.full_name())
+                })?;
+                let description = leading_comment(&method);
+                let mut bindings = vec![rule.clone()];
+                bindings.extend(rule.additional_bindings.iter().cloned());
+                for binding in bindings {
+                    let route =
+                        make_route(&method, upstream, &binding, success, description.clone())
+                            .with_context(|| {
+                                format!("{}: bad google.api.http option", method.full_name())
+                            })?;
+                    if routes
+                        .iter()
+                        .any(|r: &Route| r.method == route.method && r.template == route.template)
+                    {
+                        bail!("duplicate rest route {}", route.name());
+                    }
+                    routes.push(route);
+                }
+            }
+        }
+        Ok(Self { routes, pool })
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    /// Finds the route for a request; `path` is the raw (percent-encoded) path.
+    pub fn lookup(&self, method: &Method, path: &str) -> RouteMatch<'_> {
+        let mut best: Option<(&Route, Result<Bindings, DecodeError>)> = None;
+        let mut allowed: Vec<Method> = Vec::new();
+        for route in &self.routes {
+            let Some(bound) = route.template.matches(path) else {
+                continue;
+            };
+            if route.method != *method {
+                if !allowed.contains(&route.method) {
+                    allowed.push(route.method.clone());
+                }
+                continue;
+            }
+            let better = match &best {
+                None => true,
+                Some((current, _)) => route.template.specificity() > current.template.specificity(),
+            };
+            if better {
+                best = Some((route, bound));
+            }
+        }
+        match best {
+            Some((route, Ok(bindings))) => RouteMatch::Found { route, bindings },
+            Some((route, Err(error))) => RouteMatch::BadPath { route, error },
+            None if !allowed.is_empty() => RouteMatch::MethodNotAllowed(allowed),
+            None => RouteMatch::NotFound,
+        }
+    }
+
+    /// The route template a request would be served by, for span names and metric
+    /// labels (`None` for paths the table does not know).
+    pub fn route_name(&self, method: &Method, path: &str) -> Option<String> {
+        match self.lookup(method, path) {
+            RouteMatch::Found { route, .. } | RouteMatch::BadPath { route, .. } => {
+                Some(route.name())
+            }
+            RouteMatch::MethodNotAllowed(_) | RouteMatch::NotFound => None,
+        }
+    }
+}
+
+fn http_rule(
+    options: &DynamicMessage,
+    ext: &ExtensionDescriptor,
+) -> anyhow::Result<Option<HttpRule>> {
+    if !options.has_extension(ext) {
+        return Ok(None);
+    }
+    match options.get_extension(ext).as_ref() {
+        Value::Message(message) => {
+            let rule = HttpRule::decode(message.encode_to_vec().as_slice())
+                .context("decoding google.api.HttpRule")?;
+            Ok(Some(rule))
+        }
+        other => bail!("{HTTP_EXTENSION} holds {other:?}, not a message"),
+    }
+}
+
+fn success_code(
+    options: &DynamicMessage,
+    ext: Option<&ExtensionDescriptor>,
+) -> anyhow::Result<StatusCode> {
+    let code = match ext {
+        Some(ext) if options.has_extension(ext) => match options.get_extension(ext).as_ref() {
+            Value::I32(code) => *code,
+            other => bail!("expected an int32, found {other:?}"),
+        },
+        _ => 200,
+    };
+    let code = u16::try_from(code).context("out of range")?;
+    let status = StatusCode::from_u16(code).context("not an HTTP status")?;
+    if !status.is_success() {
+        bail!("{status} is not a success status");
+    }
+    Ok(status)
+}
+
+fn make_route(
+    method: &MethodDescriptor,
+    upstream: usize,
+    rule: &HttpRule,
+    success: StatusCode,
+    description: Option<String>,
+) -> anyhow::Result<Route> {
+    let (http_method, path) = match &rule.pattern {
+        Some(Pattern::Get(p)) => (Method::GET, p.as_str()),
+        Some(Pattern::Put(p)) => (Method::PUT, p.as_str()),
+        Some(Pattern::Post(p)) => (Method::POST, p.as_str()),
+        Some(Pattern::Delete(p)) => (Method::DELETE, p.as_str()),
+        Some(Pattern::Patch(p)) => (Method::PATCH, p.as_str()),
+        Some(Pattern::Custom(c)) => (
+            Method::from_bytes(c.kind.as_bytes()).context("bad custom http method")?,
+            c.path.as_str(),
+        ),
+        None => bail!("no http pattern"),
+    };
+    let template = PathTemplate::parse(path)?;
+    let input = method.input();
+    let output = method.output();
+    for variable in template.variables() {
+        let leaf = resolve_field_path(&input, variable).with_context(|| {
+            format!(
+                "path variable {{{variable}}} names no field of {}",
+                input.full_name()
+            )
+        })?;
+        if leaf.is_list() || leaf.is_map() || matches!(leaf.kind(), Kind::Message(_)) {
+            bail!("path variable {{{variable}}} must name a singular scalar field");
+        }
+    }
+    let body = match rule.body.as_str() {
+        "" => BodyRule::None,
+        "*" => BodyRule::Whole,
+        field => {
+            let desc = input
+                .get_field_by_name(field)
+                .with_context(|| format!("body field {field} is not in {}", input.full_name()))?;
+            BodyRule::Field(desc.name().to_owned())
+        }
+    };
+    let response_body = match rule.response_body.as_str() {
+        "" => None,
+        field => {
+            let desc = output.get_field_by_name(field).with_context(|| {
+                format!("response_body {field} is not in {}", output.full_name())
+            })?;
+            Some(desc.name().to_owned())
+        }
+    };
+    let service = method.parent_service();
+    Ok(Route {
+        method: http_method,
+        template,
+        grpc_path: format!("/{}/{}", service.full_name(), method.name()),
+        operation_id: format!("{}_{}", service.name(), method.name()),
+        service: service.full_name().to_owned(),
+        upstream,
+        input,
+        output,
+        body,
+        response_body,
+        success,
+        server_streaming: method.is_server_streaming(),
+        description,
+    })
+}
+
+/// Resolves a dotted field path (proto or JSON names) to its last field.
+pub fn resolve_field_path(message: &MessageDescriptor, path: &str) -> Option<FieldDescriptor> {
+    let mut current = message.clone();
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let field = current
+            .get_field_by_name(part)
+            .or_else(|| current.get_field_by_json_name(part))?;
+        if parts.peek().is_none() {
+            return Some(field);
+        }
+        match field.kind() {
+            Kind::Message(next) if !field.is_list() && !field.is_map() => current = next,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The leading comment of an RPC in its .proto, from the source info in the set.
+fn leading_comment(method: &MethodDescriptor) -> Option<String> {
+    let file = method.parent_file();
+    let info = file.file_descriptor_proto().source_code_info.as_ref()?;
+    let comments: HashMap<&[i32], &str> = info
+        .location
+        .iter()
+        .filter_map(|l| {
+            l.leading_comments
+                .as_deref()
+                .map(|c| (l.path.as_slice(), c))
+        })
+        .collect();
+    let text = comments.get(method.path())?;
+    let text = text
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim()
+        .to_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        RouteTable::marquee().expect("route table builds from DESCRIPTOR_SET")
+    }
+
+    fn find<'a>(table: &'a RouteTable, method: Method, template: &str) -> &'a Route {
+        table
+            .routes()
+            .iter()
+            .find(|r| r.method == method && r.template.as_str() == template)
+            .unwrap_or_else(|| panic!("no route {method} {template}"))
+    }
+
+    #[test]
+    fn table_has_annotated_routes() {
+        let table = table();
+        let create = find(&table, Method::POST, "/v1/bookings");
+        assert_eq!(create.success, StatusCode::ACCEPTED);
+        assert_eq!(
+            create.grpc_path,
+            "/marquee.booking.v1.BookingService/CreateBooking"
+        );
+        assert_eq!(create.body, BodyRule::Whole);
+        assert_eq!(
+            create.input.full_name(),
+            "marquee.booking.v1.CreateBookingRequest"
+        );
+        assert_eq!(create.output.full_name(), "marquee.booking.v1.Booking");
+        assert_eq!(UPSTREAMS[create.upstream].name, "booking");
+        assert!(!create.server_streaming);
+        assert!(
+            create
+                .description
+                .as_deref()
+                .is_some_and(|d| d.contains("Checks a hold out"))
+        );
+
+        let seats = find(&table, Method::GET, "/v1/events/{event_id}/seats");
+        assert_eq!(seats.success, StatusCode::OK);
+        assert_eq!(seats.body, BodyRule::None);
+
+        let wallet = find(&table, Method::GET, "/v1/wallet");
+        assert_eq!(UPSTREAMS[wallet.upstream].name, "pay");
+        assert_eq!(wallet.grpc_path, "/marquee.pay.v1.WalletService/GetWallet");
+
+        assert_eq!(
+            find(&table, Method::POST, "/v1/accounts").success,
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            find(&table, Method::DELETE, "/v1/holds/{hold_id}")
+                .output
+                .full_name(),
+            "google.protobuf.Empty"
+        );
+        find(&table, Method::POST, "/v1/bookings/{booking_id}:cancel");
+    }
+
+    #[test]
+    fn only_annotated_rpcs_of_known_packages_are_routed() {
+        let table = table();
+        for route in table.routes() {
+            assert!(
+                route.grpc_path.starts_with("/marquee.booking.v1.")
+                    || route.grpc_path.starts_with("/marquee.pay.v1."),
+                "{}",
+                route.grpc_path
+            );
+        }
+        let names: Vec<String> = table.routes().iter().map(Route::name).collect();
+        let unique: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(names.len(), unique.len());
+    }
+
+    #[test]
+    fn lookup_distinguishes_404_405_and_verbs() {
+        let table = table();
+        match table.lookup(&Method::POST, "/v1/bookings/b-1:cancel") {
+            RouteMatch::Found { route, bindings } => {
+                assert_eq!(
+                    route.grpc_path,
+                    "/marquee.booking.v1.BookingService/CancelBooking"
+                );
+                assert_eq!(bindings, vec![("booking_id".to_owned(), "b-1".to_owned())]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match table.lookup(&Method::GET, "/v1/bookings/b-1") {
+            RouteMatch::Found { route, .. } => {
+                assert_eq!(route.operation_id, "BookingService_GetBooking")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match table.lookup(&Method::PUT, "/v1/bookings") {
+            RouteMatch::MethodNotAllowed(allowed) => {
+                assert!(allowed.contains(&Method::GET) && allowed.contains(&Method::POST));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            table.lookup(&Method::GET, "/v1/nope"),
+            RouteMatch::NotFound
+        ));
+        assert!(matches!(
+            table.lookup(&Method::GET, "/v1/events/%FF"),
+            RouteMatch::BadPath { .. }
+        ));
+        assert_eq!(
+            table
+                .route_name(&Method::GET, "/v1/events/e-1/seats")
+                .as_deref(),
+            Some("GET /v1/events/{event_id}/seats")
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! The whole system in one process for end-to-end tests and the benchmark: pay-svc,
+//! booking-svc and the gateway on ephemeral ports, each test with its own databases,
+//! Redis key prefix and RabbitMQ exchange/queue names, against the real local services.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use marquee_infra::bus::{Bus, BusConfig};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-secret-for-marquee";
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+pub fn pg_base() -> String {
+    env("TEST_PG_URL", "postgres://postgres@127.0.0.1:5432")
+}
+pub fn redis_url() -> String {
+    env("REDIS_URL", "redis://127.0.0.1:6379")
+}
+pub fn amqp_url() -> String {
+    env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub hold_ttl: Duration,
+    pub booking_connections: u32,
+    pub pay_connections: u32,
+    pub argon2_memory_kib: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            hold_ttl: Duration::from_secs(300),
+            booking_connections: 10,
+            pay_connections: 6,
+            argon2_memory_kib: 1024,
+        }
+    }
+}
+
+/// A JSON response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn str(&self, pointer: &str) -> String {
+        self.body
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+pub struct System {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub booking_pool: PgPool,
+    pub pay_pool: PgPool,
+    /// A bus handle with the system's prefix, to inject messages as the services would.
+    pub bus: Bus,
+    booking_db: String,
+    pay_db: String,
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn stoppable() -> (
+    oneshot::Sender<()>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+impl System {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        let booking_db = format!("{}/test_booking_{id}", pg_base());
+        let pay_db = format!("{}/test_pay_{id}", pg_base());
+        let prefix = format!("test.{id}.");
+        let mut stops = Vec::new();
+        let mut tasks = Vec::new();
+
+        let pay = pay_svc::Application::build(pay_svc::PayConfig {
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+            metrics_addr: None,
+            database_url: pay_db.clone(),
+            db_max_connections: options.pay_connections,
+            bus: BusConfig::new(amqp_url(), prefix.clone()),
+            consumer_concurrency: 16,
+            jwt_secret: JWT_SECRET.into(),
+            welcome_credit_minor: 100_000,
+        })
+        .await
+        .expect("pay-svc starts");
+        let pay_port = pay.port();
+        let pay_pool = pay.pool().clone();
+        let (stop, signal) = stoppable();
+        stops.push(stop);
+        tasks.push(tokio::spawn(async move {
+            pay.run_with_shutdown(signal).await.expect("pay-svc runs");
+        }));
+
+        let booking = booking_svc::Application::build(booking_svc::BookingConfig {
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+            metrics_addr: None,
+            database_url: booking_db.clone(),
+            db_max_connections: options.booking_connections,
+            redis_url: redis_url(),
+            redis_prefix: format!("test:{id}:"),
+            bus: BusConfig::new(amqp_url(), prefix.clone()),
+            pay_url: format!("http://127.0.0.1:{pay_port}"),
+            jwt_secret: JWT_SECRET.into(),
+            token_ttl_minutes: 60,
+            hold_ttl: options.hold_ttl,
+            sweep_interval: Duration::from_millis(100),
+            default_max_seats: 4,
+            argon2_memory_kib: options.argon2_memory_kib,
+        })
+        .await
+        .expect("booking-svc starts");
+        let booking_port = booking.port();
+        let booking_pool = booking.pool();
+        let (stop, signal) = stoppable();
+        stops.push(stop);
+        tasks.push(tokio::spawn(async move {
+            booking
+                .run_with_shutdown(signal)
+                .await
+                .expect("booking-svc runs");
+        }));
+
+        let gateway = marquee_gateway::Application::build(marquee_gateway::GatewayConfig::local(
+            format!("http://127.0.0.1:{booking_port}"),
+            format!("http://127.0.0.1:{pay_port}"),
+            JWT_SECRET,
+        ))
+        .await
+        .expect("gateway starts");
+        let base = format!("http://127.0.0.1:{}", gateway.port());
+        let (stop, signal) = stoppable();
+        stops.push(stop);
+        tasks.push(tokio::spawn(async move {
+            gateway
+                .run_with_shutdown(signal)
+                .await
+                .expect("gateway runs");
+        }));
+
+        let bus = Bus::connect(BusConfig::new(amqp_url(), prefix), Duration::from_secs(10))
+            .await
+            .expect("test bus");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(512)
+            .build()
+            .expect("http client");
+        Self {
+            base,
+            http,
+            booking_pool,
+            pay_pool,
+            bus,
+            booking_db,
+            pay_db,
+            stops,
+            tasks,
+        }
+    }
+
+    /// Stops every service and removes the test's databases, queues and exchanges.
+    pub async fn stop(mut self) {
+        for stop in self.stops.drain(..).rev() {
+            let _ = stop.send(());
+        }
+        for task in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        let _ = self
+            .bus
+            .delete_topology(&["booking.payment-results", "pay.payment-requests"])
+            .await;
+        self.bus.shutdown();
+        self.booking_pool.close().await;
+        self.pay_pool.close().await;
+        let _ = marquee_infra::db::drop_database(&self.booking_db).await;
+        let _ = marquee_infra::db::drop_database(&self.pay_db).await;
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body read");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("non-JSON body for {path}: {text}"))
+        };
+        Reply { status, body }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(reqwest::Method::GET, path, token, None, &[])
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(reqwest::Method::POST, path, token, Some(body), &[])
+            .await
+    }
+
+    /// Signs up and logs in; returns (account id, token).
+    pub async fn account(&self, role: &str) -> (String, String) {
+        let email = format!(
+            "{}-{}@example.com",
+            role.to_lowercase(),
+            Uuid::new_v4().simple()
+        );
+        let signed = self
+            .post(
+                "/v1/accounts",
+                None,
+                json!({"email": email, "password": "correct horse battery", "displayName": "Test", "role": role}),
+            )
+            .await;
+        assert_eq!(signed.status, 201, "sign-up: {:?}", signed.body);
+        let session = self
+            .post(
+                "/v1/sessions",
+                None,
+                json!({"email": email, "password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(session.status, 201, "log-in: {:?}", session.body);
+        (signed.str("/accountId"), session.str("/accessToken"))
+    }
+
+    /// Creates an event on sale now with `sections` of (name, price, rows, seats per row).
+    pub async fn event(
+        &self,
+        seller_token: &str,
+        sections: &[(&str, i64, usize, usize)],
+        max_per_buyer: i32,
+    ) -> Value {
+        let starts = chrono::Utc::now() + chrono::Duration::days(30);
+        let sections: Vec<Value> = sections
+            .iter()
+            .enumerate()
+            .map(|(si, (name, price, rows, per_row))| {
+                json!({
+                    "name": name,
+                    "price": {"amountMinor": price.to_string(), "currency": "KRW"},
+                    "rows": (0..*rows).map(|r| json!({
+                        "label": format!("{}", (b'A' + r as u8) as char),
+                        "seats": (0..*per_row).map(|n| json!({
+                            "number": (n + 1).to_string(),
+                            "x": (n as f64) * 10.0,
+                            "y": (si * 100 + r * 10) as f64,
+                        })).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let created = self
+            .post(
+                "/v1/events",
+                Some(seller_token),
+                json!({
+                    "title": "Flash Sale Live",
+                    "category": "CONCERT",
+                    "description": "test event",
+                    "venue": "Olympic Hall",
+                    "startsAt": starts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "sections": sections,
+                    "maxSeatsPerBuyer": max_per_buyer,
+                }),
+            )
+            .await;
+        assert_eq!(created.status, 201, "create event: {:?}", created.body);
+        created.body
+    }
+
+    /// Every seat of an event as (seat id, status, price).
+    pub async fn seats(&self, event_id: &str) -> Vec<(String, String, i64)> {
+        let seats = self
+            .get(&format!("/v1/events/{event_id}/seats"), None)
+            .await;
+        assert_eq!(seats.status, 200, "{:?}", seats.body);
+        seats.body["seats"]
+            .as_array()
+            .expect("seats array")
+            .iter()
+            .map(|s| {
+                (
+                    s["seatId"].as_str().unwrap_or_default().to_owned(),
+                    s["status"].as_str().unwrap_or_default().to_owned(),
+                    s["price"]["amountMinor"]
+                        .as_str()
+                        .unwrap_or("0")
+                        .parse()
+                        .unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    /// Polls a booking until it reaches `status` (panics after 15 s).
+    pub async fn await_booking(&self, token: &str, booking_id: &str, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let booking = self
+                .get(&format!("/v1/bookings/{booking_id}"), Some(token))
+                .await;
+            assert_eq!(booking.status, 200, "{:?}", booking.body);
+            if booking.str("/status") == status {
+                return booking.body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "booking {booking_id} stuck in {} waiting for {status}",
+                booking.str("/status")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn balance(&self, token: &str) -> i64 {
+        let wallet = self.get("/v1/wallet", Some(token)).await;
+        assert_eq!(wallet.status, 200, "{:?}", wallet.body);
+        wallet.str("/balance/amountMinor").parse().expect("balance")
+    }
+}
