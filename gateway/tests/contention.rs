@@ -1,0 +1,171 @@
+//! A crowd at the same seats: 200 concurrent buyers over REST for 50 seats. Every seat
+//! is sold at most once, SOLD seats match confirmed bookings, and money is conserved.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::{Options, System};
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use reqwest::Method;
+use serde_json::json;
+
+const BUYERS: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_buyers_fifty_seats() {
+    let sys = System::start_with(Options {
+        booking_connections: 20,
+        pay_connections: 10,
+        ..Options::default()
+    })
+    .await;
+    let (_, seller) = sys.account("SELLER").await;
+    // Two price tiers: four B seats (160,000) exceed a wallet, so some payments fail.
+    let event = sys
+        .event(&seller, &[("A", 10_000, 3, 10), ("B", 40_000, 2, 10)], 4)
+        .await;
+    let event_id = event["eventId"].as_str().unwrap().to_owned();
+    let seat_ids: Vec<String> = sys
+        .seats(&event_id)
+        .await
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(seat_ids.len(), 50);
+
+    let buyers = futures::future::join_all((0..BUYERS).map(|_| sys.account("BUYER"))).await;
+
+    let outcomes = futures::future::join_all(buyers.iter().enumerate().map(|(i, (_, token))| {
+        let sys = &sys;
+        let seat_ids = &seat_ids;
+        let event_id = &event_id;
+        async move {
+            let picks: Vec<String> = {
+                let mut rng = rand::rng();
+                let n = rng.random_range(1..=4);
+                seat_ids.choose_multiple(&mut rng, n).cloned().collect()
+            };
+            let hold = sys
+                .post(
+                    &format!("/v1/events/{event_id}/holds"),
+                    Some(token),
+                    json!({"seatIds": picks}),
+                )
+                .await;
+            match hold.status {
+                201 => {}
+                409 => return (409u16, None),
+                other => panic!("hold answered {other}: {:?}", hold.body),
+            }
+            let booking = sys
+                .call(
+                    Method::POST,
+                    "/v1/bookings",
+                    Some(token),
+                    Some(json!({"holdId": hold.str("/holdId"), "paymentMethod": "WALLET"})),
+                    &[("Idempotency-Key", &format!("buyer-{i}"))],
+                )
+                .await;
+            assert_eq!(booking.status, 202, "{:?}", booking.body);
+            (201, Some(booking.str("/bookingId")))
+        }
+    }))
+    .await;
+    let granted = outcomes.iter().filter(|o| o.0 == 201).count();
+    let refused = outcomes.iter().filter(|o| o.0 == 409).count();
+    assert!(granted > 0, "nobody got a seat");
+    assert!(refused > 0, "200 buyers for 50 seats must collide");
+
+    // Wait for every saga to settle.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM bookings WHERE status IN ('PENDING_PAYMENT', 'CANCELLING')",
+        )
+        .fetch_one(&sys.booking_pool)
+        .await
+        .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pending} bookings never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every seat sold at most once.
+    let confirmed: Vec<(uuid::Uuid, uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT b.buyer_id, bs.seat_id, bs.price_minor FROM bookings b
+         JOIN booking_seats bs ON bs.booking_id = b.id WHERE b.status = 'CONFIRMED'",
+    )
+    .fetch_all(&sys.booking_pool)
+    .await
+    .unwrap();
+    let confirmed_seats: HashSet<String> = confirmed.iter().map(|r| r.1.to_string()).collect();
+    assert_eq!(
+        confirmed_seats.len(),
+        confirmed.len(),
+        "a seat was sold twice"
+    );
+
+    // What buyers see as SOLD is exactly what confirmed bookings hold.
+    let seats = sys.seats(&event_id).await;
+    let sold: HashSet<String> = seats
+        .iter()
+        .filter(|s| s.1 == "SOLD")
+        .map(|s| s.0.clone())
+        .collect();
+    assert_eq!(sold, confirmed_seats);
+    assert!(seats.iter().all(|s| s.1 != "HELD" || !sold.contains(&s.0)));
+    let cancelled: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM bookings WHERE status = 'CANCELLED'")
+            .fetch_one(&sys.booking_pool)
+            .await
+            .unwrap();
+    let booked = outcomes.iter().filter(|o| o.1.is_some()).count();
+    let confirmed_bookings: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM bookings WHERE status = 'CONFIRMED'")
+            .fetch_one(&sys.booking_pool)
+            .await
+            .unwrap();
+    assert_eq!(confirmed_bookings + cancelled, booked as i64);
+
+    // Money is conserved: wallets + captured payments = credits issued, and each
+    // buyer paid exactly for their confirmed seats.
+    let (wallets, balances): (i64, i64) =
+        sqlx::query_as("SELECT count(*), coalesce(sum(balance_minor), 0)::int8 FROM wallets")
+            .fetch_one(&sys.pay_pool)
+            .await
+            .unwrap();
+    let captured: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(amount_minor), 0)::int8 FROM payments WHERE status = 'CAPTURED'",
+    )
+    .fetch_one(&sys.pay_pool)
+    .await
+    .unwrap();
+    assert_eq!(balances + captured, wallets * 100_000);
+    let revenue: i64 = confirmed.iter().map(|r| r.2).sum();
+    assert_eq!(captured, revenue);
+    let mut spent: HashMap<String, i64> = HashMap::new();
+    for (buyer, _, price) in &confirmed {
+        *spent.entry(buyer.to_string()).or_default() += price;
+    }
+    for (buyer_id, token) in buyers.iter().take(40) {
+        let expected = 100_000 - spent.get(buyer_id).copied().unwrap_or(0);
+        assert_eq!(sys.balance(token).await, expected, "buyer {buyer_id}");
+    }
+    let sales = sys
+        .get(&format!("/v1/events/{event_id}/sales"), Some(&seller))
+        .await;
+    assert_eq!(
+        sales.body["seatsSold"].as_i64().unwrap(),
+        confirmed.len() as i64
+    );
+    assert_eq!(sales.str("/revenue/amountMinor"), revenue.to_string());
+    sys.stop().await;
+}
