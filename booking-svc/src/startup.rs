@@ -193,10 +193,7 @@ impl Application {
         let bus = self.bus.clone();
         let server = tonic::transport::Server::builder()
             // A span per RPC, parented on the caller's W3C trace context.
-            .layer(
-                tower_http::trace::TraceLayer::new_for_grpc()
-                    .make_span_with(marquee_infra::telemetry::grpc_server_span),
-            )
+            .layer(marquee_infra::telemetry::grpc_trace_layer())
             .add_service(health)
             .add_service(AccountServiceServer::new(self.api.clone()))
             .add_service(CatalogServiceServer::new(self.api.clone()))

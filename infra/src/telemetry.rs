@@ -197,3 +197,23 @@ pub fn grpc_server_span<B>(request: &http::Request<B>) -> tracing::Span {
     set_parent(&span, extract_http(request.headers()));
     span
 }
+
+/// tower-http's trace layer as every gRPC server here uses it.
+pub type GrpcTraceLayer = tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::GrpcErrorsAsFailures>,
+    fn(&http::Request<tonic::body::Body>) -> tracing::Span,
+    tower_http::trace::DefaultOnRequest,
+    tower_http::trace::DefaultOnResponse,
+    tower_http::trace::DefaultOnBodyChunk,
+    tower_http::trace::DefaultOnEos,
+    tower_http::trace::DefaultOnFailure,
+>;
+
+/// A span per RPC (see [`grpc_server_span`]); failures are logged at debug level,
+/// since each service logs its own internal errors and a client error is no failure
+/// of the server.
+pub fn grpc_trace_layer() -> GrpcTraceLayer {
+    tower_http::trace::TraceLayer::new_for_grpc()
+        .make_span_with(grpc_server_span::<tonic::body::Body> as fn(&_) -> _)
+        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG))
+}

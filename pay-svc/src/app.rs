@@ -12,7 +12,6 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
 
 use crate::config::PayConfig;
 use crate::grpc::WalletApi;
@@ -122,7 +121,7 @@ impl Application {
         let health = grpc::health_service(&["marquee.pay.v1.WalletService"]).await;
         let served = tonic::transport::Server::builder()
             // One span per request, named after the RPC and parented on the caller's trace.
-            .layer(TraceLayer::new_for_grpc().make_span_with(telemetry::grpc_server_span))
+            .layer(telemetry::grpc_trace_layer())
             .add_service(health)
             .add_service(WalletServiceServer::new(self.wallet))
             .serve_with_incoming_shutdown(

@@ -1,0 +1,28 @@
+# Marquee: `make run` starts the system, `make test` runs every check, `make bench`
+# measures a flash sale. PostgreSQL, Redis and RabbitMQ are installed/started by
+# scripts/ensure-services.sh when missing.
+
+.PHONY: run test bench services fmt lint
+
+## Build and start gateway, booking-svc and pay-svc; `make run DEMO=1` also seeds demo data.
+run:
+	DEMO=$(DEMO) scripts/run.sh
+
+## fmt, clippy and every test against the real local services.
+test: services
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace
+
+## A bounded flash sale through the gateway (BENCH_SEATS, BENCH_BUYERS, BENCH_CONCURRENCY).
+bench: services
+	cargo bench -p marquee-gateway --bench flash_sale
+
+services:
+	scripts/ensure-services.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings

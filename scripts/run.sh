@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds and starts pay-svc, booking-svc and the gateway against the local PostgreSQL,
+# Redis and RabbitMQ (databases and migrations are created by the services). With
+# DEMO=1 it also seeds a seller, an event and its seats. Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/ensure-services.sh
+cargo build --bins
+
+mkdir -p .run
+export GATEWAY_ADDR=${GATEWAY_ADDR:-127.0.0.1:8080}
+gateway_url="http://${GATEWAY_ADDR}"
+pids=()
+stop() {
+  echo "stopping..."
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait || true
+}
+trap stop EXIT INT TERM
+
+for svc in pay-svc booking-svc gateway; do
+  ./target/debug/$svc >".run/$svc.log" 2>&1 &
+  pids+=($!)
+done
+
+for _ in $(seq 60); do
+  if curl -fsS "$gateway_url/readyz" >/dev/null 2>&1; then break; fi
+  sleep 0.5
+done
+if ! curl -fsS "$gateway_url/readyz" >/dev/null 2>&1; then
+  echo "marquee did not become ready; logs are in .run/" >&2
+  tail -n 20 .run/*.log >&2
+  exit 1
+fi
+
+if [ "${DEMO:-0}" != 0 ]; then
+  scripts/seed-demo.sh "$gateway_url"
+fi
+
+echo
+echo "Marquee is running: $gateway_url"
+echo "  OpenAPI: $gateway_url/openapi.json   logs: .run/*.log   stop: Ctrl-C"
+wait
