@@ -194,6 +194,8 @@ impl Application {
         let server = tonic::transport::Server::builder()
             // A span per RPC, parented on the caller's W3C trace context.
             .layer(marquee_infra::telemetry::grpc_trace_layer())
+            // Request counts by method and code, and latency histograms.
+            .layer(marquee_infra::grpc::GrpcMetricsLayer)
             .add_service(health)
             .add_service(AccountServiceServer::new(self.api.clone()))
             .add_service(CatalogServiceServer::new(self.api.clone()))

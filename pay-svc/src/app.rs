@@ -122,6 +122,8 @@ impl Application {
         let served = tonic::transport::Server::builder()
             // One span per request, named after the RPC and parented on the caller's trace.
             .layer(telemetry::grpc_trace_layer())
+            // Request counts by method and code, and latency histograms.
+            .layer(marquee_infra::grpc::GrpcMetricsLayer)
             .add_service(health)
             .add_service(WalletServiceServer::new(self.wallet))
             .serve_with_incoming_shutdown(
