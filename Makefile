@@ -14,8 +14,10 @@ test: services
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace
 
-## A bounded flash sale through the gateway (BENCH_SEATS, BENCH_BUYERS, BENCH_CONCURRENCY).
+## A bounded flash sale through the gateway (BENCH_SEATS, BENCH_BUYERS, BENCH_CONCURRENCY):
+## first a hold storm (buyers only hold), then the full purchase through the saga.
 bench: services
+	BENCH_HOLDS_ONLY=1 cargo bench -p marquee-gateway --bench flash_sale
 	cargo bench -p marquee-gateway --bench flash_sale
 
 services:

@@ -91,6 +91,9 @@ type BookingRow = (
     DateTime<Utc>,
 );
 
+/// status, hold, buyer, event, created at, seats.
+type ReconcileRow = (String, Uuid, Uuid, Uuid, DateTime<Utc>, Vec<Uuid>);
+
 const BOOKING_COLUMNS: &str = "id, event_id, buyer_id, hold_id, status, total_minor, currency, \
                                payment_method, cancel_reason, created_at, updated_at";
 
@@ -286,10 +289,11 @@ impl Bookings {
         let total = total(info, &record.seats).map_err(InsertError::Other)?;
         let id = BookingId::new();
         let mut tx = self.pool.begin().await.map_err(InsertError::db)?;
-        sqlx::query(
+        let (created_at,): (DateTime<Utc>,) = sqlx::query_as(
             "INSERT INTO bookings (id, event_id, buyer_id, hold_id, status, total_minor, currency,
                                    payment_method, idempotency_key)
-             VALUES ($1, $2, $3, $4, 'PENDING_PAYMENT', $5, $6, $7, $8)",
+             VALUES ($1, $2, $3, $4, 'PENDING_PAYMENT', $5, $6, $7, $8)
+             RETURNING created_at",
         )
         .bind(id.0)
         .bind(record.event.0)
@@ -299,7 +303,7 @@ impl Bookings {
         .bind(total.currency.as_str())
         .bind(method.as_str())
         .bind(key.as_str())
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(InsertError::classify)?;
         let seat_ids: Vec<Uuid> = record.seats.iter().map(|s| s.0).collect();
@@ -344,7 +348,25 @@ impl Bookings {
         .await
         .map_err(InsertError::db)?;
         tx.commit().await.map_err(InsertError::db)?;
-        self.get_any(id).await.map_err(InsertError::Other)
+        let seats = record
+            .seats
+            .iter()
+            .zip(&prices)
+            .map(|(seat, price)| booked_seat(info, *seat, *price))
+            .collect();
+        Ok(Booking {
+            id,
+            event: record.event,
+            buyer: record.buyer,
+            hold: record.hold_id,
+            status: BookingStatus::PendingPayment,
+            total,
+            method,
+            cancel_reason: String::new(),
+            created_at,
+            updated_at: created_at,
+            seats,
+        })
     }
 
     async fn find_by_key(
@@ -375,18 +397,7 @@ impl Bookings {
         .await?;
         let seats = seats
             .into_iter()
-            .map(|(seat, price)| {
-                let info = event.seat(SeatId(seat));
-                BookedSeat {
-                    seat: SeatId(seat),
-                    section: info
-                        .map(|i| event.section_of(i).name.clone())
-                        .unwrap_or_default(),
-                    row: info.map(|i| i.row.clone()).unwrap_or_default(),
-                    number: info.map(|i| i.number.clone()).unwrap_or_default(),
-                    price_minor: price,
-                }
-            })
+            .map(|(seat, price)| booked_seat(&event, SeatId(seat), price))
             .collect();
         Ok(Booking {
             id: BookingId(row.0),
@@ -582,26 +593,33 @@ impl Bookings {
 
     /// Brings the seats' Redis marks in line with the booking's state in Postgres.
     pub async fn reconcile(&self, id: BookingId) -> Result<(), BookingError> {
-        let booking = match self.get_any(id).await {
-            Ok(b) => b,
-            Err(BookingError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
+        let row: Option<ReconcileRow> = sqlx::query_as(
+            "SELECT b.status, b.hold_id, b.buyer_id, b.event_id, b.created_at,
+                    array_agg(bs.seat_id ORDER BY bs.seat_id)
+             FROM bookings b JOIN booking_seats bs ON bs.booking_id = b.id
+             WHERE b.id = $1 GROUP BY b.id",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((status, hold, buyer, event, created_at, seats)) = row else {
+            return Ok(());
         };
-        let seats: Vec<SeatId> = booking.seats.iter().map(|s| s.seat).collect();
-        match booking.status {
+        let seats: Vec<SeatId> = seats.into_iter().map(SeatId).collect();
+        match status.parse()? {
             BookingStatus::Confirmed | BookingStatus::Cancelling => {
-                self.holds.mark_sold(booking.id, booking.hold, &seats).await
+                self.holds.mark_sold(id, HoldId(hold), &seats).await
             }
             BookingStatus::Cancelled => {
                 let record = HoldRecord {
-                    hold_id: booking.hold,
-                    buyer: booking.buyer,
-                    event: booking.event,
+                    hold_id: HoldId(hold),
+                    buyer: AccountId(buyer),
+                    event: EventId(event),
                     seats,
-                    expires_at: booking.created_at,
+                    expires_at: created_at,
                     state: HoldState::CheckedOut,
                 };
-                self.holds.free_booking(booking.id, &record).await
+                self.holds.free_booking(id, &record).await
             }
             BookingStatus::PendingPayment => Ok(()),
         }
@@ -685,6 +703,19 @@ impl Bookings {
                 }
             }
         });
+    }
+}
+
+fn booked_seat(event: &EventInfo, seat: SeatId, price_minor: i64) -> BookedSeat {
+    let info = event.seat(seat);
+    BookedSeat {
+        seat,
+        section: info
+            .map(|i| event.section_of(i).name.clone())
+            .unwrap_or_default(),
+        row: info.map(|i| i.row.clone()).unwrap_or_default(),
+        number: info.map(|i| i.number.clone()).unwrap_or_default(),
+        price_minor,
     }
 }
 

@@ -9,8 +9,6 @@ use std::time::Duration;
 use common::{Options, System};
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use reqwest::Method;
-use serde_json::json;
 
 const BUYERS: usize = 200;
 
@@ -48,26 +46,14 @@ async fn two_hundred_buyers_fifty_seats() {
                 let n = rng.random_range(1..=4);
                 seat_ids.choose_multiple(&mut rng, n).cloned().collect()
             };
-            let hold = sys
-                .post(
-                    &format!("/v1/events/{event_id}/holds"),
-                    Some(token),
-                    json!({"seatIds": picks}),
-                )
-                .await;
+            let hold = sys.hold(token, event_id, &picks).await;
             match hold.status {
                 201 => {}
                 409 => return (409u16, None),
                 other => panic!("hold answered {other}: {:?}", hold.body),
             }
             let booking = sys
-                .call(
-                    Method::POST,
-                    "/v1/bookings",
-                    Some(token),
-                    Some(json!({"holdId": hold.str("/holdId"), "paymentMethod": "WALLET"})),
-                    &[("Idempotency-Key", &format!("buyer-{i}"))],
-                )
+                .checkout(token, &hold.str("/holdId"), &format!("buyer-{i}"))
                 .await;
             assert_eq!(booking.status, 202, "{:?}", booking.body);
             (201, Some(booking.str("/bookingId")))

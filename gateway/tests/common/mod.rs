@@ -363,6 +363,40 @@ impl System {
         }
     }
 
+    /// A seller with an event on sale now (see [`System::event`]): (seller token, event id).
+    pub async fn seller_event(
+        &self,
+        sections: &[(&str, i64, usize, usize)],
+        max_per_buyer: i32,
+    ) -> (String, String) {
+        let (_, seller) = self.account("SELLER").await;
+        let event = self.event(&seller, sections, max_per_buyer).await;
+        let event_id = event["eventId"].as_str().expect("event id").to_owned();
+        (seller, event_id)
+    }
+
+    /// `POST /v1/events/{event}/holds` for `seats`.
+    pub async fn hold(&self, token: &str, event_id: &str, seats: &[String]) -> Reply {
+        self.post(
+            &format!("/v1/events/{event_id}/holds"),
+            Some(token),
+            json!({ "seatIds": seats }),
+        )
+        .await
+    }
+
+    /// `POST /v1/bookings` for a hold, paying with the wallet, under `key`.
+    pub async fn checkout(&self, token: &str, hold_id: &str, key: &str) -> Reply {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/bookings",
+            Some(token),
+            Some(json!({"holdId": hold_id, "paymentMethod": "WALLET"})),
+            &[("Idempotency-Key", key)],
+        )
+        .await
+    }
+
     pub async fn balance(&self, token: &str) -> i64 {
         let wallet = self.get("/v1/wallet", Some(token)).await;
         assert_eq!(wallet.status, 200, "{:?}", wallet.body);
