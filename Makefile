@@ -17,7 +17,7 @@ test: services
 ## A bounded flash sale through the gateway (BENCH_SEATS, BENCH_BUYERS, BENCH_CONCURRENCY):
 ## first a hold storm (buyers only hold), then the full purchase through the saga.
 bench: services
-	BENCH_HOLDS_ONLY=1 cargo bench -p marquee-gateway --bench flash_sale
+	BENCH_HOLDS_ONLY=1 BENCH_SEATS=$${BENCH_STORM_SEATS:-20000} cargo bench -p marquee-gateway --bench flash_sale
 	cargo bench -p marquee-gateway --bench flash_sale
 
 services:

@@ -197,18 +197,15 @@ impl Bookings {
         method: PaymentMethod,
         key: IdempotencyKey,
     ) -> Result<Booking, BookingError> {
-        if let Some(existing) = self.find_by_key(buyer, &key).await? {
-            return self.replay(existing, hold);
-        }
-        let record = self
-            .holds
-            .get(hold)
-            .await?
-            .filter(|r| r.buyer == buyer)
-            .ok_or(BookingError::NotFound("hold"))?;
+        // The first attempt finds its hold live and claims it; a retry finds the hold
+        // claimed or gone and is answered from the booking its key made.
+        let record = match self.holds.get(hold).await?.filter(|r| r.buyer == buyer) {
+            Some(record) => record,
+            None => return self.replay_by_key(buyer, hold, &key).await,
+        };
         match self.holds.claim(hold, buyer).await? {
             Claim::Claimed => {}
-            Claim::Gone => return Err(BookingError::NotFound("hold")),
+            Claim::Gone => return self.replay_by_key(buyer, hold, &key).await,
             Claim::AlreadyCheckedOut => return self.await_concurrent(buyer, hold, &key).await,
         }
         let info = self.catalog.event(&self.pool, record.event).await?;
@@ -239,6 +236,18 @@ impl Bookings {
                 let _ = self.holds.unclaim(hold).await;
                 Err(e)
             }
+        }
+    }
+
+    async fn replay_by_key(
+        &self,
+        buyer: AccountId,
+        hold: HoldId,
+        key: &IdempotencyKey,
+    ) -> Result<Booking, BookingError> {
+        match self.find_by_key(buyer, key).await? {
+            Some(existing) => self.replay(existing, hold),
+            None => Err(BookingError::NotFound("hold")),
         }
     }
 

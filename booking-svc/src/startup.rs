@@ -73,7 +73,7 @@ impl BookingConfig {
                 "BOOKING_DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/marquee_booking",
             ),
-            db_max_connections: env_or("BOOKING_DB_MAX_CONNECTIONS", 20)?,
+            db_max_connections: env_or("BOOKING_DB_MAX_CONNECTIONS", 16)?,
             redis_url: infra.redis_url,
             redis_prefix: env_string("REDIS_PREFIX", "marquee:"),
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix),

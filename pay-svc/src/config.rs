@@ -62,7 +62,7 @@ impl PayConfig {
             grpc_addr: env_or("PAY_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052)))?,
             metrics_addr,
             database_url: env_string("PAY_DATABASE_URL", DEFAULT_DATABASE_URL),
-            db_max_connections: env_or("PAY_DB_MAX_CONNECTIONS", 20)?,
+            db_max_connections: env_or("PAY_DB_MAX_CONNECTIONS", 10)?,
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix),
             consumer_concurrency: env_or("PAY_CONSUMER_CONCURRENCY", 16)?,
             jwt_secret: infra.jwt_secret,

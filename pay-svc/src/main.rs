@@ -1,5 +1,9 @@
 use pay_svc::{Application, PayConfig};
 
+// mimalloc: the services allocate many small, short-lived buffers per request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = marquee_infra::telemetry::init("pay-svc");
