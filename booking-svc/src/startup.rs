@@ -76,7 +76,7 @@ impl BookingConfig {
             db_max_connections: env_or("BOOKING_DB_MAX_CONNECTIONS", 16)?,
             redis_url: infra.redis_url,
             redis_prefix: env_string("REDIS_PREFIX", "marquee:"),
-            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix),
+            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("booking-svc"),
             pay_url: env_string("PAY_URL", "http://127.0.0.1:50052"),
             jwt_secret: infra.jwt_secret,
             token_ttl_minutes: env_or("TOKEN_TTL_MINUTES", 60)?,

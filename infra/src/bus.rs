@@ -43,17 +43,27 @@ pub struct BusConfig {
     pub delivery_limit: i64,
     /// Unacked deliveries a consumer holds at once.
     pub prefetch: u16,
+    /// The connection's name as the broker shows it (`rabbitmqctl list_connections name`).
+    pub connection_name: String,
 }
 
 impl BusConfig {
     pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
         Self {
             url: url.into(),
-            prefix: prefix.into(),
+            connection_name: format!("{prefix}{}", std::process::id()),
+            prefix,
             publish_timeout: Duration::from_secs(5),
             delivery_limit: 5,
             prefetch: 64,
         }
+    }
+
+    /// The same settings under another connection name.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = name.into();
+        self
     }
 
     pub fn exchange(&self) -> String {
@@ -547,7 +557,9 @@ async fn declare_queue(
 }
 
 async fn open(config: &BusConfig) -> Result<Live, lapin::Error> {
-    let connection = Connection::connect(&config.url, ConnectionProperties::default()).await?;
+    let properties = ConnectionProperties::default()
+        .with_connection_name(LongString::from(config.connection_name.as_str()));
+    let connection = Connection::connect(&config.url, properties).await?;
     let publisher = connection.create_channel().await?;
     publisher
         .confirm_select(ConfirmSelectOptions::default())

@@ -63,7 +63,7 @@ impl PayConfig {
             metrics_addr,
             database_url: env_string("PAY_DATABASE_URL", DEFAULT_DATABASE_URL),
             db_max_connections: env_or("PAY_DB_MAX_CONNECTIONS", 10)?,
-            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix),
+            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("pay-svc"),
             consumer_concurrency: env_or("PAY_CONSUMER_CONCURRENCY", 16)?,
             jwt_secret: infra.jwt_secret,
             welcome_credit_minor: env_or("PAY_WELCOME_CREDIT_MINOR", 100_000)?,

@@ -75,6 +75,8 @@ pub struct System {
     pub bus: Bus,
     booking_db: String,
     pay_db: String,
+    /// Prefix of every bus name and connection name of this system.
+    pub bus_prefix: String,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -107,7 +109,7 @@ impl System {
             metrics_addr: None,
             database_url: pay_db.clone(),
             db_max_connections: options.pay_connections,
-            bus: BusConfig::new(amqp_url(), prefix.clone()),
+            bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}pay-svc")),
             consumer_concurrency: 16,
             jwt_secret: JWT_SECRET.into(),
             welcome_credit_minor: 100_000,
@@ -129,7 +131,7 @@ impl System {
             db_max_connections: options.booking_connections,
             redis_url: redis_url(),
             redis_prefix: format!("test:{id}:"),
-            bus: BusConfig::new(amqp_url(), prefix.clone()),
+            bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}booking-svc")),
             pay_url: format!("http://127.0.0.1:{pay_port}"),
             jwt_secret: JWT_SECRET.into(),
             token_ttl_minutes: 60,
@@ -168,9 +170,13 @@ impl System {
                 .expect("gateway runs");
         }));
 
-        let bus = Bus::connect(BusConfig::new(amqp_url(), prefix), Duration::from_secs(10))
-            .await
-            .expect("test bus");
+        let bus_prefix = prefix.clone();
+        let bus = Bus::connect(
+            BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}test")),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("test bus");
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(512)
@@ -182,6 +188,7 @@ impl System {
             booking_pool,
             pay_pool,
             bus,
+            bus_prefix,
             booking_db,
             pay_db,
             stops,
