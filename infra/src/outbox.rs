@@ -111,6 +111,11 @@ impl std::fmt::Debug for Relay {
 }
 
 const BATCH: i64 = 256;
+/// How often the relay prunes, and how long rows are kept: sent outbox rows for a day
+/// (for inspection), inbox entries for a week (far longer than any redelivery).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+const KEEP_SENT: &str = "1 day";
+const KEEP_INBOX: &str = "7 days";
 
 impl Relay {
     /// Starts relaying `pool`'s outbox to `bus` until `shutdown`.
@@ -120,7 +125,14 @@ impl Relay {
             notify: notify.clone(),
         };
         tokio::spawn(async move {
+            let mut last_prune = tokio::time::Instant::now();
             loop {
+                if last_prune.elapsed() >= PRUNE_EVERY {
+                    last_prune = tokio::time::Instant::now();
+                    if let Err(error) = prune(&pool).await {
+                        tracing::warn!(%error, "outbox prune failed");
+                    }
+                }
                 let sent = match relay_batch(&pool, &bus).await {
                     Ok(sent) => sent,
                     Err(error) => {
@@ -145,6 +157,30 @@ impl Relay {
     pub fn notify(&self) {
         self.notify.notify_one();
     }
+}
+
+/// Deletes sent outbox rows and inbox entries past their keeping time.
+pub async fn prune(pool: &PgPool) -> Result<(u64, u64), sqlx::Error> {
+    let sent = sqlx::query(&format!(
+        "DELETE FROM outbox WHERE sent_at < now() - interval '{KEEP_SENT}'"
+    ))
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let seen = sqlx::query(&format!(
+        "DELETE FROM inbox WHERE received_at < now() - interval '{KEEP_INBOX}'"
+    ))
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if sent + seen > 0 {
+        tracing::info!(
+            outbox_rows = sent,
+            inbox_rows = seen,
+            "outbox and inbox pruned"
+        );
+    }
+    Ok((sent, seen))
 }
 
 async fn relay_batch(pool: &PgPool, bus: &Bus) -> anyhow::Result<usize> {
