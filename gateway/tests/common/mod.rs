@@ -75,6 +75,7 @@ pub struct System {
     pub bus: Bus,
     booking_db: String,
     pay_db: String,
+    redis_prefix: String,
     /// Prefix of every bus name and connection name of this system.
     pub bus_prefix: String,
     stops: Vec<oneshot::Sender<()>>,
@@ -101,6 +102,7 @@ impl System {
         let booking_db = format!("{}/test_booking_{id}", pg_base());
         let pay_db = format!("{}/test_pay_{id}", pg_base());
         let prefix = format!("test.{id}.");
+        let redis_prefix = format!("test:{id}:");
         let mut stops = Vec::new();
         let mut tasks = Vec::new();
 
@@ -130,7 +132,7 @@ impl System {
             database_url: booking_db.clone(),
             db_max_connections: options.booking_connections,
             redis_url: redis_url(),
-            redis_prefix: format!("test:{id}:"),
+            redis_prefix: redis_prefix.clone(),
             bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}booking-svc")),
             pay_url: format!("http://127.0.0.1:{pay_port}"),
             jwt_secret: JWT_SECRET.into(),
@@ -191,6 +193,7 @@ impl System {
             bus_prefix,
             booking_db,
             pay_db,
+            redis_prefix,
             stops,
             tasks,
         }
@@ -211,6 +214,7 @@ impl System {
         self.bus.shutdown();
         self.booking_pool.close().await;
         self.pay_pool.close().await;
+        let _ = delete_redis_keys(&self.redis_prefix).await;
         let _ = marquee_infra::db::drop_database(&self.booking_db).await;
         let _ = marquee_infra::db::drop_database(&self.pay_db).await;
     }
@@ -408,5 +412,32 @@ impl System {
         let wallet = self.get("/v1/wallet", Some(token)).await;
         assert_eq!(wallet.status, 200, "{:?}", wallet.body);
         wallet.str("/balance/amountMinor").parse().expect("balance")
+    }
+}
+
+/// Deletes every Redis key under `prefix`.
+async fn delete_redis_keys(prefix: &str) -> redis::RedisResult<()> {
+    let client = redis::Client::open(redis_url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            let () = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
