@@ -107,7 +107,9 @@ pub fn init_with_endpoint(service: &str, otlp_endpoint: Option<&str>) -> Telemet
             .with_filter(filter())
             .boxed()
     } else {
+        // Colours only on a terminal: logs redirected to files stay plain text.
         tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .with_filter(filter())
             .boxed()
     };
