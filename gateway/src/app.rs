@@ -30,7 +30,7 @@ use marquee_infra::auth::TokenKeys;
 
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
-use crate::routes::{RouteTable, UPSTREAMS};
+use crate::routes::{RouteMatch, RouteTable, UPSTREAMS};
 use crate::{openapi, proxy};
 
 /// Routes the gateway serves itself, next to the transcoded ones.
@@ -73,14 +73,16 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
         body_limit: config.body_limit_bytes,
     });
 
-    let span_routes = routes.clone();
     let layers = ServiceBuilder::new()
+        // Matches the request against the route table once; the result rides along in
+        // the request's extensions for the span, the metrics and the handler.
+        .layer(middleware::from_fn_with_state(state.clone(), match_route))
         // Gives every request an `x-request-id` (a UUID unless the client sent one).
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         // One span per request, named after the route and parented on `traceparent`.
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(move |request: &Request| request_span(&span_routes, request))
+                .make_span_with(request_span)
                 .on_request(())
                 .on_response(on_response)
                 .on_failure(()),
@@ -90,10 +92,7 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
         // CORS for browser clients: any origin unless CORS_ALLOWED_ORIGINS narrows it.
         .layer(cors(&config.cors_allowed_origins))
         // Request count and latency per route into Prometheus.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_metrics,
-        ))
+        .layer(middleware::from_fn(record_metrics))
         // Turns the body limit's plain-text 413 into the JSON error shape.
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -132,19 +131,34 @@ fn cors(origins: &[String]) -> CorsLayer {
     CorsLayer::permissive().allow_origin(AllowOrigin::list(origins))
 }
 
-/// `POST /v1/bookings` for a known route, `GET /healthz` for the gateway's own, `None`
-/// otherwise (so unknown paths cannot blow up metric cardinality).
-fn route_label(routes: &RouteTable, method: &Method, path: &str) -> Option<String> {
-    if let Some(name) = routes.route_name(method, path) {
-        return Some(name);
-    }
-    (method == Method::GET && OWN_ROUTES.contains(&path)).then(|| format!("GET {path}"))
+async fn match_route(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let matched = state.routes.lookup(request.method(), request.uri().path());
+    request.extensions_mut().insert(matched);
+    next.run(request).await
 }
 
-fn request_span(routes: &RouteTable, request: &Request) -> Span {
+/// `POST /v1/bookings` for a known route, `GET /healthz` for the gateway's own, `None`
+/// otherwise (so unknown paths cannot blow up metric cardinality).
+fn route_label(request: &Request) -> Option<String> {
+    let matched = request
+        .extensions()
+        .get::<RouteMatch>()
+        .and_then(RouteMatch::route);
+    if let Some(route) = matched {
+        return Some(route.name());
+    }
+    let path = request.uri().path();
+    (request.method() == Method::GET && OWN_ROUTES.contains(&path)).then(|| format!("GET {path}"))
+}
+
+fn request_span(request: &Request) -> Span {
     let method = request.method();
     let path = request.uri().path();
-    let label = route_label(routes, method, path);
+    let label = route_label(request);
     let name = label.clone().unwrap_or_else(|| format!("{method}"));
     let route = label
         .as_deref()
@@ -185,13 +199,9 @@ fn on_response<B>(response: &http::Response<B>, latency: Duration, span: &Span) 
     }
 }
 
-async fn record_metrics(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn record_metrics(request: Request, next: Next) -> Response {
     let method = metric_method(request.method());
-    let route = route_label(&state.routes, request.method(), request.uri().path()).map_or_else(
+    let route = route_label(&request).map_or_else(
         || "unmatched".to_owned(),
         |l| l.split_once(' ').map_or(l.clone(), |(_, t)| t.to_owned()),
     );

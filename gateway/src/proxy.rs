@@ -24,11 +24,15 @@ use crate::transcode::{build_request, response_json};
 pub const FORWARDED_HEADERS: &[&str] = &["authorization", "idempotency-key", "x-request-id"];
 
 /// The fallback handler: serves every route of the table.
-pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    match state.routes.lookup(request.method(), &path) {
+pub async fn handle(State(state): State<Arc<AppState>>, mut request: Request) -> Response {
+    // The match made by the outermost layer; looked up here only if that layer is absent.
+    let matched = match request.extensions_mut().remove::<RouteMatch>() {
+        Some(matched) => matched,
+        None => state.routes.lookup(request.method(), request.uri().path()),
+    };
+    match matched {
         RouteMatch::Found { route, bindings } => {
-            match forward(&state, route, &bindings, request).await {
+            match forward(&state, &route, &bindings, request).await {
                 Ok(response) => response,
                 Err(error) => error.into_response(),
             }

@@ -2,6 +2,7 @@
 //! descriptor set: adding a route means annotating an RPC, never writing a handler.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use http::{Method, StatusCode};
@@ -83,16 +84,17 @@ impl Route {
 /// Path variables bound by a match: (field path, decoded value).
 pub type Bindings = Vec<(String, String)>;
 
-/// Result of looking a request up.
-#[derive(Debug)]
-pub enum RouteMatch<'a> {
+/// Result of looking a request up. The gateway computes it once per request and
+/// keeps it in the request's extensions for the span, the metrics and the handler.
+#[derive(Debug, Clone)]
+pub enum RouteMatch {
     Found {
-        route: &'a Route,
+        route: Arc<Route>,
         bindings: Bindings,
     },
     /// The path matched but a variable did not decode.
     BadPath {
-        route: &'a Route,
+        route: Arc<Route>,
         error: DecodeError,
     },
     /// The path is known, the method is not; carries the allowed methods.
@@ -100,9 +102,19 @@ pub enum RouteMatch<'a> {
     NotFound,
 }
 
+impl RouteMatch {
+    /// The route the request is addressed to, if the table knows its path and method.
+    pub fn route(&self) -> Option<&Route> {
+        match self {
+            RouteMatch::Found { route, .. } | RouteMatch::BadPath { route, .. } => Some(route),
+            RouteMatch::MethodNotAllowed(_) | RouteMatch::NotFound => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RouteTable {
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
     pool: DescriptorPool,
 }
 
@@ -150,20 +162,19 @@ impl RouteTable {
                             .with_context(|| {
                                 format!("{}: bad google.api.http option", method.full_name())
                             })?;
-                    if routes
-                        .iter()
-                        .any(|r: &Route| r.method == route.method && r.template == route.template)
-                    {
+                    if routes.iter().any(|r: &Arc<Route>| {
+                        r.method == route.method && r.template == route.template
+                    }) {
                         bail!("duplicate rest route {}", route.name());
                     }
-                    routes.push(route);
+                    routes.push(Arc::new(route));
                 }
             }
         }
         Ok(Self { routes, pool })
     }
 
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
 
@@ -172,8 +183,8 @@ impl RouteTable {
     }
 
     /// Finds the route for a request; `path` is the raw (percent-encoded) path.
-    pub fn lookup(&self, method: &Method, path: &str) -> RouteMatch<'_> {
-        let mut best: Option<(&Route, Result<Bindings, DecodeError>)> = None;
+    pub fn lookup(&self, method: &Method, path: &str) -> RouteMatch {
+        let mut best: Option<(&Arc<Route>, Result<Bindings, DecodeError>)> = None;
         let mut allowed: Vec<Method> = Vec::new();
         for route in &self.routes {
             let Some(bound) = route.template.matches(path) else {
@@ -194,21 +205,16 @@ impl RouteTable {
             }
         }
         match best {
-            Some((route, Ok(bindings))) => RouteMatch::Found { route, bindings },
-            Some((route, Err(error))) => RouteMatch::BadPath { route, error },
+            Some((route, Ok(bindings))) => RouteMatch::Found {
+                route: route.clone(),
+                bindings,
+            },
+            Some((route, Err(error))) => RouteMatch::BadPath {
+                route: route.clone(),
+                error,
+            },
             None if !allowed.is_empty() => RouteMatch::MethodNotAllowed(allowed),
             None => RouteMatch::NotFound,
-        }
-    }
-
-    /// The route template a request would be served by, for span names and metric
-    /// labels (`None` for paths the table does not know).
-    pub fn route_name(&self, method: &Method, path: &str) -> Option<String> {
-        match self.lookup(method, path) {
-            RouteMatch::Found { route, .. } | RouteMatch::BadPath { route, .. } => {
-                Some(route.name())
-            }
-            RouteMatch::MethodNotAllowed(_) | RouteMatch::NotFound => None,
         }
     }
 }
@@ -434,7 +440,7 @@ mod tests {
                 route.grpc_path
             );
         }
-        let names: Vec<String> = table.routes().iter().map(Route::name).collect();
+        let names: Vec<String> = table.routes().iter().map(|r| r.name()).collect();
         let unique: std::collections::HashSet<&String> = names.iter().collect();
         assert_eq!(names.len(), unique.len());
     }
@@ -474,7 +480,9 @@ mod tests {
         ));
         assert_eq!(
             table
-                .route_name(&Method::GET, "/v1/events/e-1/seats")
+                .lookup(&Method::GET, "/v1/events/e-1/seats")
+                .route()
+                .map(Route::name)
                 .as_deref(),
             Some("GET /v1/events/{event_id}/seats")
         );

@@ -289,7 +289,7 @@ mod tests {
     use super::*;
     use crate::routes::RouteTable;
 
-    fn route(table: &RouteTable, method: Method, template: &str) -> Route {
+    fn route(table: &RouteTable, method: Method, template: &str) -> std::sync::Arc<Route> {
         table
             .routes()
             .iter()
@@ -330,7 +330,8 @@ mod tests {
     #[test]
     fn nested_path_variables_merge_into_the_body() {
         let table = table();
-        let mut synthetic = route(&table, Method::POST, "/v1/events/{event_id}/holds");
+        let mut synthetic =
+            Route::clone(&route(&table, Method::POST, "/v1/events/{event_id}/holds"));
         synthetic.input = table
             .pool()
             .get_message_by_name("marquee.booking.v1.SectionInput")
