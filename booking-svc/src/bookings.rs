@@ -25,7 +25,7 @@ use crate::domain::{
     SeatId, SeatSelection,
 };
 use crate::error::BookingError;
-use crate::holds::{Claim, HoldRecord, HoldState, HoldStore, Refusal};
+use crate::holds::{Claim, HoldKeys, HoldRecord, HoldState, HoldStore, Refusal};
 
 pub const PAYMENT_REQUESTED: &str = "payment.requested";
 pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
@@ -91,8 +91,8 @@ type BookingRow = (
     DateTime<Utc>,
 );
 
-/// status, hold, buyer, event, created at, seats.
-type ReconcileRow = (String, Uuid, Uuid, Uuid, DateTime<Utc>, Vec<Uuid>);
+/// status, hold, buyer, event, seats.
+type ReconcileRow = (String, Uuid, Uuid, Uuid, Vec<Uuid>);
 
 const BOOKING_COLUMNS: &str = "id, event_id, buyer_id, hold_id, status, total_minor, currency, \
                                payment_method, cancel_reason, created_at, updated_at";
@@ -199,15 +199,11 @@ impl Bookings {
     ) -> Result<Booking, BookingError> {
         // The first attempt finds its hold live and claims it; a retry finds the hold
         // claimed or gone and is answered from the booking its key made.
-        let record = match self.holds.get(hold).await?.filter(|r| r.buyer == buyer) {
-            Some(record) => record,
-            None => return self.replay_by_key(buyer, hold, &key).await,
-        };
-        match self.holds.claim(hold, buyer).await? {
-            Claim::Claimed => {}
+        let record = match self.holds.claim(hold, buyer).await? {
+            Claim::Claimed(record) => record,
             Claim::Gone => return self.replay_by_key(buyer, hold, &key).await,
             Claim::AlreadyCheckedOut => return self.await_concurrent(buyer, hold, &key).await,
-        }
+        };
         let info = self.catalog.event(&self.pool, record.event).await?;
         match self.insert_booking(&info, &record, method, &key).await {
             Ok(booking) => {
@@ -219,10 +215,7 @@ impl Bookings {
             }
             Err(InsertError::SeatConflict) => {
                 // Postgres knows these seats are taken even though Redis did not.
-                let _ = self
-                    .holds
-                    .free_booking(BookingId(Uuid::nil()), &record)
-                    .await;
+                let _ = self.holds.release_claimed(&record).await;
                 Err(BookingError::SeatsTaken(record.seats.clone()))
             }
             Err(InsertError::KeyConflict) => {
@@ -603,7 +596,7 @@ impl Bookings {
     /// Brings the seats' Redis marks in line with the booking's state in Postgres.
     pub async fn reconcile(&self, id: BookingId) -> Result<(), BookingError> {
         let row: Option<ReconcileRow> = sqlx::query_as(
-            "SELECT b.status, b.hold_id, b.buyer_id, b.event_id, b.created_at,
+            "SELECT b.status, b.hold_id, b.buyer_id, b.event_id,
                     array_agg(bs.seat_id ORDER BY bs.seat_id)
              FROM bookings b JOIN booking_seats bs ON bs.booking_id = b.id
              WHERE b.id = $1 GROUP BY b.id",
@@ -611,7 +604,7 @@ impl Bookings {
         .bind(id.0)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((status, hold, buyer, event, created_at, seats)) = row else {
+        let Some((status, hold, buyer, event, seats)) = row else {
             return Ok(());
         };
         let seats: Vec<SeatId> = seats.into_iter().map(SeatId).collect();
@@ -620,15 +613,13 @@ impl Bookings {
                 self.holds.mark_sold(id, HoldId(hold), &seats).await
             }
             BookingStatus::Cancelled => {
-                let record = HoldRecord {
-                    hold_id: HoldId(hold),
+                let keys = HoldKeys {
+                    hold: HoldId(hold),
                     buyer: AccountId(buyer),
                     event: EventId(event),
-                    seats,
-                    expires_at: created_at,
-                    state: HoldState::CheckedOut,
+                    seats: &seats,
                 };
-                self.holds.free_booking(id, &record).await
+                self.holds.free_booking(id, keys).await
             }
             BookingStatus::PendingPayment => Ok(()),
         }

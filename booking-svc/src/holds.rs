@@ -33,15 +33,16 @@ redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
 return {1}
 ";
 
+// Replies {'claimed', event, seats, expires}, {'gone'} or {'checked_out'}.
 const CLAIM: &str = r"
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-local h = redis.call('HMGET', KEYS[2], 'buyer', 'state', 'expires')
-if h[1] ~= ARGV[2] then return -1 end
-if h[2] ~= 'held' then return -2 end
-if tonumber(h[3]) <= tonumber(ARGV[3]) then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'gone'} end
+local h = redis.call('HMGET', KEYS[2], 'buyer', 'state', 'expires', 'event', 'seats')
+if h[1] ~= ARGV[2] then return {'gone'} end
+if h[2] ~= 'held' then return {'checked_out'} end
+if tonumber(h[3]) <= tonumber(ARGV[3]) then return {'gone'} end
 redis.call('HSET', KEYS[2], 'state', 'checked_out')
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-return 1
+return {'claimed', h[4], h[5], h[3]}
 ";
 
 const UNCLAIM: &str = r"
@@ -104,6 +105,54 @@ pub struct HoldRecord {
     pub state: HoldState,
 }
 
+impl HoldRecord {
+    /// Parses the stored fields of hold `hold_id`; `None` if any is malformed.
+    fn parse(
+        hold_id: HoldId,
+        buyer: &str,
+        event: &str,
+        seats: &str,
+        expires_ms: &str,
+        state: &str,
+    ) -> Option<Self> {
+        Some(Self {
+            hold_id,
+            buyer: AccountId(buyer.parse().ok()?),
+            event: EventId(event.parse().ok()?),
+            seats: seats
+                .split(',')
+                .map(|s| s.parse().map(SeatId))
+                .collect::<Result<_, _>>()
+                .ok()?,
+            expires_at: Utc
+                .timestamp_millis_opt(expires_ms.parse().ok()?)
+                .single()?,
+            state: match state {
+                "held" => HoldState::Held,
+                _ => HoldState::CheckedOut,
+            },
+        })
+    }
+
+    pub fn keys(&self) -> HoldKeys<'_> {
+        HoldKeys {
+            hold: self.hold_id,
+            buyer: self.buyer,
+            event: self.event,
+            seats: &self.seats,
+        }
+    }
+}
+
+/// What locates a hold's keys in Redis: enough to release it.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldKeys<'a> {
+    pub hold: HoldId,
+    pub buyer: AccountId,
+    pub event: EventId,
+    pub seats: &'a [SeatId],
+}
+
 /// Why a hold was refused.
 #[derive(Debug)]
 pub enum Refusal {
@@ -114,7 +163,7 @@ pub enum Refusal {
 /// What claiming a hold for checkout found.
 #[derive(Debug)]
 pub enum Claim {
-    Claimed,
+    Claimed(HoldRecord),
     /// Missing, expired, or another buyer's.
     Gone,
     AlreadyCheckedOut,
@@ -140,6 +189,10 @@ impl std::fmt::Debug for HoldStore {
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
+}
+
+fn malformed(hold: HoldId) -> BookingError {
+    BookingError::Internal(format!("hold {hold} is malformed in redis"))
 }
 
 fn sold_marker(booking: BookingId) -> String {
@@ -233,36 +286,24 @@ impl HoldStore {
         if fields.is_empty() {
             return Ok(None);
         }
-        let parse = || -> Option<HoldRecord> {
-            Some(HoldRecord {
-                hold_id: hold,
-                buyer: AccountId(fields.get("buyer")?.parse().ok()?),
-                event: EventId(fields.get("event")?.parse().ok()?),
-                seats: fields
-                    .get("seats")?
-                    .split(',')
-                    .map(|s| s.parse().map(SeatId))
-                    .collect::<Result<_, _>>()
-                    .ok()?,
-                expires_at: Utc
-                    .timestamp_millis_opt(fields.get("expires")?.parse().ok()?)
-                    .single()?,
-                state: match fields.get("state")?.as_str() {
-                    "held" => HoldState::Held,
-                    _ => HoldState::CheckedOut,
-                },
-            })
-        };
-        parse()
-            .map(Some)
-            .ok_or_else(|| BookingError::Internal(format!("hold {hold} is malformed in redis")))
+        let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+        HoldRecord::parse(
+            hold,
+            field("buyer"),
+            field("event"),
+            field("seats"),
+            field("expires"),
+            field("state"),
+        )
+        .map(Some)
+        .ok_or_else(|| malformed(hold))
     }
 
     /// Marks a live hold of `buyer` as being checked out, so expiry leaves it alone
-    /// while its booking is written.
+    /// while its booking is written, and returns it: one round trip for checkout.
     pub async fn claim(&self, hold: HoldId, buyer: AccountId) -> Result<Claim, BookingError> {
         let now = Utc::now().timestamp_millis();
-        let reply: i64 = self
+        let reply: Vec<String> = self
             .claim
             .key(self.deadlines())
             .key(self.hold_key(hold))
@@ -272,11 +313,16 @@ impl HoldStore {
             .arg(now + CHECKOUT_GRACE_MS)
             .invoke_async(&mut self.redis.clone())
             .await?;
-        Ok(match reply {
-            1 => Claim::Claimed,
-            -2 => Claim::AlreadyCheckedOut,
-            _ => Claim::Gone,
-        })
+        match reply.as_slice() {
+            [outcome, event, seats, expires] if outcome == "claimed" => {
+                let buyer = buyer.to_string();
+                HoldRecord::parse(hold, &buyer, event, seats, expires, "checked_out")
+                    .map(Claim::Claimed)
+                    .ok_or_else(|| malformed(hold))
+            }
+            [outcome] if outcome == "checked_out" => Ok(Claim::AlreadyCheckedOut),
+            _ => Ok(Claim::Gone),
+        }
     }
 
     /// Undoes [`claim`](Self::claim) when the booking could not be written.
@@ -293,7 +339,7 @@ impl HoldStore {
 
     async fn run_release(
         &self,
-        record: &HoldRecord,
+        keys: HoldKeys<'_>,
         required: Option<HoldState>,
         due_by_ms: i64,
         sold: Option<BookingId>,
@@ -301,13 +347,13 @@ impl HoldStore {
         let mut invocation = self.release.prepare_invoke();
         invocation
             .key(self.deadlines())
-            .key(self.hold_key(record.hold_id))
-            .key(self.buyer_key(record.event, record.buyer));
-        for seat in &record.seats {
+            .key(self.hold_key(keys.hold))
+            .key(self.buyer_key(keys.event, keys.buyer));
+        for seat in keys.seats {
             invocation.key(self.seat_key(*seat));
         }
         invocation
-            .arg(record.hold_id.to_string())
+            .arg(keys.hold.to_string())
             .arg(match required {
                 None => "",
                 Some(HoldState::Held) => "held",
@@ -315,7 +361,7 @@ impl HoldStore {
             })
             .arg(due_by_ms)
             .arg(sold.map(sold_marker).unwrap_or_default());
-        for seat in &record.seats {
+        for seat in keys.seats {
             invocation.arg(seat.to_string());
         }
         let reply: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
@@ -324,7 +370,13 @@ impl HoldStore {
 
     /// Releases a hold that is still only held (not being checked out).
     pub async fn release_held(&self, record: &HoldRecord) -> Result<bool, BookingError> {
-        self.run_release(record, Some(HoldState::Held), 0, None)
+        self.run_release(record.keys(), Some(HoldState::Held), 0, None)
+            .await
+    }
+
+    /// Releases a hold this request claimed but could not turn into a booking.
+    pub async fn release_claimed(&self, record: &HoldRecord) -> Result<bool, BookingError> {
+        self.run_release(record.keys(), Some(HoldState::CheckedOut), 0, None)
             .await
     }
 
@@ -334,17 +386,22 @@ impl HoldStore {
         record: &HoldRecord,
         state: HoldState,
     ) -> Result<bool, BookingError> {
-        self.run_release(record, Some(state), Utc::now().timestamp_millis(), None)
-            .await
+        self.run_release(
+            record.keys(),
+            Some(state),
+            Utc::now().timestamp_millis(),
+            None,
+        )
+        .await
     }
 
     /// Frees the seats of a cancelled booking, whether they were held or sold. Idempotent.
     pub async fn free_booking(
         &self,
         booking: BookingId,
-        record: &HoldRecord,
+        keys: HoldKeys<'_>,
     ) -> Result<(), BookingError> {
-        self.run_release(record, None, 0, Some(booking))
+        self.run_release(keys, None, 0, Some(booking))
             .await
             .map(|_| ())
     }
