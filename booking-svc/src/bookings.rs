@@ -490,7 +490,7 @@ impl Bookings {
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() == 1 {
-            enqueue_refund(&mut tx, &booking, "cancelled by buyer").await?;
+            enqueue_refund(&mut tx, id, booking.buyer, "cancelled by buyer").await?;
         }
         tx.commit().await?;
         self.relay.notify();
@@ -506,8 +506,9 @@ impl Bookings {
         let fresh = outbox::claim(&mut tx, CONSUMER, envelope.message_id)
             .await
             .map_err(transient)?;
+        let mut effect = Effect::None;
         if fresh {
-            let transition = match envelope.kind.as_str() {
+            effect = match envelope.kind.as_str() {
                 PAYMENT_SUCCEEDED => {
                     saga::PaymentSucceeded::decode(envelope.payload.as_slice())
                         .map_err(permanent)?;
@@ -525,6 +526,7 @@ impl Bookings {
                         &reason,
                     )
                     .await?
+                    .map_or(Effect::None, Effect::Moved)
                 }
                 REFUND_COMPLETED => {
                     saga::RefundCompleted::decode(envelope.payload.as_slice())
@@ -537,6 +539,7 @@ impl Bookings {
                         "cancelled by buyer",
                     )
                     .await?
+                    .map_or(Effect::None, Effect::Moved)
                 }
                 other => {
                     return Err(HandleError::Permanent(anyhow::anyhow!(
@@ -544,13 +547,17 @@ impl Bookings {
                     )));
                 }
             };
-            if let Some(status) = transition {
+        }
+        tx.commit().await.map_err(transient)?;
+        match effect {
+            Effect::Moved(status) => {
                 metrics::counter!("bookings_total", "status" => status.as_str()).increment(1);
                 tracing::info!(booking_id = %booking_id, status = status.as_str(), "booking moved");
             }
+            // Only this path writes to the outbox, so only it wakes the relay.
+            Effect::Refunding => self.relay.notify(),
+            Effect::None => {}
         }
-        tx.commit().await.map_err(transient)?;
-        self.relay.notify();
         // Redis follows Postgres, on every delivery (a redelivery repairs a lost step).
         self.reconcile(booking_id)
             .await
@@ -561,7 +568,7 @@ impl Bookings {
         &self,
         tx: &mut Transaction<'static, Postgres>,
         id: BookingId,
-    ) -> Result<Option<BookingStatus>, HandleError> {
+    ) -> Result<Effect, HandleError> {
         let moved = move_status(
             tx,
             id,
@@ -570,27 +577,26 @@ impl Bookings {
             "",
         )
         .await?;
-        if moved.is_some() {
-            return Ok(moved);
+        if let Some(status) = moved {
+            return Ok(Effect::Moved(status));
         }
         // Paid, but the booking is no longer waiting for it: give the money back.
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM bookings WHERE id = $1")
+        let row: Option<(String, Uuid)> =
+            sqlx::query_as("SELECT status, buyer_id FROM bookings WHERE id = $1")
                 .bind(id.0)
                 .fetch_optional(&mut **tx)
                 .await
                 .map_err(transient)?;
-        if status.as_deref() == Some("CANCELLED") {
-            let booking = self
-                .get_any(id)
-                .await
-                .map_err(|e| HandleError::Transient(e.into()))?;
-            tracing::warn!(booking_id = %id, "payment succeeded for a cancelled booking; refunding");
-            enqueue_refund(tx, &booking, "paid after cancellation")
-                .await
-                .map_err(|e| HandleError::Transient(e.into()))?;
+        match row {
+            Some((status, buyer)) if status == BookingStatus::Cancelled.as_str() => {
+                tracing::warn!(booking_id = %id, "payment succeeded for a cancelled booking; refunding");
+                enqueue_refund(tx, id, AccountId(buyer), "paid after cancellation")
+                    .await
+                    .map_err(|e| HandleError::Transient(e.into()))?;
+                Ok(Effect::Refunding)
+            }
+            _ => Ok(Effect::None),
         }
-        Ok(None)
     }
 
     /// Brings the seats' Redis marks in line with the booking's state in Postgres.
@@ -719,21 +725,32 @@ fn booked_seat(event: &EventInfo, seat: SeatId, price_minor: i64) -> BookedSeat 
     }
 }
 
+/// What handling a saga reply did, acted on after its transaction commits.
+enum Effect {
+    /// The booking moved to this status.
+    Moved(BookingStatus),
+    /// A refund was requested through the outbox.
+    Refunding,
+    /// A duplicate or a reply with nothing left to do.
+    None,
+}
+
 async fn enqueue_refund(
     tx: &mut sqlx::PgConnection,
-    booking: &Booking,
+    booking: BookingId,
+    buyer: AccountId,
     reason: &str,
 ) -> Result<(), BookingError> {
     let request = saga::RefundRequested {
-        booking_id: booking.id.to_string(),
-        buyer_id: booking.buyer.to_string(),
+        booking_id: booking.to_string(),
+        buyer_id: buyer.to_string(),
         reason: reason.to_owned(),
     };
     outbox::enqueue(
         tx,
         NewMessage {
             kind: REFUND_REQUESTED,
-            saga_id: booking.id.0,
+            saga_id: booking.0,
             version: 1,
             payload: request.encode_to_vec(),
         },

@@ -373,3 +373,68 @@ async fn one_idempotency_key_cannot_book_two_holds() {
     assert_eq!(count, 2);
     sys.stop().await;
 }
+
+#[tokio::test]
+async fn a_payment_arriving_for_a_cancelled_booking_is_refunded() {
+    let sys = System::start().await;
+    let (_, event_id) = sys.seller_event(&[("VIP", 60_000, 1, 4)], 0).await;
+    let (_, buyer) = sys.account("BUYER").await;
+    let seats = seat_ids(&sys, &event_id).await;
+    let hold = sys.hold(&buyer, &event_id, &seats[..2]).await;
+    let booking_id = sys
+        .checkout(&buyer, &hold.str("/holdId"), "late-pay")
+        .await
+        .str("/bookingId");
+    sys.await_booking(&buyer, &booking_id, "CANCELLED").await;
+
+    // A success for the same booking arrives after it was compensated.
+    let booking_uuid: uuid::Uuid = booking_id.parse().unwrap();
+    let late = marquee_proto::saga::PaymentSucceeded {
+        booking_id: booking_id.clone(),
+        payment_id: uuid::Uuid::new_v4().to_string(),
+        amount: Some(marquee_proto::Money {
+            amount_minor: 120_000,
+            currency: "KRW".into(),
+        }),
+    };
+    sys.bus
+        .publish(&Envelope {
+            message_id: uuid::Uuid::now_v7(),
+            kind: "payment.succeeded".into(),
+            saga_id: booking_uuid,
+            version: 1,
+            occurred_at: chrono::Utc::now(),
+            trace_context: Default::default(),
+            payload: prost::Message::encode_to_vec(&late),
+        })
+        .await
+        .unwrap();
+
+    // booking-svc asks for the money back and the booking stays cancelled.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let refunds: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox WHERE kind = 'refund.requested' AND saga_id = $1",
+        )
+        .bind(booking_uuid)
+        .fetch_one(&sys.booking_pool)
+        .await
+        .unwrap();
+        if refunds == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refund requested"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let booking = sys.await_booking(&buyer, &booking_id, "CANCELLED").await;
+    assert_eq!(
+        booking["cancelReason"],
+        "payment failed: INSUFFICIENT_FUNDS"
+    );
+    assert_eq!(count_status(&sys, &event_id, "AVAILABLE").await, 4);
+    assert_eq!(sys.balance(&buyer).await, 100_000);
+    sys.stop().await;
+}
