@@ -97,20 +97,25 @@ type ReconcileRow = (String, Uuid, Uuid, Uuid, Vec<Uuid>);
 const BOOKING_COLUMNS: &str = "id, event_id, buyer_id, hold_id, status, total_minor, currency, \
                                payment_method, cancel_reason, created_at, updated_at";
 
-fn total(event: &EventInfo, seats: &[SeatId]) -> Result<Money, BookingError> {
+/// Each seat's price and their total; a seat outside the event is invalid input.
+fn price(event: &EventInfo, seats: &[SeatId]) -> Result<(Vec<i64>, Money), BookingError> {
+    let mut prices = Vec::with_capacity(seats.len());
     let mut amount = 0i64;
     for seat in seats {
         let info = event.seat(*seat).ok_or_else(|| {
             BookingError::invalid("seatIds", format!("seat {seat} is not part of this event"))
         })?;
+        let price = event.section_of(info).price.amount_minor;
         amount = amount
-            .checked_add(event.section_of(info).price.amount_minor)
+            .checked_add(price)
             .ok_or_else(|| BookingError::invalid("seatIds", "total is too large"))?;
+        prices.push(price);
     }
-    Ok(Money {
+    let total = Money {
         amount_minor: amount,
         currency: event.currency.clone(),
-    })
+    };
+    Ok((prices, total))
 }
 
 impl Bookings {
@@ -137,7 +142,7 @@ impl Bookings {
                 format!("at most {limit} seats per hold for this event"),
             ));
         }
-        let total = total(&info, selection.seats())?;
+        let (_, total) = price(&info, selection.seats())?;
         let hold_id = HoldId::new();
         let ttl = chrono::Duration::from_std(self.hold_ttl).unwrap_or(chrono::Duration::minutes(5));
         let expires_at = now + ttl;
@@ -288,7 +293,7 @@ impl Bookings {
         method: PaymentMethod,
         key: &IdempotencyKey,
     ) -> Result<Booking, InsertError> {
-        let total = total(info, &record.seats).map_err(InsertError::Other)?;
+        let (prices, total) = price(info, &record.seats).map_err(InsertError::Other)?;
         let id = BookingId::new();
         let mut tx = self.pool.begin().await.map_err(InsertError::db)?;
         let (created_at,): (DateTime<Utc>,) = sqlx::query_as(
@@ -309,15 +314,6 @@ impl Bookings {
         .await
         .map_err(InsertError::classify)?;
         let seat_ids: Vec<Uuid> = record.seats.iter().map(|s| s.0).collect();
-        let prices: Vec<i64> = record
-            .seats
-            .iter()
-            .map(|s| {
-                info.seat(*s)
-                    .map(|i| info.section_of(i).price.amount_minor)
-                    .unwrap_or(0)
-            })
-            .collect();
         sqlx::query(
             "INSERT INTO booking_seats (booking_id, seat_id, event_id, price_minor)
              SELECT $1, u.seat_id, $2, u.price FROM UNNEST($3::uuid[], $4::int8[]) AS u(seat_id, price)",
@@ -411,7 +407,7 @@ impl Bookings {
                 amount_minor: row.5,
                 currency: crate::domain::Currency::parse("currency", &row.6)?,
             },
-            method: PaymentMethod::Wallet,
+            method: row.7.parse()?,
             cancel_reason: row.8,
             created_at: row.9,
             updated_at: row.10,

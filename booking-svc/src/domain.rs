@@ -229,6 +229,18 @@ impl PaymentMethod {
     }
 }
 
+impl FromStr for PaymentMethod {
+    type Err = BookingError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "WALLET" => Ok(PaymentMethod::Wallet),
+            other => Err(BookingError::Internal(format!(
+                "unknown payment method {other:?}"
+            ))),
+        }
+    }
+}
+
 /// The seats of one hold request: 1 to `limit` distinct ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeatSelection(Vec<SeatId>);
