@@ -153,7 +153,6 @@ impl Bookings {
         match outcome {
             Ok(()) => {
                 metrics::counter!("holds_total", "outcome" => "granted").increment(1);
-                metrics::gauge!("holds_active").increment(1.0);
                 tracing::debug!(hold_id = %hold_id, event_id = %event, seats = selection.len(), "seats held");
                 Ok(HoldGranted {
                     hold_id,
@@ -187,7 +186,6 @@ impl Bookings {
                 "this hold has been checked out; cancel the booking instead".into(),
             ));
         }
-        metrics::gauge!("holds_active").decrement(1.0);
         tracing::debug!(hold_id = %hold, "hold released");
         Ok(())
     }
@@ -214,7 +212,6 @@ impl Bookings {
             Ok(booking) => {
                 self.relay.notify();
                 metrics::counter!("bookings_total", "status" => "PENDING_PAYMENT").increment(1);
-                metrics::gauge!("holds_active").decrement(1.0);
                 tracing::info!(booking_id = %booking.id, hold_id = %hold, total = booking.total.amount_minor, "booking created");
                 Ok(booking)
             }
@@ -630,6 +627,8 @@ impl Bookings {
     /// Releases holds whose time is up; a hold checked out long ago whose booking was
     /// never written is released too. Returns how many were released.
     pub async fn sweep(&self) -> Result<usize, BookingError> {
+        // Holds waiting on their deadline, held or being checked out, across replicas.
+        metrics::gauge!("holds_active").set(self.holds.pending().await? as f64);
         let mut released = 0;
         for hold in self.holds.due(256).await? {
             let Some(record) = self.holds.get(hold).await? else {
@@ -641,7 +640,6 @@ impl Bookings {
                     if self.holds.expire(&record, HoldState::Held).await? {
                         released += 1;
                         metrics::counter!("holds_expired_total").increment(1);
-                        metrics::gauge!("holds_active").decrement(1.0);
                         tracing::info!(hold_id = %hold, seats = record.seats.len(), "hold expired");
                     }
                 }

@@ -433,6 +433,11 @@ impl HoldStore {
         Ok(())
     }
 
+    /// How many holds have a deadline (held, or checked out and awaiting their booking).
+    pub async fn pending(&self) -> Result<u64, BookingError> {
+        Ok(self.redis.clone().zcard(self.deadlines()).await?)
+    }
+
     /// Ids of holds whose deadline has passed, oldest first.
     pub async fn due(&self, limit: isize) -> Result<Vec<HoldId>, BookingError> {
         let now = Utc::now().timestamp_millis();
