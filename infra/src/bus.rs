@@ -285,12 +285,6 @@ impl Bus {
     }
 }
 
-impl Drop for Live {
-    fn drop(&mut self) {
-        tracing::debug!("bus connection dropped");
-    }
-}
-
 fn properties(envelope: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(

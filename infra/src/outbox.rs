@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::bus::{Bus, Envelope};
@@ -213,7 +214,7 @@ async fn relay_batch(pool: &PgPool, bus: &Bus) -> anyhow::Result<usize> {
             },
         ));
     }
-    let results = futures::future::join_all(envelopes.iter().map(|(seq, envelope)| async move {
+    let results = futures::future::join_all(envelopes.into_iter().map(|(seq, mut envelope)| {
         let span = tracing::info_span!(
             "amqp.publish",
             otel.name = %format!("publish {}", envelope.kind),
@@ -222,15 +223,16 @@ async fn relay_batch(pool: &PgPool, bus: &Bus) -> anyhow::Result<usize> {
             messaging.message.id = %envelope.message_id,
         );
         telemetry::set_parent(&span, telemetry::context_from_map(&envelope.trace_context));
-        let mut envelope = envelope.clone();
         // The consumer becomes a child of this publish span.
-        let _guard = span.enter();
-        let context = telemetry::current_context_map();
+        let context = span.in_scope(telemetry::current_context_map);
         if !context.is_empty() {
             envelope.trace_context = context;
         }
-        drop(_guard);
-        (*seq, envelope.occurred_at, bus.publish(&envelope).await)
+        async move {
+            let result = bus.publish(&envelope).await;
+            (seq, envelope.occurred_at, result)
+        }
+        .instrument(span)
     }))
     .await;
     let mut sent = Vec::with_capacity(results.len());
