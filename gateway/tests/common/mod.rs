@@ -8,7 +8,7 @@ use std::time::Duration;
 use marquee_infra::bus::{Bus, BusConfig};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const JWT_SECRET: &str = "test-secret-for-marquee";
@@ -78,18 +78,21 @@ pub struct System {
     redis_prefix: String,
     /// Prefix of every bus name and connection name of this system.
     pub bus_prefix: String,
-    stops: Vec<oneshot::Sender<()>>,
+    shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn stoppable() -> (
-    oneshot::Sender<()>,
-    impl std::future::Future<Output = ()> + Send + 'static,
+/// Runs one service of the system until it stops; a failure fails the test.
+fn serve(
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    name: &'static str,
+    run: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 ) {
-    let (tx, rx) = oneshot::channel::<()>();
-    (tx, async move {
-        let _ = rx.await;
-    })
+    tasks.push(tokio::spawn(async move {
+        if let Err(error) = run.await {
+            panic!("{name} failed: {error:#}");
+        }
+    }));
 }
 
 impl System {
@@ -103,7 +106,7 @@ impl System {
         let pay_db = format!("{}/test_pay_{id}", pg_base());
         let prefix = format!("test.{id}.");
         let redis_prefix = format!("test:{id}:");
-        let mut stops = Vec::new();
+        let stop = CancellationToken::new();
         let mut tasks = Vec::new();
 
         let pay = pay_svc::Application::build(pay_svc::PayConfig {
@@ -120,11 +123,11 @@ impl System {
         .expect("pay-svc starts");
         let pay_port = pay.port();
         let pay_pool = pay.pool().clone();
-        let (stop, signal) = stoppable();
-        stops.push(stop);
-        tasks.push(tokio::spawn(async move {
-            pay.run_with_shutdown(signal).await.expect("pay-svc runs");
-        }));
+        serve(
+            &mut tasks,
+            "pay-svc",
+            pay.run_with_shutdown(stop.clone().cancelled_owned()),
+        );
 
         let booking = booking_svc::Application::build(booking_svc::BookingConfig {
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),
@@ -146,14 +149,11 @@ impl System {
         .expect("booking-svc starts");
         let booking_port = booking.port();
         let booking_pool = booking.pool();
-        let (stop, signal) = stoppable();
-        stops.push(stop);
-        tasks.push(tokio::spawn(async move {
-            booking
-                .run_with_shutdown(signal)
-                .await
-                .expect("booking-svc runs");
-        }));
+        serve(
+            &mut tasks,
+            "booking-svc",
+            booking.run_with_shutdown(stop.clone().cancelled_owned()),
+        );
 
         let gateway = marquee_gateway::Application::build(marquee_gateway::GatewayConfig::local(
             format!("http://127.0.0.1:{booking_port}"),
@@ -163,14 +163,11 @@ impl System {
         .await
         .expect("gateway starts");
         let base = format!("http://127.0.0.1:{}", gateway.port());
-        let (stop, signal) = stoppable();
-        stops.push(stop);
-        tasks.push(tokio::spawn(async move {
-            gateway
-                .run_with_shutdown(signal)
-                .await
-                .expect("gateway runs");
-        }));
+        serve(
+            &mut tasks,
+            "gateway",
+            gateway.run_with_shutdown(stop.clone().cancelled_owned()),
+        );
 
         let bus_prefix = prefix.clone();
         let bus = Bus::connect(
@@ -194,16 +191,14 @@ impl System {
             booking_db,
             pay_db,
             redis_prefix,
-            stops,
+            shutdown: stop,
             tasks,
         }
     }
 
     /// Stops every service and removes the test's databases, queues and exchanges.
     pub async fn stop(mut self) {
-        for stop in self.stops.drain(..).rev() {
-            let _ = stop.send(());
-        }
+        self.shutdown.cancel();
         for task in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
