@@ -113,7 +113,7 @@ fn price(event: &EventInfo, seats: &[SeatId]) -> Result<(Vec<i64>, Money), Booki
     }
     let total = Money {
         amount_minor: amount,
-        currency: event.currency.clone(),
+        currency: event.details.currency.clone(),
     };
     Ok((prices, total))
 }
@@ -131,11 +131,11 @@ impl Bookings {
         if !info.on_sale(now) {
             return Err(BookingError::FailedPrecondition(format!(
                 "this event is on sale from {} to {}",
-                info.sale_starts_at.to_rfc3339(),
-                info.sale_ends_at.to_rfc3339()
+                info.details.sale_starts_at.to_rfc3339(),
+                info.details.sale_ends_at.to_rfc3339()
             )));
         }
-        let limit = info.max_seats_per_buyer;
+        let limit = info.details.max_seats_per_buyer;
         if selection.len() > limit as usize {
             return Err(BookingError::invalid(
                 "seatIds",

@@ -33,9 +33,9 @@ pub struct NewSection {
     pub rows: Vec<NewRow>,
 }
 
-/// A validated event to create (see `grpc::parse_create_event`).
+/// What describes an event, as its seller gave it.
 #[derive(Debug, Clone)]
-pub struct NewEvent {
+pub struct EventDetails {
     pub title: String,
     pub category: String,
     pub description: String,
@@ -45,6 +45,12 @@ pub struct NewEvent {
     pub sale_ends_at: DateTime<Utc>,
     pub currency: Currency,
     pub max_seats_per_buyer: u32,
+}
+
+/// A validated event to create (see `grpc::parse_create_event`).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub details: EventDetails,
     pub sections: Vec<NewSection>,
 }
 
@@ -70,15 +76,7 @@ pub struct SeatInfo {
 pub struct EventInfo {
     pub id: EventId,
     pub seller: AccountId,
-    pub title: String,
-    pub category: String,
-    pub description: String,
-    pub venue: String,
-    pub starts_at: DateTime<Utc>,
-    pub sale_starts_at: DateTime<Utc>,
-    pub sale_ends_at: DateTime<Utc>,
-    pub max_seats_per_buyer: u32,
-    pub currency: Currency,
+    pub details: EventDetails,
     pub created_at: DateTime<Utc>,
     pub sections: Vec<SectionInfo>,
     pub seats: Vec<SeatInfo>,
@@ -95,7 +93,7 @@ impl EventInfo {
     }
 
     pub fn on_sale(&self, now: DateTime<Utc>) -> bool {
-        self.sale_starts_at <= now && now < self.sale_ends_at
+        self.details.sale_starts_at <= now && now < self.details.sale_ends_at
     }
 }
 
@@ -198,15 +196,17 @@ async fn load(pool: &PgPool, id: EventId) -> Result<EventInfo, BookingError> {
     Ok(EventInfo {
         id,
         seller: AccountId(e.1),
-        title: e.2,
-        category: e.3,
-        description: e.4,
-        venue: e.5,
-        starts_at: e.6,
-        sale_starts_at: e.7,
-        sale_ends_at: e.8,
-        max_seats_per_buyer: u32::try_from(e.9).unwrap_or(1),
-        currency,
+        details: EventDetails {
+            title: e.2,
+            category: e.3,
+            description: e.4,
+            venue: e.5,
+            starts_at: e.6,
+            sale_starts_at: e.7,
+            sale_ends_at: e.8,
+            max_seats_per_buyer: u32::try_from(e.9).unwrap_or(1),
+            currency,
+        },
         created_at: e.11,
         sections,
         seats: infos,
@@ -229,15 +229,15 @@ pub async fn create_event(
     )
     .bind(id.0)
     .bind(seller.0)
-    .bind(&new.title)
-    .bind(&new.category)
-    .bind(&new.description)
-    .bind(&new.venue)
-    .bind(new.starts_at)
-    .bind(new.sale_starts_at)
-    .bind(new.sale_ends_at)
-    .bind(i32::try_from(new.max_seats_per_buyer).unwrap_or(i32::MAX))
-    .bind(new.currency.as_str())
+    .bind(&new.details.title)
+    .bind(&new.details.category)
+    .bind(&new.details.description)
+    .bind(&new.details.venue)
+    .bind(new.details.starts_at)
+    .bind(new.details.sale_starts_at)
+    .bind(new.details.sale_ends_at)
+    .bind(i32::try_from(new.details.max_seats_per_buyer).unwrap_or(i32::MAX))
+    .bind(new.details.currency.as_str())
     .execute(&mut *tx)
     .await?;
     let mut position = 0i32;

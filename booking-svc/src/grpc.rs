@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::accounts::{self, Account, Hasher, NewAccount};
 use crate::bookings::{Booking, Bookings};
-use crate::catalog::{self, EventInfo, NewEvent, NewRow, NewSeat, NewSection};
+use crate::catalog::{self, EventDetails, EventInfo, NewEvent, NewRow, NewSeat, NewSection};
 use crate::domain::{
     self, AccountId, BookingId, BookingStatus, Currency, Email, EventId, HoldId, IdempotencyKey,
     Money, Password, PaymentMethod, Role, SeatSelection, SeatStatus,
@@ -99,16 +99,17 @@ fn account_pb(a: &Account) -> pb::Account {
 }
 
 fn event_pb(e: &EventInfo) -> pb::Event {
+    let d = &e.details;
     pb::Event {
         event_id: e.id.to_string(),
         seller_id: e.seller.to_string(),
-        title: e.title.clone(),
-        category: e.category.clone(),
-        description: e.description.clone(),
-        venue: e.venue.clone(),
-        starts_at: timestamp(e.starts_at),
-        sale_starts_at: timestamp(e.sale_starts_at),
-        sale_ends_at: timestamp(e.sale_ends_at),
+        title: d.title.clone(),
+        category: d.category.clone(),
+        description: d.description.clone(),
+        venue: d.venue.clone(),
+        starts_at: timestamp(d.starts_at),
+        sale_starts_at: timestamp(d.sale_starts_at),
+        sale_ends_at: timestamp(d.sale_ends_at),
         sections: e
             .sections
             .iter()
@@ -119,7 +120,7 @@ fn event_pb(e: &EventInfo) -> pb::Event {
                 seat_count: i32::try_from(s.seat_count).unwrap_or(i32::MAX),
             })
             .collect(),
-        max_seats_per_buyer: i32::try_from(e.max_seats_per_buyer).unwrap_or(i32::MAX),
+        max_seats_per_buyer: i32::try_from(d.max_seats_per_buyer).unwrap_or(i32::MAX),
         seat_count: i32::try_from(e.seats.len()).unwrap_or(i32::MAX),
         created_at: timestamp(e.created_at),
     }
@@ -317,15 +318,17 @@ fn parse_create_event(
         });
     }
     Ok(NewEvent {
-        title: domain::text("title", &req.title, 200)?,
-        category: domain::text("category", &req.category, 50)?,
-        description: req.description.trim().chars().take(10_000).collect(),
-        venue: domain::text("venue", &req.venue, 200)?,
-        starts_at,
-        sale_starts_at,
-        sale_ends_at,
-        currency: currency.unwrap_or(Currency::parse("currency", "KRW")?),
-        max_seats_per_buyer,
+        details: EventDetails {
+            title: domain::text("title", &req.title, 200)?,
+            category: domain::text("category", &req.category, 50)?,
+            description: req.description.trim().chars().take(10_000).collect(),
+            venue: domain::text("venue", &req.venue, 200)?,
+            starts_at,
+            sale_starts_at,
+            sale_ends_at,
+            currency: currency.unwrap_or(Currency::parse("currency", "KRW")?),
+            max_seats_per_buyer,
+        },
         sections,
     })
 }
@@ -510,7 +513,7 @@ impl CatalogService for Api {
             .into());
         }
         let sales = catalog::sales(self.pool(), &event).await?;
-        let currency = event.currency.clone();
+        let currency = event.details.currency.clone();
         let revenue: i64 = sales.iter().map(|s| s.revenue_minor).sum();
         let sold: u32 = sales.iter().map(|s| s.seats_sold).sum();
         Ok(Response::new(pb::Sales {
