@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use marquee_infra::auth::TokenKeys;
 use marquee_infra::bus::{Bus, BusConfig, Handler};
-use marquee_infra::config::{InfraConfig, env_millis, env_or, env_string};
+use marquee_infra::config::{InfraConfig, env_listen_addr, env_millis, env_or, env_string};
 use marquee_infra::grpc::{PropagateTrace, health_service, lazy_channel};
 use marquee_infra::outbox::{self, Relay};
 use marquee_proto::booking::account_service_server::AccountServiceServer;
@@ -58,17 +58,15 @@ impl std::fmt::Debug for BookingConfig {
 impl BookingConfig {
     pub fn from_env() -> anyhow::Result<Self> {
         let infra = InfraConfig::from_env();
-        let metrics: String = env_string("BOOKING_METRICS_ADDR", "127.0.0.1:9101");
         Ok(Self {
             grpc_addr: env_or(
                 "BOOKING_GRPC_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 50051)),
             )?,
-            metrics_addr: if metrics == "off" {
-                None
-            } else {
-                Some(metrics.parse()?)
-            },
+            metrics_addr: env_listen_addr(
+                "BOOKING_METRICS_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 9101)),
+            )?,
             database_url: env_string(
                 "BOOKING_DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/marquee_booking",

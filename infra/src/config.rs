@@ -1,5 +1,6 @@
 //! Typed configuration from environment variables with local defaults.
 
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -41,6 +42,14 @@ pub fn env_string(name: &str, default: &str) -> String {
 pub fn env_millis(name: &str, default: Duration) -> Result<Duration, ConfigError> {
     let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
     env_or(name, default_ms).map(Duration::from_millis)
+}
+
+/// An optional listen address: `off` serves nothing, unset or empty gives `default`.
+pub fn env_listen_addr(name: &str, default: SocketAddr) -> Result<Option<SocketAddr>, ConfigError> {
+    match std::env::var(name) {
+        Ok(value) if value.trim().eq_ignore_ascii_case("off") => Ok(None),
+        _ => env_or(name, default).map(Some),
+    }
 }
 
 /// Settings every service shares: where the infrastructure is.

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use marquee_infra::bus::BusConfig;
-use marquee_infra::config::{ConfigError, InfraConfig, env_or, env_string};
+use marquee_infra::config::{ConfigError, InfraConfig, env_listen_addr, env_or, env_string};
 
 /// Everything pay-svc needs to start.
 #[derive(Clone)]
@@ -44,23 +44,12 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/marqu
 impl PayConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let infra = InfraConfig::from_env();
-        let metrics = env_string("PAY_METRICS_ADDR", "127.0.0.1:9102");
-        let metrics_addr = if metrics.eq_ignore_ascii_case("off") {
-            None
-        } else {
-            Some(
-                metrics
-                    .parse()
-                    .map_err(|e: std::net::AddrParseError| ConfigError {
-                        name: "PAY_METRICS_ADDR".to_owned(),
-                        value: metrics.clone(),
-                        reason: e.to_string(),
-                    })?,
-            )
-        };
         Ok(Self {
             grpc_addr: env_or("PAY_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052)))?,
-            metrics_addr,
+            metrics_addr: env_listen_addr(
+                "PAY_METRICS_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 9102)),
+            )?,
             database_url: env_string("PAY_DATABASE_URL", DEFAULT_DATABASE_URL),
             db_max_connections: env_or("PAY_DB_MAX_CONNECTIONS", 10)?,
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("pay-svc"),
