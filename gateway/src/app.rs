@@ -65,8 +65,7 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
     let state = Arc::new(AppState {
         routes: routes.clone(),
         channels,
-        // Only verification happens here, so the ttl is irrelevant.
-        keys: TokenKeys::new(&config.jwt_secret, chrono::Duration::zero()),
+        keys: TokenKeys::verifier(&config.jwt_secret),
         metrics: marquee_infra::metrics::prometheus(),
         openapi: openapi.into(),
         upstream_timeout: config.upstream_timeout,
