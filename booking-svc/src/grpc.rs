@@ -73,6 +73,11 @@ fn timestamp(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     })
 }
 
+/// A count for a proto `int32` field (saturating; counts here stay far below it).
+fn count(n: impl TryInto<i32>) -> i32 {
+    n.try_into().unwrap_or(i32::MAX)
+}
+
 fn money(m: &Money) -> Option<marquee_proto::Money> {
     Some(marquee_proto::Money {
         amount_minor: m.amount_minor,
@@ -117,11 +122,11 @@ fn event_pb(e: &EventInfo) -> pb::Event {
                 section_id: s.id.to_string(),
                 name: s.name.clone(),
                 price: money(&s.price),
-                seat_count: i32::try_from(s.seat_count).unwrap_or(i32::MAX),
+                seat_count: count(s.seat_count),
             })
             .collect(),
-        max_seats_per_buyer: i32::try_from(d.max_seats_per_buyer).unwrap_or(i32::MAX),
-        seat_count: i32::try_from(e.seats.len()).unwrap_or(i32::MAX),
+        max_seats_per_buyer: count(d.max_seats_per_buyer),
+        seat_count: count(e.seats.len()),
         created_at: timestamp(e.created_at),
     }
 }
@@ -518,8 +523,8 @@ impl CatalogService for Api {
         let sold: u32 = sales.iter().map(|s| s.seats_sold).sum();
         Ok(Response::new(pb::Sales {
             event_id: event.id.to_string(),
-            seats_sold: i32::try_from(sold).unwrap_or(i32::MAX),
-            seats_total: i32::try_from(event.seats.len()).unwrap_or(i32::MAX),
+            seats_sold: count(sold),
+            seats_total: count(event.seats.len()),
             revenue: money(&Money {
                 amount_minor: revenue,
                 currency: currency.clone(),
@@ -531,8 +536,8 @@ impl CatalogService for Api {
                     pb::SectionSales {
                         section_id: section.id.to_string(),
                         name: section.name.clone(),
-                        seats_sold: i32::try_from(s.seats_sold).unwrap_or(i32::MAX),
-                        seats_total: i32::try_from(section.seat_count).unwrap_or(i32::MAX),
+                        seats_sold: count(s.seats_sold),
+                        seats_total: count(section.seat_count),
                         revenue: money(&Money {
                             amount_minor: s.revenue_minor,
                             currency: currency.clone(),
