@@ -1,0 +1,181 @@
+//! Where the index comes from: booking-svc's catalog over gRPC (full rebuilds) and its
+//! `catalog.*` change events over the bus (freshness). booking-svc's prost types stop
+//! here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use marquee_infra::bus::{Envelope, HandleError, Handler};
+use marquee_infra::grpc::PropagateTrace;
+use marquee_proto::booking;
+use marquee_proto::booking::catalog_service_client::CatalogServiceClient;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::domain::EventDoc;
+use crate::error::SearchError;
+use crate::index::SearchIndex;
+
+/// The queue search-svc consumes catalog changes from, and its bindings.
+pub const QUEUE: &str = "search.catalog";
+pub const ROUTING_KEYS: &[&str] = &["catalog.#"];
+pub const EVENT_CHANGED: &str = "catalog.event_changed";
+/// booking-svc's largest page.
+const PAGE_SIZE: i32 = 100;
+
+fn time(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let t = t?;
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+/// An event as booking-svc sends it, as the index holds it. An event without an id or
+/// a start time is refused.
+pub fn event_doc(event: booking::Event) -> Result<EventDoc, String> {
+    if event.event_id.is_empty() {
+        return Err("event without an id".into());
+    }
+    let starts_at = time(event.starts_at.as_ref())
+        .ok_or_else(|| format!("event {} has no valid startsAt", event.event_id))?;
+    let sale_starts_at = time(event.sale_starts_at.as_ref())
+        .or_else(|| time(event.created_at.as_ref()))
+        .unwrap_or(DateTime::UNIX_EPOCH);
+    let sale_ends_at = time(event.sale_ends_at.as_ref()).unwrap_or(starts_at);
+    Ok(EventDoc {
+        id: event.event_id,
+        title: event.title,
+        category: event.category,
+        description: event.description,
+        venue: event.venue,
+        starts_at,
+        sale_starts_at,
+        sale_ends_at,
+    })
+}
+
+/// booking-svc's CatalogService.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    client: CatalogServiceClient<InterceptedService<Channel, PropagateTrace>>,
+}
+
+impl Catalog {
+    pub fn new(booking_url: &str) -> anyhow::Result<Self> {
+        let channel = marquee_infra::grpc::lazy_channel(booking_url)?;
+        Ok(Self {
+            client: CatalogServiceClient::with_interceptor(channel, PropagateTrace),
+        })
+    }
+
+    /// Every event of the catalog, page by page.
+    pub async fn all_events(&self) -> Result<Vec<EventDoc>, SearchError> {
+        let mut client = self.client.clone();
+        let mut events = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_events(booking::ListEventsRequest {
+                    page_size: PAGE_SIZE,
+                    page_token: page_token.clone(),
+                })
+                .await?
+                .into_inner();
+            for event in page.events {
+                match event_doc(event) {
+                    Ok(doc) => events.push(doc),
+                    Err(reason) => tracing::warn!(%reason, "catalog event skipped"),
+                }
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(events);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Reads the whole catalog into a new index version and swaps it in.
+    pub async fn rebuild(&self, index: &Arc<SearchIndex>) -> Result<(String, usize), SearchError> {
+        let started = std::time::Instant::now();
+        // The ticket journals changes that arrive while the catalog is read.
+        let ticket = index.begin_rebuild()?;
+        let events = self.all_events().await?;
+        let index = index.clone();
+        let built =
+            tokio::task::spawn_blocking(move || index.finish_rebuild(ticket, events)).await??;
+        metrics::histogram!("search_index_rebuild_seconds").record(started.elapsed().as_secs_f64());
+        Ok(built)
+    }
+}
+
+/// Rebuilds at start-up (retrying with backoff until booking-svc answers), then every
+/// `interval`, until `stop`.
+pub async fn rebuild_loop(
+    catalog: Catalog,
+    index: Arc<SearchIndex>,
+    on_start: bool,
+    interval: Option<Duration>,
+    stop: CancellationToken,
+) {
+    if on_start {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match catalog.rebuild(&index).await {
+                Ok((version, events)) => {
+                    tracing::info!(%version, events, "initial index built");
+                    break;
+                }
+                Err(SearchError::RebuildRunning) => break,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "initial rebuild failed");
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+    let Some(interval) = interval else { return };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        if let Err(error) = catalog.rebuild(&index).await {
+            tracing::warn!(%error, "periodic rebuild failed");
+        }
+    }
+}
+
+/// The bus handler of `catalog.*` messages: an `EventChanged` is upserted into the
+/// serving index (and journaled for a running rebuild); other kinds are acked unread.
+pub fn handler(index: Arc<SearchIndex>) -> Handler {
+    Arc::new(move |envelope: Envelope| {
+        let index = index.clone();
+        Box::pin(async move {
+            if envelope.kind != EVENT_CHANGED {
+                return Ok(());
+            }
+            let malformed = |reason: String| SearchError::MalformedMessage {
+                kind: envelope.kind.clone(),
+                reason,
+            };
+            let changed = booking::EventChanged::decode(envelope.payload.as_slice())
+                .map_err(|e| malformed(e.to_string()))?;
+            let event = changed
+                .event
+                .ok_or_else(|| malformed("no event".into()))
+                .and_then(|e| event_doc(e).map_err(malformed))?;
+            let id = event.id.clone();
+            tokio::task::spawn_blocking(move || index.upsert(&[event]))
+                .await
+                .map_err(SearchError::from)??;
+            metrics::counter!("search_catalog_updates_total").increment(1);
+            tracing::debug!(event_id = %id, "event indexed");
+            Ok::<(), HandleError>(())
+        })
+    })
+}

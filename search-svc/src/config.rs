@@ -1,0 +1,77 @@
+//! Settings from the environment, with local defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use marquee_infra::bus::BusConfig;
+use marquee_infra::config::{ConfigError, InfraConfig, env_listen_addr, env_or, env_string};
+
+/// The synonyms file kept with the index (`search-svc/synonyms.txt`).
+pub const DEFAULT_SYNONYMS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/synonyms.txt");
+
+/// Everything search-svc needs to start.
+#[derive(Clone)]
+pub struct SearchConfig {
+    /// `SEARCH_GRPC_ADDR`; port 0 picks a free port.
+    pub grpc_addr: SocketAddr,
+    /// `SEARCH_METRICS_ADDR`; `None` (empty or `off`) serves no `/metrics`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `BOOKING_URL`: where the catalog is read from for a rebuild.
+    pub booking_url: String,
+    /// `REDIS_URL`, `REDIS_PREFIX`: the rankings store.
+    pub redis_url: String,
+    pub redis_prefix: String,
+    /// `AMQP_URL`, `BUS_PREFIX`: catalog change events.
+    pub bus: BusConfig,
+    /// `JWT_SECRET`. Never logged.
+    pub jwt_secret: String,
+    /// `SEARCH_SYNONYMS`: the synonyms file.
+    pub synonyms_path: PathBuf,
+    /// `SEARCH_REBUILD_ON_START` (default true): rebuild from booking-svc at start-up,
+    /// retrying until it answers.
+    pub rebuild_on_start: bool,
+    /// `SEARCH_REBUILD_INTERVAL_SECS` (default 600, 0 = never): periodic full rebuilds,
+    /// which repair anything a lost change event left stale.
+    pub rebuild_interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for SearchConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchConfig")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("booking_url", &self.booking_url)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("bus_prefix", &self.bus.prefix)
+            .field("synonyms_path", &self.synonyms_path)
+            .field("rebuild_on_start", &self.rebuild_on_start)
+            .field("rebuild_interval", &self.rebuild_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SearchConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let infra = InfraConfig::from_env();
+        let interval: u64 = env_or("SEARCH_REBUILD_INTERVAL_SECS", 600)?;
+        Ok(Self {
+            grpc_addr: env_or(
+                "SEARCH_GRPC_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 50054)),
+            )?,
+            metrics_addr: env_listen_addr(
+                "SEARCH_METRICS_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 9104)),
+            )?,
+            booking_url: env_string("BOOKING_URL", "http://127.0.0.1:50051"),
+            redis_url: infra.redis_url,
+            redis_prefix: env_string("REDIS_PREFIX", "marquee:"),
+            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("search-svc"),
+            jwt_secret: infra.jwt_secret,
+            synonyms_path: PathBuf::from(env_string("SEARCH_SYNONYMS", DEFAULT_SYNONYMS)),
+            rebuild_on_start: env_or("SEARCH_REBUILD_ON_START", true)?,
+            rebuild_interval: (interval > 0).then(|| Duration::from_secs(interval)),
+        })
+    }
+}
