@@ -13,7 +13,8 @@ use arc_swap::ArcSwap;
 use chrono::Utc;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
-    BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery,
+    BooleanQuery, BoostQuery, DisjunctionMaxQuery, FuzzyTermQuery, Occur, PhraseQuery, Query,
+    RangeQuery, TermQuery,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
@@ -37,6 +38,8 @@ const CATEGORY_BOOST: f32 = 1.0;
 const DESCRIPTION_BOOST: f32 = 1.0;
 /// A synonym counts a little less than the word the buyer typed.
 const SYNONYM_WEIGHT: f32 = 0.8;
+/// How much the other matching alternatives of a word add to the best one.
+const ALTERNATIVE_TIE_BREAKER: f32 = 0.1;
 /// A typo-tolerant match counts less than an exact one.
 const FUZZY_WEIGHT: f32 = 0.5;
 /// Latin words at least this long tolerate one typo (edit or transposition).
@@ -419,17 +422,23 @@ impl QueryPlan {
         if let Some(tokens) = &word.chosung {
             return boost(sequence(f.chosung, tokens), CHOSUNG_BOOST);
         }
-        let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        // The best alternative (the word or one of its synonyms) counts, so that a
+        // word with many synonyms does not outscore one typed exactly.
+        let mut best: Vec<Box<dyn Query>> = Vec::new();
         for (tokens, weight, fuzzy) in &word.alternatives {
+            let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
             for (field, field_boost) in [
                 (f.title, TITLE_BOOST),
                 (f.venue, VENUE_BOOST),
                 (f.category_text, CATEGORY_BOOST),
                 (f.description, DESCRIPTION_BOOST),
             ] {
+                // A phrase scores the sum of its terms: average it so that a long
+                // Hangul word (many bigrams) does not outweigh a short Latin one.
+                let per_token = 1.0 / tokens.len() as f32;
                 any.push((
                     Occur::Should,
-                    boost(sequence(field, tokens), field_boost * weight),
+                    boost(sequence(field, tokens), field_boost * weight * per_token),
                 ));
                 let typo_tolerant = *fuzzy
                     && tokens.len() == 1
@@ -446,8 +455,12 @@ impl QueryPlan {
                     ));
                 }
             }
+            best.push(Box::new(BooleanQuery::new(any)));
         }
-        Box::new(BooleanQuery::new(any))
+        Box::new(DisjunctionMaxQuery::with_tie_breaker(
+            best,
+            ALTERNATIVE_TIE_BREAKER,
+        ))
     }
 
     /// Every token text the query may match in a text field (for highlighting).
