@@ -50,6 +50,8 @@ const SUGGEST_KEY_CHARS: usize = 30;
 /// Candidates a suggestion lookup looks at before ranking them.
 const SUGGEST_SCAN: usize = 2000;
 const DESCRIPTION_SNIPPET_CHARS: usize = 160;
+const HIGHLIGHT_OPEN: &str = "<em>";
+const HIGHLIGHT_CLOSE: &str = "</em>";
 /// Indexing memory of a version's writer (tantivy's minimum is 15 MB a thread).
 const WRITER_MEMORY: usize = 64_000_000;
 
@@ -526,16 +528,18 @@ impl Highlighter {
     }
 
     fn title(&self, title: &str) -> String {
-        let snippet = self.title.snippet(title);
+        let mut snippet = self.title.snippet(title);
         if snippet.highlighted().is_empty() {
             escape_html(title)
         } else {
+            snippet.set_snippet_prefix_postfix(HIGHLIGHT_OPEN, HIGHLIGHT_CLOSE);
             snippet.to_html()
         }
     }
 
     fn description(&self, description: &str) -> String {
-        let snippet = self.description.snippet(description);
+        let mut snippet = self.description.snippet(description);
+        snippet.set_snippet_prefix_postfix(HIGHLIGHT_OPEN, HIGHLIGHT_CLOSE);
         if snippet.highlighted().is_empty() {
             let cut: String = description
                 .chars()
