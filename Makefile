@@ -19,6 +19,7 @@ test: services
 bench: services
 	BENCH_HOLDS_ONLY=1 BENCH_SEATS=$${BENCH_STORM_SEATS:-20000} cargo bench -p marquee-gateway --bench flash_sale
 	cargo bench -p marquee-gateway --bench flash_sale
+	cargo bench -p search-svc --bench search
 
 services:
 	scripts/ensure-services.sh
