@@ -141,11 +141,15 @@ async fn load_postgres(url: &str, events: &[EventDoc]) -> sqlx::PgPool {
         "CREATE TABLE events (id text PRIMARY KEY, title text NOT NULL, category text NOT NULL,
             description text NOT NULL, venue text NOT NULL, starts_at timestamptz NOT NULL)",
     ] {
-        sqlx::query(statement).execute(&pool).await.expect(statement);
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect(statement);
     }
     for chunk in events.chunks(2000) {
         let col = |f: fn(&EventDoc) -> String| chunk.iter().map(f).collect::<Vec<String>>();
-        let starts: Vec<chrono::DateTime<chrono::Utc>> = chunk.iter().map(|e| e.starts_at).collect();
+        let starts: Vec<chrono::DateTime<chrono::Utc>> =
+            chunk.iter().map(|e| e.starts_at).collect();
         sqlx::query(
             "INSERT INTO events SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])",
         )
@@ -165,7 +169,10 @@ async fn load_postgres(url: &str, events: &[EventDoc]) -> sqlx::PgPool {
         "CREATE INDEX events_venue_trgm ON events USING gin (venue gin_trgm_ops)",
         "ANALYZE events",
     ] {
-        sqlx::query(statement).execute(&pool).await.expect(statement);
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect(statement);
     }
     pool
 }
@@ -250,10 +257,16 @@ async fn main() {
         .await
         .expect("join")
         .expect("index built");
-    println!("index {version}: {n} events in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "index {version}: {n} events in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
-    let mut gateway_config =
-        marquee_gateway::GatewayConfig::local("http://127.0.0.1:9", "http://127.0.0.1:9", "bench-secret");
+    let mut gateway_config = marquee_gateway::GatewayConfig::local(
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9",
+        "bench-secret",
+    );
     gateway_config.search_url = search_url.clone();
     let gateway = marquee_gateway::Application::build(gateway_config)
         .await
@@ -264,7 +277,10 @@ async fn main() {
     let pg_url = format!("{pg_base}/bench_search_{id}");
     let t = Instant::now();
     let pool = load_postgres(&pg_url, &catalog).await;
-    println!("postgres loaded with pg_trgm GIN indexes in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "postgres loaded with pg_trgm GIN indexes in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     drop(catalog);
 
     let channel = tonic::transport::Endpoint::from_shared(search_url)
@@ -274,56 +290,80 @@ async fn main() {
         .await
         .expect("grpc connects");
     let direct = SearchServiceClient::new(channel);
-    let grpc = run("direct gRPC", queries.clone(), concurrency, max, seconds, move |q| {
-        let mut client = direct.clone();
-        async move {
-            let reply = client
-                .search_events(pb::SearchEventsRequest {
-                    q,
-                    page_size: 20,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|s| s.to_string())?;
-            Ok(!reply.into_inner().hits.is_empty())
-        }
-    })
+    let grpc = run(
+        "direct gRPC",
+        queries.clone(),
+        concurrency,
+        max,
+        seconds,
+        move |q| {
+            let mut client = direct.clone();
+            async move {
+                let reply = client
+                    .search_events(pb::SearchEventsRequest {
+                        q,
+                        page_size: 20,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| s.to_string())?;
+                Ok(!reply.into_inner().hits.is_empty())
+            }
+        },
+    )
     .await;
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
         .expect("http client");
-    let rest = run("gateway REST", queries.clone(), concurrency, max, seconds, move |q| {
-        let http = http.clone();
-        let url = format!("{gateway_base}/v1/search/events?q={}&pageSize=20", encode(&q));
-        async move {
-            let response = http.get(&url).send().await.map_err(|e| e.to_string())?;
-            if response.status() != 200 {
-                return Err(format!("status {}", response.status()));
+    let rest = run(
+        "gateway REST",
+        queries.clone(),
+        concurrency,
+        max,
+        seconds,
+        move |q| {
+            let http = http.clone();
+            let url = format!(
+                "{gateway_base}/v1/search/events?q={}&pageSize=20",
+                encode(&q)
+            );
+            async move {
+                let response = http.get(&url).send().await.map_err(|e| e.to_string())?;
+                if response.status() != 200 {
+                    return Err(format!("status {}", response.status()));
+                }
+                let body = response.text().await.map_err(|e| e.to_string())?;
+                Ok(body.contains("\"eventId\""))
             }
-            let body = response.text().await.map_err(|e| e.to_string())?;
-            Ok(body.contains("\"eventId\""))
-        }
-    })
+        },
+    )
     .await;
 
     let pg_pool = pool.clone();
-    let pg = run("postgres ILIKE+pg_trgm", queries.clone(), concurrency, max, seconds, move |q| {
-        let pool = pg_pool.clone();
-        async move {
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT id, title FROM events
+    let pg = run(
+        "postgres ILIKE+pg_trgm",
+        queries.clone(),
+        concurrency,
+        max,
+        seconds,
+        move |q| {
+            let pool = pg_pool.clone();
+            async move {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT id, title FROM events
                  WHERE title ILIKE $1 OR description ILIKE $1 OR venue ILIKE $1
                  ORDER BY (title ILIKE $1) DESC, starts_at LIMIT 20",
-            )
-            .bind(like_pattern(&q))
-            .fetch_all(&pool)
-            .await
-            .map_err(|e| e.to_string())?;
-            Ok(!rows.is_empty())
-        }
-    })
+                )
+                .bind(like_pattern(&q))
+                .fetch_all(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(!rows.is_empty())
+            }
+        },
+    )
     .await;
 
     println!();

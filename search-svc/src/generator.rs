@@ -229,10 +229,10 @@ fn event(rng: &mut StdRng, i: usize, base: DateTime<Utc>) -> EventDoc {
     };
     let mut description = format!("{subject} — {venue}, {city_ko} ({city_en}). ");
     for _ in 0..rng.random_range(1..4) {
-        description.push_str(*pick(rng, PHRASES_KO));
+        description.push_str(pick::<&str>(rng, PHRASES_KO));
         description.push(' ');
     }
-    description.push_str(*pick(rng, PHRASES_EN));
+    description.push_str(pick::<&str>(rng, PHRASES_EN));
     let starts_at = base
         + Duration::days(i64::from(year - 2026) * 365 + rng.random_range(0..365))
         + Duration::hours(rng.random_range(12..21));
