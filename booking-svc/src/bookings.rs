@@ -20,6 +20,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::catalog::{Catalog, EventInfo};
+use crate::changes::{BookingMoved, ChangeFeed};
 use crate::domain::{
     AccountId, BookingId, BookingStatus, EventId, HoldId, IdempotencyKey, Money, PaymentMethod,
     SeatId, SeatSelection,
@@ -41,6 +42,7 @@ pub struct Bookings {
     pub holds: HoldStore,
     pub catalog: Catalog,
     pub relay: Relay,
+    pub changes: ChangeFeed,
     pub hold_ttl: Duration,
 }
 
@@ -211,6 +213,14 @@ impl Bookings {
         match self.insert_booking(&info, &record, method, &key).await {
             Ok(booking) => {
                 self.relay.notify();
+                self.changes.booking(BookingMoved {
+                    id: booking.id,
+                    buyer: booking.buyer,
+                    event: booking.event,
+                    status: booking.status,
+                    cancel_reason: String::new(),
+                    updated_at: booking.updated_at,
+                });
                 metrics::counter!("bookings_total", "status" => "PENDING_PAYMENT").increment(1);
                 tracing::info!(booking_id = %booking.id, hold_id = %hold, total = booking.total.amount_minor, "booking created");
                 Ok(booking)
@@ -475,18 +485,28 @@ impl Bookings {
             BookingStatus::Confirmed => {}
         }
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
+        let moved: Option<DateTime<Utc>> = sqlx::query_scalar(
             "UPDATE bookings SET status = 'CANCELLING', updated_at = now()
-             WHERE id = $1 AND status = 'CONFIRMED'",
+             WHERE id = $1 AND status = 'CONFIRMED' RETURNING updated_at",
         )
         .bind(id.0)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if moved.rows_affected() == 1 {
+        if moved.is_some() {
             enqueue_refund(&mut tx, id, booking.buyer, "cancelled by buyer").await?;
         }
         tx.commit().await?;
         self.relay.notify();
+        if let Some(updated_at) = moved {
+            self.changes.booking(BookingMoved {
+                id,
+                buyer: booking.buyer,
+                event: booking.event,
+                status: BookingStatus::Cancelling,
+                cancel_reason: String::new(),
+                updated_at,
+            });
+        }
         metrics::counter!("bookings_total", "status" => "CANCELLING").increment(1);
         tracing::info!(booking_id = %id, "booking cancellation requested");
         self.get_any(id).await
@@ -543,9 +563,11 @@ impl Bookings {
         }
         tx.commit().await.map_err(transient)?;
         match effect {
-            Effect::Moved(status) => {
+            Effect::Moved(moved) => {
+                let status = moved.status;
                 metrics::counter!("bookings_total", "status" => status.as_str()).increment(1);
                 tracing::info!(booking_id = %booking_id, status = status.as_str(), "booking moved");
+                self.changes.booking(moved);
             }
             // Only this path writes to the outbox, so only it wakes the relay.
             Effect::Refunding => self.relay.notify(),
@@ -570,8 +592,8 @@ impl Bookings {
             "",
         )
         .await?;
-        if let Some(status) = moved {
-            return Ok(Effect::Moved(status));
+        if let Some(moved) = moved {
+            return Ok(Effect::Moved(moved));
         }
         // Paid, but the booking is no longer waiting for it: give the money back.
         let row: Option<(String, Uuid)> =
@@ -609,7 +631,9 @@ impl Bookings {
         let seats: Vec<SeatId> = seats.into_iter().map(SeatId).collect();
         match status.parse()? {
             BookingStatus::Confirmed | BookingStatus::Cancelling => {
-                self.holds.mark_sold(id, HoldId(hold), &seats).await
+                self.holds
+                    .mark_sold(id, HoldId(hold), EventId(event), &seats)
+                    .await
             }
             BookingStatus::Cancelled => {
                 let keys = HoldKeys {
@@ -721,8 +745,8 @@ fn booked_seat(event: &EventInfo, seat: SeatId, price_minor: i64) -> BookedSeat 
 
 /// What handling a saga reply did, acted on after its transaction commits.
 enum Effect {
-    /// The booking moved to this status.
-    Moved(BookingStatus),
+    /// The booking moved to another status.
+    Moved(BookingMoved),
     /// A refund was requested through the outbox.
     Refunding,
     /// A duplicate or a reply with nothing left to do.
@@ -761,21 +785,21 @@ async fn move_status(
     from: BookingStatus,
     to: BookingStatus,
     reason: &str,
-) -> Result<Option<BookingStatus>, HandleError> {
-    let moved = sqlx::query(
+) -> Result<Option<BookingMoved>, HandleError> {
+    let moved: Option<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE bookings SET status = $3, cancel_reason = $4, updated_at = now()
-         WHERE id = $1 AND status = $2",
+         WHERE id = $1 AND status = $2 RETURNING buyer_id, event_id, updated_at",
     )
     .bind(id.0)
     .bind(from.as_str())
     .bind(to.as_str())
     .bind(reason)
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(transient)?;
-    if moved.rows_affected() == 0 {
+    let Some((buyer, event, updated_at)) = moved else {
         return Ok(None);
-    }
+    };
     if to == BookingStatus::Cancelled {
         sqlx::query("UPDATE booking_seats SET active = false WHERE booking_id = $1")
             .bind(id.0)
@@ -783,7 +807,14 @@ async fn move_status(
             .await
             .map_err(transient)?;
     }
-    Ok(Some(to))
+    Ok(Some(BookingMoved {
+        id,
+        buyer: AccountId(buyer),
+        event: EventId(event),
+        status: to,
+        cancel_reason: reason.to_owned(),
+        updated_at,
+    }))
 }
 
 fn transient(e: impl Into<anyhow::Error>) -> HandleError {

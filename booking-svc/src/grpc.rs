@@ -21,9 +21,17 @@ use crate::bookings::{Booking, Bookings};
 use crate::catalog::{self, EventDetails, EventInfo, NewEvent, NewRow, NewSeat, NewSection};
 use crate::domain::{
     self, AccountId, BookingId, BookingStatus, Currency, Email, EventId, HoldId, IdempotencyKey,
-    Money, Password, PaymentMethod, Role, SeatSelection, SeatStatus,
+    Money, Password, PaymentMethod, Role, SeatId, SeatSelection, SeatStatus,
 };
 use crate::error::BookingError;
+
+fn seat_status_pb(status: SeatStatus) -> pb::SeatStatus {
+    match status {
+        SeatStatus::Available => pb::SeatStatus::Available,
+        SeatStatus::Held => pb::SeatStatus::Held,
+        SeatStatus::Sold => pb::SeatStatus::Sold,
+    }
+}
 
 pub type WalletClient = WalletServiceClient<InterceptedService<Channel, PropagateTrace>>;
 
@@ -433,8 +441,31 @@ impl CatalogService for Api {
         }
         let new = parse_create_event(request.into_inner(), self.default_max_seats)?;
         let id = catalog::create_event(self.pool(), caller.id, new).await?;
+        let event = event_pb(&*self.bookings.catalog.event(self.pool(), id).await?);
+        self.bookings.changes.event(event.clone());
+        Ok(Response::new(event))
+    }
+
+    async fn get_seat_snapshot(
+        &self,
+        request: Request<pb::GetSeatSnapshotRequest>,
+    ) -> Result<Response<pb::SeatSnapshot>, Status> {
+        let id = EventId::parse("eventId", &request.get_ref().event_id)?;
         let event = self.bookings.catalog.event(self.pool(), id).await?;
-        Ok(Response::new(event_pb(&event)))
+        let seat_ids: Vec<SeatId> = event.seats.iter().map(|s| s.id).collect();
+        let (version, statuses) = self.bookings.holds.snapshot(id, &seat_ids).await?;
+        Ok(Response::new(pb::SeatSnapshot {
+            event_id: id.to_string(),
+            version,
+            seats: seat_ids
+                .iter()
+                .zip(statuses)
+                .map(|(seat, status)| pb::SeatState {
+                    seat_id: seat.to_string(),
+                    status: seat_status_pb(status) as i32,
+                })
+                .collect(),
+        }))
     }
 
     async fn list_events(
@@ -493,11 +524,7 @@ impl CatalogService for Api {
                     price: money(&section.price),
                     x: seat.x,
                     y: seat.y,
-                    status: match status {
-                        SeatStatus::Available => pb::SeatStatus::Available,
-                        SeatStatus::Held => pb::SeatStatus::Held,
-                        SeatStatus::Sold => pb::SeatStatus::Sold,
-                    } as i32,
+                    status: seat_status_pb(status) as i32,
                 }
             })
             .collect();

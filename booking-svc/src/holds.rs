@@ -5,32 +5,40 @@
 //! - `p hold:<hold>`      → hash: buyer, event, seats (comma-separated), expires (ms), state
 //! - `p deadlines`        → sorted set of hold ids by deadline (ms), driven by the sweeper
 //! - `p buyer:<ev>:<acc>` → set of seat ids the buyer holds or owns for the event
+//! - `p seatver:<ev>`     → the event's seat version: how many seat changes it has had
 //!
 //! Every change is one Lua script, so a hold takes all requested seats or none, and a
-//! release, expiry or sale never races another.
+//! release, expiry or sale never races another. A script that changes seats bumps the
+//! event's seat version in the same step and replies which seats it changed; the store
+//! then puts that change on the [`ChangeFeed`], so every seat change is announced with
+//! its version, and a snapshot ([`HoldStore::snapshot`]) is exactly some version.
 
 use chrono::{DateTime, TimeZone, Utc};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use crate::domain::{AccountId, BookingId, EventId, HoldId, SeatId};
+use crate::changes::{ChangeFeed, SeatChange};
+use crate::domain::{AccountId, BookingId, EventId, HoldId, SeatId, SeatStatus};
 use crate::error::BookingError;
 
+// KEYS: deadlines, hold, buyer set, seat version, seats...; ARGV: hold id, buyer,
+// event, expires (ms), limit, seats csv, seat ids... Replies {1, version},
+// {0, taken positions...} or {-1, seats the buyer has}.
 const HOLD: &str = r"
 local taken = {}
-for i = 4, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then taken[#taken + 1] = i - 3 end
+for i = 5, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then taken[#taken + 1] = i - 4 end
 end
 if #taken > 0 then return {0, unpack(taken)} end
 local current = redis.call('SCARD', KEYS[3])
-if current + (#KEYS - 3) > tonumber(ARGV[5]) then return {-1, current} end
-for i = 4, #KEYS do
+if current + (#KEYS - 4) > tonumber(ARGV[5]) then return {-1, current} end
+for i = 5, #KEYS do
   redis.call('SET', KEYS[i], ARGV[1])
-  redis.call('SADD', KEYS[3], ARGV[i + 3])
+  redis.call('SADD', KEYS[3], ARGV[i + 2])
 end
 redis.call('HSET', KEYS[2], 'buyer', ARGV[2], 'event', ARGV[3], 'seats', ARGV[6], 'expires', ARGV[4], 'state', 'held')
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-return {1}
+return {1, redis.call('INCR', KEYS[4])}
 ";
 
 // Replies {'claimed', event, seats, expires}, {'gone'} or {'checked_out'}.
@@ -53,39 +61,72 @@ redis.call('ZADD', KEYS[1], h[2], ARGV[1])
 return 1
 ";
 
-// KEYS: deadlines, hold, buyer set, seats...; ARGV: hold id, required state ('' = any),
-// due-by ms (0 = any), sold marker ('' = none), seat ids...
+// KEYS: deadlines, hold, buyer set, seat version, seats...; ARGV: hold id, required
+// state ('' = any), due-by ms (0 = any), sold marker ('' = none), seat ids...
+// Replies {0} when the hold is not in the required state, else {1, version (0 if no
+// seat was freed), freed positions...}.
 const RELEASE: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 1 then
   local h = redis.call('HMGET', KEYS[2], 'state', 'expires')
-  if ARGV[2] ~= '' and h[1] ~= ARGV[2] then return 0 end
-  if tonumber(ARGV[3]) > 0 and tonumber(h[2]) > tonumber(ARGV[3]) then return 0 end
+  if ARGV[2] ~= '' and h[1] ~= ARGV[2] then return {0} end
+  if tonumber(ARGV[3]) > 0 and tonumber(h[2]) > tonumber(ARGV[3]) then return {0} end
 elseif ARGV[2] ~= '' then
-  return 0
+  return {0}
 end
-for i = 4, #KEYS do
+local freed = {}
+for i = 5, #KEYS do
   local v = redis.call('GET', KEYS[i])
   if v == ARGV[1] or (ARGV[4] ~= '' and v == ARGV[4]) then
     redis.call('DEL', KEYS[i])
-    redis.call('SREM', KEYS[3], ARGV[i + 1])
+    redis.call('SREM', KEYS[3], ARGV[i])
+    freed[#freed + 1] = i - 4
   elseif not v then
-    redis.call('SREM', KEYS[3], ARGV[i + 1])
+    redis.call('SREM', KEYS[3], ARGV[i])
   end
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], ARGV[1])
-return 1
+if #freed == 0 then return {1, 0} end
+return {1, redis.call('INCR', KEYS[4]), unpack(freed)}
 ";
 
-// KEYS: deadlines, hold, seats...; ARGV: hold id, sold marker.
+// KEYS: deadlines, hold, seat version, seats...; ARGV: hold id, sold marker.
+// Replies {version, sold positions...}, or {0} when no seat changed.
 const MARK_SOLD: &str = r"
-for i = 3, #KEYS do
+local sold = {}
+for i = 4, #KEYS do
   local v = redis.call('GET', KEYS[i])
-  if (not v) or v == ARGV[1] then redis.call('SET', KEYS[i], ARGV[2]) end
+  if (not v) or v == ARGV[1] then
+    redis.call('SET', KEYS[i], ARGV[2])
+    sold[#sold + 1] = i - 3
+  end
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], ARGV[1])
-return 1
+if #sold == 0 then return {0} end
+return {redis.call('INCR', KEYS[3]), unpack(sold)}
+";
+
+// KEYS: seat version, buyer set, seats...; ARGV: seat value, seat ids...
+// Replies {version, marked positions...}, or {0} when every seat was already marked.
+const PRIME: &str = r"
+local marked = {}
+for i = 3, #KEYS do
+  if redis.call('SET', KEYS[i], ARGV[1], 'NX') then marked[#marked + 1] = i - 2 end
+  redis.call('SADD', KEYS[2], ARGV[i])
+end
+if #marked == 0 then return {0} end
+return {redis.call('INCR', KEYS[1]), unpack(marked)}
+";
+
+// KEYS: seat version, seats...: replies {version, status...} with 0 free, 1 held, 2 sold.
+const SNAPSHOT: &str = r"
+local out = {tonumber(redis.call('GET', KEYS[1]) or '0')}
+for i = 2, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if not v then out[i] = 0 elseif string.sub(v, 1, 5) == 'sold:' then out[i] = 2 else out[i] = 1 end
+end
+return out
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +222,9 @@ pub struct HoldStore {
     unclaim: Script,
     release: Script,
     mark_sold: Script,
+    prime: Script,
+    snapshot: Script,
+    changes: ChangeFeed,
 }
 
 impl std::fmt::Debug for HoldStore {
@@ -200,7 +244,7 @@ fn sold_marker(booking: BookingId) -> String {
 }
 
 impl HoldStore {
-    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, prefix: &str, changes: ChangeFeed) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let redis = client.get_connection_manager().await?;
         Ok(Self {
@@ -211,6 +255,9 @@ impl HoldStore {
             unclaim: Script::new(UNCLAIM),
             release: Script::new(RELEASE),
             mark_sold: Script::new(MARK_SOLD),
+            prime: Script::new(PRIME),
+            snapshot: Script::new(SNAPSHOT),
+            changes,
         })
     }
 
@@ -225,6 +272,29 @@ impl HoldStore {
     }
     fn buyer_key(&self, event: EventId, buyer: AccountId) -> String {
         format!("{}buyer:{event}:{buyer}", self.prefix)
+    }
+    fn version_key(&self, event: EventId) -> String {
+        format!("{}seatver:{event}", self.prefix)
+    }
+
+    /// Announces the seats at `positions` (1-based, into `seats`) of a script's reply.
+    fn announce(
+        &self,
+        event: EventId,
+        version: i64,
+        change: SeatChange,
+        seats: &[SeatId],
+        positions: &[i64],
+    ) {
+        if version <= 0 {
+            return;
+        }
+        let changed: Vec<SeatId> = positions
+            .iter()
+            .filter_map(|p| usize::try_from(*p - 1).ok())
+            .filter_map(|i| seats.get(i).copied())
+            .collect();
+        self.changes.seats(event, version, change, &changed);
     }
 
     /// Holds every seat in `seats` for `buyer` until `expires_at`, or none of them.
@@ -246,7 +316,8 @@ impl HoldStore {
         invocation
             .key(self.deadlines())
             .key(self.hold_key(hold_id))
-            .key(self.buyer_key(event, buyer));
+            .key(self.buyer_key(event, buyer))
+            .key(self.version_key(event));
         for seat in seats {
             invocation.key(self.seat_key(*seat));
         }
@@ -262,7 +333,11 @@ impl HoldStore {
         }
         let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
         match reply.first().copied() {
-            Some(1) => Ok(Ok(())),
+            Some(1) => {
+                let version = reply.get(1).copied().unwrap_or(0);
+                self.changes.seats(event, version, SeatChange::Held, seats);
+                Ok(Ok(()))
+            }
             Some(0) => {
                 let taken = reply[1..]
                     .iter()
@@ -343,12 +418,14 @@ impl HoldStore {
         required: Option<HoldState>,
         due_by_ms: i64,
         sold: Option<BookingId>,
+        change: SeatChange,
     ) -> Result<bool, BookingError> {
         let mut invocation = self.release.prepare_invoke();
         invocation
             .key(self.deadlines())
             .key(self.hold_key(keys.hold))
-            .key(self.buyer_key(keys.event, keys.buyer));
+            .key(self.buyer_key(keys.event, keys.buyer))
+            .key(self.version_key(keys.event));
         for seat in keys.seats {
             invocation.key(self.seat_key(*seat));
         }
@@ -364,20 +441,38 @@ impl HoldStore {
         for seat in keys.seats {
             invocation.arg(seat.to_string());
         }
-        let reply: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
-        Ok(reply == 1)
+        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        match reply.as_slice() {
+            [1, version, freed @ ..] => {
+                self.announce(keys.event, *version, change, keys.seats, freed);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Releases a hold that is still only held (not being checked out).
     pub async fn release_held(&self, record: &HoldRecord) -> Result<bool, BookingError> {
-        self.run_release(record.keys(), Some(HoldState::Held), 0, None)
-            .await
+        self.run_release(
+            record.keys(),
+            Some(HoldState::Held),
+            0,
+            None,
+            SeatChange::Released,
+        )
+        .await
     }
 
     /// Releases a hold this request claimed but could not turn into a booking.
     pub async fn release_claimed(&self, record: &HoldRecord) -> Result<bool, BookingError> {
-        self.run_release(record.keys(), Some(HoldState::CheckedOut), 0, None)
-            .await
+        self.run_release(
+            record.keys(),
+            Some(HoldState::CheckedOut),
+            0,
+            None,
+            SeatChange::Released,
+        )
+        .await
     }
 
     /// Releases a hold whose deadline has passed, if it is still in `state`.
@@ -391,6 +486,7 @@ impl HoldStore {
             Some(state),
             Utc::now().timestamp_millis(),
             None,
+            SeatChange::Expired,
         )
         .await
     }
@@ -401,7 +497,7 @@ impl HoldStore {
         booking: BookingId,
         keys: HoldKeys<'_>,
     ) -> Result<(), BookingError> {
-        self.run_release(keys, None, 0, Some(booking))
+        self.run_release(keys, None, 0, Some(booking), SeatChange::Released)
             .await
             .map(|_| ())
     }
@@ -411,15 +507,22 @@ impl HoldStore {
         &self,
         booking: BookingId,
         hold: HoldId,
+        event: EventId,
         seats: &[SeatId],
     ) -> Result<(), BookingError> {
         let mut invocation = self.mark_sold.prepare_invoke();
-        invocation.key(self.deadlines()).key(self.hold_key(hold));
+        invocation
+            .key(self.deadlines())
+            .key(self.hold_key(hold))
+            .key(self.version_key(event));
         for seat in seats {
             invocation.key(self.seat_key(*seat));
         }
         invocation.arg(hold.to_string()).arg(sold_marker(booking));
-        let _: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        if let [version, sold @ ..] = reply.as_slice() {
+            self.announce(event, *version, SeatChange::Sold, seats, sold);
+        }
         Ok(())
     }
 
@@ -481,19 +584,53 @@ impl HoldStore {
         } else {
             hold.to_string()
         };
-        let mut pipe = redis::pipe();
+        let mut invocation = self.prime.prepare_invoke();
+        invocation
+            .key(self.version_key(event))
+            .key(self.buyer_key(event, buyer));
         for seat in seats {
-            pipe.cmd("SET")
-                .arg(self.seat_key(*seat))
-                .arg(&value)
-                .arg("NX")
-                .ignore();
-            pipe.cmd("SADD")
-                .arg(self.buyer_key(event, buyer))
-                .arg(seat.to_string())
-                .ignore();
+            invocation.key(self.seat_key(*seat));
         }
-        let () = pipe.query_async(&mut self.redis.clone()).await?;
+        invocation.arg(value);
+        for seat in seats {
+            invocation.arg(seat.to_string());
+        }
+        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        if let [version, marked @ ..] = reply.as_slice() {
+            let change = if sold {
+                SeatChange::Sold
+            } else {
+                SeatChange::Held
+            };
+            self.announce(event, *version, change, seats, marked);
+        }
         Ok(())
+    }
+
+    /// Every seat's status in `seats` order, and the seat version they are as of: one
+    /// atomic read.
+    pub async fn snapshot(
+        &self,
+        event: EventId,
+        seats: &[SeatId],
+    ) -> Result<(i64, Vec<SeatStatus>), BookingError> {
+        let mut invocation = self.snapshot.prepare_invoke();
+        invocation.key(self.version_key(event));
+        for seat in seats {
+            invocation.key(self.seat_key(*seat));
+        }
+        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let Some((version, statuses)) = reply.split_first() else {
+            return Err(BookingError::Internal("empty seat snapshot".into()));
+        };
+        let statuses = statuses
+            .iter()
+            .map(|s| match s {
+                0 => SeatStatus::Available,
+                1 => SeatStatus::Held,
+                _ => SeatStatus::Sold,
+            })
+            .collect();
+        Ok((*version, statuses))
     }
 }

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod bookings;
 pub mod catalog;
+pub mod changes;
 pub mod domain;
 pub mod error;
 pub mod grpc;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::Hasher;
 use crate::bookings::{Bookings, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_COMPLETED};
 use crate::catalog::Catalog;
+use crate::changes::ChangeFeed;
 use crate::grpc::{Api, token_ttl};
 use crate::holds::HoldStore;
 
@@ -101,9 +102,11 @@ impl Application {
             marquee_infra::db::connect(&config.database_url, config.db_max_connections).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         outbox::migrate(&pool).await?;
-        let holds = HoldStore::connect(&config.redis_url, &config.redis_prefix).await?;
         let bus = Bus::connect(config.bus.clone(), Duration::from_secs(10)).await?;
         let shutdown = CancellationToken::new();
+        let changes = ChangeFeed::spawn(bus.clone(), shutdown.clone());
+        let holds =
+            HoldStore::connect(&config.redis_url, &config.redis_prefix, changes.clone()).await?;
         let relay = Relay::spawn(
             pool.clone(),
             bus.clone(),
@@ -115,6 +118,7 @@ impl Application {
             holds,
             catalog: Catalog::default(),
             relay,
+            changes,
             hold_ttl: config.hold_ttl,
         });
         bookings.prime_redis().await?;

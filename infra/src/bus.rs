@@ -210,6 +210,17 @@ impl Bus {
     /// and persistent, and returns once the broker confirmed it. Unroutable (returned)
     /// messages and nacks are errors.
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
+        self.publish_with(envelope, true).await
+    }
+
+    /// Publishes a notification that may have no listener: like [`publish`](Self::publish)
+    /// (confirmed, under the timeout) but not mandatory, so an unbound routing key
+    /// drops it instead of failing.
+    pub async fn broadcast(&self, envelope: &Envelope) -> Result<(), BusError> {
+        self.publish_with(envelope, false).await
+    }
+
+    async fn publish_with(&self, envelope: &Envelope, mandatory: bool) -> Result<(), BusError> {
         let live = self.live(self.config.publish_timeout).await?;
         let timeout = self.config.publish_timeout;
         let id = envelope.message_id;
@@ -220,7 +231,7 @@ impl Bus {
                     ShortString::from(self.config.exchange()),
                     ShortString::from(envelope.kind.as_str()),
                     BasicPublishOptions {
-                        mandatory: true,
+                        mandatory,
                         ..BasicPublishOptions::default()
                     },
                     &envelope.payload,
@@ -283,6 +294,111 @@ impl Bus {
         });
         Ok(())
     }
+}
+
+impl Bus {
+    /// Subscribes this process to `routing_keys` with a queue of its own (server-named,
+    /// exclusive, deleted with the connection), so every replica sees every message.
+    /// Messages published while no subscription exists (before this call, or between a
+    /// lost connection and the next) are not delivered: `on_subscribed` runs after each
+    /// (re)subscription so the caller can re-read the state it derives. Deliveries are
+    /// handled one at a time, in order, and acked by the broker on delivery.
+    pub async fn subscribe(
+        &self,
+        routing_keys: &[&str],
+        on_subscribed: Arc<dyn Fn() + Send + Sync>,
+        handler: Arc<dyn Fn(Envelope) + Send + Sync>,
+    ) -> Result<(), BusError> {
+        let keys: Vec<String> = routing_keys.iter().map(|k| (*k).to_owned()).collect();
+        let live = self.live(self.config.publish_timeout).await?;
+        let first = subscribe_once(&self.config, &live, &keys).await?;
+        on_subscribed();
+        let bus = self.clone();
+        tokio::spawn(async move {
+            let mut consumer = Some(first);
+            loop {
+                if let Some(deliveries) = consumer.take() {
+                    let mut deliveries = std::pin::pin!(
+                        deliveries.take_until(bus.shutdown.clone().cancelled_owned())
+                    );
+                    while let Some(delivery) = deliveries.next().await {
+                        match delivery {
+                            Ok(delivery) => match envelope_of(&delivery) {
+                                Some(envelope) => handler(envelope),
+                                None => {
+                                    tracing::warn!("notification without a valid envelope; dropped")
+                                }
+                            },
+                            Err(error) => {
+                                tracing::warn!(%error, "subscription delivery error");
+                                break;
+                            }
+                        }
+                    }
+                }
+                if bus.shutdown.is_cancelled() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let live = tokio::select! {
+                    () = bus.shutdown.cancelled() => return,
+                    live = bus.live(Duration::from_secs(3600)) => live,
+                };
+                let Ok(live) = live else { continue };
+                match subscribe_once(&bus.config, &live, &keys).await {
+                    Ok(next) => {
+                        tracing::info!(keys = ?keys, "resubscribed");
+                        on_subscribed();
+                        consumer = Some(next);
+                    }
+                    Err(error) => tracing::warn!(%error, "resubscribe failed"),
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+async fn subscribe_once(
+    config: &BusConfig,
+    live: &Live,
+    keys: &[String],
+) -> Result<lapin::Consumer, lapin::Error> {
+    let channel = live.connection.create_channel().await?;
+    declare_exchanges(&channel, config).await?;
+    let queue = channel
+        .queue_declare(
+            ShortString::from(""),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    for key in keys {
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                ShortString::from(config.exchange()),
+                ShortString::from(key.as_str()),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    channel
+        .basic_consume(
+            queue.name().clone(),
+            ShortString::from(""),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
 }
 
 fn properties(envelope: &Envelope) -> BasicProperties {

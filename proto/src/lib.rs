@@ -27,6 +27,16 @@ pub mod marquee {
             tonic::include_proto!("marquee.pay.v1");
         }
     }
+    pub mod realtime {
+        pub mod v1 {
+            tonic::include_proto!("marquee.realtime.v1");
+        }
+    }
+    pub mod search {
+        pub mod v1 {
+            tonic::include_proto!("marquee.search.v1");
+        }
+    }
     pub mod saga {
         pub mod v1 {
             tonic::include_proto!("marquee.saga.v1");
@@ -36,5 +46,7 @@ pub mod marquee {
 
 pub use marquee::booking::v1 as booking;
 pub use marquee::pay::v1 as pay;
+pub use marquee::realtime::v1 as realtime;
 pub use marquee::saga::v1 as saga;
+pub use marquee::search::v1 as search;
 pub use marquee::r#type::v1::Money;

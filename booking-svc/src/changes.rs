@@ -1,0 +1,215 @@
+//! The change feed: every seat, booking and catalog change booking-svc makes, published
+//! to the bus for realtime-svc and search-svc.
+//!
+//! Changes are queued without waiting and published by one task, which puts all that
+//! queued up while its previous publish was in flight into one message per kind: one
+//! message per change when the system is quiet, few large ones in a flash sale. They
+//! are notifications, not saga messages: not mandatory (nobody may be listening) and
+//! not in the outbox. A consumer that misses one notices the gap in the seat versions
+//! (or rebuilds) and reads the state again.
+
+use chrono::{DateTime, Utc};
+use marquee_infra::bus::{Bus, Envelope};
+use marquee_proto::booking as pb;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::{AccountId, BookingId, BookingStatus, EventId, SeatId};
+
+pub const SEATS_CHANGED: &str = "seats.changed";
+pub const BOOKINGS_CHANGED: &str = "bookings.changed";
+pub const EVENT_CHANGED: &str = "catalog.event_changed";
+
+/// Changes waiting to be published; beyond this the feed drops (and counts) them.
+const QUEUE: usize = 65_536;
+/// Most changes of one kind in one message.
+const BATCH: usize = 2_000;
+
+/// Why seats changed status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatChange {
+    Held,
+    Released,
+    Expired,
+    Sold,
+}
+
+impl SeatChange {
+    fn reason(self) -> pb::SeatChangeReason {
+        match self {
+            SeatChange::Held => pb::SeatChangeReason::SeatsHeld,
+            SeatChange::Released => pb::SeatChangeReason::SeatsReleased,
+            SeatChange::Expired => pb::SeatChangeReason::SeatsExpired,
+            SeatChange::Sold => pb::SeatChangeReason::SeatsSold,
+        }
+    }
+
+    fn status(self) -> pb::SeatStatus {
+        match self {
+            SeatChange::Held => pb::SeatStatus::Held,
+            SeatChange::Released | SeatChange::Expired => pb::SeatStatus::Available,
+            SeatChange::Sold => pb::SeatStatus::Sold,
+        }
+    }
+}
+
+/// A booking's status after a committed transition.
+#[derive(Debug, Clone)]
+pub struct BookingMoved {
+    pub id: BookingId,
+    pub buyer: AccountId,
+    pub event: EventId,
+    pub status: BookingStatus,
+    pub cancel_reason: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+enum Change {
+    Seats(pb::SeatsChanged),
+    Booking(pb::BookingChanged),
+    Event(Box<pb::Event>),
+}
+
+/// Where changes go. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ChangeFeed {
+    tx: mpsc::Sender<Change>,
+}
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Change::Seats(_) => "Seats",
+            Change::Booking(_) => "Booking",
+            Change::Event(_) => "Event",
+        })
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+impl ChangeFeed {
+    /// Starts the publishing task; it drains what is queued and stops on `shutdown`.
+    pub fn spawn(bus: Bus, shutdown: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(publish_loop(bus, rx, shutdown));
+        Self { tx }
+    }
+
+    fn send(&self, change: Change) {
+        if let Err(error) = self.tx.try_send(change) {
+            metrics::counter!("changes_dropped_total").increment(1);
+            tracing::warn!(change = ?error.into_inner(), "change feed full; change dropped");
+        }
+    }
+
+    /// Seats of `event` now have the status `change` gives them, as of `version`.
+    pub fn seats(&self, event: EventId, version: i64, change: SeatChange, seats: &[SeatId]) {
+        if seats.is_empty() {
+            return;
+        }
+        self.send(Change::Seats(pb::SeatsChanged {
+            event_id: event.to_string(),
+            version,
+            reason: change.reason() as i32,
+            status: change.status() as i32,
+            seat_ids: seats.iter().map(ToString::to_string).collect(),
+            changed_at: Some(timestamp(Utc::now())),
+        }));
+    }
+
+    pub fn booking(&self, moved: BookingMoved) {
+        let status = match moved.status {
+            BookingStatus::PendingPayment => pb::BookingStatus::PendingPayment,
+            BookingStatus::Confirmed => pb::BookingStatus::Confirmed,
+            BookingStatus::Cancelling => pb::BookingStatus::Cancelling,
+            BookingStatus::Cancelled => pb::BookingStatus::Cancelled,
+        };
+        self.send(Change::Booking(pb::BookingChanged {
+            booking_id: moved.id.to_string(),
+            buyer_id: moved.buyer.to_string(),
+            event_id: moved.event.to_string(),
+            status: status as i32,
+            cancel_reason: moved.cancel_reason,
+            updated_at: Some(timestamp(moved.updated_at)),
+        }));
+    }
+
+    /// An event was created or changed (`event` as CatalogService returns it).
+    pub fn event(&self, event: pb::Event) {
+        self.send(Change::Event(Box::new(event)));
+    }
+}
+
+fn envelope(kind: &str, payload: Vec<u8>) -> Envelope {
+    Envelope {
+        message_id: Uuid::new_v4(),
+        kind: kind.to_owned(),
+        saga_id: Uuid::nil(),
+        version: 1,
+        occurred_at: Utc::now(),
+        trace_context: Default::default(),
+        payload,
+    }
+}
+
+async fn publish_loop(bus: Bus, mut rx: mpsc::Receiver<Change>, shutdown: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            change = rx.recv() => change,
+            () = shutdown.cancelled() => {
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { return };
+        let mut seats = Vec::new();
+        let mut bookings = Vec::new();
+        let mut envelopes = Vec::new();
+        let mut next = Some(first);
+        while let Some(change) = next.take() {
+            match change {
+                Change::Seats(c) => seats.push(c),
+                Change::Booking(c) => bookings.push(c),
+                Change::Event(event) => envelopes.push(envelope(
+                    EVENT_CHANGED,
+                    pb::EventChanged {
+                        event: Some(*event),
+                    }
+                    .encode_to_vec(),
+                )),
+            }
+            if seats.len() < BATCH && bookings.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !seats.is_empty() {
+            let batch = pb::SeatChanges { changes: seats };
+            envelopes.push(envelope(SEATS_CHANGED, batch.encode_to_vec()));
+        }
+        if !bookings.is_empty() {
+            let batch = pb::BookingChanges { changes: bookings };
+            envelopes.push(envelope(BOOKINGS_CHANGED, batch.encode_to_vec()));
+        }
+        let results = futures::future::join_all(envelopes.iter().map(|e| bus.broadcast(e))).await;
+        for (envelope, result) in envelopes.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    metrics::counter!("changes_published_total", "kind" => envelope.kind.clone())
+                        .increment(1)
+                }
+                Err(error) => {
+                    metrics::counter!("changes_dropped_total").increment(1);
+                    tracing::warn!(kind = %envelope.kind, %error, "change publish failed");
+                }
+            }
+        }
+    }
+}
