@@ -1,0 +1,79 @@
+//! Settings from the environment, with local defaults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use marquee_infra::bus::BusConfig;
+use marquee_infra::config::{
+    ConfigError, InfraConfig, env_listen_addr, env_millis, env_or, env_string,
+};
+
+#[derive(Clone)]
+pub struct RealtimeConfig {
+    /// `REALTIME_GRPC_ADDR`, default `127.0.0.1:50053`; port 0 picks a free port.
+    pub grpc_addr: SocketAddr,
+    /// `REALTIME_METRICS_ADDR`, default `127.0.0.1:9103`; empty or `off` serves none.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `BOOKING_URL`: where snapshots and bookings are read.
+    pub booking_url: String,
+    /// `AMQP_URL`, `BUS_PREFIX`.
+    pub bus: BusConfig,
+    /// `JWT_SECRET`. Never logged.
+    pub jwt_secret: String,
+    /// `REALTIME_RESUME_BUFFER`: changes kept per event for `Last-Event-ID` resumes.
+    pub resume_buffer: usize,
+    /// `REALTIME_GAP_TIMEOUT_MS`: how long a missing version may stay missing before
+    /// the event's seats are re-read from booking-svc.
+    pub gap_timeout: Duration,
+    /// `REALTIME_IDLE_EVICT_MS`: how long an event nobody watches stays in memory.
+    pub idle_evict: Duration,
+}
+
+impl std::fmt::Debug for RealtimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealtimeConfig")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("booking_url", &self.booking_url)
+            .field("bus_prefix", &self.bus.prefix)
+            .field("resume_buffer", &self.resume_buffer)
+            .field("gap_timeout", &self.gap_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RealtimeConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let infra = InfraConfig::from_env();
+        Ok(Self {
+            grpc_addr: env_or(
+                "REALTIME_GRPC_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 50053)),
+            )?,
+            metrics_addr: env_listen_addr(
+                "REALTIME_METRICS_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 9103)),
+            )?,
+            booking_url: env_string("BOOKING_URL", "http://127.0.0.1:50051"),
+            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("realtime-svc"),
+            jwt_secret: infra.jwt_secret,
+            resume_buffer: env_or("REALTIME_RESUME_BUFFER", 4096)?,
+            gap_timeout: env_millis("REALTIME_GAP_TIMEOUT_MS", Duration::from_millis(500))?,
+            idle_evict: env_millis("REALTIME_IDLE_EVICT_MS", Duration::from_secs(60))?,
+        })
+    }
+
+    /// Local defaults with ephemeral ports, for tests.
+    pub fn local(booking_url: impl Into<String>, bus: BusConfig, jwt_secret: &str) -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
+            booking_url: booking_url.into(),
+            bus,
+            jwt_secret: jwt_secret.to_owned(),
+            resume_buffer: 4096,
+            gap_timeout: Duration::from_millis(500),
+            idle_evict: Duration::from_secs(60),
+        }
+    }
+}

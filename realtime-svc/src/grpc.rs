@@ -1,0 +1,57 @@
+//! The gRPC edge: parses requests into the hubs' terms and maps their errors.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use marquee_infra::auth::TokenKeys;
+use marquee_proto::realtime::realtime_service_server::RealtimeService;
+use marquee_proto::realtime::{BookingUpdate, SeatUpdate, WatchBookingRequest, WatchSeatsRequest};
+use tonic::{Request, Response, Status};
+
+use crate::bookings::{BookingHub, BookingId};
+use crate::error::RealtimeError;
+use crate::seats::{EventId, SeatHub, Start};
+
+pub type UpdateStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[derive(Clone)]
+pub struct RealtimeApi {
+    pub seats: Arc<SeatHub>,
+    pub bookings: Arc<BookingHub>,
+    pub keys: TokenKeys,
+}
+
+#[tonic::async_trait]
+impl RealtimeService for RealtimeApi {
+    type WatchSeatsStream = UpdateStream<SeatUpdate>;
+    type WatchBookingStream = UpdateStream<BookingUpdate>;
+
+    async fn watch_seats(
+        &self,
+        request: Request<WatchSeatsRequest>,
+    ) -> Result<Response<Self::WatchSeatsStream>, Status> {
+        let request = request.into_inner();
+        let event = EventId::parse(&request.event_id)?;
+        let start = Start::parse(&request.last_event_id)?;
+        let updates = self.seats.watch(event, start).await?;
+        // Each watcher gets its own copy to encode; the feed shares one.
+        let stream = updates.map(|update| Ok(Arc::unwrap_or_clone(update)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn watch_booking(
+        &self,
+        request: Request<WatchBookingRequest>,
+    ) -> Result<Response<Self::WatchBookingStream>, Status> {
+        self.keys
+            .verify_metadata(request.metadata())
+            .map_err(RealtimeError::from)?;
+        let authorization = request.metadata().get("authorization").cloned().ok_or(
+            RealtimeError::Unauthenticated(marquee_infra::auth::TokenError::Missing),
+        )?;
+        let id = BookingId::parse(&request.get_ref().booking_id)?;
+        let updates = self.bookings.watch(id, authorization).await?;
+        Ok(Response::new(Box::pin(updates.map(Ok))))
+    }
+}

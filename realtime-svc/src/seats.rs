@@ -1,0 +1,503 @@
+//! Seat feeds: per watched event, the seat statuses as of a version, the latest
+//! changes (for `Last-Event-ID` resumes) and a broadcast channel to its watchers.
+//!
+//! A feed starts from booking-svc's snapshot (`GetSeatSnapshot`, an atomic read at one
+//! seat version) and then applies the `seats.changed` notifications in version order.
+//! A change that arrives early waits for the ones before it; if a version is still
+//! missing after the gap timeout (a lost notification, or a bus reconnect), the feed
+//! re-reads the snapshot and sends it to every watcher. Watchers never block the feed:
+//! a watcher that falls behind the broadcast buffer gets a fresh snapshot instead.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use marquee_infra::grpc::PropagateTrace;
+use marquee_proto::booking::catalog_service_client::CatalogServiceClient;
+use marquee_proto::booking::{
+    GetSeatSnapshotRequest, SeatChanges, SeatSnapshot, SeatState, SeatsChanged,
+};
+use marquee_proto::realtime::{SeatChange, SeatUpdate, seat_update};
+use tokio::sync::broadcast;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::error::RealtimeError;
+
+pub type CatalogClient = CatalogServiceClient<InterceptedService<Channel, PropagateTrace>>;
+
+/// How many updates a watcher may be behind before it is resynced with a snapshot.
+const WATCHER_BUFFER: usize = 1024;
+/// Early changes a feed keeps while waiting for a missing version.
+const PENDING_LIMIT: usize = 65_536;
+/// How often the janitor looks for gaps to repair and feeds to evict.
+const JANITOR_TICK: Duration = Duration::from_millis(100);
+
+/// An event id, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId(pub Uuid);
+
+impl EventId {
+    pub fn parse(value: &str) -> Result<Self, RealtimeError> {
+        value
+            .parse()
+            .map(EventId)
+            .map_err(|_| RealtimeError::invalid("eventId", "must be a UUID"))
+    }
+}
+
+/// Where a watcher wants to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// With a snapshot.
+    Snapshot,
+    /// After this version (the SSE `Last-Event-ID`), if the feed still has what follows.
+    After(i64),
+}
+
+impl Start {
+    pub fn parse(last_event_id: &str) -> Result<Self, RealtimeError> {
+        let trimmed = last_event_id.trim();
+        if trimmed.is_empty() {
+            return Ok(Start::Snapshot);
+        }
+        trimmed
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v >= 0)
+            .map(Start::After)
+            .ok_or_else(|| {
+                RealtimeError::invalid("lastEventId", "must be a seat version (a number ≥ 0)")
+            })
+    }
+}
+
+struct FeedState {
+    loaded: bool,
+    version: i64,
+    seats: Vec<SeatState>,
+    index: HashMap<String, usize>,
+    /// The latest changes, in version order, ending at `version`.
+    recent: VecDeque<Arc<SeatUpdate>>,
+    /// Changes after a missing version, by version.
+    pending: BTreeMap<i64, SeatsChanged>,
+    /// Since when a version has been missing.
+    gap_since: Option<Instant>,
+    /// A snapshot re-read is due or running.
+    resync: bool,
+    /// The snapshot of `version`, built once for every watcher that needs it.
+    snapshot: Option<Arc<SeatUpdate>>,
+    idle_since: Option<Instant>,
+}
+
+struct Feed {
+    event: EventId,
+    state: Mutex<FeedState>,
+    tx: broadcast::Sender<Arc<SeatUpdate>>,
+    /// One snapshot read at a time.
+    load: tokio::sync::Mutex<()>,
+    watchers: AtomicUsize,
+    resume_buffer: usize,
+}
+
+impl Feed {
+    fn new(event: EventId, resume_buffer: usize) -> Self {
+        Self {
+            event,
+            state: Mutex::new(FeedState {
+                loaded: false,
+                version: 0,
+                seats: Vec::new(),
+                index: HashMap::new(),
+                recent: VecDeque::new(),
+                pending: BTreeMap::new(),
+                gap_since: None,
+                resync: false,
+                snapshot: None,
+                idle_since: None,
+            }),
+            tx: broadcast::channel(WATCHER_BUFFER).0,
+            load: tokio::sync::Mutex::new(()),
+            watchers: AtomicUsize::new(0),
+            resume_buffer,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, FeedState> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn snapshot_of(&self, state: &mut FeedState) -> Arc<SeatUpdate> {
+        if let Some(snapshot) = &state.snapshot {
+            return snapshot.clone();
+        }
+        let event_id = self.event.0.to_string();
+        let snapshot = Arc::new(SeatUpdate {
+            event_id: event_id.clone(),
+            version: state.version,
+            kind: Some(seat_update::Kind::Snapshot(SeatSnapshot {
+                event_id,
+                version: state.version,
+                seats: state.seats.clone(),
+            })),
+        });
+        state.snapshot = Some(snapshot.clone());
+        snapshot
+    }
+
+    /// Applies the next changes that are due, broadcasting each.
+    fn drain(&self, state: &mut FeedState) {
+        while let Some(entry) = state.pending.first_entry() {
+            let version = *entry.key();
+            if version <= state.version {
+                entry.remove();
+                continue;
+            }
+            if version != state.version + 1 {
+                break;
+            }
+            let change = entry.remove();
+            for seat in &change.seat_ids {
+                if let Some(i) = state.index.get(seat) {
+                    state.seats[*i].status = change.status;
+                }
+            }
+            state.version = version;
+            state.snapshot = None;
+            let update = Arc::new(SeatUpdate {
+                event_id: change.event_id,
+                version,
+                kind: Some(seat_update::Kind::Change(SeatChange {
+                    reason: change.reason,
+                    status: change.status,
+                    seat_ids: change.seat_ids,
+                    changed_at: change.changed_at,
+                })),
+            });
+            state.recent.push_back(update.clone());
+            while state.recent.len() > self.resume_buffer {
+                state.recent.pop_front();
+            }
+            let _ = self.tx.send(update);
+        }
+        if state.pending.is_empty() {
+            state.gap_since = None;
+        } else if state.gap_since.is_none() {
+            state.gap_since = Some(Instant::now());
+        }
+    }
+
+    fn offer(&self, change: SeatsChanged) {
+        let mut state = self.state();
+        if state.loaded && change.version <= state.version {
+            return;
+        }
+        if state.pending.len() >= PENDING_LIMIT {
+            // Hopelessly behind: forget and re-read.
+            state.pending.clear();
+            state.resync = state.loaded;
+            state.gap_since = Some(Instant::now() - Duration::from_secs(3600));
+        }
+        state.pending.insert(change.version, change);
+        if state.loaded {
+            self.drain(&mut state);
+        }
+    }
+
+    /// Installs a snapshot read from booking-svc and tells every watcher. It replaces
+    /// whatever the feed had, even at an older version (booking-svc's seat versions
+    /// start again from its store after Redis lost its data).
+    fn install(&self, snapshot: SeatSnapshot) {
+        let mut state = self.state();
+        state.resync = false;
+        state.loaded = true;
+        state.version = snapshot.version;
+        state.index = snapshot
+            .seats
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.seat_id.clone(), i))
+            .collect();
+        state.seats = snapshot.seats;
+        state.recent.clear();
+        state.snapshot = None;
+        let update = self.snapshot_of(&mut state);
+        let _ = self.tx.send(update);
+        self.drain(&mut state);
+        // What is still waiting lies beyond another gap, or was never made (a version
+        // that arrived before the snapshot was read); the next change re-opens the gap
+        // if versions really are missing.
+        state.pending.clear();
+        state.gap_since = None;
+    }
+
+    fn is_loaded(&self) -> bool {
+        self.state().loaded
+    }
+
+    /// A receiver of what follows, and what to send before it.
+    fn subscribe(
+        &self,
+        start: Start,
+    ) -> (broadcast::Receiver<Arc<SeatUpdate>>, Vec<Arc<SeatUpdate>>) {
+        let mut state = self.state();
+        let rx = self.tx.subscribe();
+        if !state.loaded {
+            // The snapshot being read will be broadcast.
+            return (rx, Vec::new());
+        }
+        let first = match start {
+            Start::After(v) if v == state.version => Vec::new(),
+            Start::After(v)
+                if v < state.version
+                    && state.recent.front().is_some_and(|f| f.version <= v + 1) =>
+            {
+                state
+                    .recent
+                    .iter()
+                    .filter(|u| u.version > v)
+                    .cloned()
+                    .collect()
+            }
+            _ => vec![self.snapshot_of(&mut state)],
+        };
+        (rx, first)
+    }
+
+    fn current_snapshot(&self) -> Option<Arc<SeatUpdate>> {
+        let mut state = self.state();
+        state.loaded.then(|| self.snapshot_of(&mut state))
+    }
+}
+
+/// Decrements a feed's watchers when a stream ends.
+struct Watching(Arc<Feed>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if self.0.watchers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.state().idle_since = Some(Instant::now());
+        }
+        metrics::gauge!("realtime_seat_watchers").decrement(1.0);
+    }
+}
+
+/// Every seat feed of this replica.
+pub struct SeatHub {
+    feeds: Mutex<HashMap<EventId, Arc<Feed>>>,
+    catalog: CatalogClient,
+    resume_buffer: usize,
+    gap_timeout: Duration,
+    idle_evict: Duration,
+}
+
+impl SeatHub {
+    pub fn new(
+        catalog: CatalogClient,
+        resume_buffer: usize,
+        gap_timeout: Duration,
+        idle_evict: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            feeds: Mutex::new(HashMap::new()),
+            catalog,
+            resume_buffer: resume_buffer.max(1),
+            gap_timeout,
+            idle_evict,
+        })
+    }
+
+    fn feeds(&self) -> MutexGuard<'_, HashMap<EventId, Arc<Feed>>> {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies a `seats.changed` notification to the feeds it concerns.
+    pub fn on_changes(&self, changes: SeatChanges) {
+        for change in changes.changes {
+            let Ok(event) = change.event_id.parse().map(EventId) else {
+                continue;
+            };
+            let feed = self.feeds().get(&event).cloned();
+            if let Some(feed) = feed {
+                feed.offer(change);
+            }
+        }
+    }
+
+    /// After the bus subscription was (re)made: whatever was published while it did not
+    /// exist is lost, so every feed re-reads its snapshot.
+    pub fn on_resubscribed(&self) {
+        for feed in self.feeds().values() {
+            let mut state = feed.state();
+            if state.loaded {
+                state.gap_since = Some(Instant::now() - Duration::from_secs(3600));
+            }
+        }
+    }
+
+    async fn load(&self, feed: &Feed) -> Result<(), RealtimeError> {
+        let _one = feed.load.lock().await;
+        let resync = feed.state().resync;
+        if feed.is_loaded() && !resync {
+            return Ok(());
+        }
+        let snapshot = self
+            .catalog
+            .clone()
+            .get_seat_snapshot(GetSeatSnapshotRequest {
+                event_id: feed.event.0.to_string(),
+            })
+            .await
+            .map_err(RealtimeError::Upstream);
+        match snapshot {
+            Ok(snapshot) => {
+                feed.install(snapshot.into_inner());
+                Ok(())
+            }
+            Err(error) => {
+                feed.state().resync = false;
+                Err(error)
+            }
+        }
+    }
+
+    /// The seat updates of `event` from `start` on: a stream that ends only when the
+    /// watcher goes away.
+    pub async fn watch(
+        self: &Arc<Self>,
+        event: EventId,
+        start: Start,
+    ) -> Result<impl Stream<Item = Arc<SeatUpdate>> + Send + 'static, RealtimeError> {
+        let feed = {
+            let mut feeds = self.feeds();
+            let feed = feeds
+                .entry(event)
+                .or_insert_with(|| Arc::new(Feed::new(event, self.resume_buffer)))
+                .clone();
+            feed.watchers.fetch_add(1, Ordering::AcqRel);
+            feed
+        };
+        metrics::gauge!("realtime_seat_watchers").increment(1.0);
+        let watching = Watching(feed.clone());
+        if !feed.is_loaded() {
+            self.load(&feed).await?;
+        }
+        let (rx, first) = feed.subscribe(start);
+        // A replay continues from the client's version; a snapshot sets its own.
+        let at = match start {
+            Start::After(v) => v,
+            Start::Snapshot => -1,
+        };
+        let state = Watcher {
+            first: first.into(),
+            rx,
+            at,
+            feed,
+            _watching: watching,
+        };
+        Ok(futures::stream::unfold(state, Watcher::next))
+    }
+
+    /// Repairs gaps and evicts feeds nobody watches, every tick, while the hub lives.
+    pub fn spawn_janitor(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let hub: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(JANITOR_TICK) => {}
+                }
+                let Some(hub) = hub.upgrade() else { return };
+                hub.tidy();
+            }
+        });
+    }
+
+    fn tidy(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        self.feeds().retain(|_, feed| {
+            let mut state = feed.state();
+            let idle = feed.watchers.load(Ordering::Acquire) == 0
+                && (!state.loaded
+                    || state
+                        .idle_since
+                        .is_some_and(|since| now.duration_since(since) >= self.idle_evict));
+            if idle {
+                return false;
+            }
+            if state.loaded
+                && !state.resync
+                && state
+                    .gap_since
+                    .is_some_and(|since| now.duration_since(since) >= self.gap_timeout)
+            {
+                state.resync = true;
+                due.push(feed.clone());
+            }
+            true
+        });
+        metrics::gauge!("realtime_feeds").set(self.feeds().len() as f64);
+        for feed in due {
+            let hub = self.clone();
+            tokio::spawn(async move {
+                tracing::info!(event_id = %feed.event.0, "seat versions missing; re-reading the snapshot");
+                metrics::counter!("realtime_resyncs_total", "cause" => "gap").increment(1);
+                if let Err(error) = hub.load(&feed).await {
+                    tracing::warn!(event_id = %feed.event.0, %error, "snapshot re-read failed");
+                }
+            });
+        }
+    }
+}
+
+/// One watcher's position in its feed.
+struct Watcher {
+    first: VecDeque<Arc<SeatUpdate>>,
+    rx: broadcast::Receiver<Arc<SeatUpdate>>,
+    /// The version the watcher is at (-1: none yet).
+    at: i64,
+    feed: Arc<Feed>,
+    _watching: Watching,
+}
+
+impl Watcher {
+    async fn next(mut self) -> Option<(Arc<SeatUpdate>, Self)> {
+        loop {
+            let update = match self.first.pop_front() {
+                Some(update) => update,
+                None => match self.rx.recv().await {
+                    Ok(update) => update,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        metrics::counter!("realtime_resyncs_total", "cause" => "slow_watcher")
+                            .increment(1);
+                        tracing::debug!(event_id = %self.feed.event.0, missed, "watcher fell behind; resyncing");
+                        match self.feed.current_snapshot() {
+                            Some(snapshot) => snapshot,
+                            None => continue,
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            };
+            match update.kind {
+                // Before its first snapshot a watcher has nothing to apply a change to.
+                Some(seat_update::Kind::Change(_)) if self.at < 0 || update.version <= self.at => {
+                    continue;
+                }
+                _ => {
+                    self.at = update.version;
+                    return Some((update, self));
+                }
+            }
+        }
+    }
+}
