@@ -47,6 +47,10 @@ pub struct AppState {
     pub openapi: bytes::Bytes,
     pub upstream_timeout: Duration,
     pub body_limit: usize,
+    /// Events an SSE client may be behind before it is disconnected.
+    pub sse_client_buffer: usize,
+    /// How often an idle SSE stream gets a keep-alive comment.
+    pub sse_keep_alive: Duration,
 }
 
 /// The full router with every layer, for serving or for in-process tests.
@@ -70,6 +74,8 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
         openapi: openapi.into(),
         upstream_timeout: config.upstream_timeout,
         body_limit: config.body_limit_bytes,
+        sse_client_buffer: config.sse_client_buffer.max(1),
+        sse_keep_alive: config.sse_keep_alive,
     });
 
     let layers = ServiceBuilder::new()

@@ -16,6 +16,10 @@ pub struct GatewayConfig {
     pub booking_url: String,
     /// `PAY_URL`, default `http://127.0.0.1:50052`.
     pub pay_url: String,
+    /// `REALTIME_URL`, default `http://127.0.0.1:50053`.
+    pub realtime_url: String,
+    /// `SEARCH_URL`, default `http://127.0.0.1:50054`.
+    pub search_url: String,
     /// `JWT_SECRET`. Never logged (the `Debug` impl redacts it).
     pub jwt_secret: String,
     /// `GATEWAY_BODY_LIMIT_BYTES`, default 1 MiB.
@@ -24,6 +28,11 @@ pub struct GatewayConfig {
     pub upstream_timeout: Duration,
     /// `CORS_ALLOWED_ORIGINS`, comma-separated; empty (the default) allows any origin.
     pub cors_allowed_origins: Vec<String>,
+    /// `SSE_CLIENT_BUFFER`, default 256: events an SSE client may be behind before the
+    /// gateway disconnects it (it reconnects and resumes with `Last-Event-ID`).
+    pub sse_client_buffer: usize,
+    /// `SSE_KEEP_ALIVE_MS`, default 15 s: keep-alive comment interval on idle streams.
+    pub sse_keep_alive: Duration,
 }
 
 impl GatewayConfig {
@@ -33,6 +42,8 @@ impl GatewayConfig {
             listen_addr: env_or("GATEWAY_ADDR", default_addr)?,
             booking_url: env_string("BOOKING_URL", "http://127.0.0.1:50051"),
             pay_url: env_string("PAY_URL", "http://127.0.0.1:50052"),
+            realtime_url: env_string("REALTIME_URL", "http://127.0.0.1:50053"),
+            search_url: env_string("SEARCH_URL", "http://127.0.0.1:50054"),
             jwt_secret: env_string("JWT_SECRET", "marquee-dev-secret-change-me"),
             body_limit_bytes: env_or("GATEWAY_BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT)?,
             upstream_timeout: env_millis("UPSTREAM_TIMEOUT_MS", Duration::from_secs(10))?,
@@ -42,6 +53,8 @@ impl GatewayConfig {
                 .filter(|o| !o.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            sse_client_buffer: env_or("SSE_CLIENT_BUFFER", 256)?,
+            sse_keep_alive: env_millis("SSE_KEEP_ALIVE_MS", Duration::from_secs(15))?,
         })
     }
 
@@ -55,10 +68,14 @@ impl GatewayConfig {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             booking_url: booking_url.into(),
             pay_url: pay_url.into(),
+            realtime_url: "http://127.0.0.1:50053".into(),
+            search_url: "http://127.0.0.1:50054".into(),
             jwt_secret: jwt_secret.into(),
             body_limit_bytes: DEFAULT_BODY_LIMIT,
             upstream_timeout: Duration::from_secs(10),
             cors_allowed_origins: Vec::new(),
+            sse_client_buffer: 256,
+            sse_keep_alive: Duration::from_secs(15),
         }
     }
 
@@ -67,6 +84,8 @@ impl GatewayConfig {
         match name {
             "booking" => Some(&self.booking_url),
             "pay" => Some(&self.pay_url),
+            "realtime" => Some(&self.realtime_url),
+            "search" => Some(&self.search_url),
             _ => None,
         }
     }
@@ -78,10 +97,14 @@ impl std::fmt::Debug for GatewayConfig {
             .field("listen_addr", &self.listen_addr)
             .field("booking_url", &self.booking_url)
             .field("pay_url", &self.pay_url)
+            .field("realtime_url", &self.realtime_url)
+            .field("search_url", &self.search_url)
             .field("jwt_secret", &"<redacted>")
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("upstream_timeout", &self.upstream_timeout)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("sse_client_buffer", &self.sse_client_buffer)
+            .field("sse_keep_alive", &self.sse_keep_alive)
             .finish()
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Every route comes from a `google.api.http` annotation in `proto/` (read from
 //! [`marquee_proto::DESCRIPTOR_SET`] at start-up) and is transcoded by one generic
-//! handler; nothing here knows a domain type. Around it: bearer-token checks at the
+//! handler; server-streaming RPCs become SSE streams. Nothing here knows a domain type. Around it: bearer-token checks at the
 //! edge, request ids, traces, CORS, body limits, Prometheus metrics, health and an
 //! OpenAPI document generated from the same route table.
 
@@ -13,6 +13,7 @@ pub mod error;
 pub mod openapi;
 pub mod proxy;
 pub mod routes;
+pub mod sse;
 pub mod template;
 pub mod transcode;
 

@@ -54,10 +54,7 @@ async fn forward(
     request: Request,
 ) -> Result<Response, ApiError> {
     if route.server_streaming {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "server-streaming routes are not served yet",
-        ));
+        return crate::sse::forward(state, route, bindings, request).await;
     }
     let (parts, body) = request.into_parts();
     authenticate(state, &parts.headers)?;
@@ -75,48 +72,18 @@ async fn forward(
     marquee_infra::telemetry::inject_metadata(grpc_request.metadata_mut());
     grpc_request.set_timeout(state.upstream_timeout);
 
-    let upstream = UPSTREAMS.get(route.upstream).map_or("unknown", |u| u.name);
-    let channel = state.channels.get(route.upstream).cloned().ok_or_else(|| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no channel for upstream")
-    })?;
-    let path = PathAndQuery::try_from(route.grpc_path.as_str())
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad grpc path"))?;
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let Upstream {
+        mut grpc,
+        path,
+        name,
+    } = upstream(state, route)?;
     let started = Instant::now();
     let call = async {
-        grpc.ready().await.map_err(|e| {
-            tonic::Status::unavailable(format!("upstream {upstream} is not ready: {e}"))
-        })?;
+        ready(&mut grpc, name).await?;
         grpc.unary(grpc_request, path, DynamicCodec::new(route.output.clone()))
             .await
     };
-    let result = match tokio::time::timeout(state.upstream_timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(tonic::Status::deadline_exceeded(
-            "upstream did not answer in time",
-        )),
-    };
-    let response = match result {
-        Ok(response) => response,
-        Err(status) => {
-            let status = normalize_status(
-                status,
-                upstream,
-                started.elapsed() >= state.upstream_timeout,
-            );
-            let error = ApiError::from_status(&status);
-            if error.status.is_server_error() {
-                tracing::warn!(
-                    upstream,
-                    rpc = %route.grpc_path,
-                    grpc.code = ?status.code(),
-                    error = %status.message(),
-                    "upstream call failed"
-                );
-            }
-            return Err(error);
-        }
-    };
+    let response = within_deadline(state, route, name, started, call).await?;
     let json = response_json(response.get_ref(), route.response_body.as_deref()).map_err(|e| {
         tracing::error!(rpc = %route.grpc_path, error = %e, "response serialization failed");
         ApiError::new(
@@ -131,8 +98,69 @@ async fn forward(
     Ok(http_response)
 }
 
+/// The client of a route's upstream and the gRPC path to call.
+pub(crate) struct Upstream {
+    pub grpc: tonic::client::Grpc<tonic::transport::Channel>,
+    pub path: PathAndQuery,
+    pub name: &'static str,
+}
+
+pub(crate) fn upstream(state: &AppState, route: &Route) -> Result<Upstream, ApiError> {
+    let name = UPSTREAMS.get(route.upstream).map_or("unknown", |u| u.name);
+    let channel = state.channels.get(route.upstream).cloned().ok_or_else(|| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no channel for upstream")
+    })?;
+    let path = PathAndQuery::try_from(route.grpc_path.as_str())
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad grpc path"))?;
+    Ok(Upstream {
+        grpc: tonic::client::Grpc::new(channel),
+        path,
+        name,
+    })
+}
+
+pub(crate) async fn ready(
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    name: &str,
+) -> Result<(), tonic::Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("upstream {name} is not ready: {e}")))
+}
+
+/// Awaits an upstream call under the gateway's deadline; a failure becomes the API
+/// error the client sees (logged when it is the server side's fault).
+pub(crate) async fn within_deadline<T>(
+    state: &AppState,
+    route: &Route,
+    name: &str,
+    started: Instant,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, ApiError> {
+    let result = match tokio::time::timeout(state.upstream_timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(tonic::Status::deadline_exceeded(
+            "upstream did not answer in time",
+        )),
+    };
+    result.map_err(|status| {
+        let status = normalize_status(status, name, started.elapsed() >= state.upstream_timeout);
+        let error = ApiError::from_status(&status);
+        if error.status.is_server_error() {
+            tracing::warn!(
+                upstream = name,
+                rpc = %route.grpc_path,
+                grpc.code = ?status.code(),
+                error = %status.message(),
+                "upstream call failed"
+            );
+        }
+        error
+    })
+}
+
 /// Refuses a bad bearer token at the edge; a missing one is the services' call.
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Ok(());
     };
@@ -192,7 +220,7 @@ fn body_error(state: &AppState, error: &axum::Error) -> ApiError {
     ApiError::bad_request(format!("could not read the request body: {error}"))
 }
 
-fn forward_metadata(headers: &HeaderMap, metadata: &mut tonic::metadata::MetadataMap) {
+pub(crate) fn forward_metadata(headers: &HeaderMap, metadata: &mut tonic::metadata::MetadataMap) {
     for name in FORWARDED_HEADERS {
         let Some(value) = headers.get(*name) else {
             continue;

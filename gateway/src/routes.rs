@@ -20,6 +20,8 @@ use crate::template::{DecodeError, PathTemplate};
 pub const HTTP_EXTENSION: &str = "google.api.http";
 /// Full name of Marquee's success-status method option.
 pub const SUCCESS_CODE_EXTENSION: &str = "marquee.api.v1.success_code";
+/// Full name of the field option naming a streamed message's SSE `id:`.
+pub const SSE_EVENT_ID_EXTENSION: &str = "marquee.api.v1.sse_event_id";
 
 /// Which proto package is served by which upstream. Index = [`Route::upstream`].
 pub const UPSTREAMS: &[Upstream] = &[
@@ -30,6 +32,14 @@ pub const UPSTREAMS: &[Upstream] = &[
     Upstream {
         name: "pay",
         package: "marquee.pay.v1",
+    },
+    Upstream {
+        name: "realtime",
+        package: "marquee.realtime.v1",
+    },
+    Upstream {
+        name: "search",
+        package: "marquee.search.v1",
     },
 ];
 
@@ -68,8 +78,10 @@ pub struct Route {
     /// `response_body`: answer with only this field of the response (proto name).
     pub response_body: Option<String>,
     pub success: StatusCode,
-    /// Server-streaming RPCs will be served as SSE; until then they answer 501.
+    /// Server-streaming RPCs are served as SSE (`text/event-stream`).
     pub server_streaming: bool,
+    /// The field of the streamed message whose value is each SSE event's `id:`.
+    pub sse_event_id: Option<FieldDescriptor>,
     /// Leading comment of the RPC in the .proto, if any.
     pub description: Option<String>,
 }
@@ -308,6 +320,7 @@ fn make_route(
         }
     };
     let service = method.parent_service();
+    let sse_event_id = sse_event_id_field(&output);
     Ok(Route {
         method: http_method,
         template,
@@ -321,7 +334,20 @@ fn make_route(
         response_body,
         success,
         server_streaming: method.is_server_streaming(),
+        sse_event_id,
         description,
+    })
+}
+
+/// The field of `message` marked `(marquee.api.v1.sse_event_id) = true`, if any.
+fn sse_event_id_field(message: &MessageDescriptor) -> Option<FieldDescriptor> {
+    let ext = message
+        .parent_pool()
+        .get_extension_by_name(SSE_EVENT_ID_EXTENSION)?;
+    message.fields().find(|field| {
+        let options = field.options();
+        options.has_extension(&ext)
+            && matches!(options.get_extension(&ext).as_ref(), Value::Bool(true))
     })
 }
 
@@ -434,10 +460,15 @@ mod tests {
         let table = table();
         for route in table.routes() {
             assert!(
-                route.grpc_path.starts_with("/marquee.booking.v1.")
-                    || route.grpc_path.starts_with("/marquee.pay.v1."),
+                UPSTREAMS
+                    .iter()
+                    .any(|u| route.grpc_path.starts_with(&format!("/{}.", u.package))),
                 "{}",
                 route.grpc_path
+            );
+            assert_ne!(
+                route.grpc_path,
+                "/marquee.booking.v1.CatalogService/GetSeatSnapshot"
             );
         }
         let names: Vec<String> = table.routes().iter().map(|r| r.name()).collect();

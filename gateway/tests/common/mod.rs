@@ -36,6 +36,14 @@ pub struct Options {
     pub booking_connections: u32,
     pub pay_connections: u32,
     pub argon2_memory_kib: u32,
+    /// realtime-svc replicas; the gateway streams from the first.
+    pub realtime_replicas: usize,
+    /// Events an SSE client may be behind before the gateway disconnects it.
+    pub sse_client_buffer: usize,
+    /// realtime-svc's wait for a missing seat version before it re-reads the snapshot.
+    pub realtime_gap_timeout: Duration,
+    /// Seat changes realtime-svc keeps per event for `Last-Event-ID` resumes.
+    pub realtime_resume_buffer: usize,
 }
 
 impl Default for Options {
@@ -45,6 +53,10 @@ impl Default for Options {
             booking_connections: 10,
             pay_connections: 6,
             argon2_memory_kib: 1024,
+            realtime_replicas: 1,
+            sse_client_buffer: 256,
+            realtime_gap_timeout: Duration::from_millis(500),
+            realtime_resume_buffer: 4096,
         }
     }
 }
@@ -75,9 +87,12 @@ pub struct System {
     pub bus: Bus,
     booking_db: String,
     pay_db: String,
-    redis_prefix: String,
+    pub redis_prefix: String,
     /// Prefix of every bus name and connection name of this system.
     pub bus_prefix: String,
+    /// gRPC ports of the realtime-svc replicas.
+    pub realtime_ports: Vec<u16>,
+    pub booking_port: u16,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -155,13 +170,37 @@ impl System {
             booking.run_with_shutdown(stop.clone().cancelled_owned()),
         );
 
-        let gateway = marquee_gateway::Application::build(marquee_gateway::GatewayConfig::local(
+        let mut realtime_ports = Vec::new();
+        for replica in 0..options.realtime_replicas.max(1) {
+            let mut config = realtime_svc::RealtimeConfig::local(
+                format!("http://127.0.0.1:{booking_port}"),
+                BusConfig::new(amqp_url(), prefix.clone())
+                    .named(format!("{prefix}realtime-svc-{replica}")),
+                JWT_SECRET,
+            );
+            config.gap_timeout = options.realtime_gap_timeout;
+            config.resume_buffer = options.realtime_resume_buffer;
+            let realtime = realtime_svc::Application::build(config)
+                .await
+                .expect("realtime-svc starts");
+            realtime_ports.push(realtime.port());
+            serve(
+                &mut tasks,
+                "realtime-svc",
+                realtime.run_with_shutdown(stop.clone().cancelled_owned()),
+            );
+        }
+
+        let mut gateway_config = marquee_gateway::GatewayConfig::local(
             format!("http://127.0.0.1:{booking_port}"),
             format!("http://127.0.0.1:{pay_port}"),
             JWT_SECRET,
-        ))
-        .await
-        .expect("gateway starts");
+        );
+        gateway_config.realtime_url = format!("http://127.0.0.1:{}", realtime_ports[0]);
+        gateway_config.sse_client_buffer = options.sse_client_buffer;
+        let gateway = marquee_gateway::Application::build(gateway_config)
+            .await
+            .expect("gateway starts");
         let base = format!("http://127.0.0.1:{}", gateway.port());
         serve(
             &mut tasks,
@@ -188,6 +227,8 @@ impl System {
             pay_pool,
             bus,
             bus_prefix,
+            realtime_ports,
+            booking_port,
             booking_db,
             pay_db,
             redis_prefix,
@@ -407,6 +448,135 @@ impl System {
         let wallet = self.get("/v1/wallet", Some(token)).await;
         assert_eq!(wallet.status, 200, "{:?}", wallet.body);
         wallet.str("/balance/amountMinor").parse().expect("balance")
+    }
+}
+
+/// One Server-Sent Event as a client sees it.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    /// `message` when the event named none.
+    pub event: String,
+    pub data: Value,
+}
+
+impl SseEvent {
+    pub fn version(&self) -> i64 {
+        self.id
+            .as_deref()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("event without a numeric id: {self:?}"))
+    }
+}
+
+/// An open `text/event-stream` response, read event by event.
+pub struct SseStream {
+    response: reqwest::Response,
+    buffer: String,
+    /// Keep-alive comments seen so far.
+    pub comments: usize,
+    pub ended: bool,
+}
+
+impl SseStream {
+    /// The next event, or `None` when none arrives within `within` or the stream ended.
+    pub async fn next_within(&mut self, within: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    id: None,
+                    event: "message".into(),
+                    data: Value::Null,
+                };
+                let mut data = String::new();
+                let mut fields = 0;
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                        continue;
+                    }
+                    let (name, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    fields += 1;
+                    match name {
+                        "id" => event.id = Some(value.to_owned()),
+                        "event" => event.event = value.to_owned(),
+                        "data" => data.push_str(value),
+                        _ => {}
+                    }
+                }
+                if fields == 0 {
+                    continue;
+                }
+                event.data = serde_json::from_str(&data)
+                    .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data}"));
+                return Some(event);
+            }
+            if self.ended {
+                return None;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await;
+            match chunk {
+                Err(_) => return None,
+                Ok(Ok(Some(bytes))) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(Ok(None)) | Ok(Err(_)) => self.ended = true,
+            }
+        }
+    }
+
+    /// The next event, failing the test if none comes within 5 s.
+    pub async fn next(&mut self) -> SseEvent {
+        self.next_within(Duration::from_secs(5))
+            .await
+            .expect("an sse event within 5 s")
+    }
+}
+
+impl System {
+    /// Opens an SSE stream; `Err` carries a non-200 reply.
+    pub async fn sse(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        last_event_id: Option<&str>,
+    ) -> Result<SseStream, Reply> {
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("accept", "text/event-stream")
+            .timeout(Duration::from_secs(3600));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(last) = last_event_id {
+            request = request.header("last-event-id", last);
+        }
+        let response = request.send().await.expect("sse request sent");
+        let status = response.status().as_u16();
+        if status != 200 {
+            let text = response.text().await.unwrap_or_default();
+            let body = serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("non-JSON error body for {path}: {text}"));
+            return Err(Reply { status, body });
+        }
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "content-type {content_type}"
+        );
+        Ok(SseStream {
+            response,
+            buffer: String::new(),
+            comments: 0,
+            ended: false,
+        })
     }
 }
 

@@ -1,0 +1,506 @@
+//! Live seat maps and booking progress over SSE, end to end: booking-svc's change
+//! events through RabbitMQ into realtime-svc, out through the gateway as SSE.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Options, SseEvent, SseStream, System};
+use futures::StreamExt;
+use marquee_infra::bus::Envelope;
+use marquee_proto::booking as pb;
+use marquee_proto::realtime::realtime_service_client::RealtimeServiceClient;
+use marquee_proto::realtime::{WatchSeatsRequest, seat_update};
+use prost::Message;
+use serde_json::Value;
+
+fn statuses(snapshot: &SseEvent) -> HashMap<String, String> {
+    assert_eq!(snapshot.event, "snapshot", "{snapshot:?}");
+    snapshot.data["snapshot"]["seats"]
+        .as_array()
+        .expect("snapshot seats")
+        .iter()
+        .map(|s| {
+            (
+                s["seatId"].as_str().unwrap_or_default().to_owned(),
+                s["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn change(event: &SseEvent) -> (String, String, Vec<String>) {
+    assert_eq!(event.event, "change", "{event:?}");
+    let change = &event.data["change"];
+    let seats = change["seatIds"]
+        .as_array()
+        .expect("seat ids")
+        .iter()
+        .map(|s| s.as_str().unwrap_or_default().to_owned())
+        .collect();
+    (
+        change["reason"].as_str().unwrap_or_default().to_owned(),
+        change["status"].as_str().unwrap_or_default().to_owned(),
+        seats,
+    )
+}
+
+async fn watch(system: &System, event_id: &str, last: Option<&str>) -> SseStream {
+    system
+        .sse(&format!("/v1/events/{event_id}/seats:watch"), None, last)
+        .await
+        .unwrap_or_else(|r| panic!("watch refused: {} {:?}", r.status, r.body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_seat_stream_starts_with_a_snapshot_then_sends_each_change_in_order() {
+    let system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 2, 4)], 4).await;
+    let seats: Vec<String> = system
+        .seats(&event_id)
+        .await
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    let mut stream = watch(&system, &event_id, None).await;
+
+    let snapshot = stream.next().await;
+    let map = statuses(&snapshot);
+    assert_eq!(map.len(), 8);
+    assert!(map.values().all(|s| s == "AVAILABLE"), "{map:?}");
+    let v0 = snapshot.version();
+
+    let (_, buyer) = system.account("BUYER").await;
+    let held = system.hold(&buyer, &event_id, &seats[0..2]).await;
+    assert_eq!(held.status, 201, "{:?}", held.body);
+    let first = stream.next().await;
+    assert_eq!(first.version(), v0 + 1);
+    assert_eq!(
+        change(&first),
+        ("SEATS_HELD".into(), "HELD".into(), seats[0..2].to_vec())
+    );
+
+    let released = system
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/holds/{}", held.str("/holdId")),
+            Some(&buyer),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    let second = stream.next().await;
+    assert_eq!(second.version(), v0 + 2);
+    assert_eq!(
+        change(&second),
+        (
+            "SEATS_RELEASED".into(),
+            "AVAILABLE".into(),
+            seats[0..2].to_vec()
+        )
+    );
+
+    let held = system.hold(&buyer, &event_id, &seats[2..3]).await;
+    assert_eq!(held.status, 201, "{:?}", held.body);
+    let booked = system.checkout(&buyer, &held.str("/holdId"), "k-1").await;
+    assert_eq!(booked.status, 202, "{:?}", booked.body);
+    let third = stream.next().await;
+    let fourth = stream.next().await;
+    assert_eq!((third.version(), fourth.version()), (v0 + 3, v0 + 4));
+    assert_eq!(
+        change(&third),
+        ("SEATS_HELD".into(), "HELD".into(), seats[2..3].to_vec())
+    );
+    assert_eq!(
+        change(&fourth),
+        ("SEATS_SOLD".into(), "SOLD".into(), seats[2..3].to_vec())
+    );
+    // Each change says when it was made, so a client can tell how fresh it is.
+    assert!(
+        fourth.data["change"]["changedAt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    // A newcomer's snapshot agrees with what the first watcher has pieced together.
+    let mut late = watch(&system, &event_id, None).await;
+    let late_snapshot = late.next().await;
+    assert_eq!(late_snapshot.version(), v0 + 4);
+    let late_map = statuses(&late_snapshot);
+    assert_eq!(late_map[&seats[2]], "SOLD");
+    assert_eq!(late_map[&seats[0]], "AVAILABLE");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconnecting_with_last_event_id_resumes_without_loss() {
+    let system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 8)], 4).await;
+    let seats: Vec<String> = system
+        .seats(&event_id)
+        .await
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    let mut stream = watch(&system, &event_id, None).await;
+    let v0 = stream.next().await.version();
+    drop(stream);
+
+    // Changes made while the client is away.
+    let mut buyers = Vec::new();
+    for seat in &seats[0..3] {
+        let (_, buyer) = system.account("BUYER").await;
+        let held = system
+            .hold(&buyer, &event_id, std::slice::from_ref(seat))
+            .await;
+        assert_eq!(held.status, 201, "{:?}", held.body);
+        buyers.push(buyer);
+    }
+
+    let last = v0.to_string();
+    let mut resumed = watch(&system, &event_id, Some(&last)).await;
+    for (i, seat) in seats[0..3].iter().enumerate() {
+        let event = resumed.next().await;
+        assert_eq!(event.version(), v0 + 1 + i as i64, "{event:?}");
+        assert_eq!(change(&event).2, vec![seat.clone()]);
+    }
+    // Nothing more: the resume did not start with a snapshot.
+    assert!(
+        resumed
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+
+    // Already up to date: nothing to send until the next change.
+    let current = (v0 + 3).to_string();
+    let mut idle = watch(&system, &event_id, Some(&current)).await;
+    assert!(idle.next_within(Duration::from_millis(300)).await.is_none());
+    let held = system.hold(&buyers[0], &event_id, &seats[3..4]).await;
+    assert_eq!(held.status, 201, "{:?}", held.body);
+    assert_eq!(idle.next().await.version(), v0 + 4);
+
+    // A version this replica never had (from the future) yields a snapshot.
+    let mut future = watch(&system, &event_id, Some("999999")).await;
+    let snapshot = future.next().await;
+    assert_eq!(snapshot.event, "snapshot");
+    assert_eq!(snapshot.version(), v0 + 4);
+
+    // Garbage is refused with a JSON 400, not a stream.
+    let refused = system
+        .sse(
+            &format!("/v1/events/{event_id}/seats:watch"),
+            None,
+            Some("yesterday"),
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("lastEventId"))
+    );
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resume_older_than_the_buffer_yields_a_fresh_snapshot() {
+    let system = System::start_with(Options {
+        realtime_resume_buffer: 2,
+        ..Options::default()
+    })
+    .await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 8)], 4).await;
+    let seats: Vec<String> = system
+        .seats(&event_id)
+        .await
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    let mut stream = watch(&system, &event_id, None).await;
+    let v0 = stream.next().await.version();
+    for seat in &seats[0..4] {
+        let (_, buyer) = system.account("BUYER").await;
+        let held = system
+            .hold(&buyer, &event_id, std::slice::from_ref(seat))
+            .await;
+        assert_eq!(held.status, 201, "{:?}", held.body);
+    }
+    for i in 1..=4 {
+        assert_eq!(stream.next().await.version(), v0 + i);
+    }
+    drop(stream);
+
+    // v0 + 1 … v0 + 2 are gone from the buffer of two: a snapshot, not a partial replay.
+    let last = v0.to_string();
+    let mut resumed = watch(&system, &event_id, Some(&last)).await;
+    let snapshot = resumed.next().await;
+    assert_eq!(snapshot.version(), v0 + 4);
+    let map = statuses(&snapshot);
+    for seat in &seats[0..4] {
+        assert_eq!(map[seat], "HELD");
+    }
+    // Within the buffer, a resume replays.
+    let recent = (v0 + 2).to_string();
+    let mut replay = watch(&system, &event_id, Some(&recent)).await;
+    assert_eq!(replay.next().await.version(), v0 + 3);
+    assert_eq!(replay.next().await.version(), v0 + 4);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_hold_is_streamed_as_expired() {
+    let system = System::start_with(Options {
+        hold_ttl: Duration::from_millis(800),
+        ..Options::default()
+    })
+    .await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let seats: Vec<String> = system
+        .seats(&event_id)
+        .await
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    let mut stream = watch(&system, &event_id, None).await;
+    let v0 = stream.next().await.version();
+    let (_, buyer) = system.account("BUYER").await;
+    assert_eq!(
+        system.hold(&buyer, &event_id, &seats[0..1]).await.status,
+        201
+    );
+    assert_eq!(change(&stream.next().await).0, "SEATS_HELD");
+    let expired = stream.next().await;
+    assert_eq!(expired.version(), v0 + 2);
+    assert_eq!(
+        change(&expired),
+        (
+            "SEATS_EXPIRED".into(),
+            "AVAILABLE".into(),
+            seats[0..1].to_vec()
+        )
+    );
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_version_is_repaired_with_a_fresh_snapshot() {
+    let system = System::start_with(Options {
+        realtime_gap_timeout: Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let seats: Vec<String> = system
+        .seats(&event_id)
+        .await
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    let mut stream = watch(&system, &event_id, None).await;
+    let v0 = stream.next().await.version();
+
+    // A notification from two versions ahead: the one in between was lost.
+    let lost = pb::SeatChanges {
+        changes: vec![pb::SeatsChanged {
+            event_id: event_id.clone(),
+            version: v0 + 2,
+            reason: pb::SeatChangeReason::SeatsHeld as i32,
+            status: pb::SeatStatus::Held as i32,
+            seat_ids: vec![seats[3].clone()],
+            changed_at: None,
+        }],
+    };
+    system
+        .bus
+        .broadcast(&Envelope {
+            message_id: uuid::Uuid::new_v4(),
+            kind: "seats.changed".into(),
+            saga_id: uuid::Uuid::nil(),
+            version: 1,
+            occurred_at: chrono::Utc::now(),
+            trace_context: Default::default(),
+            payload: lost.encode_to_vec(),
+        })
+        .await
+        .expect("published");
+    // Nothing is applied out of order; after the gap timeout the feed re-reads the
+    // seats from booking-svc and every watcher gets the truth as a snapshot.
+    let repaired = stream.next().await;
+    assert_eq!(repaired.event, "snapshot", "{repaired:?}");
+    assert_eq!(repaired.version(), v0);
+    // (booking-svc never made version v0 + 1, so the snapshot is still v0 and the
+    // bogus seat is not shown held.)
+    assert_eq!(statuses(&repaired)[&seats[3]], "AVAILABLE");
+
+    // Real changes keep flowing afterwards.
+    let (_, buyer) = system.account("BUYER").await;
+    assert_eq!(
+        system.hold(&buyer, &event_id, &seats[0..1]).await.status,
+        201
+    );
+    let next = stream.next().await;
+    assert_eq!(next.event, "change");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_realtime_replica_sees_every_change() {
+    let system = System::start_with(Options {
+        realtime_replicas: 2,
+        ..Options::default()
+    })
+    .await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let seats: Vec<String> = system
+        .seats(&event_id)
+        .await
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    let mut streams = Vec::new();
+    for port in &system.realtime_ports {
+        let mut client = RealtimeServiceClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("replica reachable");
+        let mut stream = client
+            .watch_seats(WatchSeatsRequest {
+                event_id: event_id.clone(),
+                last_event_id: String::new(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let first = stream.next().await.expect("snapshot").expect("ok");
+        assert!(matches!(first.kind, Some(seat_update::Kind::Snapshot(_))));
+        streams.push(stream);
+    }
+    let (_, buyer) = system.account("BUYER").await;
+    assert_eq!(
+        system.hold(&buyer, &event_id, &seats[1..3]).await.status,
+        201
+    );
+    for stream in &mut streams {
+        let update = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("change within 5 s")
+            .expect("open")
+            .expect("ok");
+        let Some(seat_update::Kind::Change(change)) = update.kind else {
+            panic!("expected a change, got {update:?}");
+        };
+        assert_eq!(change.seat_ids, seats[1..3].to_vec());
+        assert_eq!(change.status, pb::SeatStatus::Held as i32);
+    }
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_booking_stream_follows_its_booking_for_its_buyer_only() {
+    let system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let seats: Vec<String> = system
+        .seats(&event_id)
+        .await
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    let (_, buyer) = system.account("BUYER").await;
+    let held = system.hold(&buyer, &event_id, &seats[0..2]).await;
+    let booked = system.checkout(&buyer, &held.str("/holdId"), "k-1").await;
+    assert_eq!(booked.status, 202, "{:?}", booked.body);
+    let booking_id = booked.str("/bookingId");
+    let path = format!("/v1/bookings/{booking_id}:watch");
+
+    // A browser's EventSource cannot send headers: the token rides in the query.
+    let mut stream = system
+        .sse(&format!("{path}?access_token={buyer}"), None, None)
+        .await
+        .unwrap_or_else(|r| panic!("watch refused: {} {:?}", r.status, r.body));
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("CONFIRMED") {
+        let update = stream.next().await;
+        assert_eq!(
+            update.data["booking"]["bookingId"],
+            Value::from(booking_id.clone())
+        );
+        seen.push(
+            update.data["booking"]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert!(
+        seen == ["CONFIRMED"] || seen == ["PENDING_PAYMENT", "CONFIRMED"],
+        "{seen:?}"
+    );
+
+    let cancelled = system
+        .post(
+            &format!("/v1/bookings/{booking_id}:cancel"),
+            Some(&buyer),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status, 202, "{:?}", cancelled.body);
+    let cancelling = stream.next().await;
+    assert_eq!(cancelling.data["booking"]["status"], "CANCELLING");
+    let done = stream.next().await;
+    assert_eq!(done.data["booking"]["status"], "CANCELLED");
+    assert_eq!(
+        done.data["booking"]["seats"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    // Another buyer cannot watch it, nor can nobody; nonsense ids are 400.
+    let (_, other) = system.account("BUYER").await;
+    let refused = system
+        .sse(&path, Some(&other), None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.status, 404, "{:?}", refused.body);
+    let anonymous = system.sse(&path, None, None).await.err().expect("refused");
+    assert_eq!(anonymous.status, 401, "{:?}", anonymous.body);
+    let forged = system
+        .sse(&format!("{path}?access_token=not-a-token"), None, None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(forged.status, 401, "{:?}", forged.body);
+    let bad = system
+        .sse("/v1/bookings/not-a-uuid:watch", Some(&buyer), None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watching_an_unknown_event_is_a_json_404() {
+    let system = System::start().await;
+    let missing = system
+        .sse(
+            &format!("/v1/events/{}/seats:watch", uuid::Uuid::new_v4()),
+            None,
+            None,
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(missing.status, 404, "{:?}", missing.body);
+    let bad = system
+        .sse("/v1/events/nope/seats:watch", None, None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    assert!(bad.body["message"].is_string());
+    system.stop().await;
+}
