@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds and starts pay-svc, booking-svc, search-svc and the gateway against the local PostgreSQL,
+# Builds and starts pay-svc, booking-svc, realtime-svc, search-svc and the gateway against the local PostgreSQL,
 # Redis and RabbitMQ (databases and migrations are created by the services). With
 # DEMO=1 it also seeds a seller, an event and its seats. Ctrl-C stops everything.
 set -euo pipefail
@@ -19,7 +19,7 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-for svc in pay-svc booking-svc search-svc gateway; do
+for svc in pay-svc booking-svc realtime-svc search-svc gateway; do
   ./target/debug/$svc >".run/$svc.log" 2>&1 &
   pids+=($!)
 done
