@@ -501,3 +501,116 @@ impl Watcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> EventId {
+        EventId(Uuid::from_u128(7))
+    }
+
+    fn feed_at(version: i64) -> Feed {
+        let feed = Feed::new(event(), 3);
+        feed.install(SeatSnapshot {
+            event_id: event().0.to_string(),
+            version,
+            seats: ["a", "b", "c"]
+                .iter()
+                .map(|id| SeatState {
+                    seat_id: (*id).to_owned(),
+                    status: 1,
+                })
+                .collect(),
+        });
+        feed
+    }
+
+    fn held(version: i64, seat: &str) -> SeatsChanged {
+        SeatsChanged {
+            event_id: event().0.to_string(),
+            version,
+            reason: 1,
+            status: 2,
+            seat_ids: vec![seat.to_owned()],
+            changed_at: None,
+        }
+    }
+
+    fn versions(rx: &mut broadcast::Receiver<Arc<SeatUpdate>>) -> Vec<i64> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|u| u.version)
+            .collect()
+    }
+
+    #[test]
+    fn changes_are_applied_in_version_order_whatever_order_they_arrive_in() {
+        let feed = feed_at(1);
+        let (mut rx, first) = feed.subscribe(Start::After(1));
+        assert!(first.is_empty());
+        feed.offer(held(3, "b"));
+        assert!(versions(&mut rx).is_empty(), "3 must wait for 2");
+        assert!(feed.state().gap_since.is_some());
+        feed.offer(held(2, "a"));
+        assert_eq!(versions(&mut rx), vec![2, 3]);
+        assert!(feed.state().gap_since.is_none());
+        // A duplicate or a stale change is dropped.
+        feed.offer(held(2, "a"));
+        feed.offer(held(1, "c"));
+        assert!(versions(&mut rx).is_empty());
+        let state = feed.state();
+        assert_eq!(state.version, 3);
+        let statuses: Vec<i32> = state.seats.iter().map(|s| s.status).collect();
+        assert_eq!(statuses, vec![2, 2, 1]);
+    }
+
+    #[test]
+    fn a_resume_replays_what_the_buffer_still_has_else_a_snapshot() {
+        let feed = feed_at(10);
+        for v in 11..=15 {
+            feed.offer(held(v, "a"));
+        }
+        // The buffer keeps the last three changes: 13, 14, 15.
+        let (_, replay) = feed.subscribe(Start::After(12));
+        assert_eq!(
+            replay.iter().map(|u| u.version).collect::<Vec<_>>(),
+            vec![13, 14, 15]
+        );
+        let (_, too_old) = feed.subscribe(Start::After(11));
+        assert!(matches!(
+            too_old[0].kind,
+            Some(seat_update::Kind::Snapshot(_))
+        ));
+        assert_eq!(too_old[0].version, 15);
+        let (_, current) = feed.subscribe(Start::After(15));
+        assert!(current.is_empty());
+        let (_, ahead) = feed.subscribe(Start::After(99));
+        assert!(matches!(
+            ahead[0].kind,
+            Some(seat_update::Kind::Snapshot(_))
+        ));
+    }
+
+    #[test]
+    fn a_snapshot_replaces_the_state_even_at_an_older_version() {
+        let feed = feed_at(40);
+        let (mut rx, _) = feed.subscribe(Start::After(40));
+        // booking-svc's Redis lost its data: versions start again.
+        feed.install(SeatSnapshot {
+            event_id: event().0.to_string(),
+            version: 2,
+            seats: Vec::new(),
+        });
+        assert_eq!(versions(&mut rx), vec![2]);
+        feed.offer(held(3, "a"));
+        assert_eq!(versions(&mut rx), vec![3]);
+    }
+
+    #[test]
+    fn last_event_id_must_be_a_version() {
+        assert_eq!(Start::parse("").ok(), Some(Start::Snapshot));
+        assert_eq!(Start::parse(" 42 ").ok(), Some(Start::After(42)));
+        assert!(Start::parse("-1").is_err());
+        assert!(Start::parse("abc").is_err());
+    }
+}
