@@ -31,10 +31,18 @@ use marquee_infra::auth::TokenKeys;
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
 use crate::routes::{RouteMatch, RouteTable, UPSTREAMS};
-use crate::{openapi, proxy};
+use crate::{openapi, proxy, ui};
 
 /// Routes the gateway serves itself, next to the transcoded ones.
-const OWN_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
+const OWN_ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    ui::INDEX,
+    ui::SCRIPT,
+    ui::STYLE,
+];
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything a request handler needs.
@@ -111,6 +119,9 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
+        .route(ui::INDEX, get(ui::index))
+        .route(ui::SCRIPT, get(ui::script))
+        .route(ui::STYLE, get(ui::style))
         .fallback(proxy::handle)
         .with_state(state)
         .layer(layers))

@@ -16,6 +16,7 @@ pub mod routes;
 pub mod sse;
 pub mod template;
 pub mod transcode;
+pub mod ui;
 
 pub use app::{Application, router};
 pub use config::GatewayConfig;
