@@ -8,8 +8,10 @@
 run:
 	DEMO=$(DEMO) scripts/run.sh
 
-## fmt, clippy and every test against the real local services.
+## fmt, clippy and every test against the real local services (and, for the seat-map
+## page, headless chromium: scripts/ensure-browser.sh installs it when missing).
 test: services
+	scripts/ensure-browser.sh
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace

@@ -1,0 +1,249 @@
+// The reference seat-map page in headless Debian chromium, driven by playwright-core.
+// Run by gateway/tests/browser.rs, which starts the system and passes (env):
+//   BASE_URL, EVENT_ID, SEAT_COUNT, SEAT_ID, SEAT_ID_2, SEAT_PRICE, WALLET_START,
+//   BUYER_A_EMAIL/PASSWORD, BUYER_B_EMAIL/PASSWORD, CHROMIUM (default /usr/bin/chromium),
+//   and optionally SCREENSHOT_DIR.
+// Exits 0 when every check passed, 1 with the reason otherwise. Every wait is bounded.
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const BASE = env('BASE_URL');
+const EVENT = env('EVENT_ID');
+const SEAT = env('SEAT_ID');
+const SEAT2 = env('SEAT_ID_2');
+const SEAT_COUNT = Number(env('SEAT_COUNT'));
+const PRICE = Number(env('SEAT_PRICE'));
+const WALLET = Number(env('WALLET_START'));
+const EXECUTABLE = process.env.CHROMIUM || '/usr/bin/chromium';
+const STEP_MS = 10_000; // default bound of every wait
+const CONFIRM_MS = 20_000; // the payment saga runs through RabbitMQ
+const LIVE_MS = 1_000; // the issue's bound: the other page shows a hold within a second
+const WATCHDOG_MS = 120_000;
+// Optional: a directory for screenshots of both pages at the end (or at a failure).
+const SCREENSHOT_DIR = process.env.SCREENSHOT_DIR;
+
+const watchdog = setTimeout(() => {
+  console.error(`seatmap.mjs: still running after ${WATCHDOG_MS} ms, giving up`);
+  process.exit(2);
+}, WATCHDOG_MS);
+
+const started = Date.now();
+const log = (...args) => console.log(`[${String(Date.now() - started).padStart(5)} ms]`, ...args);
+function check(condition, message) {
+  if (!condition) throw new Error(`check failed: ${message}`);
+}
+const seat = (id) => `[data-seat-id="${id}"]`;
+const won = (n) => n.toLocaleString('en-US');
+
+/**
+ * Arms a MutationObserver in the page; the returned function resolves with the
+ * browser's Date.now() when `selector` first matched (bounded by `timeout`). Arming is
+ * awaited, so nothing that happens afterwards can be missed or timed late.
+ */
+async function arm(page, selector, timeout) {
+  const key = `__seen_${Math.random().toString(36).slice(2)}`;
+  await page.evaluate(
+    ([key, selector, timeout]) => {
+      window[key] = new Promise((resolve, reject) => {
+        if (document.querySelector(selector)) return resolve(Date.now());
+        const observer = new MutationObserver(() => {
+          if (document.querySelector(selector)) {
+            observer.disconnect();
+            clearTimeout(timer);
+            resolve(Date.now());
+          }
+        });
+        const timer = setTimeout(() => {
+          observer.disconnect();
+          reject(new Error(`${selector} not seen within ${timeout} ms`));
+        }, timeout);
+        observer.observe(document.body, { subtree: true, attributes: true, childList: true });
+      });
+    },
+    [key, selector, timeout],
+  );
+  return () => page.evaluate((key) => window[key], key);
+}
+
+/** Resolves with the browser's Date.now() when `selector` matches (bounded). */
+async function whenSeen(page, selector, timeout) {
+  return (await arm(page, selector, timeout))();
+}
+
+async function openPage(browser, name, problems) {
+  const context = await browser.newContext({ locale: 'en-US', timezoneId: 'Asia/Seoul' });
+  context.setDefaultTimeout(STEP_MS);
+  context.setDefaultNavigationTimeout(STEP_MS);
+  const page = await context.newPage();
+  page.on('pageerror', (error) => problems.push(`${name}: uncaught ${error.message}`));
+  page.on('console', (message) => {
+    const text = message.text();
+    if (message.type() === 'error' && /Content Security Policy|Refused to/i.test(text)) {
+      problems.push(`${name}: ${text}`);
+    }
+  });
+  const response = await page.goto(`${BASE}/?event=${encodeURIComponent(EVENT)}`);
+  check(response && response.status() === 200, `${name}: GET / answered ${response && response.status()}`);
+  const csp = response.headers()['content-security-policy'] || '';
+  check(csp.includes("default-src 'self'"), `${name}: CSP header is "${csp}"`);
+  await page.waitForSelector('#live[data-live="on"]');
+  const seats = await page.locator('#seatmap [data-seat-id]').count();
+  check(seats === SEAT_COUNT, `${name}: ${seats} seats drawn, expected ${SEAT_COUNT}`);
+  log(`${name}: seat map drawn (${seats} seats) and live`);
+  return page;
+}
+
+async function logIn(page, name, email, password) {
+  await page.fill('[data-testid="email"]', email);
+  await page.fill('[data-testid="password"]', password);
+  await page.click('[data-testid="login"]');
+  await page.waitForSelector('[data-testid="balance"]:visible');
+  await page.waitForFunction(
+    (text) => document.querySelector('[data-testid="balance"]').textContent.includes(text),
+    won(WALLET),
+    { timeout: STEP_MS },
+  );
+  log(`${name}: logged in, wallet ${await page.textContent('[data-testid="balance"]')}`);
+}
+
+async function main() {
+  const problems = [];
+  const browser = await chromium.launch({
+    executablePath: EXECUTABLE,
+    headless: true,
+    timeout: 30_000,
+    // Root in a container: no user namespaces for the sandbox; /dev/shm may be tiny.
+    args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+  });
+  const pages = {};
+  try {
+    log(`chromium ${browser.version()}`);
+    const a = await openPage(browser, 'A', problems);
+    const b = await openPage(browser, 'B', problems);
+    Object.assign(pages, { a, b });
+
+    // B first mistypes the password: the API's 401 is shown on the page.
+    await b.fill('[data-testid="email"]', env('BUYER_B_EMAIL'));
+    await b.fill('[data-testid="password"]', 'not the password');
+    await b.click('[data-testid="login"]');
+    await b.waitForSelector('[data-testid="message"]:visible');
+    const failed = await b.textContent('[data-testid="message"]');
+    check(/Log-in failed: 401/.test(failed), `B: log-in error shown as "${failed}"`);
+    log(`B: wrong password shows "${failed}"`);
+    await logIn(b, 'B', env('BUYER_B_EMAIL'), env('BUYER_B_PASSWORD'));
+    await logIn(a, 'A', env('BUYER_A_EMAIL'), env('BUYER_A_PASSWORD'));
+
+    // A selects a seat and holds it; B must show it held within a second of A's answer.
+    check((await b.getAttribute(seat(SEAT), 'data-status')) === 'AVAILABLE', 'B: seat starts AVAILABLE');
+    await a.click(seat(SEAT));
+    await a.waitForSelector(`${seat(SEAT)}.selected`);
+    const seenOnB = await arm(b, `${seat(SEAT)}[data-status="HELD"]`, STEP_MS);
+    const holdAnswer = a.waitForResponse((r) => r.url().endsWith(`/v1/events/${EVENT}/holds`) && r.request().method() === 'POST');
+    const clicked = Date.now();
+    await a.click('[data-testid="hold"]');
+    const answer = await holdAnswer;
+    const answered = Date.now();
+    check(answer.status() === 201, `A: hold answered ${answer.status()} ${await answer.text()}`);
+    const seen = await seenOnB();
+    const latency = Math.max(0, seen - answered);
+    log(`hold: A's answer ${answered - clicked} ms after the click; B showed HELD ${seen - answered} ms after A's answer`);
+    console.log(`HOLD_TO_OTHER_PAGE_MS=${latency}`);
+    check(latency <= LIVE_MS, `B showed the hold ${latency} ms after A's answer (limit ${LIVE_MS} ms)`);
+    await a.waitForSelector(`${seat(SEAT)}[data-status="HELD"][data-mine="true"]`);
+    if (SCREENSHOT_DIR) {
+      await a.screenshot({ path: `${SCREENSHOT_DIR}/seatmap-a-held.png` });
+      await b.screenshot({ path: `${SCREENSHOT_DIR}/seatmap-b-held.png` });
+    }
+    check((await b.getAttribute(seat(SEAT), 'data-mine')) === null, 'B: the seat is not marked as B\'s');
+
+    // A held seat cannot be picked on B.
+    await b.click(seat(SEAT), { force: true });
+    check((await b.locator(`${seat(SEAT)}.selected`).count()) === 0, 'B: a held seat got selected');
+
+    // A checks out with the wallet and watches the booking go PENDING_PAYMENT → CONFIRMED.
+    await a.evaluate((timeout) => {
+      window.__statuses = new Promise((resolve, reject) => {
+          const el = document.querySelector('[data-testid="booking-status"]');
+          const seen = [];
+          const observer = new MutationObserver(() => {
+            const text = el.textContent;
+            if (text && seen[seen.length - 1] !== text) seen.push(text);
+            if (text === 'CONFIRMED' || text === 'CANCELLED') {
+              observer.disconnect();
+              clearTimeout(timer);
+              resolve(seen);
+            }
+          });
+          const timer = setTimeout(() => {
+            observer.disconnect();
+            reject(new Error(`booking status stuck: ${JSON.stringify(seen)}`));
+          }, timeout);
+          observer.observe(el, { subtree: true, childList: true, characterData: true });
+      });
+    }, CONFIRM_MS);
+    const bookingAnswer = a.waitForResponse((r) => r.url().endsWith('/v1/bookings') && r.request().method() === 'POST');
+    await a.click('[data-testid="checkout"]');
+    const booked = await bookingAnswer;
+    const bookedBody = await booked.json();
+    check(booked.status() === 202, `A: checkout answered ${booked.status()} ${JSON.stringify(bookedBody)}`);
+    check(bookedBody.status === 'PENDING_PAYMENT', `A: checkout answered ${bookedBody.status}`);
+    check(Boolean(booked.request().headers()['idempotency-key']), 'A: checkout sent no Idempotency-Key');
+    const sequence = await a.evaluate(() => window.__statuses);
+    log(`A: booking ${bookedBody.bookingId} went ${sequence.join(' → ')}`);
+    check(sequence[0] === 'PENDING_PAYMENT', `A: first status shown ${sequence[0]}`);
+    check(sequence[sequence.length - 1] === 'CONFIRMED', `A: booking ended ${sequence[sequence.length - 1]}`);
+    check(await a.isVisible('[data-testid="booking-status"]'), 'A: booking status is not visible');
+
+    // B sees the seat sold; A's wallet shows the charge.
+    await whenSeen(b, `${seat(SEAT)}[data-status="SOLD"]`, STEP_MS);
+    await whenSeen(a, `${seat(SEAT)}[data-status="SOLD"]`, STEP_MS);
+    log('B: seat SOLD');
+    await a.waitForFunction(
+      (text) => document.querySelector('[data-testid="balance"]').textContent.includes(text),
+      won(WALLET - PRICE),
+      { timeout: STEP_MS },
+    );
+    log(`A: wallet now ${await a.textContent('[data-testid="balance"]')}`);
+
+    // A selects a second seat, B holds it first: A's selection drops it with a message.
+    await a.click(seat(SEAT2));
+    await a.waitForSelector(`${seat(SEAT2)}.selected`);
+    await b.click(seat(SEAT2));
+    await b.waitForSelector(`${seat(SEAT2)}.selected`);
+    await b.click('[data-testid="hold"]');
+    await b.waitForSelector(`${seat(SEAT2)}[data-mine="true"]`);
+    await whenSeen(a, `${seat(SEAT2)}[data-status="HELD"]:not(.selected)`, LIVE_MS * 2);
+    const taken = await a.textContent('[data-testid="message"]');
+    check(/just taken/.test(taken) && (await a.isVisible('[data-testid="message"]')), `A: message "${taken}"`);
+    check(await a.isDisabled('[data-testid="hold"]'), 'A: hold button enabled with nothing selected');
+    log(`A: "${taken}"`);
+    // B releases it; A sees it free again.
+    await b.click('[data-testid="release"]');
+    await whenSeen(a, `${seat(SEAT2)}[data-status="AVAILABLE"]`, LIVE_MS * 2);
+    log('B released the second seat; A shows it AVAILABLE');
+
+    check(problems.length === 0, `page problems:\n${problems.join('\n')}`);
+  } finally {
+    if (SCREENSHOT_DIR) {
+      for (const [name, page] of Object.entries(pages)) {
+        await page.screenshot({ path: `${SCREENSHOT_DIR}/seatmap-${name}.png`, fullPage: true, timeout: STEP_MS }).catch(() => {});
+      }
+    }
+    await browser.close().catch(() => {});
+  }
+}
+
+main()
+  .then(() => {
+    clearTimeout(watchdog);
+    log('ok');
+    process.exit(0);
+  })
+  .catch((error) => {
+    console.error(error && error.stack ? error.stack : String(error));
+    process.exit(1);
+  });
