@@ -35,3 +35,4 @@ event_id=$(echo "$event" | json_field eventId)
 [ -n "$event_id" ] || { echo "demo event was not created: $event" >&2; exit 1; }
 echo "demo seller: seller@marquee.demo / marquee-demo-pw"
 echo "demo event:  $event_id (240 seats)"
+echo "seat map:    $url/?event=$event_id  (sign up a buyer: POST $url/v1/accounts with role BUYER)"
