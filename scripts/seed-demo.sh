@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Seeds a demo seller (seller@marquee.demo / marquee-demo-pw) and an event with
-# three sections of seats through the REST gateway. Safe to run twice.
+# Seeds a demo seller (seller@marquee.demo / marquee-demo-pw), two demo buyers
+# (buyer1@marquee.demo, buyer2@marquee.demo, same password) and an event with three
+# sections of seats through the REST gateway. Safe to run twice.
 set -euo pipefail
 url=${1:-http://127.0.0.1:8080}
 json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"; }
@@ -10,6 +11,10 @@ curl -s -o /dev/null -X POST "$url/v1/accounts" -H 'content-type: application/js
 token=$(curl -s -X POST "$url/v1/sessions" -H 'content-type: application/json' \
   -d '{"email":"seller@marquee.demo","password":"marquee-demo-pw"}' | json_field accessToken)
 [ -n "$token" ] || { echo "demo seller could not log in" >&2; exit 1; }
+for buyer in buyer1 buyer2; do
+  curl -s -o /dev/null -X POST "$url/v1/accounts" -H 'content-type: application/json' \
+    -d "{\"email\":\"$buyer@marquee.demo\",\"password\":\"marquee-demo-pw\",\"displayName\":\"Demo ${buyer^}\",\"role\":\"BUYER\"}"
+done
 
 starts=$(date -u -d '+30 days' +%Y-%m-%dT%H:%M:%SZ)
 sections=""
@@ -35,4 +40,5 @@ event_id=$(echo "$event" | json_field eventId)
 [ -n "$event_id" ] || { echo "demo event was not created: $event" >&2; exit 1; }
 echo "demo seller: seller@marquee.demo / marquee-demo-pw"
 echo "demo event:  $event_id (240 seats)"
-echo "seat map:    $url/?event=$event_id  (sign up a buyer: POST $url/v1/accounts with role BUYER)"
+echo "demo buyers:  buyer1@marquee.demo, buyer2@marquee.demo / marquee-demo-pw"
+echo "seat map:    $url/?event=$event_id  (open it twice, log in as each buyer)"
