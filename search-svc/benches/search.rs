@@ -210,6 +210,45 @@ fn machine() -> String {
     format!("{cpus} vCPU, {model}")
 }
 
+/// `BENCH_PROFILE=1`, a diagnostic: each distinct query once, in process, slowest first.
+fn profile(index: &search_svc::index::SearchIndex, queries: &[String]) {
+    let mut seen = std::collections::HashSet::new();
+    let mut timings = Vec::new();
+    for q in queries {
+        if !seen.insert(q.clone()) {
+            continue;
+        }
+        let Ok(query) = search_svc::domain::Query::parse("q", q) else {
+            continue;
+        };
+        let request = search_svc::domain::SearchRequest {
+            query,
+            category: None,
+            from: None,
+            to: None,
+            bookable_at: None,
+            page_size: 20,
+            offset: 0,
+        };
+        let t = Instant::now();
+        let total = index.search(&request).map_or(0, |p| p.total);
+        timings.push((t.elapsed(), total, q.clone()));
+    }
+    timings.sort_by(|a, b| b.0.cmp(&a.0));
+    let sum: Duration = timings.iter().map(|t| t.0).sum();
+    println!(
+        "profile: {} distinct queries, mean {:.3} ms",
+        timings.len(),
+        sum.as_secs_f64() * 1000.0 / timings.len().max(1) as f64
+    );
+    for (elapsed, total, q) in timings.iter().take(15) {
+        println!(
+            "  {:>8.3} ms  {total:>6} hits  {q}",
+            elapsed.as_secs_f64() * 1000.0
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let events_n = env_num("BENCH_EVENTS", 100_000) as usize;
@@ -250,6 +289,7 @@ async fn main() {
     .expect("search-svc starts");
     let search_url = format!("http://127.0.0.1:{}", search.port());
     let index = search.index();
+    let search_index = index.clone();
     let server = tokio::spawn(search.run_with_shutdown(stop.clone().cancelled_owned()));
     let t = Instant::now();
     let docs = catalog.clone();
@@ -261,6 +301,10 @@ async fn main() {
         "index {version}: {n} events in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+
+    if std::env::var("BENCH_PROFILE").is_ok_and(|v| v == "1") {
+        profile(&search_index, &queries);
+    }
 
     let mut gateway_config = marquee_gateway::GatewayConfig::local(
         "http://127.0.0.1:9",
