@@ -234,7 +234,7 @@ fn profile(index: &search_svc::index::SearchIndex, queries: &[String]) {
         let total = index.search(&request).map_or(0, |p| p.total);
         timings.push((t.elapsed(), total, q.clone()));
     }
-    timings.sort_by(|a, b| b.0.cmp(&a.0));
+    timings.sort_by_key(|t| std::cmp::Reverse(t.0));
     let sum: Duration = timings.iter().map(|t| t.0).sum();
     println!(
         "profile: {} distinct queries, mean {:.3} ms",
