@@ -22,6 +22,7 @@ bench: services
 	BENCH_HOLDS_ONLY=1 BENCH_SEATS=$${BENCH_STORM_SEATS:-20000} cargo bench -p marquee-gateway --bench flash_sale
 	cargo bench -p marquee-gateway --bench flash_sale
 	cargo bench -p search-svc --bench search
+	cargo bench -p marquee-gateway --bench sse_fanout
 
 services:
 	scripts/ensure-services.sh
