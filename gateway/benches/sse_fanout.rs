@@ -498,8 +498,6 @@ impl Conn {
                 return None;
             };
             let end = from + at + 2;
-            let block = String::from_utf8_lossy(&self.body[..end]).into_owned();
-            self.body.drain(..end);
             self.scanned = 0;
             let mut event = SseEvent {
                 kind: "message".into(),
@@ -507,6 +505,7 @@ impl Conn {
                 data: String::new(),
             };
             let mut fields = 0;
+            let block = String::from_utf8_lossy(&self.body[..end]);
             for line in block.lines() {
                 if line.is_empty() || line.starts_with(':') {
                     continue;
@@ -521,6 +520,8 @@ impl Conn {
                     _ => {}
                 }
             }
+            drop(block);
+            self.body.drain(..end);
             if fields > 0 {
                 return Some(event);
             }
@@ -956,13 +957,17 @@ async fn main() {
 
     // The probe: the same event straight on realtime-svc's gRPC stream.
     let probe_latency = Arc::new(Mutex::new(histogram()));
+    // Snapshots the probe got after its first: realtime-svc's gap repairs, which it
+    // broadcasts to every watcher (the probe reads fast, so it is never resynced as slow).
+    let probe_resyncs = Arc::new(AtomicU64::new(0));
     let probe = {
         let url = format!("http://127.0.0.1:{}", sys.realtime_ports[0]);
-        let (event_id, stop, hist, shared) = (
+        let (event_id, stop, hist, shared, resyncs) = (
             event_id.clone(),
             stop.clone(),
             probe_latency.clone(),
             shared.clone(),
+            probe_resyncs.clone(),
         );
         tokio::spawn(async move {
             let mut client = RealtimeServiceClient::connect(url)
@@ -976,12 +981,19 @@ async fn main() {
                 .await
                 .expect("probe watches")
                 .into_inner();
+            let mut snapshots = 0u64;
             loop {
                 let message = tokio::select! {
                     () = stop.cancelled() => return,
                     message = stream.message() => message,
                 };
                 let Ok(Some(update)) = message else { return };
+                if let Some(seat_update::Kind::Snapshot(_)) = update.kind {
+                    snapshots += 1;
+                    if snapshots > 1 {
+                        resyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 if let Some(seat_update::Kind::Change(change)) = update.kind
                     && let Some(at) = change.changed_at
                     && shared.measuring.load(Ordering::Relaxed)
@@ -1221,6 +1233,10 @@ async fn main() {
     println!(
         "streams: resyncs {} / disconnects {} / reconnects that failed {reconnect_failed} / client tasks that panicked {join_failures}",
         totals.resyncs, totals.disconnects
+    );
+    println!(
+        "streams: gap repairs seen by the gRPC probe {} (each a full snapshot to every watcher)",
+        probe_resyncs.load(Ordering::Relaxed)
     );
     for (error, count) in &errors {
         println!("streams: {count} x {error}");
