@@ -203,7 +203,7 @@ impl Application {
             .add_service(CatalogServiceServer::new(self.api.clone()))
             .add_service(BookingServiceServer::new(self.api.clone()))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.listener),
+                marquee_infra::grpc::incoming(self.listener),
                 async move {
                     signal.await;
                     tracing::info!("booking-svc draining");

@@ -114,3 +114,20 @@ where
         })
     }
 }
+
+/// The connections a gRPC server accepts on `listener`, with TCP_NODELAY set: without
+/// it, small responses and streamed messages wait out Nagle's algorithm plus the
+/// peer's delayed ACK (about 40 ms each).
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt as _;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(stream) = &stream
+            && let Err(error) = stream.set_nodelay(true)
+        {
+            tracing::warn!(%error, "tcp_nodelay not set");
+        }
+        stream
+    })
+}

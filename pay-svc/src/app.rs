@@ -10,7 +10,6 @@ use marquee_infra::{db, grpc, metrics, telemetry};
 use marquee_proto::pay::wallet_service_server::WalletServiceServer;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PayConfig;
@@ -127,7 +126,7 @@ impl Application {
             .add_service(health)
             .add_service(WalletServiceServer::new(self.wallet))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
+                marquee_infra::grpc::incoming(self.listener),
                 stop.clone().cancelled_owned(),
             )
             .await;

@@ -14,7 +14,6 @@ use marquee_proto::booking::{BookingChanges, SeatChanges};
 use marquee_proto::realtime::realtime_service_server::RealtimeServiceServer;
 use prost::Message;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::bookings::BookingHub;
@@ -128,7 +127,7 @@ impl Application {
             .add_service(health)
             .add_service(RealtimeServiceServer::new(self.api))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
+                marquee_infra::grpc::incoming(self.listener),
                 stop.clone().cancelled_owned(),
             )
             .await;

@@ -10,8 +10,6 @@ use marquee_infra::bus::Bus;
 use marquee_infra::{grpc, metrics, telemetry};
 use marquee_proto::search::search_service_server::SearchServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, Catalog};
@@ -152,16 +150,7 @@ impl Application {
             .add_service(health)
             .add_service(SearchServiceServer::new(self.api))
             .serve_with_incoming_shutdown(
-                // Without TCP_NODELAY on accepted sockets, small responses wait out
-                // Nagle plus the client's delayed ACK (~40 ms a request).
-                TcpListenerStream::new(self.listener).map(|stream| {
-                    if let Ok(stream) = &stream
-                        && let Err(error) = stream.set_nodelay(true)
-                    {
-                        tracing::warn!(%error, "tcp_nodelay not set");
-                    }
-                    stream
-                }),
+                marquee_infra::grpc::incoming(self.listener),
                 stop.clone().cancelled_owned(),
             )
             .await;
