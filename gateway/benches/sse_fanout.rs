@@ -344,15 +344,21 @@ struct SseEvent {
 }
 
 #[derive(Deserialize)]
-struct ChangeData<'a> {
+struct ChangesData<'a> {
     #[serde(borrow)]
-    change: Option<ChangeBody<'a>>,
+    changes: ChangeList<'a>,
+}
+
+#[derive(Deserialize)]
+struct ChangeList<'a> {
+    #[serde(borrow)]
+    items: Vec<ChangeBody<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ChangeBody<'a> {
-    #[serde(borrow)]
+    version: &'a str,
     changed_at: &'a str,
 }
 
@@ -659,48 +665,71 @@ fn handle(
             }
             out.last = Some(version);
         }
-        "change" => {
-            let Some(last) = out.last else {
-                // A change before any snapshot: nothing to apply it to.
+        "changes" => {
+            let Some(mut last) = out.last else {
+                // Changes before any snapshot: nothing to apply them to.
                 out.out_of_order += 1;
                 return;
             };
-            if version <= last {
-                out.out_of_order += 1;
+            let Ok(data) = serde_json::from_str::<ChangesData>(&event.data) else {
+                out.error
+                    .get_or_insert_with(|| format!("malformed changes: {}", event.data));
                 return;
+            };
+            if data
+                .changes
+                .items
+                .last()
+                .and_then(|c| c.version.parse::<i64>().ok())
+                != Some(version)
+            {
+                out.error.get_or_insert_with(|| {
+                    format!("id is not the last change's version: {}", event.data)
+                });
             }
-            if version > last + 1 {
-                out.lost += u64::try_from(version - last - 1).unwrap_or(0);
-            }
-            out.last = Some(version);
-            out.changes += 1;
-            shared.deliveries.fetch_add(1, Ordering::Relaxed);
-            let changed_at = serde_json::from_str::<ChangeData>(&event.data)
-                .ok()
-                .and_then(|d| d.change)
-                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c.changed_at).ok());
-            match changed_at {
-                Some(at) if shared.measuring.load(Ordering::Relaxed) => {
-                    let micros = (received - at.with_timezone(&chrono::Utc))
-                        .num_microseconds()
-                        .unwrap_or(i64::MAX);
-                    if micros < 1 {
-                        shared.negative.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let micros = u64::try_from(micros.max(1)).unwrap_or(u64::MAX);
-                    shared.latency[index % HISTOGRAM_SHARDS]
-                        .lock()
-                        .expect("histogram")
-                        .saturating_record(micros);
-                    let since = u64::try_from(shared.started.elapsed().as_micros()).unwrap_or(0);
-                    shared.last_delivery.fetch_max(since, Ordering::Relaxed);
-                }
-                Some(_) => {}
-                None => {
+            for change in &data.changes.items {
+                let Ok(v) = change.version.parse::<i64>() else {
                     out.error
-                        .get_or_insert_with(|| format!("change without changedAt: {}", event.data));
+                        .get_or_insert_with(|| format!("change without a version: {}", event.data));
+                    continue;
+                };
+                if v <= last {
+                    out.out_of_order += 1;
+                    continue;
+                }
+                if v > last + 1 {
+                    out.lost += u64::try_from(v - last - 1).unwrap_or(0);
+                }
+                last = v;
+                out.changes += 1;
+                shared.deliveries.fetch_add(1, Ordering::Relaxed);
+                let changed_at = chrono::DateTime::parse_from_rfc3339(change.changed_at).ok();
+                match changed_at {
+                    Some(at) if shared.measuring.load(Ordering::Relaxed) => {
+                        let micros = (received - at.with_timezone(&chrono::Utc))
+                            .num_microseconds()
+                            .unwrap_or(i64::MAX);
+                        if micros < 1 {
+                            shared.negative.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let micros = u64::try_from(micros.max(1)).unwrap_or(u64::MAX);
+                        shared.latency[index % HISTOGRAM_SHARDS]
+                            .lock()
+                            .expect("histogram")
+                            .saturating_record(micros);
+                        let since =
+                            u64::try_from(shared.started.elapsed().as_micros()).unwrap_or(0);
+                        shared.last_delivery.fetch_max(since, Ordering::Relaxed);
+                    }
+                    Some(_) => {}
+                    None => {
+                        out.error.get_or_insert_with(|| {
+                            format!("change without changedAt: {}", event.data)
+                        });
+                    }
                 }
             }
+            out.last = Some(last);
         }
         other => {
             out.error
@@ -994,16 +1023,17 @@ async fn main() {
                         resyncs.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                if let Some(seat_update::Kind::Change(change)) = update.kind
-                    && let Some(at) = change.changed_at
+                if let Some(seat_update::Kind::Changes(changes)) = update.kind
                     && shared.measuring.load(Ordering::Relaxed)
                 {
-                    let at = chrono::DateTime::from_timestamp(at.seconds, at.nanos as u32)
-                        .expect("timestamp");
-                    let micros = (chrono::Utc::now() - at).num_microseconds().unwrap_or(0);
-                    hist.lock()
-                        .expect("probe histogram")
-                        .saturating_record(u64::try_from(micros.max(1)).unwrap_or(1));
+                    for at in changes.items.iter().filter_map(|c| c.changed_at) {
+                        let at = chrono::DateTime::from_timestamp(at.seconds, at.nanos as u32)
+                            .expect("timestamp");
+                        let micros = (chrono::Utc::now() - at).num_microseconds().unwrap_or(0);
+                        hist.lock()
+                            .expect("probe histogram")
+                            .saturating_record(u64::try_from(micros.max(1)).unwrap_or(1));
+                    }
                 }
             }
         })

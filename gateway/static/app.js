@@ -2,8 +2,8 @@
 //
 // Flow: pick an event (?event=<id>, else the list from GET /v1/events) → the seat map is
 // drawn as SVG from each seat's x/y and kept live by EventSource on
-// /v1/events/{id}/seats:watch (a `snapshot` event replaces every status, each `change`
-// event applies one change, in version order) → log in → click available seats to
+// /v1/events/{id}/seats:watch (a `snapshot` event replaces every status, a `changes`
+// event applies its changes in version order) → log in → click available seats to
 // select them → "Hold selected seats" (POST holds) → "Check out with wallet"
 // (POST /v1/bookings with an Idempotency-Key) → the booking's status is watched over
 // /v1/bookings/{id}:watch until it is CONFIRMED or CANCELLED.
@@ -355,13 +355,15 @@ function openSeatStream() {
     setLive(true, 'live');
     renderCart();
   });
-  stream.addEventListener('change', (e) => {
+  stream.addEventListener('changes', (e) => {
     const data = parseData(e);
-    if (!data || !data.change) return;
-    const version = Number(data.version);
-    if (state.version !== null && version <= state.version) return; // already applied
-    for (const id of data.change.seatIds || []) setStatus(id, data.change.status);
-    state.version = version;
+    if (!data || !data.changes) return;
+    for (const change of data.changes.items || []) {
+      const version = Number(change.version);
+      if (state.version !== null && version <= state.version) continue; // already applied
+      for (const id of change.seatIds || []) setStatus(id, change.status);
+      state.version = version;
+    }
     setLive(true, 'live');
     renderCart();
   });

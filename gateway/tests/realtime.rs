@@ -30,20 +30,58 @@ fn statuses(snapshot: &SseEvent) -> HashMap<String, String> {
         .collect()
 }
 
-fn change(event: &SseEvent) -> (String, String, Vec<String>) {
-    assert_eq!(event.event, "change", "{event:?}");
-    let change = &event.data["change"];
-    let seats = change["seatIds"]
+/// One change as a client applies it.
+#[derive(Debug, Clone, PartialEq)]
+struct Change {
+    version: i64,
+    reason: String,
+    status: String,
+    seats: Vec<String>,
+    changed_at: String,
+}
+
+impl Change {
+    fn what(&self) -> (&str, &str, &[String]) {
+        (&self.reason, &self.status, &self.seats)
+    }
+}
+
+/// The changes of a `changes` event, checking that its `id:` is the last one's version.
+fn changes(event: &SseEvent) -> Vec<Change> {
+    assert_eq!(event.event, "changes", "{event:?}");
+    let items: Vec<Change> = event.data["changes"]["items"]
         .as_array()
-        .expect("seat ids")
+        .expect("change items")
         .iter()
-        .map(|s| s.as_str().unwrap_or_default().to_owned())
+        .map(|c| Change {
+            version: c["version"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .expect("version"),
+            reason: c["reason"].as_str().unwrap_or_default().to_owned(),
+            status: c["status"].as_str().unwrap_or_default().to_owned(),
+            seats: c["seatIds"]
+                .as_array()
+                .expect("seat ids")
+                .iter()
+                .map(|s| s.as_str().unwrap_or_default().to_owned())
+                .collect(),
+            changed_at: c["changedAt"].as_str().unwrap_or_default().to_owned(),
+        })
         .collect();
-    (
-        change["reason"].as_str().unwrap_or_default().to_owned(),
-        change["status"].as_str().unwrap_or_default().to_owned(),
-        seats,
-    )
+    assert!(!items.is_empty(), "{event:?}");
+    assert_eq!(items.last().map(|c| c.version), Some(event.version()));
+    items
+}
+
+/// The next `n` changes, however the stream grouped them.
+async fn next_changes(stream: &mut SseStream, n: usize) -> Vec<Change> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        seen.extend(changes(&stream.next().await));
+    }
+    assert_eq!(seen.len(), n, "more changes than expected: {seen:?}");
+    seen
 }
 
 async fn watch(system: &System, event_id: &str, last: Option<&str>) -> SseStream {
@@ -74,12 +112,9 @@ async fn a_seat_stream_starts_with_a_snapshot_then_sends_each_change_in_order() 
     let (_, buyer) = system.account("BUYER").await;
     let held = system.hold(&buyer, &event_id, &seats[0..2]).await;
     assert_eq!(held.status, 201, "{:?}", held.body);
-    let first = stream.next().await;
-    assert_eq!(first.version(), v0 + 1);
-    assert_eq!(
-        change(&first),
-        ("SEATS_HELD".into(), "HELD".into(), seats[0..2].to_vec())
-    );
+    let first = next_changes(&mut stream, 1).await.remove(0);
+    assert_eq!(first.version, v0 + 1);
+    assert_eq!(first.what(), ("SEATS_HELD", "HELD", &seats[0..2]));
 
     let released = system
         .call(
@@ -91,38 +126,20 @@ async fn a_seat_stream_starts_with_a_snapshot_then_sends_each_change_in_order() 
         )
         .await;
     assert_eq!(released.status, 200, "{:?}", released.body);
-    let second = stream.next().await;
-    assert_eq!(second.version(), v0 + 2);
-    assert_eq!(
-        change(&second),
-        (
-            "SEATS_RELEASED".into(),
-            "AVAILABLE".into(),
-            seats[0..2].to_vec()
-        )
-    );
+    let second = next_changes(&mut stream, 1).await.remove(0);
+    assert_eq!(second.version, v0 + 2);
+    assert_eq!(second.what(), ("SEATS_RELEASED", "AVAILABLE", &seats[0..2]));
 
     let held = system.hold(&buyer, &event_id, &seats[2..3]).await;
     assert_eq!(held.status, 201, "{:?}", held.body);
     let booked = system.checkout(&buyer, &held.str("/holdId"), "k-1").await;
     assert_eq!(booked.status, 202, "{:?}", booked.body);
-    let third = stream.next().await;
-    let fourth = stream.next().await;
-    assert_eq!((third.version(), fourth.version()), (v0 + 3, v0 + 4));
-    assert_eq!(
-        change(&third),
-        ("SEATS_HELD".into(), "HELD".into(), seats[2..3].to_vec())
-    );
-    assert_eq!(
-        change(&fourth),
-        ("SEATS_SOLD".into(), "SOLD".into(), seats[2..3].to_vec())
-    );
+    let both = next_changes(&mut stream, 2).await;
+    assert_eq!((both[0].version, both[1].version), (v0 + 3, v0 + 4));
+    assert_eq!(both[0].what(), ("SEATS_HELD", "HELD", &seats[2..3]));
+    assert_eq!(both[1].what(), ("SEATS_SOLD", "SOLD", &seats[2..3]));
     // Each change says when it was made, so a client can tell how fresh it is.
-    assert!(
-        fourth.data["change"]["changedAt"]
-            .as_str()
-            .is_some_and(|t| t.ends_with('Z'))
-    );
+    assert!(both[1].changed_at.ends_with('Z'), "{:?}", both[1]);
 
     // A newcomer's snapshot agrees with what the first watcher has pieced together.
     let mut late = watch(&system, &event_id, None).await;
@@ -161,10 +178,12 @@ async fn reconnecting_with_last_event_id_resumes_without_loss() {
 
     let last = v0.to_string();
     let mut resumed = watch(&system, &event_id, Some(&last)).await;
-    for (i, seat) in seats[0..3].iter().enumerate() {
-        let event = resumed.next().await;
-        assert_eq!(event.version(), v0 + 1 + i as i64, "{event:?}");
-        assert_eq!(change(&event).2, vec![seat.clone()]);
+    // What was missed comes as one update (everything that was ready), in order.
+    let missed = changes(&resumed.next().await);
+    assert_eq!(missed.len(), 3, "{missed:?}");
+    for (i, (change, seat)) in missed.iter().zip(&seats[0..3]).enumerate() {
+        assert_eq!(change.version, v0 + 1 + i as i64);
+        assert_eq!(change.seats, vec![seat.clone()]);
     }
     // Nothing more: the resume did not start with a snapshot.
     assert!(
@@ -180,7 +199,7 @@ async fn reconnecting_with_last_event_id_resumes_without_loss() {
     assert!(idle.next_within(Duration::from_millis(300)).await.is_none());
     let held = system.hold(&buyers[0], &event_id, &seats[3..4]).await;
     assert_eq!(held.status, 201, "{:?}", held.body);
-    assert_eq!(idle.next().await.version(), v0 + 4);
+    assert_eq!(next_changes(&mut idle, 1).await[0].version, v0 + 4);
 
     // A version this replica never had (from the future) yields a snapshot.
     let mut future = watch(&system, &event_id, Some("999999")).await;
@@ -230,9 +249,12 @@ async fn a_resume_older_than_the_buffer_yields_a_fresh_snapshot() {
             .await;
         assert_eq!(held.status, 201, "{:?}", held.body);
     }
-    for i in 1..=4 {
-        assert_eq!(stream.next().await.version(), v0 + i);
-    }
+    let seen: Vec<i64> = next_changes(&mut stream, 4)
+        .await
+        .iter()
+        .map(|c| c.version)
+        .collect();
+    assert_eq!(seen, (v0 + 1..=v0 + 4).collect::<Vec<_>>());
     drop(stream);
 
     // v0 + 1 … v0 + 2 are gone from the buffer of two: a snapshot, not a partial replay.
@@ -247,8 +269,11 @@ async fn a_resume_older_than_the_buffer_yields_a_fresh_snapshot() {
     // Within the buffer, a resume replays.
     let recent = (v0 + 2).to_string();
     let mut replay = watch(&system, &event_id, Some(&recent)).await;
-    assert_eq!(replay.next().await.version(), v0 + 3);
-    assert_eq!(replay.next().await.version(), v0 + 4);
+    let replayed = changes(&replay.next().await);
+    assert_eq!(
+        replayed.iter().map(|c| c.version).collect::<Vec<_>>(),
+        vec![v0 + 3, v0 + 4]
+    );
     system.stop().await;
 }
 
@@ -273,17 +298,10 @@ async fn an_expired_hold_is_streamed_as_expired() {
         system.hold(&buyer, &event_id, &seats[0..1]).await.status,
         201
     );
-    assert_eq!(change(&stream.next().await).0, "SEATS_HELD");
-    let expired = stream.next().await;
-    assert_eq!(expired.version(), v0 + 2);
-    assert_eq!(
-        change(&expired),
-        (
-            "SEATS_EXPIRED".into(),
-            "AVAILABLE".into(),
-            seats[0..1].to_vec()
-        )
-    );
+    let seen = next_changes(&mut stream, 2).await;
+    assert_eq!(seen[0].reason, "SEATS_HELD");
+    assert_eq!(seen[1].version, v0 + 2);
+    assert_eq!(seen[1].what(), ("SEATS_EXPIRED", "AVAILABLE", &seats[0..1]));
     system.stop().await;
 }
 
@@ -343,8 +361,7 @@ async fn a_missing_version_is_repaired_with_a_fresh_snapshot() {
         system.hold(&buyer, &event_id, &seats[0..1]).await.status,
         201
     );
-    let next = stream.next().await;
-    assert_eq!(next.event, "change");
+    assert_eq!(next_changes(&mut stream, 1).await[0].reason, "SEATS_HELD");
     system.stop().await;
 }
 
@@ -390,11 +407,12 @@ async fn every_realtime_replica_sees_every_change() {
             .expect("change within 5 s")
             .expect("open")
             .expect("ok");
-        let Some(seat_update::Kind::Change(change)) = update.kind else {
-            panic!("expected a change, got {update:?}");
+        let Some(seat_update::Kind::Changes(changes)) = update.kind else {
+            panic!("expected changes, got {update:?}");
         };
-        assert_eq!(change.seat_ids, seats[1..3].to_vec());
-        assert_eq!(change.status, pb::SeatStatus::Held as i32);
+        assert_eq!(changes.items.len(), 1);
+        assert_eq!(changes.items[0].seat_ids, seats[1..3].to_vec());
+        assert_eq!(changes.items[0].status, pb::SeatStatus::Held as i32);
     }
     system.stop().await;
 }

@@ -1,6 +1,7 @@
-//! The bus connection is supervised: when the broker drops booking-svc's and pay-svc's
-//! connections, both reconnect, redeclare their topology and resubscribe, and the next
-//! purchase goes through as if nothing happened.
+//! The bus connection is supervised: when the broker drops booking-svc's, pay-svc's
+//! and realtime-svc's connections, each reconnects, redeclares its topology and
+//! resubscribes; the next purchase goes through as if nothing happened, and a seat-map
+//! watcher that stayed connected sees it (realtime-svc re-reads what it may have missed).
 
 mod common;
 
@@ -74,12 +75,18 @@ async fn purchases_survive_the_broker_dropping_connections() {
         .map(|s| s.0)
         .collect();
     purchase(&sys, &event_id, &seats[0], "before").await;
+    let mut watcher = sys
+        .sse(&format!("/v1/events/{event_id}/seats:watch"), None, None)
+        .await
+        .unwrap_or_else(|r| panic!("watch refused: {} {:?}", r.status, r.body));
+    let snapshot = watcher.next().await;
+    assert_eq!(snapshot.event, "snapshot");
 
     let closed = close_connections(&sys.bus_prefix);
     assert_eq!(
         closed.len(),
-        2,
-        "booking-svc's and pay-svc's connections among:\n{}",
+        3,
+        "booking-svc's, pay-svc's and realtime-svc's connections among:\n{}",
         listing()
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -94,5 +101,32 @@ async fn purchases_survive_the_broker_dropping_connections() {
             .count(),
         2
     );
+    // The watcher learns that seat 2 was sold: from the change itself, or from the
+    // snapshot realtime-svc sends after re-reading the seats on resubscribing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut sold = false;
+    while !sold && tokio::time::Instant::now() < deadline {
+        let Some(event) = watcher.next_within(Duration::from_secs(1)).await else {
+            continue;
+        };
+        sold = match event.event.as_str() {
+            "snapshot" => event.data["snapshot"]["seats"]
+                .as_array()
+                .expect("seats")
+                .iter()
+                .any(|s| s["seatId"] == seats[1].as_str() && s["status"] == "SOLD"),
+            _ => event.data["changes"]["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .any(|c| {
+                    c["status"] == "SOLD"
+                        && c["seatIds"]
+                            .as_array()
+                            .is_some_and(|ids| ids.contains(&seats[1].clone().into()))
+                }),
+        };
+    }
+    assert!(sold, "the watcher never saw seat 2 sold");
     sys.stop().await;
 }

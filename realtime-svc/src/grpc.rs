@@ -35,9 +35,7 @@ impl RealtimeService for RealtimeApi {
         let event = EventId::parse(&request.event_id)?;
         let start = Start::parse(&request.last_event_id)?;
         let updates = self.seats.watch(event, start).await?;
-        // Each watcher gets its own copy to encode; the feed shares one.
-        let stream = updates.map(|update| Ok(Arc::unwrap_or_clone(update)));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(updates.map(Ok))))
     }
 
     async fn watch_booking(

@@ -6,7 +6,9 @@
 //! A change that arrives early waits for the ones before it; if a version is still
 //! missing after the gap timeout (a lost notification, or a bus reconnect), the feed
 //! re-reads the snapshot and sends it to every watcher. Watchers never block the feed:
-//! a watcher that falls behind the broadcast buffer gets a fresh snapshot instead.
+//! a watcher that falls behind the broadcast buffer gets a fresh snapshot instead, and
+//! a watcher sends all the changes that are ready as one update, so the slower its
+//! client reads, the fewer (larger) updates it sends.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,9 +19,9 @@ use futures::Stream;
 use marquee_infra::grpc::PropagateTrace;
 use marquee_proto::booking::catalog_service_client::CatalogServiceClient;
 use marquee_proto::booking::{
-    GetSeatSnapshotRequest, SeatChanges, SeatSnapshot, SeatState, SeatsChanged,
+    self as booking, GetSeatSnapshotRequest, SeatSnapshot, SeatState, SeatsChanged,
 };
-use marquee_proto::realtime::{SeatChange, SeatUpdate, seat_update};
+use marquee_proto::realtime::{SeatChange, SeatChanges, SeatUpdate, seat_update};
 use tokio::sync::broadcast;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -33,6 +35,8 @@ pub type CatalogClient = CatalogServiceClient<InterceptedService<Channel, Propag
 const WATCHER_BUFFER: usize = 1024;
 /// Early changes a feed keeps while waiting for a missing version.
 const PENDING_LIMIT: usize = 65_536;
+/// Most changes a watcher puts in one update.
+const MAX_BATCH: usize = 512;
 /// How often the janitor looks for gaps to repair and feeds to evict.
 const JANITOR_TICK: Duration = Duration::from_millis(100);
 
@@ -173,11 +177,14 @@ impl Feed {
             let update = Arc::new(SeatUpdate {
                 event_id: change.event_id,
                 version,
-                kind: Some(seat_update::Kind::Change(SeatChange {
-                    reason: change.reason,
-                    status: change.status,
-                    seat_ids: change.seat_ids,
-                    changed_at: change.changed_at,
+                kind: Some(seat_update::Kind::Changes(SeatChanges {
+                    items: vec![SeatChange {
+                        version,
+                        reason: change.reason,
+                        status: change.status,
+                        seat_ids: change.seat_ids,
+                        changed_at: change.changed_at,
+                    }],
                 })),
             });
             state.recent.push_back(update.clone());
@@ -320,7 +327,7 @@ impl SeatHub {
     }
 
     /// Applies a `seats.changed` notification to the feeds it concerns.
-    pub fn on_changes(&self, changes: SeatChanges) {
+    pub fn on_changes(&self, changes: booking::SeatChanges) {
         for change in changes.changes {
             let Ok(event) = change.event_id.parse().map(EventId) else {
                 continue;
@@ -375,7 +382,7 @@ impl SeatHub {
         self: &Arc<Self>,
         event: EventId,
         start: Start,
-    ) -> Result<impl Stream<Item = Arc<SeatUpdate>> + Send + 'static, RealtimeError> {
+    ) -> Result<impl Stream<Item = SeatUpdate> + Send + 'static, RealtimeError> {
         let feed = {
             let mut feeds = self.feeds();
             let feed = feeds
@@ -401,6 +408,8 @@ impl SeatHub {
             rx,
             at,
             feed,
+            held_back: None,
+            lagged: false,
             _watching: watching,
         };
         Ok(futures::stream::unfold(state, Watcher::next))
@@ -466,38 +475,124 @@ struct Watcher {
     /// The version the watcher is at (-1: none yet).
     at: i64,
     feed: Arc<Feed>,
+    /// An update taken while batching that could not join the batch.
+    held_back: Option<Arc<SeatUpdate>>,
+    /// The watcher missed updates (the broadcast moved on without it): resync.
+    lagged: bool,
     _watching: Watching,
 }
 
+/// What a watcher does with the next update it reads.
+enum Next {
+    Send(Arc<SeatUpdate>),
+    Skip,
+    Ended,
+}
+
 impl Watcher {
-    async fn next(mut self) -> Option<(Arc<SeatUpdate>, Self)> {
-        loop {
-            let update = match self.first.pop_front() {
-                Some(update) => update,
-                None => match self.rx.recv().await {
-                    Ok(update) => update,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        metrics::counter!("realtime_resyncs_total", "cause" => "slow_watcher")
-                            .increment(1);
-                        tracing::debug!(event_id = %self.feed.event.0, missed, "watcher fell behind; resyncing");
-                        match self.feed.current_snapshot() {
-                            Some(snapshot) => snapshot,
-                            None => continue,
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-            };
-            match update.kind {
-                // Before its first snapshot a watcher has nothing to apply a change to.
-                Some(seat_update::Kind::Change(_)) if self.at < 0 || update.version <= self.at => {
-                    continue;
+    /// The next update without waiting, if one is ready.
+    fn ready(&mut self) -> Option<Result<Arc<SeatUpdate>, broadcast::error::TryRecvError>> {
+        if let Some(update) = self.held_back.take().or_else(|| self.first.pop_front()) {
+            return Some(Ok(update));
+        }
+        match self.rx.try_recv() {
+            Err(broadcast::error::TryRecvError::Empty) => None,
+            other => Some(other),
+        }
+    }
+
+    async fn wait(&mut self) -> Next {
+        let received = if std::mem::take(&mut self.lagged) {
+            Err(broadcast::error::RecvError::Lagged(0))
+        } else {
+            match self.ready() {
+                Some(Ok(update)) => Ok(update),
+                Some(Err(broadcast::error::TryRecvError::Lagged(n))) => {
+                    Err(broadcast::error::RecvError::Lagged(n))
                 }
-                _ => {
-                    self.at = update.version;
-                    return Some((update, self));
+                Some(Err(_)) => Err(broadcast::error::RecvError::Closed),
+                None => self.rx.recv().await,
+            }
+        };
+        match received {
+            Ok(update) => Next::Send(update),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                metrics::counter!("realtime_resyncs_total", "cause" => "slow_watcher").increment(1);
+                tracing::debug!(event_id = %self.feed.event.0, missed, "watcher fell behind; resyncing");
+                self.feed.current_snapshot().map_or(Next::Skip, Next::Send)
+            }
+            Err(broadcast::error::RecvError::Closed) => Next::Ended,
+        }
+    }
+
+    /// The changes of `update` the watcher has not sent yet.
+    fn unsent<'a>(&self, update: &'a SeatUpdate) -> Option<&'a [SeatChange]> {
+        match &update.kind {
+            Some(seat_update::Kind::Changes(changes)) => {
+                let from = changes.items.partition_point(|c| c.version <= self.at);
+                Some(&changes.items[from..])
+            }
+            _ => None,
+        }
+    }
+
+    async fn next(mut self) -> Option<(SeatUpdate, Self)> {
+        loop {
+            let update = match self.wait().await {
+                Next::Send(update) => update,
+                Next::Skip => continue,
+                Next::Ended => return None,
+            };
+            let Some(unsent) = self.unsent(&update) else {
+                // A snapshot: always sent, it replaces the client's map.
+                self.at = update.version;
+                return Some((Arc::unwrap_or_clone(update), self));
+            };
+            // Before its first snapshot a watcher has nothing to apply a change to.
+            if self.at < 0 || unsent.is_empty() {
+                continue;
+            }
+            if unsent[0].version != self.at + 1 {
+                // Never send a hole: the client gets the whole map again instead.
+                self.lagged = true;
+                continue;
+            }
+            let mut items = unsent.to_vec();
+            // Everything else already waiting goes out in the same update.
+            while items.len() < MAX_BATCH {
+                let more = match self.ready() {
+                    None | Some(Err(broadcast::error::TryRecvError::Closed)) => break,
+                    Some(Err(_)) => {
+                        self.lagged = true;
+                        break;
+                    }
+                    Some(Ok(more)) => more,
+                };
+                let last = items.last().map_or(self.at, |c| c.version);
+                match &more.kind {
+                    Some(seat_update::Kind::Changes(changes)) => {
+                        let from = changes.items.partition_point(|c| c.version <= last);
+                        let next = &changes.items[from..];
+                        if next.first().is_some_and(|c| c.version != last + 1) {
+                            self.held_back = Some(more);
+                            break;
+                        }
+                        items.extend_from_slice(next);
+                    }
+                    _ => {
+                        self.held_back = Some(more);
+                        break;
+                    }
                 }
             }
+            let version = items.last().map_or(self.at, |c| c.version);
+            self.at = version;
+            let batch = SeatUpdate {
+                event_id: update.event_id.clone(),
+                version,
+                kind: Some(seat_update::Kind::Changes(SeatChanges { items })),
+            };
+            return Some((batch, self));
         }
     }
 }
