@@ -431,7 +431,7 @@ async fn main() {
     )
     .await
     {
-        let _ = bus.delete_topology(&["search.catalog"]).await;
+        let _ = bus.delete_topology(&[]).await;
         bus.shutdown();
     }
     if grpc.errors + rest.errors + pg.errors > 0 {

@@ -1,8 +1,9 @@
-//! Wiring: synonyms, the index, the rankings store, the catalog consumer, the rebuild
+//! Wiring: synonyms, the index, the rankings store, the catalog follower, the rebuild
 //! loop, gRPC and metrics servers.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use marquee_infra::auth::TokenKeys;
@@ -21,8 +22,6 @@ use crate::synonyms::Synonyms;
 
 /// How long start-up waits for RabbitMQ.
 const BUS_CONNECT_WAIT: Duration = Duration::from_secs(10);
-/// Catalog changes indexed at once (each is one commit, so few are plenty).
-const CONSUMER_CONCURRENCY: usize = 4;
 
 /// A started search-svc: consuming catalog changes, rebuilding in the background, and
 /// bound (not yet serving gRPC).
@@ -36,6 +35,8 @@ pub struct Application {
     rankings: Rankings,
     api: SearchApi,
     config: SearchConfig,
+    /// Stops the catalog follower (with the servers).
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Application {
@@ -67,11 +68,28 @@ impl Application {
         };
 
         let bus = Bus::connect(config.bus.clone(), BUS_CONNECT_WAIT).await?;
-        bus.consume(
-            catalog::QUEUE,
+        let stop = CancellationToken::new();
+        // Changes published while this replica had no subscription are lost to it: after
+        // a resubscription (not the first, which the start-up rebuild covers) rebuild.
+        let subscribed_before = Arc::new(AtomicBool::new(false));
+        let on_subscribed = {
+            let (catalog, index) = (catalog.clone(), index.clone());
+            Arc::new(move || {
+                if subscribed_before.swap(true, Ordering::AcqRel) {
+                    let (catalog, index) = (catalog.clone(), index.clone());
+                    tokio::spawn(async move {
+                        tracing::info!("resubscribed to catalog changes; rebuilding");
+                        if let Err(error) = catalog.rebuild(&index).await {
+                            tracing::warn!(%error, "rebuild after resubscribing failed");
+                        }
+                    });
+                }
+            })
+        };
+        bus.subscribe(
             catalog::ROUTING_KEYS,
-            CONSUMER_CONCURRENCY,
-            catalog::handler(index.clone()),
+            on_subscribed,
+            catalog::follow(index.clone(), stop.clone()),
         )
         .await?;
 
@@ -94,6 +112,7 @@ impl Application {
             rankings,
             api,
             config,
+            stop,
         })
     }
 
@@ -123,7 +142,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = CancellationToken::new();
+        let stop = self.stop.clone();
         tokio::spawn({
             let stop = stop.clone();
             async move {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use marquee_infra::bus::{Envelope, HandleError, Handler};
+use marquee_infra::bus::Envelope;
 use marquee_infra::grpc::PropagateTrace;
 use marquee_proto::booking;
 use marquee_proto::booking::catalog_service_client::CatalogServiceClient;
@@ -19,8 +19,8 @@ use crate::domain::EventDoc;
 use crate::error::SearchError;
 use crate::index::SearchIndex;
 
-/// The queue search-svc consumes catalog changes from, and its bindings.
-pub const QUEUE: &str = "search.catalog";
+/// The catalog changes search-svc follows. Every replica subscribes with a queue of
+/// its own (`Bus::subscribe`), since every replica keeps its own index.
 pub const ROUTING_KEYS: &[&str] = &["catalog.#"];
 pub const EVENT_CHANGED: &str = "catalog.event_changed";
 /// booking-svc's largest page.
@@ -150,32 +150,50 @@ pub async fn rebuild_loop(
     }
 }
 
-/// The bus handler of `catalog.*` messages: an `EventChanged` is upserted into the
-/// serving index (and journaled for a running rebuild); other kinds are acked unread.
-pub fn handler(index: Arc<SearchIndex>) -> Handler {
-    Arc::new(move |envelope: Envelope| {
-        let index = index.clone();
-        Box::pin(async move {
-            if envelope.kind != EVENT_CHANGED {
-                return Ok(());
-            }
-            let malformed = |reason: String| SearchError::MalformedMessage {
-                kind: envelope.kind.clone(),
-                reason,
+/// Applies `catalog.*` notifications to the serving index (journaled for a running
+/// rebuild) one at a time, in the order they arrived; other kinds are ignored.
+/// Returns the bus handler that queues them.
+pub fn follow(
+    index: Arc<SearchIndex>,
+    stop: CancellationToken,
+) -> Arc<dyn Fn(Envelope) + Send + Sync> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
+    tokio::spawn(async move {
+        loop {
+            let envelope = tokio::select! {
+                () = stop.cancelled() => return,
+                envelope = rx.recv() => match envelope {
+                    Some(envelope) => envelope,
+                    None => return,
+                },
             };
-            let changed = booking::EventChanged::decode(envelope.payload.as_slice())
-                .map_err(|e| malformed(e.to_string()))?;
-            let event = changed
-                .event
-                .ok_or_else(|| malformed("no event".into()))
-                .and_then(|e| event_doc(e).map_err(malformed))?;
-            let id = event.id.clone();
-            tokio::task::spawn_blocking(move || index.upsert(&[event]))
-                .await
-                .map_err(SearchError::from)??;
-            metrics::counter!("search_catalog_updates_total").increment(1);
-            tracing::debug!(event_id = %id, "event indexed");
-            Ok::<(), HandleError>(())
-        })
+            if let Err(error) = apply(&index, envelope).await {
+                tracing::warn!(%error, "catalog change not applied");
+            }
+        }
+    });
+    Arc::new(move |envelope: Envelope| {
+        if envelope.kind == EVENT_CHANGED {
+            let _ = tx.send(envelope);
+        }
     })
+}
+
+async fn apply(index: &Arc<SearchIndex>, envelope: Envelope) -> Result<(), SearchError> {
+    let malformed = |reason: String| SearchError::MalformedMessage {
+        kind: envelope.kind.clone(),
+        reason,
+    };
+    let changed = booking::EventChanged::decode(envelope.payload.as_slice())
+        .map_err(|e| malformed(e.to_string()))?;
+    let event = changed
+        .event
+        .ok_or_else(|| malformed("no event".into()))
+        .and_then(|e| event_doc(e).map_err(malformed))?;
+    let id = event.id.clone();
+    let index = index.clone();
+    tokio::task::spawn_blocking(move || index.upsert(&[event])).await??;
+    metrics::counter!("search_catalog_updates_total").increment(1);
+    tracing::debug!(event_id = %id, "event indexed");
+    Ok(())
 }

@@ -201,7 +201,7 @@ impl System {
         for task in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
-        let _ = self.bus.delete_topology(&["search.catalog"]).await;
+        let _ = self.bus.delete_topology(&[]).await;
         self.bus.shutdown();
         let _ = delete_redis_keys(&self.redis_prefix).await;
         if let Some(db) = &self.booking_db {
