@@ -59,6 +59,8 @@ pub struct AppState {
     pub sse_client_buffer: usize,
     /// How often an idle SSE stream gets a keep-alive comment.
     pub sse_keep_alive: Duration,
+    /// JSON renderings of streamed messages, shared by every SSE stream.
+    pub sse_renderings: Arc<crate::sse::Renderings>,
 }
 
 /// The full router with every layer, for serving or for in-process tests.
@@ -84,6 +86,7 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
         body_limit: config.body_limit_bytes,
         sse_client_buffer: config.sse_client_buffer.max(1),
         sse_keep_alive: config.sse_keep_alive,
+        sse_renderings: Arc::default(),
     });
 
     let layers = ServiceBuilder::new()

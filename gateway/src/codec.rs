@@ -63,3 +63,37 @@ impl Decoder for DynamicDecoder {
             .map_err(|e| Status::internal(format!("decoding response: {e}")))
     }
 }
+
+/// Encodes any `DynamicMessage`; hands responses over still encoded, for callers that
+/// decode (or skip decoding) themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawResponseCodec;
+
+impl Codec for RawResponseCodec {
+    type Encode = DynamicMessage;
+    type Decode = bytes::Bytes;
+    type Encoder = DynamicEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        DynamicEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = bytes::Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        use bytes::Buf as _;
+        let len = buf.remaining();
+        Ok(Some(buf.copy_to_bytes(len)))
+    }
+}

@@ -6,26 +6,33 @@
 //! client's `Last-Event-ID` header fills the request's `last_event_id` field. Browsers'
 //! EventSource cannot send headers, so a bearer token may come as `?access_token=`.
 //!
+//! Streams of many clients often carry the same messages (every watcher of an event
+//! gets the same change): each distinct encoded message is rendered to JSON once and
+//! the rendering shared ([`Renderings`]).
+//!
 //! The upstream stream is read as fast as it produces, into a bounded buffer per
 //! client: a client that lets the buffer fill is disconnected (its EventSource
 //! reconnects and resumes with `Last-Event-ID`), so it never holds back the shared
 //! HTTP/2 connection to the upstream, nor any other client.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::Request;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures::StreamExt;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, StatusCode};
-use prost_reflect::{DynamicMessage, FieldDescriptor, ReflectMessage, Value};
+use prost_reflect::{DynamicMessage, FieldDescriptor, MessageDescriptor, ReflectMessage, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::AppState;
-use crate::codec::DynamicCodec;
+use crate::codec::RawResponseCodec;
 use crate::error::ApiError;
 use crate::proxy::{Upstream, authenticate, forward_metadata, ready, upstream, within_deadline};
 use crate::routes::Route;
@@ -72,7 +79,7 @@ pub async fn forward(
     // Only the start of the stream is under the deadline; the stream itself is open-ended.
     let call = async {
         ready(&mut grpc, name).await?;
-        grpc.server_streaming(grpc_request, path, DynamicCodec::new(route.output.clone()))
+        grpc.server_streaming(grpc_request, path, RawResponseCodec)
             .await
     };
     let mut upstream_stream = within_deadline(state, route, name, started, call)
@@ -81,6 +88,8 @@ pub async fn forward(
 
     let (tx, rx) = mpsc::channel::<Event>(state.sse_client_buffer);
     let id_field = route.sse_event_id.clone();
+    let output = route.output.clone();
+    let renderings = state.sse_renderings.clone();
     let rpc = route.grpc_path.clone();
     tokio::spawn(async move {
         metrics::gauge!("sse_clients").increment(1.0);
@@ -97,8 +106,13 @@ pub async fn forward(
                     break;
                 }
             };
-            let event = match to_event(&message, id_field.as_ref()) {
-                Ok(event) => event,
+            let rendered = renderings.get_or_render(message, |bytes| {
+                let message = DynamicMessage::decode(output.clone(), bytes)
+                    .map_err(|e| format!("decoding stream message: {e}"))?;
+                render(&message, id_field.as_ref())
+            });
+            let event = match rendered {
+                Ok(rendered) => rendered.event(),
                 Err(error) => {
                     tracing::error!(rpc = %rpc, %error, "stream message serialization failed");
                     break;
@@ -144,31 +158,123 @@ fn set_last_event_id(message: &mut DynamicMessage, last: &str) {
     }
 }
 
-fn to_event(message: &DynamicMessage, id_field: Option<&FieldDescriptor>) -> Result<Event, String> {
-    let json = response_json(message, None)?;
-    let data = String::from_utf8(json).map_err(|e| e.to_string())?;
-    let mut event = Event::default().data(data);
-    if let Some(field) = id_field {
-        let id = match message.get_field(field).as_ref() {
-            Value::I64(v) => v.to_string(),
-            Value::U64(v) => v.to_string(),
-            Value::I32(v) => v.to_string(),
-            Value::U32(v) => v.to_string(),
-            Value::String(v) => v.clone(),
-            _ => String::new(),
-        };
-        if !id.is_empty() {
+/// A streamed message as an SSE event, before it is written.
+#[derive(Debug)]
+pub struct Rendered {
+    id: Option<String>,
+    name: Option<String>,
+    data: String,
+}
+
+impl Rendered {
+    fn event(&self) -> Event {
+        let mut event = Event::default().data(&self.data);
+        if let Some(id) = &self.id {
             event = event.id(id);
         }
+        if let Some(name) = &self.name {
+            event = event.event(name);
+        }
+        event
     }
-    let descriptor = message.descriptor();
-    let kind = descriptor
+}
+
+/// Renderings of recent stream messages by their encoded bytes, shared by every SSE
+/// stream of the gateway. Bounded: it starts over when it holds too much.
+#[derive(Debug, Default)]
+pub struct Renderings {
+    cache: Mutex<Cache>,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    entries: HashMap<Bytes, Arc<Rendered>>,
+    /// Bytes held by the entries (keys and JSON).
+    bytes: usize,
+}
+
+/// Most renderings kept, and their most bytes (keys and JSON) in all.
+const RENDERINGS_LIMIT: usize = 4096;
+const RENDERINGS_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
+impl Renderings {
+    fn get_or_render(
+        &self,
+        encoded: Bytes,
+        render: impl FnOnce(&[u8]) -> Result<Rendered, String>,
+    ) -> Result<Arc<Rendered>, String> {
+        if let Some(found) = self.lock().entries.get(&encoded) {
+            return Ok(found.clone());
+        }
+        let rendered = Arc::new(render(&encoded)?);
+        let mut cache = self.lock();
+        if cache.entries.len() >= RENDERINGS_LIMIT || cache.bytes >= RENDERINGS_BYTES_LIMIT {
+            cache.entries.clear();
+            cache.bytes = 0;
+        }
+        cache.bytes += encoded.len() + rendered.data.len();
+        cache.entries.insert(encoded, rendered.clone());
+        Ok(rendered)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn render(
+    message: &DynamicMessage,
+    id_field: Option<&FieldDescriptor>,
+) -> Result<Rendered, String> {
+    let json = response_json(message, None)?;
+    let data = String::from_utf8(json).map_err(|e| e.to_string())?;
+    let id = id_field.and_then(|field| match message.get_field(field).as_ref() {
+        Value::I64(v) => Some(v.to_string()),
+        Value::U64(v) => Some(v.to_string()),
+        Value::I32(v) => Some(v.to_string()),
+        Value::U32(v) => Some(v.to_string()),
+        Value::String(v) if !v.is_empty() => Some(v.clone()),
+        _ => None,
+    });
+    let descriptor: MessageDescriptor = message.descriptor();
+    let name = descriptor
         .oneofs()
         .filter(|oneof| !oneof.is_synthetic())
         .flat_map(|oneof| oneof.fields().collect::<Vec<_>>())
-        .find(|field| message.has_field(field));
-    if let Some(field) = kind {
-        event = event.event(field.json_name());
+        .find(|field| message.has_field(field))
+        .map(|field| field.json_name().to_owned());
+    Ok(Rendered { id, name, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_rendered_once_however_many_streams_carry_it() {
+        let renderings = Renderings::default();
+        let mut renders = 0;
+        let mut render = |bytes: &[u8]| {
+            renders += 1;
+            Ok(Rendered {
+                id: Some("7".into()),
+                name: None,
+                data: format!("{} bytes", bytes.len()),
+            })
+        };
+        let first = renderings
+            .get_or_render(Bytes::from_static(b"abc"), &mut render)
+            .expect("rendered");
+        let again = renderings
+            .get_or_render(Bytes::from_static(b"abc"), &mut render)
+            .expect("rendered");
+        let other = renderings
+            .get_or_render(Bytes::from_static(b"abcd"), &mut render)
+            .expect("rendered");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(other.data, "4 bytes");
+        assert_eq!(renders, 2);
     }
-    Ok(event)
 }
