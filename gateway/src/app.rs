@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -49,7 +50,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct AppState {
     pub routes: Arc<RouteTable>,
     /// One lazily connected channel per entry of [`UPSTREAMS`].
-    pub channels: Vec<Channel>,
+    pub channels: Vec<UpstreamChannels>,
     pub keys: TokenKeys,
     pub metrics: PrometheusHandle,
     pub openapi: bytes::Bytes,
@@ -63,6 +64,28 @@ pub struct AppState {
     pub sse_renderings: Arc<crate::sse::Renderings>,
 }
 
+/// An upstream's HTTP/2 connections. Calls take turns, so the framing work of many
+/// concurrent calls and streams is spread over several connection tasks (one
+/// connection is driven by one task, on one core, at each end).
+#[derive(Debug)]
+pub struct UpstreamChannels {
+    connections: Vec<Channel>,
+    next: AtomicUsize,
+}
+
+impl UpstreamChannels {
+    /// The connection for the next call.
+    pub fn pick(&self) -> Channel {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        self.connections[turn % self.connections.len()].clone()
+    }
+
+    /// One connection, for health checks.
+    pub fn first(&self) -> Channel {
+        self.connections[0].clone()
+    }
+}
+
 /// The full router with every layer, for serving or for in-process tests.
 pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
     let routes = Arc::new(RouteTable::marquee()?);
@@ -71,9 +94,14 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
         let url = config
             .upstream_url(upstream.name)
             .with_context(|| format!("no url configured for upstream {}", upstream.name))?;
-        channels.push(
-            lazy_channel(url).with_context(|| format!("bad url for upstream {}", upstream.name))?,
-        );
+        let connections = (0..config.upstream_connections.max(1))
+            .map(|_| lazy_channel(url))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .with_context(|| format!("bad url for upstream {}", upstream.name))?;
+        channels.push(UpstreamChannels {
+            connections,
+            next: AtomicUsize::new(0),
+        });
     }
     let openapi = serde_json::to_vec_pretty(&openapi::document(&routes))?;
     let state = Arc::new(AppState {
@@ -274,7 +302,7 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let checks = UPSTREAMS.iter().zip(&state.channels).map(|(upstream, channel)| async move {
-        let mut client = HealthClient::new(channel.clone());
+        let mut client = HealthClient::new(channel.first());
         let request = HealthCheckRequest { service: String::new() };
         let answer = tokio::time::timeout(READY_TIMEOUT, client.check(request)).await;
         let state = match answer {

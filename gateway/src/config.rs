@@ -33,6 +33,9 @@ pub struct GatewayConfig {
     pub sse_client_buffer: usize,
     /// `SSE_KEEP_ALIVE_MS`, default 15 s: keep-alive comment interval on idle streams.
     pub sse_keep_alive: Duration,
+    /// `UPSTREAM_CONNECTIONS`, default 4: HTTP/2 connections to each upstream, which
+    /// calls and streams take turns on.
+    pub upstream_connections: usize,
 }
 
 impl GatewayConfig {
@@ -55,6 +58,7 @@ impl GatewayConfig {
                 .collect(),
             sse_client_buffer: env_or("SSE_CLIENT_BUFFER", 256)?,
             sse_keep_alive: env_millis("SSE_KEEP_ALIVE_MS", Duration::from_secs(15))?,
+            upstream_connections: env_or("UPSTREAM_CONNECTIONS", 4)?,
         })
     }
 
@@ -76,6 +80,7 @@ impl GatewayConfig {
             cors_allowed_origins: Vec::new(),
             sse_client_buffer: 256,
             sse_keep_alive: Duration::from_secs(15),
+            upstream_connections: 4,
         }
     }
 
@@ -105,6 +110,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("sse_client_buffer", &self.sse_client_buffer)
             .field("sse_keep_alive", &self.sse_keep_alive)
+            .field("upstream_connections", &self.upstream_connections)
             .finish()
     }
 }

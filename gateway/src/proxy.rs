@@ -107,9 +107,13 @@ pub(crate) struct Upstream {
 
 pub(crate) fn upstream(state: &AppState, route: &Route) -> Result<Upstream, ApiError> {
     let name = UPSTREAMS.get(route.upstream).map_or("unknown", |u| u.name);
-    let channel = state.channels.get(route.upstream).cloned().ok_or_else(|| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no channel for upstream")
-    })?;
+    let channel = state
+        .channels
+        .get(route.upstream)
+        .map(|channels| channels.pick())
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no channel for upstream")
+        })?;
     let path = PathAndQuery::try_from(route.grpc_path.as_str())
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad grpc path"))?;
     Ok(Upstream {
