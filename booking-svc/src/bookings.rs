@@ -27,12 +27,10 @@ use crate::domain::{
 };
 use crate::error::BookingError;
 use crate::holds::{Claim, HoldKeys, HoldRecord, HoldState, HoldStore, Refusal};
+pub use marquee_proto::kinds::{
+    PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED, REFUND_REQUESTED,
+};
 
-pub const PAYMENT_REQUESTED: &str = "payment.requested";
-pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
-pub const PAYMENT_FAILED: &str = "payment.failed";
-pub const REFUND_REQUESTED: &str = "refund.requested";
-pub const REFUND_COMPLETED: &str = "refund.completed";
 const CONSUMER: &str = "booking-svc";
 
 /// What booking logic needs; cheap to clone.

@@ -17,10 +17,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::{AccountId, BookingId, BookingStatus, EventId, SeatId};
-
-pub const SEATS_CHANGED: &str = "seats.changed";
-pub const BOOKINGS_CHANGED: &str = "bookings.changed";
-pub const EVENT_CHANGED: &str = "catalog.event_changed";
+use crate::grpc::{status_pb, timestamp};
+pub use marquee_proto::kinds::{BOOKINGS_CHANGED, EVENT_CHANGED, SEATS_CHANGED};
 
 /// Changes waiting to be published; beyond this the feed drops (and counts) them.
 const QUEUE: usize = 65_536;
@@ -88,13 +86,6 @@ impl std::fmt::Debug for Change {
     }
 }
 
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
 impl ChangeFeed {
     /// Starts the publishing task; it drains what is queued and stops on `shutdown`.
     pub fn spawn(bus: Bus, shutdown: CancellationToken) -> Self {
@@ -121,24 +112,18 @@ impl ChangeFeed {
             reason: change.reason() as i32,
             status: change.status() as i32,
             seat_ids: seats.iter().map(ToString::to_string).collect(),
-            changed_at: Some(timestamp(Utc::now())),
+            changed_at: timestamp(Utc::now()),
         }));
     }
 
     pub fn booking(&self, moved: BookingMoved) {
-        let status = match moved.status {
-            BookingStatus::PendingPayment => pb::BookingStatus::PendingPayment,
-            BookingStatus::Confirmed => pb::BookingStatus::Confirmed,
-            BookingStatus::Cancelling => pb::BookingStatus::Cancelling,
-            BookingStatus::Cancelled => pb::BookingStatus::Cancelled,
-        };
         self.send(Change::Booking(pb::BookingChanged {
             booking_id: moved.id.to_string(),
             buyer_id: moved.buyer.to_string(),
             event_id: moved.event.to_string(),
-            status: status as i32,
+            status: status_pb(moved.status) as i32,
             cancel_reason: moved.cancel_reason,
-            updated_at: Some(timestamp(moved.updated_at)),
+            updated_at: timestamp(moved.updated_at),
         }));
     }
 

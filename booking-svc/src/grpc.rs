@@ -74,7 +74,7 @@ impl Api {
 
 // ------------------------------------------------------------------ rendering
 
-fn timestamp(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+pub(crate) fn timestamp(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
@@ -139,7 +139,7 @@ fn event_pb(e: &EventInfo) -> pb::Event {
     }
 }
 
-fn status_pb(s: BookingStatus) -> pb::BookingStatus {
+pub(crate) fn status_pb(s: BookingStatus) -> pb::BookingStatus {
     match s {
         BookingStatus::PendingPayment => pb::BookingStatus::PendingPayment,
         BookingStatus::Confirmed => pb::BookingStatus::Confirmed,

@@ -18,16 +18,14 @@ use crate::domain::{
 };
 use crate::error::PayError;
 use crate::store;
+pub use marquee_proto::kinds::{
+    PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED, REFUND_REQUESTED,
+};
 
 /// The inbox consumer name of this service.
 pub const CONSUMER: &str = "pay-svc";
 /// The queue pay-svc consumes (before the bus prefix).
 pub const QUEUE: &str = "pay.payment-requests";
-pub const PAYMENT_REQUESTED: &str = "payment.requested";
-pub const REFUND_REQUESTED: &str = "refund.requested";
-pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
-pub const PAYMENT_FAILED: &str = "payment.failed";
-pub const REFUND_COMPLETED: &str = "refund.completed";
 /// The routing keys bound to [`QUEUE`].
 pub const ROUTING_KEYS: &[&str] = &[PAYMENT_REQUESTED, REFUND_REQUESTED];
 

@@ -50,3 +50,24 @@ pub use marquee::realtime::v1 as realtime;
 pub use marquee::saga::v1 as saga;
 pub use marquee::search::v1 as search;
 pub use marquee::r#type::v1::Money;
+
+/// The type of each bus message, which is also its routing key: one name shared by the
+/// service that publishes it and those that consume it.
+pub mod kinds {
+    /// Saga: booking-svc → pay-svc (`saga::PaymentRequested`).
+    pub const PAYMENT_REQUESTED: &str = "payment.requested";
+    /// Saga: pay-svc → booking-svc (`saga::PaymentSucceeded`).
+    pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+    /// Saga: pay-svc → booking-svc (`saga::PaymentFailed`).
+    pub const PAYMENT_FAILED: &str = "payment.failed";
+    /// Saga: booking-svc → pay-svc (`saga::RefundRequested`).
+    pub const REFUND_REQUESTED: &str = "refund.requested";
+    /// Saga: pay-svc → booking-svc (`saga::RefundCompleted`).
+    pub const REFUND_COMPLETED: &str = "refund.completed";
+    /// Notification: booking-svc → realtime-svc (`booking::SeatChanges`).
+    pub const SEATS_CHANGED: &str = "seats.changed";
+    /// Notification: booking-svc → realtime-svc (`booking::BookingChanges`).
+    pub const BOOKINGS_CHANGED: &str = "bookings.changed";
+    /// Notification: booking-svc → search-svc (`booking::EventChanged`).
+    pub const EVENT_CHANGED: &str = "catalog.event_changed";
+}

@@ -20,12 +20,10 @@ use crate::bookings::BookingHub;
 use crate::config::RealtimeConfig;
 use crate::grpc::RealtimeApi;
 use crate::seats::SeatHub;
+pub use marquee_proto::kinds::{BOOKINGS_CHANGED, SEATS_CHANGED};
 
 /// How long start-up waits for RabbitMQ.
 const BUS_CONNECT_WAIT: Duration = Duration::from_secs(10);
-/// The notification types booking-svc publishes that this service follows.
-pub const SEATS_CHANGED: &str = "seats.changed";
-pub const BOOKINGS_CHANGED: &str = "bookings.changed";
 
 /// A started realtime-svc: subscribed and bound (not yet serving gRPC).
 pub struct Application {

@@ -18,11 +18,11 @@ use tonic::transport::Channel;
 use crate::domain::EventDoc;
 use crate::error::SearchError;
 use crate::index::SearchIndex;
+pub use marquee_proto::kinds::EVENT_CHANGED;
 
 /// The catalog changes search-svc follows. Every replica subscribes with a queue of
 /// its own (`Bus::subscribe`), since every replica keeps its own index.
 pub const ROUTING_KEYS: &[&str] = &["catalog.#"];
-pub const EVENT_CHANGED: &str = "catalog.event_changed";
 /// booking-svc's largest page.
 const PAGE_SIZE: i32 = 100;
 
