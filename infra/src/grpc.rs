@@ -96,16 +96,21 @@ where
         let future = self.inner.call(request);
         Box::pin(async move {
             let result = future.await;
-            let code = match &result {
-                Ok(response) => response
+            let code = result.as_ref().ok().map(|response| {
+                response
                     .headers()
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<i32>().ok())
-                    .map(|c| format!("{:?}", tonic::Code::from_i32(c)))
-                    .unwrap_or_else(|| "Ok".to_owned()),
-                Err(_) => "TransportError".to_owned(),
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+            });
+            // A name no service serves is "other" too: made-up paths add no labels.
+            let method = if code == Some(tonic::Code::Unimplemented) {
+                "other".to_owned()
+            } else {
+                method
             };
+            let code = code.map_or_else(|| "TransportError".to_owned(), |c| format!("{c:?}"));
             metrics::counter!("grpc_server_requests_total", "method" => method.clone(), "code" => code)
                 .increment(1);
             metrics::histogram!("grpc_server_request_duration_seconds", "method" => method)
