@@ -99,16 +99,18 @@ impl BookingHub {
         id: BookingId,
         authorization: MetadataValue<tonic::metadata::Ascii>,
     ) -> Result<impl Stream<Item = BookingUpdate> + Send + 'static, RealtimeError> {
+        // Declared before the receiver, so it is dropped after it (on an error below
+        // too) and sees the channel without receivers.
+        let watching = Watching {
+            hub: self.clone(),
+            id,
+        };
+        metrics::gauge!("realtime_booking_watchers").increment(1.0);
         let rx = self
             .channels()
             .entry(id)
             .or_insert_with(|| broadcast::channel(WATCHER_BUFFER).0)
             .subscribe();
-        metrics::gauge!("realtime_booking_watchers").increment(1.0);
-        let watching = Watching {
-            hub: self.clone(),
-            id,
-        };
         let booking = self.read(id, &authorization).await?;
         let watcher = Watcher {
             first: Some(booking.clone()),
@@ -190,5 +192,24 @@ impl Watcher {
             };
             return Some((update, self));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_watch_leaves_no_channel_behind() {
+        // Nothing listens on port 1: the read of the booking fails at once.
+        let channel = marquee_infra::grpc::lazy_channel("http://127.0.0.1:1").expect("channel");
+        let hub = BookingHub::new(BookingServiceClient::with_interceptor(
+            channel,
+            PropagateTrace,
+        ));
+        let token = MetadataValue::from_static("Bearer x");
+        let refused = hub.watch(BookingId(Uuid::new_v4()), token).await;
+        assert!(refused.is_err());
+        assert!(hub.channels().is_empty());
     }
 }

@@ -208,7 +208,6 @@ impl Feed {
         if state.pending.len() >= PENDING_LIMIT {
             // Hopelessly behind: forget and re-read.
             state.pending.clear();
-            state.resync = state.loaded;
             state.gap_since = Some(Instant::now() - Duration::from_secs(3600));
         }
         state.pending.insert(change.version, change);
@@ -222,6 +221,7 @@ impl Feed {
     /// start again from its store after Redis lost its data).
     fn install(&self, snapshot: SeatSnapshot) {
         let mut state = self.state();
+        let had = state.version;
         state.resync = false;
         state.loaded = true;
         state.version = snapshot.version;
@@ -238,10 +238,13 @@ impl Feed {
         let _ = self.tx.send(update);
         self.drain(&mut state);
         // What is still waiting lies beyond another gap, or was never made (a version
-        // that arrived before the snapshot was read); the next change re-opens the gap
-        // if versions really are missing.
+        // that arrived before the snapshot was read). Either way it is dropped, and if
+        // the feed had changes newer than this snapshot, or such leftovers, the snapshot
+        // is read once more after the gap timeout: a delayed change is never lost, and a
+        // version that was never made costs one more read, not a loop.
+        let stale = !state.pending.is_empty() || state.version < had;
         state.pending.clear();
-        state.gap_since = None;
+        state.gap_since = stale.then(Instant::now);
     }
 
     fn is_loaded(&self) -> bool {
@@ -253,12 +256,9 @@ impl Feed {
         &self,
         start: Start,
     ) -> (broadcast::Receiver<Arc<SeatUpdate>>, Vec<Arc<SeatUpdate>>) {
+        // Only loaded feeds are subscribed to (`watch` loads first).
         let mut state = self.state();
         let rx = self.tx.subscribe();
-        if !state.loaded {
-            // The snapshot being read will be broadcast.
-            return (rx, Vec::new());
-        }
         let first = match start {
             Start::After(v) if v == state.version => Vec::new(),
             Start::After(v)
@@ -328,14 +328,19 @@ impl SeatHub {
 
     /// Applies a `seats.changed` notification to the feeds it concerns.
     pub fn on_changes(&self, changes: booking::SeatChanges) {
-        for change in changes.changes {
-            let Ok(event) = change.event_id.parse().map(EventId) else {
-                continue;
-            };
-            let feed = self.feeds().get(&event).cloned();
-            if let Some(feed) = feed {
-                feed.offer(change);
-            }
+        let watched: Vec<(Arc<Feed>, SeatsChanged)> = {
+            let feeds = self.feeds();
+            changes
+                .changes
+                .into_iter()
+                .filter_map(|change| {
+                    let event = change.event_id.parse().map(EventId).ok()?;
+                    Some((feeds.get(&event)?.clone(), change))
+                })
+                .collect()
+        };
+        for (feed, change) in watched {
+            feed.offer(change);
         }
     }
 
@@ -352,9 +357,11 @@ impl SeatHub {
 
     async fn load(&self, feed: &Feed) -> Result<(), RealtimeError> {
         let _one = feed.load.lock().await;
-        let resync = feed.state().resync;
-        if feed.is_loaded() && !resync {
-            return Ok(());
+        {
+            let state = feed.state();
+            if state.loaded && !state.resync {
+                return Ok(());
+            }
         }
         let snapshot = self
             .catalog
@@ -408,7 +415,6 @@ impl SeatHub {
             rx,
             at,
             feed,
-            held_back: None,
             lagged: false,
             _watching: watching,
         };
@@ -470,13 +476,12 @@ impl SeatHub {
 
 /// One watcher's position in its feed.
 struct Watcher {
+    /// Updates to send before the broadcast's (a replay, or one taken back).
     first: VecDeque<Arc<SeatUpdate>>,
     rx: broadcast::Receiver<Arc<SeatUpdate>>,
     /// The version the watcher is at (-1: none yet).
     at: i64,
     feed: Arc<Feed>,
-    /// An update taken while batching that could not join the batch.
-    held_back: Option<Arc<SeatUpdate>>,
     /// The watcher missed updates (the broadcast moved on without it): resync.
     lagged: bool,
     _watching: Watching,
@@ -492,7 +497,7 @@ enum Next {
 impl Watcher {
     /// The next update without waiting, if one is ready.
     fn ready(&mut self) -> Option<Result<Arc<SeatUpdate>, broadcast::error::TryRecvError>> {
-        if let Some(update) = self.held_back.take().or_else(|| self.first.pop_front()) {
+        if let Some(update) = self.first.pop_front() {
             return Some(Ok(update));
         }
         match self.rx.try_recv() {
@@ -525,17 +530,8 @@ impl Watcher {
         }
     }
 
-    /// The changes of `update` the watcher has not sent yet.
-    fn unsent<'a>(&self, update: &'a SeatUpdate) -> Option<&'a [SeatChange]> {
-        match &update.kind {
-            Some(seat_update::Kind::Changes(changes)) => {
-                let from = changes.items.partition_point(|c| c.version <= self.at);
-                Some(&changes.items[from..])
-            }
-            _ => None,
-        }
-    }
-
+    /// The next update to send. The feed's change updates each carry one change, at
+    /// their version; a watcher sends every consecutive one that is ready as one update.
     async fn next(mut self) -> Option<(SeatUpdate, Self)> {
         loop {
             let update = match self.wait().await {
@@ -543,22 +539,22 @@ impl Watcher {
                 Next::Skip => continue,
                 Next::Ended => return None,
             };
-            let Some(unsent) = self.unsent(&update) else {
+            let Some(seat_update::Kind::Changes(changes)) = &update.kind else {
                 // A snapshot: always sent, it replaces the client's map.
                 self.at = update.version;
                 return Some((Arc::unwrap_or_clone(update), self));
             };
             // Before its first snapshot a watcher has nothing to apply a change to.
-            if self.at < 0 || unsent.is_empty() {
+            if self.at < 0 || update.version <= self.at {
                 continue;
             }
-            if unsent[0].version != self.at + 1 {
+            if update.version != self.at + 1 {
                 // Never send a hole: the client gets the whole map again instead.
                 self.lagged = true;
                 continue;
             }
-            let mut items = unsent.to_vec();
-            // Everything else already waiting goes out in the same update.
+            let mut items = changes.items.clone();
+            let mut version = update.version;
             while items.len() < MAX_BATCH {
                 let more = match self.ready() {
                     None | Some(Err(broadcast::error::TryRecvError::Closed)) => break,
@@ -568,24 +564,18 @@ impl Watcher {
                     }
                     Some(Ok(more)) => more,
                 };
-                let last = items.last().map_or(self.at, |c| c.version);
                 match &more.kind {
-                    Some(seat_update::Kind::Changes(changes)) => {
-                        let from = changes.items.partition_point(|c| c.version <= last);
-                        let next = &changes.items[from..];
-                        if next.first().is_some_and(|c| c.version != last + 1) {
-                            self.held_back = Some(more);
-                            break;
-                        }
-                        items.extend_from_slice(next);
+                    Some(seat_update::Kind::Changes(next)) if more.version == version + 1 => {
+                        items.extend_from_slice(&next.items);
+                        version = more.version;
                     }
+                    Some(seat_update::Kind::Changes(_)) if more.version <= version => {}
                     _ => {
-                        self.held_back = Some(more);
+                        self.first.push_front(more);
                         break;
                     }
                 }
             }
-            let version = items.last().map_or(self.at, |c| c.version);
             self.at = version;
             let batch = SeatUpdate {
                 event_id: update.event_id.clone(),
@@ -699,6 +689,46 @@ mod tests {
         assert_eq!(versions(&mut rx), vec![2]);
         feed.offer(held(3, "a"));
         assert_eq!(versions(&mut rx), vec![3]);
+    }
+
+    #[test]
+    fn a_feed_hopelessly_behind_is_due_for_a_reread() {
+        let feed = feed_at(1);
+        for v in 3..(3 + PENDING_LIMIT as i64 + 1) {
+            feed.offer(held(v, "a"));
+        }
+        let state = feed.state();
+        // The janitor re-reads a loaded feed with an old gap that is not already resyncing.
+        assert!(!state.resync);
+        assert!(
+            state
+                .gap_since
+                .is_some_and(|since| since.elapsed() > Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn leftovers_after_a_snapshot_lead_to_one_more_read() {
+        let feed = feed_at(1);
+        feed.offer(held(3, "a"));
+        feed.install(SeatSnapshot {
+            event_id: event().0.to_string(),
+            version: 1,
+            seats: Vec::new(),
+        });
+        let state = feed.state();
+        assert!(state.pending.is_empty());
+        assert!(
+            state.gap_since.is_some(),
+            "version 2 may still be on its way"
+        );
+        drop(state);
+        feed.install(SeatSnapshot {
+            event_id: event().0.to_string(),
+            version: 3,
+            seats: Vec::new(),
+        });
+        assert!(feed.state().gap_since.is_none());
     }
 
     #[test]
