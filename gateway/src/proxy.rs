@@ -11,6 +11,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt as _;
+use prost_reflect::DynamicMessage;
 use tonic::Code;
 use tonic::metadata::{AsciiMetadataValue, MetadataKey};
 
@@ -66,24 +67,19 @@ async fn forward(
     let message = build_request(route, bindings, parts.uri.query(), &body)
         .map_err(|e| ApiError::bad_request(e.0))?;
 
-    let mut grpc_request = tonic::Request::new(message);
-    forward_metadata(&parts.headers, grpc_request.metadata_mut());
-    // Runs inside the request span (TraceLayer), so upstream spans join this trace.
-    marquee_infra::telemetry::inject_metadata(grpc_request.metadata_mut());
-    grpc_request.set_timeout(state.upstream_timeout);
-
-    let Upstream {
-        mut grpc,
-        path,
-        name,
-    } = upstream(state, route)?;
-    let started = Instant::now();
-    let call = async {
-        ready(&mut grpc, name).await?;
-        grpc.unary(grpc_request, path, DynamicCodec::new(route.output.clone()))
-            .await
-    };
-    let response = within_deadline(state, route, name, started, call).await?;
+    let timeout = state.upstream_timeout;
+    let codec = DynamicCodec::new(route.output.clone());
+    let response = call_upstream(
+        state,
+        route,
+        &parts.headers,
+        message,
+        |mut grpc, mut request, path| async move {
+            request.set_timeout(timeout);
+            grpc.unary(request, path, codec).await
+        },
+    )
+    .await?;
     let json = response_json(response.get_ref(), route.response_body.as_deref()).map_err(|e| {
         tracing::error!(rpc = %route.grpc_path, error = %e, "response serialization failed");
         ApiError::new(
@@ -98,14 +94,26 @@ async fn forward(
     Ok(http_response)
 }
 
-/// The client of a route's upstream and the gRPC path to call.
-pub(crate) struct Upstream {
-    pub grpc: tonic::client::Grpc<tonic::transport::Channel>,
-    pub path: PathAndQuery,
-    pub name: &'static str,
-}
+type GrpcClient = tonic::client::Grpc<tonic::transport::Channel>;
 
-pub(crate) fn upstream(state: &AppState, route: &Route) -> Result<Upstream, ApiError> {
+/// Sends `message` to the route's upstream with the request's forwarded headers and
+/// trace context: `call` makes the call (unary, or the start of a stream) and its
+/// answer is awaited under the gateway's deadline; a failure becomes the API error the
+/// client sees (logged when it is the server side's fault).
+pub(crate) async fn call_upstream<T, Answer>(
+    state: &AppState,
+    route: &Route,
+    headers: &HeaderMap,
+    message: DynamicMessage,
+    call: impl FnOnce(GrpcClient, tonic::Request<DynamicMessage>, PathAndQuery) -> Answer,
+) -> Result<T, ApiError>
+where
+    Answer: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut request = tonic::Request::new(message);
+    forward_metadata(headers, request.metadata_mut());
+    // Runs inside the request span (TraceLayer), so upstream spans join this trace.
+    marquee_infra::telemetry::inject_metadata(request.metadata_mut());
     let name = UPSTREAMS.get(route.upstream).map_or("unknown", |u| u.name);
     let channel = state
         .channels
@@ -116,32 +124,15 @@ pub(crate) fn upstream(state: &AppState, route: &Route) -> Result<Upstream, ApiE
         })?;
     let path = PathAndQuery::try_from(route.grpc_path.as_str())
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad grpc path"))?;
-    Ok(Upstream {
-        grpc: tonic::client::Grpc::new(channel),
-        path,
-        name,
-    })
-}
-
-pub(crate) async fn ready(
-    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
-    name: &str,
-) -> Result<(), tonic::Status> {
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("upstream {name} is not ready: {e}")))
-}
-
-/// Awaits an upstream call under the gateway's deadline; a failure becomes the API
-/// error the client sees (logged when it is the server side's fault).
-pub(crate) async fn within_deadline<T>(
-    state: &AppState,
-    route: &Route,
-    name: &str,
-    started: Instant,
-    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
-) -> Result<T, ApiError> {
-    let result = match tokio::time::timeout(state.upstream_timeout, call).await {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let started = Instant::now();
+    let answer = async {
+        grpc.ready().await.map_err(|e| {
+            tonic::Status::unavailable(format!("upstream {name} is not ready: {e}"))
+        })?;
+        call(grpc, request, path).await
+    };
+    let result = match tokio::time::timeout(state.upstream_timeout, answer).await {
         Ok(result) => result,
         Err(_) => Err(tonic::Status::deadline_exceeded(
             "upstream did not answer in time",
@@ -224,7 +215,7 @@ fn body_error(state: &AppState, error: &axum::Error) -> ApiError {
     ApiError::bad_request(format!("could not read the request body: {error}"))
 }
 
-pub(crate) fn forward_metadata(headers: &HeaderMap, metadata: &mut tonic::metadata::MetadataMap) {
+fn forward_metadata(headers: &HeaderMap, metadata: &mut tonic::metadata::MetadataMap) {
     for name in FORWARDED_HEADERS {
         let Some(value) = headers.get(*name) else {
             continue;

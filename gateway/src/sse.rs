@@ -17,8 +17,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::Request;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -34,14 +33,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::app::AppState;
 use crate::codec::RawResponseCodec;
 use crate::error::ApiError;
-use crate::proxy::{Upstream, authenticate, forward_metadata, ready, upstream, within_deadline};
+use crate::proxy::{authenticate, call_upstream};
 use crate::routes::Route;
 use crate::transcode::{build_request, response_json};
 
 /// The request field a reconnecting client's `Last-Event-ID` goes to.
-pub const LAST_EVENT_ID_FIELD: &str = "last_event_id";
+const LAST_EVENT_ID_FIELD: &str = "last_event_id";
 /// The query parameter that may carry the bearer token of an SSE request.
-pub const ACCESS_TOKEN_PARAM: &str = "access_token";
+const ACCESS_TOKEN_PARAM: &str = "access_token";
 
 pub async fn forward(
     state: &AppState,
@@ -67,24 +66,18 @@ pub async fn forward(
         set_last_event_id(&mut message, last);
     }
 
-    let mut grpc_request = tonic::Request::new(message);
-    forward_metadata(&parts.headers, grpc_request.metadata_mut());
-    marquee_infra::telemetry::inject_metadata(grpc_request.metadata_mut());
-    let Upstream {
-        mut grpc,
-        path,
-        name,
-    } = upstream(state, route)?;
-    let started = Instant::now();
     // Only the start of the stream is under the deadline; the stream itself is open-ended.
-    let call = async {
-        ready(&mut grpc, name).await?;
-        grpc.server_streaming(grpc_request, path, RawResponseCodec)
-            .await
-    };
-    let mut upstream_stream = within_deadline(state, route, name, started, call)
-        .await?
-        .into_inner();
+    let mut upstream_stream = call_upstream(
+        state,
+        route,
+        &parts.headers,
+        message,
+        |mut grpc, request, path| async move {
+            grpc.server_streaming(request, path, RawResponseCodec).await
+        },
+    )
+    .await?
+    .into_inner();
 
     let (tx, rx) = mpsc::channel::<Event>(state.sse_client_buffer);
     let id_field = route.sse_event_id.clone();
@@ -183,7 +176,7 @@ impl Rendered {
 /// stream of the gateway. Bounded: it starts over when it holds too much.
 #[derive(Debug, Default)]
 pub struct Renderings {
-    cache: Mutex<Cache>,
+    cache: RwLock<Cache>,
 }
 
 #[derive(Debug, Default)]
@@ -203,11 +196,21 @@ impl Renderings {
         encoded: Bytes,
         render: impl FnOnce(&[u8]) -> Result<Rendered, String>,
     ) -> Result<Arc<Rendered>, String> {
-        if let Some(found) = self.lock().entries.get(&encoded) {
-            return Ok(found.clone());
+        let found = self
+            .cache
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entries
+            .get(&encoded)
+            .cloned();
+        if let Some(found) = found {
+            return Ok(found);
         }
         let rendered = Arc::new(render(&encoded)?);
-        let mut cache = self.lock();
+        let mut cache = self
+            .cache
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if cache.entries.len() >= RENDERINGS_LIMIT || cache.bytes >= RENDERINGS_BYTES_LIMIT {
             cache.entries.clear();
             cache.bytes = 0;
@@ -215,12 +218,6 @@ impl Renderings {
         cache.bytes += encoded.len() + rendered.data.len();
         cache.entries.insert(encoded, rendered.clone());
         Ok(rendered)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
