@@ -31,13 +31,6 @@ pub struct EventDoc {
     pub sale_ends_at: DateTime<Utc>,
 }
 
-impl EventDoc {
-    /// Whether a buyer can book it at `now`.
-    pub fn bookable_at(&self, now: DateTime<Utc>) -> bool {
-        self.sale_starts_at <= now && now < self.sale_ends_at
-    }
-}
-
 /// A search: a query plus filters and a page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchRequest {

@@ -1,7 +1,6 @@
 //! The one error type of search-svc, and its single mapping to a gRPC status.
 
 use marquee_infra::auth::TokenError;
-use marquee_infra::bus::HandleError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -53,17 +52,6 @@ impl From<SearchError> for tonic::Status {
                 tracing::error!(%error, "internal error");
                 tonic::Status::internal("internal error")
             }
-        }
-    }
-}
-
-impl From<SearchError> for HandleError {
-    /// A message that cannot be decoded will never work and is dead-lettered; anything
-    /// else (the index failed to commit) is retried.
-    fn from(error: SearchError) -> Self {
-        match error {
-            SearchError::MalformedMessage { .. } => HandleError::Permanent(error.into()),
-            other => HandleError::Transient(other.into()),
         }
     }
 }

@@ -182,10 +182,6 @@ impl IndexVersion {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// How many events the version holds.
     pub fn len(&self) -> usize {
         self.docs.read().map_or(0, |d| d.len())
@@ -252,21 +248,34 @@ impl IndexVersion {
                 (top, total) = searcher.search(&query, &collector)?;
             }
         }
-        let highlighter = Highlighter::new(&self.fields, &plan);
-        let docs = self.docs.read().map_err(lock_poisoned)?;
-        let mut hits = Vec::with_capacity(top.len());
-        for (score, address) in top {
-            let Some(id) = stored_id(&searcher, &self.fields, address)? else {
-                continue;
-            };
-            let Some(event) = docs.get(&id) else { continue };
-            hits.push(Hit {
-                title_highlight: highlighter.title(&event.title),
-                description_snippet: highlighter.description(&event.description),
-                event: event.clone(),
-                score,
-            });
+        let mut found = Vec::with_capacity(top.len());
+        {
+            // Held only to look the events up: highlighting happens after, so the
+            // catalog follower's writes never wait on it.
+            let docs = self.docs.read().map_err(lock_poisoned)?;
+            for (score, address) in top {
+                let Some(id) = stored_id(&searcher, &self.fields, address)? else {
+                    continue;
+                };
+                if let Some(event) = docs.get(&id) {
+                    found.push((score, event.clone()));
+                }
+            }
         }
+        let hits = if found.is_empty() {
+            Vec::new()
+        } else {
+            let highlighter = Highlighter::new(&self.fields, &plan);
+            found
+                .into_iter()
+                .map(|(score, event)| Hit {
+                    title_highlight: highlighter.title(&event.title),
+                    description_snippet: highlighter.description(&event.description),
+                    event,
+                    score,
+                })
+                .collect()
+        };
         let end = request.offset + request.page_size;
         Ok(SearchPage {
             more: total > end && end <= crate::domain::MAX_OFFSET,
