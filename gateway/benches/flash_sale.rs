@@ -17,6 +17,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use marquee_testkit::env_num;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +38,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// gateway's 1 MiB body limit (checked again on the serialized body).
 const SEATS_PER_EVENT: usize = 20_000;
 const SEATS_PER_ROW: usize = 100;
-const SECTIONS: [(&str, i64); 4] = [("VIP", 40_000), ("R", 30_000), ("S", 20_000), ("A", 10_000)];
 const BODY_LIMIT: usize = 1024 * 1024;
 /// How often the buyers' shared picture of available seats is refreshed from the API.
 const SNAPSHOT_REFRESH: Duration = Duration::from_millis(1000);
@@ -48,16 +48,6 @@ const STATUS_TRANSPORT_ERROR: u16 = 0;
 fn holds_only() -> bool {
     static HOLDS_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HOLDS_ONLY.get_or_init(|| std::env::var("BENCH_HOLDS_ONLY").is_ok_and(|v| v == "1"))
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a non-negative integer, got {v:?}")),
-        _ => default,
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -300,73 +290,6 @@ async fn seat_statuses(sys: &System, event_id: &str) -> Option<Vec<(String, Stri
     )
 }
 
-/// The creation request of an event of `seats` seats: sections of rows of 100 seats.
-fn event_body(title: &str, seats: usize) -> Value {
-    let rows = seats.div_ceil(SEATS_PER_ROW);
-    let sections = SECTIONS.len().min(rows);
-    let starts = chrono::Utc::now() + chrono::Duration::days(30);
-    let mut remaining = seats;
-    let mut row_no = 0usize;
-    let sections: Vec<Value> = (0..sections)
-        .map(|si| {
-            // Rows split as evenly as possible between sections.
-            let section_rows = rows / sections + usize::from(si < rows % sections);
-            let (name, price) = SECTIONS[si];
-            let rows: Vec<Value> = (0..section_rows)
-                .map(|_| {
-                    row_no += 1;
-                    let n = remaining.min(SEATS_PER_ROW);
-                    remaining -= n;
-                    json!({
-                        "label": row_no.to_string(),
-                        "seats": (1..=n).map(|k| json!({
-                            "number": k.to_string(),
-                            "x": k * 10,
-                            "y": row_no * 10,
-                        })).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            json!({
-                "name": name,
-                "price": {"amountMinor": price.to_string(), "currency": "KRW"},
-                "rows": rows,
-            })
-        })
-        .collect();
-    assert_eq!(remaining, 0);
-    json!({
-        "title": title,
-        "category": "CONCERT",
-        "description": "flash sale benchmark",
-        "venue": "Olympic Hall",
-        "startsAt": starts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "sections": sections,
-        "maxSeatsPerBuyer": 4,
-    })
-}
-
-fn machine() -> (usize, String, String) {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or_else(|| "unknown".to_owned(), |(_, v)| v.trim().to_owned());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or_else(
-            || "unknown".to_owned(),
-            |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0),
-        );
-    (cpus, model, memory)
-}
-
 fn rate(count: u64, over: Duration) -> f64 {
     let secs = over.as_secs_f64();
     if secs > 0.0 { count as f64 / secs } else { 0.0 }
@@ -493,7 +416,11 @@ async fn buyer_turn(
 #[tokio::main]
 async fn main() {
     let params = Params::from_env();
-    let (cpus, model, memory) = machine();
+    let marquee_testkit::Machine {
+        cpus,
+        model,
+        memory,
+    } = marquee_testkit::Machine::read();
     println!("== Marquee flash-sale benchmark ==");
     println!("machine: cpus (nproc)         {cpus}");
     println!("machine: cpu model            {model}");
@@ -528,7 +455,7 @@ async fn main() {
     while left > 0 {
         let n = left.min(SEATS_PER_EVENT);
         left -= n;
-        let body = event_body(&format!("Flash Sale {}", sales.len() + 1), n);
+        let body = common::event_body(&format!("Flash Sale {}", sales.len() + 1), n, SEATS_PER_ROW);
         let size = serde_json::to_vec(&body).expect("json").len();
         assert!(
             size < BODY_LIMIT,

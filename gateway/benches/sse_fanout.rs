@@ -28,6 +28,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use marquee_testkit::env_num;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -53,7 +54,6 @@ use uuid::Uuid;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SEATS_PER_ROW: usize = 50;
-const SECTIONS: [(&str, i64); 4] = [("VIP", 40_000), ("R", 30_000), ("S", 20_000), ("A", 10_000)];
 /// How long a client may take to connect and receive its first snapshot.
 const FIRST_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Reconnects a client attempts after its stream ended early, in all.
@@ -61,16 +61,6 @@ const MAX_RECONNECTS: u32 = 5;
 const READ_CHUNK: usize = 4096;
 const HISTOGRAM_SHARDS: usize = 32;
 const STATUS_TRANSPORT_ERROR: u16 = 0;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a non-negative integer, got {v:?}")),
-        _ => default,
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Params {
@@ -129,17 +119,6 @@ impl Params {
 }
 
 // ------------------------------------------------------------------ machine & process
-
-fn machine() -> (usize, String) {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or_else(|| "unknown".to_owned(), |(_, v)| v.trim().to_owned());
-    (cpus, model)
-}
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -220,51 +199,6 @@ fn latency_line(label: &str, h: &Histogram<u64>) {
 }
 
 // ------------------------------------------------------------------ the event
-
-/// The creation request of an event of `seats` seats: sections of rows of 50 seats.
-fn event_body(seats: usize) -> Value {
-    let rows = seats.div_ceil(SEATS_PER_ROW);
-    let sections = SECTIONS.len().min(rows);
-    let starts = chrono::Utc::now() + chrono::Duration::days(30);
-    let mut remaining = seats;
-    let mut row_no = 0usize;
-    let sections: Vec<Value> = (0..sections)
-        .map(|si| {
-            let section_rows = rows / sections + usize::from(si < rows % sections);
-            let (name, price) = SECTIONS[si];
-            let rows: Vec<Value> = (0..section_rows)
-                .map(|_| {
-                    row_no += 1;
-                    let n = remaining.min(SEATS_PER_ROW);
-                    remaining -= n;
-                    json!({
-                        "label": row_no.to_string(),
-                        "seats": (1..=n).map(|k| json!({
-                            "number": k.to_string(),
-                            "x": k * 10,
-                            "y": row_no * 10,
-                        })).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            json!({
-                "name": name,
-                "price": {"amountMinor": price.to_string(), "currency": "KRW"},
-                "rows": rows,
-            })
-        })
-        .collect();
-    assert_eq!(remaining, 0);
-    json!({
-        "title": "SSE fan-out",
-        "category": "CONCERT",
-        "description": "sse fan-out benchmark",
-        "venue": "Olympic Hall",
-        "startsAt": starts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "sections": sections,
-        "maxSeatsPerBuyer": 4,
-    })
-}
 
 async fn seat_version(sys: &System, event_id: &str) -> i64 {
     let client = redis::Client::open(common::redis_url()).expect("redis url");
@@ -877,7 +811,7 @@ async fn main() {
         );
         std::process::exit(3);
     });
-    let (cpus, model) = machine();
+    let marquee_testkit::Machine { cpus, model, .. } = marquee_testkit::Machine::read();
     println!("== Marquee SSE fan-out benchmark ==");
     println!("machine: cpus (nproc)         {cpus}");
     println!("machine: cpu model            {model}");
@@ -917,16 +851,15 @@ async fn main() {
     let sys = System::start_with(options).await;
     let (_, seller) = sys.account("SELLER").await;
     let created = sys
-        .post("/v1/events", Some(&seller), event_body(params.seats))
+        .post(
+            "/v1/events",
+            Some(&seller),
+            common::event_body("SSE fan-out", params.seats, SEATS_PER_ROW),
+        )
         .await;
     assert_eq!(created.status, 201, "create event: {:?}", created.body);
     let event_id = created.str("/eventId");
-    let seat_ids: Vec<String> = sys
-        .seats(&event_id)
-        .await
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let seat_ids: Vec<String> = sys.seat_ids(&event_id).await;
     assert_eq!(seat_ids.len(), params.seats, "event has every seat");
 
     // One fresh buyer per hold: inserted in bulk, with minted tokens.

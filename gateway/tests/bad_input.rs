@@ -58,12 +58,7 @@ async fn bad_input_is_refused_with_json_errors_and_nothing_is_stored() {
         .0
         .clone();
     let (_, buyer) = sys.account("BUYER").await;
-    let seats: Vec<String> = sys
-        .seats(&event_id)
-        .await
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let seats: Vec<String> = sys.seat_ids(&event_id).await;
     let accounts_before: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts")
         .fetch_one(&sys.booking_pool)
         .await

@@ -26,12 +26,7 @@ async fn two_hundred_buyers_fifty_seats() {
         .event(&seller, &[("A", 10_000, 3, 10), ("B", 40_000, 2, 10)], 4)
         .await;
     let event_id = event["eventId"].as_str().unwrap().to_owned();
-    let seat_ids: Vec<String> = sys
-        .seats(&event_id)
-        .await
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let seat_ids: Vec<String> = sys.seat_ids(&event_id).await;
     assert_eq!(seat_ids.len(), 50);
 
     let buyers = futures::future::join_all((0..BUYERS).map(|_| sys.account("BUYER"))).await;

@@ -95,12 +95,7 @@ async fn watch(system: &System, event_id: &str, last: Option<&str>) -> SseStream
 async fn a_seat_stream_starts_with_a_snapshot_then_sends_each_change_in_order() {
     let system = System::start().await;
     let (_, event_id) = system.seller_event(&[("R", 30_000, 2, 4)], 4).await;
-    let seats: Vec<String> = system
-        .seats(&event_id)
-        .await
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
     let mut stream = watch(&system, &event_id, None).await;
 
     let snapshot = stream.next().await;
@@ -155,12 +150,7 @@ async fn a_seat_stream_starts_with_a_snapshot_then_sends_each_change_in_order() 
 async fn reconnecting_with_last_event_id_resumes_without_loss() {
     let system = System::start().await;
     let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 8)], 4).await;
-    let seats: Vec<String> = system
-        .seats(&event_id)
-        .await
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
     let mut stream = watch(&system, &event_id, None).await;
     let v0 = stream.next().await.version();
     drop(stream);
@@ -186,17 +176,12 @@ async fn reconnecting_with_last_event_id_resumes_without_loss() {
         assert_eq!(change.seats, vec![seat.clone()]);
     }
     // Nothing more: the resume did not start with a snapshot.
-    assert!(
-        resumed
-            .next_within(Duration::from_millis(300))
-            .await
-            .is_none()
-    );
+    resumed.assert_quiet(Duration::from_millis(300)).await;
 
     // Already up to date: nothing to send until the next change.
     let current = (v0 + 3).to_string();
     let mut idle = watch(&system, &event_id, Some(&current)).await;
-    assert!(idle.next_within(Duration::from_millis(300)).await.is_none());
+    idle.assert_quiet(Duration::from_millis(300)).await;
     let held = system.hold(&buyers[0], &event_id, &seats[3..4]).await;
     assert_eq!(held.status, 201, "{:?}", held.body);
     assert_eq!(next_changes(&mut idle, 1).await[0].version, v0 + 4);
@@ -209,14 +194,12 @@ async fn reconnecting_with_last_event_id_resumes_without_loss() {
 
     // Garbage is refused with a JSON 400, not a stream.
     let refused = system
-        .sse(
+        .sse_refused(
             &format!("/v1/events/{event_id}/seats:watch"),
             None,
             Some("yesterday"),
         )
-        .await
-        .err()
-        .expect("refused");
+        .await;
     assert_eq!(refused.status, 400, "{:?}", refused.body);
     assert!(
         refused.body["message"]
@@ -234,12 +217,7 @@ async fn a_resume_older_than_the_buffer_yields_a_fresh_snapshot() {
     })
     .await;
     let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 8)], 4).await;
-    let seats: Vec<String> = system
-        .seats(&event_id)
-        .await
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
     let mut stream = watch(&system, &event_id, None).await;
     let v0 = stream.next().await.version();
     for seat in &seats[0..4] {
@@ -285,12 +263,7 @@ async fn an_expired_hold_is_streamed_as_expired() {
     })
     .await;
     let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
-    let seats: Vec<String> = system
-        .seats(&event_id)
-        .await
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
     let mut stream = watch(&system, &event_id, None).await;
     let v0 = stream.next().await.version();
     let (_, buyer) = system.account("BUYER").await;
@@ -313,12 +286,7 @@ async fn a_missing_version_is_repaired_with_a_fresh_snapshot() {
     })
     .await;
     let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
-    let seats: Vec<String> = system
-        .seats(&event_id)
-        .await
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
     let mut stream = watch(&system, &event_id, None).await;
     let v0 = stream.next().await.version();
 
@@ -337,7 +305,7 @@ async fn a_missing_version_is_repaired_with_a_fresh_snapshot() {
         .bus
         .broadcast(&Envelope {
             message_id: uuid::Uuid::new_v4(),
-            kind: "seats.changed".into(),
+            kind: marquee_proto::kinds::SEATS_CHANGED.into(),
             saga_id: uuid::Uuid::nil(),
             version: 1,
             occurred_at: chrono::Utc::now(),
@@ -373,12 +341,7 @@ async fn every_realtime_replica_sees_every_change() {
     })
     .await;
     let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
-    let seats: Vec<String> = system
-        .seats(&event_id)
-        .await
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
     let mut streams = Vec::new();
     for port in &system.realtime_ports {
         let mut client = RealtimeServiceClient::connect(format!("http://127.0.0.1:{port}"))
@@ -421,12 +384,7 @@ async fn every_realtime_replica_sees_every_change() {
 async fn a_booking_stream_follows_its_booking_for_its_buyer_only() {
     let system = System::start().await;
     let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
-    let seats: Vec<String> = system
-        .seats(&event_id)
-        .await
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
     let (_, buyer) = system.account("BUYER").await;
     let held = system.hold(&buyer, &event_id, &seats[0..2]).await;
     let booked = system.checkout(&buyer, &held.str("/holdId"), "k-1").await;
@@ -477,25 +435,17 @@ async fn a_booking_stream_follows_its_booking_for_its_buyer_only() {
 
     // Another buyer cannot watch it, nor can nobody; nonsense ids are 400.
     let (_, other) = system.account("BUYER").await;
-    let refused = system
-        .sse(&path, Some(&other), None)
-        .await
-        .err()
-        .expect("refused");
+    let refused = system.sse_refused(&path, Some(&other), None).await;
     assert_eq!(refused.status, 404, "{:?}", refused.body);
-    let anonymous = system.sse(&path, None, None).await.err().expect("refused");
+    let anonymous = system.sse_refused(&path, None, None).await;
     assert_eq!(anonymous.status, 401, "{:?}", anonymous.body);
     let forged = system
-        .sse(&format!("{path}?access_token=not-a-token"), None, None)
-        .await
-        .err()
-        .expect("refused");
+        .sse_refused(&format!("{path}?access_token=not-a-token"), None, None)
+        .await;
     assert_eq!(forged.status, 401, "{:?}", forged.body);
     let bad = system
-        .sse("/v1/bookings/not-a-uuid:watch", Some(&buyer), None)
-        .await
-        .err()
-        .expect("refused");
+        .sse_refused("/v1/bookings/not-a-uuid:watch", Some(&buyer), None)
+        .await;
     assert_eq!(bad.status, 400, "{:?}", bad.body);
     system.stop().await;
 }
@@ -514,10 +464,8 @@ async fn watching_an_unknown_event_is_a_json_404() {
         .expect("refused");
     assert_eq!(missing.status, 404, "{:?}", missing.body);
     let bad = system
-        .sse("/v1/events/nope/seats:watch", None, None)
-        .await
-        .err()
-        .expect("refused");
+        .sse_refused("/v1/events/nope/seats:watch", None, None)
+        .await;
     assert_eq!(bad.status, 400, "{:?}", bad.body);
     assert!(bad.body["message"].is_string());
     system.stop().await;

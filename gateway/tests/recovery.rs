@@ -68,12 +68,7 @@ async fn purchase(sys: &System, event_id: &str, seat: &str, key: &str) {
 async fn purchases_survive_the_broker_dropping_connections() {
     let sys = System::start().await;
     let (_, event_id) = sys.seller_event(&[("A", 10_000, 1, 4)], 0).await;
-    let seats: Vec<String> = sys
-        .seats(&event_id)
-        .await
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
+    let seats: Vec<String> = sys.seat_ids(&event_id).await;
     purchase(&sys, &event_id, &seats[0], "before").await;
     let mut watcher = sys
         .sse(&format!("/v1/events/{event_id}/seats:watch"), None, None)
@@ -107,6 +102,7 @@ async fn purchases_survive_the_broker_dropping_connections() {
     let mut sold = false;
     while !sold && tokio::time::Instant::now() < deadline {
         let Some(event) = watcher.next_within(Duration::from_secs(1)).await else {
+            assert!(!watcher.ended, "the watcher's stream ended");
             continue;
         };
         sold = match event.event.as_str() {

@@ -8,6 +8,7 @@
 //! `BENCH_SECONDS` (10, the bound of each measured phase), `BENCH_MAX_QUERIES`
 //! (50000, the other bound of each phase) and `BENCH_SEED` (42).
 
+use marquee_testkit::env_num;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,23 +22,6 @@ use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a non-negative integer, got {v:?}")),
-        _ => default,
-    }
-}
-
-fn env_str(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned())
-}
 
 /// One measured phase.
 struct Phase {
@@ -185,31 +169,6 @@ fn like_pattern(q: &str) -> String {
     format!("%{escaped}%")
 }
 
-fn encode(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("unknown")
-        .trim()
-        .to_owned();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpus} vCPU, {model}")
-}
-
 /// `BENCH_PROFILE=1`, a diagnostic: each distinct query once, in process, slowest first.
 fn profile(index: &search_svc::index::SearchIndex, queries: &[String]) {
     let mut seen = std::collections::HashSet::new();
@@ -256,13 +215,17 @@ async fn main() {
     let seconds = env_num("BENCH_SECONDS", 10);
     let max = env_num("BENCH_MAX_QUERIES", 50_000) as usize;
     let seed = env_num("BENCH_SEED", 42);
-    let pg_base = env_str("TEST_PG_URL", "postgres://postgres@127.0.0.1:5432");
-    let redis_url = env_str("REDIS_URL", "redis://127.0.0.1:6379");
-    let amqp_url = env_str("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    let pg_base = marquee_testkit::pg_base();
+    let redis_url = marquee_testkit::redis_url();
+    let amqp_url = marquee_testkit::amqp_url();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let prefix = format!("bench.{id}.");
     let redis_prefix = format!("bench:{id}:");
-    println!("search benchmark on {}", machine());
+    let machine = marquee_testkit::Machine::read();
+    println!(
+        "search benchmark on {} vCPU, {}",
+        machine.cpus, machine.model
+    );
     println!(
         "catalog {events_n} events (seed {seed}), {concurrency} in flight, each phase ≤ {seconds} s and ≤ {max} queries"
     );
@@ -371,7 +334,7 @@ async fn main() {
             let http = http.clone();
             let url = format!(
                 "{gateway_base}/v1/search/events?q={}&pageSize=20",
-                encode(&q)
+                marquee_testkit::encode_query(&q)
             );
             async move {
                 let response = http.get(&url).send().await.map_err(|e| e.to_string())?;

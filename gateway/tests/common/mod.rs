@@ -13,22 +13,7 @@ use uuid::Uuid;
 
 pub const JWT_SECRET: &str = "test-secret-for-marquee";
 
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-pub fn pg_base() -> String {
-    env("TEST_PG_URL", "postgres://postgres@127.0.0.1:5432")
-}
-pub fn redis_url() -> String {
-    env("REDIS_URL", "redis://127.0.0.1:6379")
-}
-pub fn amqp_url() -> String {
-    env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
-}
+pub use marquee_testkit::{Reply, amqp_url, delete_redis_keys, pg_base, redis_url, serve};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -61,23 +46,6 @@ impl Default for Options {
     }
 }
 
-/// A JSON response.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Value,
-}
-
-impl Reply {
-    pub fn str(&self, pointer: &str) -> String {
-        self.body
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
 pub struct System {
     pub base: String,
     pub http: reqwest::Client,
@@ -95,19 +63,6 @@ pub struct System {
     pub booking_port: u16,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// Runs one service of the system until it stops; a failure fails the test.
-fn serve(
-    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-    name: &'static str,
-    run: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-) {
-    tasks.push(tokio::spawn(async move {
-        if let Err(error) = run.await {
-            panic!("{name} failed: {error:#}");
-        }
-    }));
 }
 
 impl System {
@@ -366,6 +321,15 @@ impl System {
         created.body
     }
 
+    /// The ids of an event's seats, in layout order.
+    pub async fn seat_ids(&self, event_id: &str) -> Vec<String> {
+        self.seats(event_id)
+            .await
+            .into_iter()
+            .map(|s| s.0)
+            .collect()
+    }
+
     /// Every seat of an event as (seat id, status, price).
     pub async fn seats(&self, event_id: &str) -> Vec<(String, String, i64)> {
         let seats = self
@@ -526,6 +490,14 @@ impl SseStream {
         }
     }
 
+    /// Fails the test if an event arrives within `within`, or if the stream ends: the
+    /// stream is open and has nothing to say.
+    pub async fn assert_quiet(&mut self, within: Duration) {
+        let event = self.next_within(within).await;
+        assert!(event.is_none(), "unexpected event {event:?}");
+        assert!(!self.ended, "the stream ended");
+    }
+
     /// The next event, failing the test if none comes within 5 s.
     pub async fn next(&mut self) -> SseEvent {
         self.next_within(Duration::from_secs(5))
@@ -535,6 +507,14 @@ impl SseStream {
 }
 
 impl System {
+    /// An SSE request that must be refused: its JSON error reply.
+    pub async fn sse_refused(&self, path: &str, token: Option<&str>, last: Option<&str>) -> Reply {
+        match self.sse(path, token, last).await {
+            Ok(_) => panic!("{path} opened a stream; it must be refused"),
+            Err(reply) => reply,
+        }
+    }
+
     /// Opens an SSE stream; `Err` carries a non-200 reply.
     pub async fn sse(
         &self,
@@ -580,29 +560,51 @@ impl System {
     }
 }
 
-/// Deletes every Redis key under `prefix`.
-async fn delete_redis_keys(prefix: &str) -> redis::RedisResult<()> {
-    let client = redis::Client::open(redis_url())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            let () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
+/// The creation request of a benchmark event of `seats` seats: up to four price tiers
+/// of rows of `per_row` seats.
+pub fn event_body(title: &str, seats: usize, per_row: usize) -> Value {
+    const SECTIONS: [(&str, i64); 4] =
+        [("VIP", 40_000), ("R", 30_000), ("S", 20_000), ("A", 10_000)];
+    let rows = seats.div_ceil(per_row);
+    let sections = SECTIONS.len().min(rows);
+    let starts = chrono::Utc::now() + chrono::Duration::days(30);
+    let mut remaining = seats;
+    let mut row_no = 0usize;
+    let sections: Vec<Value> = (0..sections)
+        .map(|si| {
+            // Rows split as evenly as possible between sections.
+            let section_rows = rows / sections + usize::from(si < rows % sections);
+            let (name, price) = SECTIONS[si];
+            let rows: Vec<Value> = (0..section_rows)
+                .map(|_| {
+                    row_no += 1;
+                    let n = remaining.min(per_row);
+                    remaining -= n;
+                    json!({
+                        "label": row_no.to_string(),
+                        "seats": (1..=n).map(|k| json!({
+                            "number": k.to_string(),
+                            "x": k * 10,
+                            "y": row_no * 10,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": name,
+                "price": {"amountMinor": price.to_string(), "currency": "KRW"},
+                "rows": rows,
+            })
+        })
+        .collect();
+    assert_eq!(remaining, 0);
+    json!({
+        "title": title,
+        "category": "CONCERT",
+        "description": "benchmark event",
+        "venue": "Olympic Hall",
+        "startsAt": starts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "sections": sections,
+        "maxSeatsPerBuyer": 4,
+    })
 }

@@ -13,29 +13,9 @@ use uuid::Uuid;
 
 pub const JWT_SECRET: &str = "test-secret-for-marquee-search";
 
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-pub fn pg_base() -> String {
-    env("TEST_PG_URL", "postgres://postgres@127.0.0.1:5432")
-}
-pub fn redis_url() -> String {
-    env("REDIS_URL", "redis://127.0.0.1:6379")
-}
-pub fn amqp_url() -> String {
-    env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
-}
-
-/// A JSON response.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Value,
-}
+pub use marquee_testkit::{
+    Reply, amqp_url, delete_redis_keys, encode_query as encode, pg_base, redis_url, serve,
+};
 
 /// Which parts a test runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,18 +38,6 @@ pub struct System {
     booking_db: Option<String>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn serve(
-    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-    name: &'static str,
-    run: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-) {
-    tasks.push(tokio::spawn(async move {
-        if let Err(error) = run.await {
-            panic!("{name} failed: {error:#}");
-        }
-    }));
 }
 
 pub fn token(sub: &str, role: &str) -> String {
@@ -325,44 +293,4 @@ pub fn ids(body: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Percent-encodes a query parameter value.
-pub fn encode(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Deletes every Redis key under `prefix`.
-async fn delete_redis_keys(prefix: &str) -> redis::RedisResult<()> {
-    let client = redis::Client::open(redis_url())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            let () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
 }
