@@ -113,7 +113,7 @@ const PRIME: &str = r"
 local marked = {}
 for i = 3, #KEYS do
   if redis.call('SET', KEYS[i], ARGV[1], 'NX') then marked[#marked + 1] = i - 2 end
-  redis.call('SADD', KEYS[2], ARGV[i])
+  redis.call('SADD', KEYS[2], ARGV[i - 1])
 end
 if #marked == 0 then return {0} end
 return {redis.call('INCR', KEYS[1]), unpack(marked)}
