@@ -26,7 +26,7 @@ use crate::domain::{
     SeatId, SeatSelection,
 };
 use crate::error::BookingError;
-use crate::holds::{Claim, HoldKeys, HoldRecord, HoldState, HoldStore, Refusal};
+use crate::holds::{Claim, HoldKeys, HoldOutcome, HoldRecord, HoldRequest, HoldState, HoldStore};
 pub use marquee_proto::kinds::{
     PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED, REFUND_REQUESTED,
 };
@@ -42,6 +42,9 @@ pub struct Bookings {
     pub relay: Relay,
     pub changes: ChangeFeed,
     pub hold_ttl: Duration,
+    /// How long a claimed hold may go without its booking before the sweeper puts it
+    /// back (a checkout that crashed, or whose Redis reply was lost).
+    pub checkout_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -119,12 +122,15 @@ fn price(event: &EventInfo, seats: &[SeatId]) -> Result<(Vec<i64>, Money), Booki
 }
 
 impl Bookings {
-    /// Holds `selection` of `event` for `buyer`: all seats or none.
+    /// Holds `selection` of `event` for `buyer`: all seats or none. With `key`, a retry
+    /// returns the hold the first attempt made. Without one, an error means nothing is
+    /// held: a hold whose Redis reply was lost is voided.
     pub async fn hold(
         &self,
         buyer: AccountId,
         event: EventId,
         selection: SeatSelection,
+        key: Option<IdempotencyKey>,
     ) -> Result<HoldGranted, BookingError> {
         let info = self.catalog.event(&self.pool, event).await?;
         let now = Utc::now();
@@ -146,30 +152,104 @@ impl Bookings {
         let hold_id = HoldId::new();
         let ttl = chrono::Duration::from_std(self.hold_ttl).unwrap_or(chrono::Duration::minutes(5));
         let expires_at = now + ttl;
-        let outcome = self
-            .holds
-            .hold(hold_id, buyer, event, selection.seats(), expires_at, limit)
-            .await?;
+        let request = HoldRequest {
+            hold: hold_id,
+            buyer,
+            event,
+            seats: selection.seats(),
+            expires_at,
+            limit,
+            key: key.as_ref(),
+            key_ttl: self.hold_ttl,
+        };
+        let outcome = match self.holds.hold(request).await {
+            Ok(outcome) => outcome,
+            Err(error) => return Err(self.hold_failed(request, error)),
+        };
+        let granted = |hold_id, expires_at| HoldGranted {
+            hold_id,
+            event,
+            seats: selection.seats().to_vec(),
+            expires_at,
+            total: total.clone(),
+        };
         match outcome {
-            Ok(()) => {
+            HoldOutcome::Held => {
                 metrics::counter!("holds_total", "outcome" => "granted").increment(1);
                 tracing::debug!(hold_id = %hold_id, event_id = %event, seats = selection.len(), "seats held");
-                Ok(HoldGranted {
-                    hold_id,
-                    event,
-                    seats: selection.seats().to_vec(),
-                    expires_at,
-                    total,
-                })
+                Ok(granted(hold_id, expires_at))
             }
-            Err(Refusal::Taken(seats)) => {
+            HoldOutcome::Replayed { hold, expires_at } => {
+                metrics::counter!("holds_total", "outcome" => "replayed").increment(1);
+                tracing::debug!(hold_id = %hold, event_id = %event, "hold replayed for its idempotency key");
+                Ok(granted(hold, expires_at))
+            }
+            HoldOutcome::Taken(seats) => {
                 metrics::counter!("holds_total", "outcome" => "taken").increment(1);
                 Err(BookingError::SeatsTaken(seats))
             }
-            Err(Refusal::Limit { current }) => {
+            HoldOutcome::Limit { current } => {
                 metrics::counter!("holds_total", "outcome" => "limit").increment(1);
                 Err(BookingError::SeatLimit { limit, current })
             }
+            HoldOutcome::KeyReused => Err(BookingError::AlreadyExists(
+                "this idempotency key was already used for other seats",
+            )),
+            HoldOutcome::Void => Err(BookingError::Internal(format!(
+                "new hold {hold_id} was already void"
+            ))),
+        }
+    }
+
+    /// What a hold request whose script failed answers. An unanswered script may still
+    /// run: with an idempotency key the client's retry finds out; without one the hold
+    /// is voided in the background (it frees the seats if the script ran, and stops it
+    /// if it has not), so "not held" stays true.
+    fn hold_failed(&self, request: HoldRequest<'_>, error: BookingError) -> BookingError {
+        match error {
+            BookingError::Unavailable(detail) => {
+                metrics::counter!("holds_total", "outcome" => "unconfirmed").increment(1);
+                if request.key.is_some() {
+                    tracing::warn!(hold_id = %request.hold, %detail, "hold outcome unknown; the client retries with its key");
+                    return BookingError::HoldOutcomeUnknown;
+                }
+                tracing::warn!(hold_id = %request.hold, %detail, "hold outcome unknown; voiding it");
+                let holds = self.holds.clone();
+                let seats = request.seats.to_vec();
+                let (hold, buyer, event) = (request.hold, request.buyer, request.event);
+                // Long enough that the script cannot still be on its way to Redis.
+                let tombstone = self.hold_ttl;
+                tokio::spawn(async move {
+                    let keys = HoldKeys {
+                        hold,
+                        buyer,
+                        event,
+                        seats: &seats,
+                    };
+                    let mut wait = Duration::from_millis(100);
+                    let started = std::time::Instant::now();
+                    loop {
+                        match holds.void(keys, tombstone).await {
+                            Ok(()) => {
+                                tracing::info!(hold_id = %hold, "unconfirmed hold voided");
+                                return;
+                            }
+                            Err(error) if started.elapsed() < tombstone => {
+                                tracing::warn!(hold_id = %hold, %error, "voiding an unconfirmed hold failed; retrying");
+                                tokio::time::sleep(wait).await;
+                                wait = (wait * 2).min(Duration::from_secs(5));
+                            }
+                            // By now the hold, if it was made, has expired by itself.
+                            Err(error) => {
+                                tracing::error!(hold_id = %hold, %error, "gave up voiding an unconfirmed hold");
+                                return;
+                            }
+                        }
+                    }
+                });
+                BookingError::HoldUnconfirmed
+            }
+            other => other,
         }
     }
 
@@ -202,7 +282,7 @@ impl Bookings {
     ) -> Result<Booking, BookingError> {
         // The first attempt finds its hold live and claims it; a retry finds the hold
         // claimed or gone and is answered from the booking its key made.
-        let record = match self.holds.claim(hold, buyer).await? {
+        let record = match self.holds.claim(hold, buyer, self.checkout_grace).await? {
             Claim::Claimed(record) => record,
             Claim::Gone => return self.replay_by_key(buyer, hold, &key).await,
             Claim::AlreadyCheckedOut => return self.await_concurrent(buyer, hold, &key).await,
@@ -211,17 +291,33 @@ impl Bookings {
         match self.insert_booking(&info, &record, method, &key).await {
             Ok(booking) => {
                 self.relay.notify();
-                self.changes.booking(BookingMoved {
+                let moved = |status, updated_at| BookingMoved {
                     id: booking.id,
                     buyer: booking.buyer,
                     event: booking.event,
-                    status: booking.status,
+                    status,
                     cancel_reason: String::new(),
-                    updated_at: booking.updated_at,
-                });
+                    updated_at,
+                };
+                self.changes
+                    .booking(moved(BookingStatus::PendingPayment, booking.created_at));
                 metrics::counter!("bookings_total", "status" => "PENDING_PAYMENT").increment(1);
                 tracing::info!(booking_id = %booking.id, hold_id = %hold, total = booking.total.amount_minor, "booking created");
+                if booking.status == BookingStatus::Confirmed {
+                    // Nothing to pay: confirmed in the same transaction.
+                    self.changes
+                        .booking(moved(BookingStatus::Confirmed, booking.updated_at));
+                    metrics::counter!("bookings_total", "status" => "CONFIRMED").increment(1);
+                    tracing::info!(booking_id = %booking.id, "free booking confirmed without a payment");
+                    self.reconcile_until_done(booking.id).await;
+                }
                 Ok(booking)
+            }
+            Err(InsertError::Limit { limit, current }) => {
+                // Redis let the buyer hold more than the limit (it lost its data):
+                // Postgres says no, and the seats go back on sale.
+                let _ = self.holds.release_claimed(&record).await;
+                Err(BookingError::SeatLimit { limit, current })
             }
             Err(InsertError::SeatConflict) => {
                 // Postgres knows these seats are taken even though Redis did not.
@@ -301,6 +397,33 @@ impl Bookings {
         let (prices, total) = price(info, &record.seats).map_err(InsertError::Other)?;
         let id = BookingId::new();
         let mut tx = self.pool.begin().await.map_err(InsertError::db)?;
+        // The per-buyer limit, from Postgres: Redis checks it at hold time, but a Redis
+        // that lost its data forgot what the buyer owns. The advisory lock (raw SQL:
+        // sea-query has no builder for it) serializes one buyer's checkouts for one
+        // event, so two concurrent ones cannot both pass the count.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || $2::text, 0))")
+            .bind(record.buyer.0)
+            .bind(record.event.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(InsertError::db)?;
+        let owned: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM booking_seats bs JOIN bookings b ON b.id = bs.booking_id
+             WHERE b.buyer_id = $1 AND bs.event_id = $2 AND bs.active",
+        )
+        .bind(record.buyer.0)
+        .bind(record.event.0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(InsertError::db)?;
+        let limit = info.details.max_seats_per_buyer;
+        let wanted = i64::try_from(record.seats.len()).unwrap_or(i64::MAX);
+        if owned.saturating_add(wanted) > i64::from(limit) {
+            return Err(InsertError::Limit {
+                limit,
+                current: u32::try_from(owned).unwrap_or(u32::MAX),
+            });
+        }
         let (created_at,): (DateTime<Utc>,) = sqlx::query_as(
             "INSERT INTO bookings (id, event_id, buyer_id, hold_id, status, total_minor, currency,
                                    payment_method, idempotency_key)
@@ -330,26 +453,42 @@ impl Bookings {
         .execute(&mut *tx)
         .await
         .map_err(InsertError::classify)?;
-        let request = saga::PaymentRequested {
-            booking_id: id.to_string(),
-            buyer_id: record.buyer.to_string(),
-            amount: Some(marquee_proto::Money {
-                amount_minor: total.amount_minor,
-                currency: total.currency.as_str().to_owned(),
-            }),
-            method: method.as_str().to_owned(),
-        };
-        outbox::enqueue(
-            &mut tx,
-            NewMessage {
-                kind: PAYMENT_REQUESTED,
-                saga_id: id.0,
-                version: 1,
-                payload: request.encode_to_vec(),
-            },
-        )
-        .await
-        .map_err(InsertError::db)?;
+        let mut status = BookingStatus::PendingPayment;
+        let mut updated_at = created_at;
+        if total.amount_minor == 0 {
+            // A free booking (an invitation, free entry) has nothing to pay: it moves
+            // on to CONFIRMED at once, without a payment request.
+            updated_at = sqlx::query_scalar(
+                "UPDATE bookings SET status = 'CONFIRMED', updated_at = clock_timestamp()
+                 WHERE id = $1 AND status = 'PENDING_PAYMENT' RETURNING updated_at",
+            )
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(InsertError::db)?;
+            status = BookingStatus::Confirmed;
+        } else {
+            let request = saga::PaymentRequested {
+                booking_id: id.to_string(),
+                buyer_id: record.buyer.to_string(),
+                amount: Some(marquee_proto::Money {
+                    amount_minor: total.amount_minor,
+                    currency: total.currency.as_str().to_owned(),
+                }),
+                method: method.as_str().to_owned(),
+            };
+            outbox::enqueue(
+                &mut tx,
+                NewMessage {
+                    kind: PAYMENT_REQUESTED,
+                    saga_id: id.0,
+                    version: 1,
+                    payload: request.encode_to_vec(),
+                },
+            )
+            .await
+            .map_err(InsertError::db)?;
+        }
         tx.commit().await.map_err(InsertError::db)?;
         let seats = record
             .seats
@@ -362,12 +501,12 @@ impl Bookings {
             event: record.event,
             buyer: record.buyer,
             hold: record.hold_id,
-            status: BookingStatus::PendingPayment,
+            status,
             total,
             method,
             cancel_reason: String::new(),
             created_at,
-            updated_at: created_at,
+            updated_at,
             seats,
         })
     }
@@ -480,6 +619,9 @@ impl Bookings {
                     "the payment of this booking is still in progress".into(),
                 ));
             }
+            BookingStatus::Confirmed if booking.total.amount_minor == 0 => {
+                return self.cancel_free(booking).await;
+            }
             BookingStatus::Confirmed => {}
         }
         let mut tx = self.pool.begin().await?;
@@ -507,6 +649,56 @@ impl Bookings {
         }
         metrics::counter!("bookings_total", "status" => "CANCELLING").increment(1);
         tracing::info!(booking_id = %id, "booking cancellation requested");
+        self.get_any(id).await
+    }
+
+    /// Cancels a confirmed free booking: nothing was paid, so nothing is refunded; it
+    /// goes through CANCELLING to CANCELLED in one transaction and its seats are freed.
+    async fn cancel_free(&self, booking: Booking) -> Result<Booking, BookingError> {
+        let id = booking.id;
+        let mut tx = self.pool.begin().await?;
+        let cancelling: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "UPDATE bookings SET status = 'CANCELLING', updated_at = clock_timestamp()
+             WHERE id = $1 AND status = 'CONFIRMED' RETURNING updated_at",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(cancelling_at) = cancelling else {
+            // Cancelled concurrently: answer with what it is now.
+            return self.get_any(id).await;
+        };
+        let reason = "cancelled by buyer";
+        let cancelled_at: DateTime<Utc> = sqlx::query_scalar(
+            "UPDATE bookings SET status = 'CANCELLED', cancel_reason = $2,
+                                 updated_at = clock_timestamp()
+             WHERE id = $1 RETURNING updated_at",
+        )
+        .bind(id.0)
+        .bind(reason)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE booking_seats SET active = false WHERE booking_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        for (status, updated_at, cancel_reason) in [
+            (BookingStatus::Cancelling, cancelling_at, ""),
+            (BookingStatus::Cancelled, cancelled_at, reason),
+        ] {
+            self.changes.booking(BookingMoved {
+                id,
+                buyer: booking.buyer,
+                event: booking.event,
+                status,
+                cancel_reason: cancel_reason.to_owned(),
+                updated_at,
+            });
+            metrics::counter!("bookings_total", "status" => status.as_str()).increment(1);
+        }
+        tracing::info!(booking_id = %id, "free booking cancelled without a refund");
+        self.reconcile_until_done(id).await;
         self.get_any(id).await
     }
 
@@ -612,6 +804,30 @@ impl Bookings {
         }
     }
 
+    /// Reconciles a booking no saga message will come back for (a free one): now, and if
+    /// Redis fails, again in the background until it works (bounded).
+    async fn reconcile_until_done(&self, id: BookingId) {
+        let Err(error) = self.reconcile(id).await else {
+            return;
+        };
+        tracing::warn!(booking_id = %id, %error, "reconcile failed; retrying in the background");
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(200);
+            for _ in 0..20 {
+                tokio::time::sleep(wait).await;
+                match this.reconcile(id).await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(booking_id = %id, %error, "reconcile retry failed")
+                    }
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            tracing::error!(booking_id = %id, "gave up reconciling; redis marks may be stale");
+        });
+    }
+
     /// Brings the seats' Redis marks in line with the booking's state in Postgres.
     pub async fn reconcile(&self, id: BookingId) -> Result<(), BookingError> {
         let row: Option<ReconcileRow> = sqlx::query_as(
@@ -673,9 +889,12 @@ impl Bookings {
                             .await?;
                     if booked.is_some() {
                         self.holds.forget_deadline(hold).await?;
-                    } else if self.holds.expire(&record, HoldState::CheckedOut).await? {
-                        released += 1;
-                        tracing::warn!(hold_id = %hold, "checked-out hold without booking released");
+                    } else if self.holds.unclaim(hold).await? {
+                        // The checkout died (or lost its reply) before writing the
+                        // booking: the hold is the buyer's again, so a retry with the
+                        // same key completes the checkout; at its own deadline it expires.
+                        metrics::counter!("holds_unclaimed_total").increment(1);
+                        tracing::warn!(hold_id = %hold, "checkout without a booking past its grace; hold put back");
                     }
                 }
             }
@@ -683,8 +902,34 @@ impl Bookings {
         Ok(released)
     }
 
-    /// Restores Redis marks for every active booking (Redis may have lost its data).
-    pub async fn prime_redis(&self) -> Result<(), BookingError> {
+    /// Restores Redis from Postgres if it has lost its data (or was never primed): the
+    /// marks of every active booking, then the epoch that makes the store usable again.
+    /// Until then every seat script refuses, so nothing is held, sold or shown from a
+    /// half-restored store. One replica primes at a time. Returns whether this call did.
+    pub async fn restore_redis(&self) -> Result<bool, BookingError> {
+        if self.holds.epoch().await?.is_some() {
+            return Ok(false);
+        }
+        let owner = Uuid::new_v4().to_string();
+        if !self
+            .holds
+            .lock_priming(&owner, Duration::from_secs(60))
+            .await?
+        {
+            return Ok(false);
+        }
+        // Seat versions never go backwards: after a loss they start above any version
+        // handed out before (a microsecond clock, far above a count of changes; exact
+        // in a JavaScript number until the year 2255). A store that never had an event
+        // starts at 0.
+        let had_events: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events)")
+            .fetch_one(&self.pool)
+            .await?;
+        let base = if had_events {
+            Utc::now().timestamp_millis().saturating_mul(1_000)
+        } else {
+            0
+        };
         let rows: Vec<(Uuid, Uuid, Uuid, Uuid, String, Vec<Uuid>)> = sqlx::query_as(
             "SELECT b.id, b.hold_id, b.buyer_id, b.event_id, b.status, array_agg(bs.seat_id)
              FROM bookings b JOIN booking_seats bs ON bs.booking_id = b.id AND bs.active
@@ -692,6 +937,7 @@ impl Bookings {
         )
         .fetch_all(&self.pool)
         .await?;
+        let bookings = rows.len();
         for (booking, hold, buyer, event, status, seats) in rows {
             let seats: Vec<SeatId> = seats.into_iter().map(SeatId).collect();
             self.holds
@@ -702,10 +948,22 @@ impl Bookings {
                     EventId(event),
                     &seats,
                     status != "PENDING_PAYMENT",
+                    base,
                 )
                 .await?;
         }
-        Ok(())
+        self.holds.finish_priming(base).await?;
+        metrics::counter!("redis_restores_total").increment(1);
+        if had_events {
+            tracing::warn!(
+                bookings,
+                base,
+                "redis had lost its data; restored from postgres"
+            );
+        } else {
+            tracing::info!("redis primed");
+        }
+        Ok(true)
     }
 
     /// Runs [`sweep`](Self::sweep) every `every` until cancelled.
@@ -716,12 +974,18 @@ impl Bookings {
     ) {
         tokio::spawn(async move {
             loop {
+                // Redis losing its data is noticed here (its epoch is gone) or by a
+                // script that refused, which wakes this loop.
+                if let Err(error) = self.restore_redis().await {
+                    tracing::warn!(%error, "redis restore failed");
+                }
                 if let Err(error) = self.sweep().await {
                     tracing::warn!(%error, "hold sweep failed");
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(every) => {}
+                    () = self.holds.lost().notified() => {}
                 }
             }
         });
@@ -826,6 +1090,11 @@ fn permanent(e: impl Into<anyhow::Error>) -> HandleError {
 enum InsertError {
     SeatConflict,
     KeyConflict,
+    /// The buyer would own more seats of the event than its limit.
+    Limit {
+        limit: u32,
+        current: u32,
+    },
     Other(BookingError),
 }
 

@@ -1,5 +1,6 @@
-//! The change feed: every seat, booking and catalog change booking-svc makes, published
-//! to the bus for realtime-svc and search-svc.
+//! The change feed: every booking and catalog change booking-svc makes, published to the
+//! bus for realtime-svc and search-svc. Seat changes take another road: the hold scripts
+//! append them to a Redis stream that [`crate::seat_relay`] publishes.
 //!
 //! Changes are queued without waiting and published by one task, which puts all that
 //! queued up while its previous publish was in flight into one message per kind: one
@@ -16,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{AccountId, BookingId, BookingStatus, EventId, SeatId};
+use crate::domain::{AccountId, BookingId, BookingStatus, EventId};
 use crate::grpc::{status_pb, timestamp};
 pub use marquee_proto::kinds::{BOOKINGS_CHANGED, EVENT_CHANGED, SEATS_CHANGED};
 
@@ -24,34 +25,6 @@ pub use marquee_proto::kinds::{BOOKINGS_CHANGED, EVENT_CHANGED, SEATS_CHANGED};
 const QUEUE: usize = 65_536;
 /// Most changes of one kind in one message.
 const BATCH: usize = 2_000;
-
-/// Why seats changed status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeatChange {
-    Held,
-    Released,
-    Expired,
-    Sold,
-}
-
-impl SeatChange {
-    fn reason(self) -> pb::SeatChangeReason {
-        match self {
-            SeatChange::Held => pb::SeatChangeReason::SeatsHeld,
-            SeatChange::Released => pb::SeatChangeReason::SeatsReleased,
-            SeatChange::Expired => pb::SeatChangeReason::SeatsExpired,
-            SeatChange::Sold => pb::SeatChangeReason::SeatsSold,
-        }
-    }
-
-    fn status(self) -> pb::SeatStatus {
-        match self {
-            SeatChange::Held => pb::SeatStatus::Held,
-            SeatChange::Released | SeatChange::Expired => pb::SeatStatus::Available,
-            SeatChange::Sold => pb::SeatStatus::Sold,
-        }
-    }
-}
 
 /// A booking's status after a committed transition.
 #[derive(Debug, Clone)]
@@ -65,7 +38,6 @@ pub struct BookingMoved {
 }
 
 enum Change {
-    Seats(pb::SeatsChanged),
     Booking(pb::BookingChanged),
     Event(Box<pb::Event>),
 }
@@ -79,7 +51,6 @@ pub struct ChangeFeed {
 impl std::fmt::Debug for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Change::Seats(_) => "Seats",
             Change::Booking(_) => "Booking",
             Change::Event(_) => "Event",
         })
@@ -101,21 +72,6 @@ impl ChangeFeed {
         }
     }
 
-    /// Seats of `event` now have the status `change` gives them, as of `version`.
-    pub fn seats(&self, event: EventId, version: i64, change: SeatChange, seats: &[SeatId]) {
-        if seats.is_empty() {
-            return;
-        }
-        self.send(Change::Seats(pb::SeatsChanged {
-            event_id: event.to_string(),
-            version,
-            reason: change.reason() as i32,
-            status: change.status() as i32,
-            seat_ids: seats.iter().map(ToString::to_string).collect(),
-            changed_at: timestamp(Utc::now()),
-        }));
-    }
-
     pub fn booking(&self, moved: BookingMoved) {
         self.send(Change::Booking(pb::BookingChanged {
             booking_id: moved.id.to_string(),
@@ -133,7 +89,8 @@ impl ChangeFeed {
     }
 }
 
-fn envelope(kind: &str, payload: Vec<u8>) -> Envelope {
+/// A notification envelope (no saga: notifications are not saga messages).
+pub(crate) fn envelope(kind: &str, payload: Vec<u8>) -> Envelope {
     Envelope {
         message_id: Uuid::new_v4(),
         kind: kind.to_owned(),
@@ -155,13 +112,11 @@ async fn publish_loop(bus: Bus, mut rx: mpsc::Receiver<Change>, shutdown: Cancel
             }
         };
         let Some(first) = first else { return };
-        let mut seats = Vec::new();
         let mut bookings = Vec::new();
         let mut envelopes = Vec::new();
         let mut next = Some(first);
         while let Some(change) = next.take() {
             match change {
-                Change::Seats(c) => seats.push(c),
                 Change::Booking(c) => bookings.push(c),
                 Change::Event(event) => envelopes.push(envelope(
                     EVENT_CHANGED,
@@ -171,13 +126,9 @@ async fn publish_loop(bus: Bus, mut rx: mpsc::Receiver<Change>, shutdown: Cancel
                     .encode_to_vec(),
                 )),
             }
-            if seats.len() < BATCH && bookings.len() < BATCH {
+            if bookings.len() < BATCH {
                 next = rx.try_recv().ok();
             }
-        }
-        if !seats.is_empty() {
-            let batch = pb::SeatChanges { changes: seats };
-            envelopes.push(envelope(SEATS_CHANGED, batch.encode_to_vec()));
         }
         if !bookings.is_empty() {
             let batch = pb::BookingChanges { changes: bookings };

@@ -27,6 +27,12 @@ pub enum BookingError {
     SeatLimit { limit: u32, current: u32 },
     #[error("a checkout with this idempotency key is in progress; retry shortly")]
     CheckoutInProgress,
+    #[error("the seat store lost its data and is being restored from the bookings; retry shortly")]
+    RedisLost,
+    #[error("the hold could not be confirmed in time, and nothing was held; retry")]
+    HoldUnconfirmed,
+    #[error("the outcome of this hold is not known yet; retry with the same Idempotency-Key")]
+    HoldOutcomeUnknown,
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -103,6 +109,12 @@ impl From<BookingError> for Status {
                 ),
             ),
             BookingError::CheckoutInProgress => Status::aborted(message),
+            BookingError::RedisLost
+            | BookingError::HoldUnconfirmed
+            | BookingError::HoldOutcomeUnknown => {
+                tracing::warn!(%message, "seat store unavailable");
+                Status::unavailable(message)
+            }
             BookingError::Unavailable(detail) => {
                 tracing::warn!(%detail, "dependency unavailable");
                 Status::unavailable("a dependency is unavailable; retry shortly")

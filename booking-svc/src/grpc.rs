@@ -346,9 +346,20 @@ fn parse_create_event(
     })
 }
 
+/// The request's idempotency key: the field, else the `Idempotency-Key` header.
 fn idempotency_key<T>(request: &Request<T>, field: &str) -> Result<IdempotencyKey, BookingError> {
+    optional_idempotency_key(request, field)?.ok_or_else(|| {
+        BookingError::invalid("idempotencyKey", "an Idempotency-Key header is required")
+    })
+}
+
+/// Like [`idempotency_key`], for requests where the key is optional.
+fn optional_idempotency_key<T>(
+    request: &Request<T>,
+    field: &str,
+) -> Result<Option<IdempotencyKey>, BookingError> {
     if !field.is_empty() {
-        return IdempotencyKey::parse(field);
+        return IdempotencyKey::parse(field).map(Some);
     }
     let header = request
         .metadata()
@@ -359,7 +370,10 @@ fn idempotency_key<T>(request: &Request<T>, field: &str) -> Result<IdempotencyKe
         })
         .transpose()?
         .unwrap_or_default();
-    IdempotencyKey::parse(header)
+    if header.trim().is_empty() {
+        return Ok(None);
+    }
+    IdempotencyKey::parse(header).map(Some)
 }
 
 // ------------------------------------------------------------------ services
@@ -583,10 +597,11 @@ impl BookingService for Api {
         request: Request<pb::CreateHoldRequest>,
     ) -> Result<Response<pb::Hold>, Status> {
         let caller = self.caller(&request)?;
+        let key = optional_idempotency_key(&request, &request.get_ref().idempotency_key)?;
         let req = request.into_inner();
         let event = EventId::parse("eventId", &req.event_id)?;
         let selection = SeatSelection::parse(&req.seat_ids)?;
-        let hold = self.bookings.hold(caller.id, event, selection).await?;
+        let hold = self.bookings.hold(caller.id, event, selection, key).await?;
         Ok(Response::new(pb::Hold {
             hold_id: hold.hold_id.to_string(),
             event_id: hold.event.to_string(),

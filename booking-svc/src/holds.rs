@@ -1,44 +1,93 @@
 //! Seat holds in Redis: the hot path of a flash sale.
 //!
 //! Keys, under the configured prefix `p`:
+//! - `p epoch`            → the seat-version base of this Redis generation. It is written
+//!   last when booking-svc primes Redis from PostgreSQL; while it is missing (Redis lost
+//!   its data, or was never primed) every script that reads or changes seats refuses with
+//!   `NOEPOCH`, so nothing is held, sold or shown from a half-restored store
+//! - `p changes`          → a stream of seat changes (event, version, kind, seats), appended
+//!   by the very script that makes the change; [`crate::seat_relay`] publishes it
 //! - `p seat:<seat>`      → the hold id holding the seat, or `sold:<booking>` once sold
 //! - `p hold:<hold>`      → hash: buyer, event, seats (comma-separated), expires (ms), state
 //! - `p deadlines`        → sorted set of hold ids by deadline (ms), driven by the sweeper
 //! - `p buyer:<ev>:<acc>` → set of seat ids the buyer holds or owns for the event
-//! - `p seatver:<ev>`     → the event's seat version: how many seat changes it has had
+//! - `p seatver:<ev>`     → the event's seat version (starts at the epoch's base)
+//! - `p holdkey:<acc>:<key>` → `hold|expires ms|seats` of the hold an idempotency key made
+//! - `p void:<hold>`      → a hold whose request was answered "not held": it can no longer
+//!   be made, even if its script is still on its way to Redis
+//! - `p priming`          → the lock of the replica re-priming after a loss
 //!
 //! Every change is one Lua script, so a hold takes all requested seats or none, and a
 //! release, expiry or sale never races another. A script that changes seats bumps the
-//! event's seat version in the same step and replies which seats it changed; the store
-//! then puts that change on the [`ChangeFeed`], so every seat change is announced with
-//! its version, and a snapshot ([`HoldStore::snapshot`]) is exactly some version.
+//! event's seat version and appends the change to the stream in the same atomic step, so
+//! the announcement of a change never depends on its caller receiving the reply: a reply
+//! lost to a timeout or a crash loses nothing. A snapshot ([`HoldStore::snapshot`]) is
+//! exactly some version.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
+use tokio::sync::Notify;
 
-use crate::changes::{ChangeFeed, SeatChange};
-use crate::domain::{AccountId, BookingId, EventId, HoldId, SeatId, SeatStatus};
+use crate::domain::{AccountId, BookingId, EventId, HoldId, IdempotencyKey, SeatId, SeatStatus};
 use crate::error::BookingError;
 
-// KEYS: deadlines, hold, buyer set, seat version, seats...; ARGV: hold id, buyer,
-// event, expires (ms), limit, seats csv, seat ids... Replies {1, version},
-// {0, taken positions...} or {-1, seats the buyer has}.
+/// Most entries the change stream keeps (approximately); the relay publishes them within
+/// milliseconds, so this only bounds memory while the bus is down.
+pub const STREAM_MAX: u64 = 100_000;
+
+/// Shared start of every script that reads or changes seats. KEYS[1] is the epoch key,
+/// KEYS[2] the change stream. `announce` bumps an event's seat version (starting from the
+/// epoch's base) and appends the change to the stream.
+const PRELUDE: &str = r"
+local base = redis.call('GET', KEYS[1])
+if not base then return redis.error_reply('NOEPOCH redis has lost its data; re-priming') end
+local function announce(vkey, event, kind, seats)
+  redis.call('SET', vkey, base, 'NX')
+  local v = redis.call('INCR', vkey)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV_STREAM_MAX, '*',
+    'e', event, 'v', v, 'k', kind, 's', table.concat(seats, ','))
+  return v
+end
+";
+
+// KEYS: epoch, stream, deadlines, hold, buyer set, seat version, idempotency key, void,
+// seats...; ARGV: hold id, buyer, event, expires (ms), limit, seats csv, keyed (1/0),
+// key ttl (ms), seat fingerprint, seat ids... (KEYS[i] is seat ARGV[i + 1]).
+// Replies {'held', version}, {'replay', hold id, expires}, {'reused'}, {'void'},
+// {'taken', positions...} or {'limit', current}.
 const HOLD: &str = r"
+if ARGV[7] == '1' then
+  local done = redis.call('GET', KEYS[7])
+  if done then
+    local id, expires, fingerprint = string.match(done, '^([^|]*)|([^|]*)|(.*)$')
+    if fingerprint ~= ARGV[9] then return {'reused'} end
+    return {'replay', id, expires}
+  end
+end
+if redis.call('EXISTS', KEYS[8]) == 1 then return {'void'} end
 local taken = {}
-for i = 5, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then taken[#taken + 1] = i - 4 end
+for i = 9, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then taken[#taken + 1] = tostring(i - 8) end
 end
-if #taken > 0 then return {0, unpack(taken)} end
-local current = redis.call('SCARD', KEYS[3])
-if current + (#KEYS - 4) > tonumber(ARGV[5]) then return {-1, current} end
-for i = 5, #KEYS do
+if #taken > 0 then return {'taken', unpack(taken)} end
+local current = redis.call('SCARD', KEYS[5])
+if current + (#KEYS - 8) > tonumber(ARGV[5]) then return {'limit', tostring(current)} end
+local seats = {}
+for i = 9, #KEYS do
   redis.call('SET', KEYS[i], ARGV[1])
-  redis.call('SADD', KEYS[3], ARGV[i + 2])
+  redis.call('SADD', KEYS[5], ARGV[i + 1])
+  seats[#seats + 1] = ARGV[i + 1]
 end
-redis.call('HSET', KEYS[2], 'buyer', ARGV[2], 'event', ARGV[3], 'seats', ARGV[6], 'expires', ARGV[4], 'state', 'held')
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-return {1, redis.call('INCR', KEYS[4])}
+redis.call('HSET', KEYS[4], 'buyer', ARGV[2], 'event', ARGV[3], 'seats', ARGV[6], 'expires', ARGV[4], 'state', 'held')
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+if ARGV[7] == '1' then
+  redis.call('SET', KEYS[7], ARGV[1] .. '|' .. ARGV[4] .. '|' .. ARGV[9], 'PX', ARGV[8])
+end
+return {'held', tostring(announce(KEYS[6], ARGV[3], 'held', seats))}
 ";
 
 // Replies {'claimed', event, seats, expires}, {'gone'} or {'checked_out'}.
@@ -53,6 +102,7 @@ redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
 return {'claimed', h[4], h[5], h[3]}
 ";
 
+// Puts a claimed hold back to held, under its own deadline. Replies 1 if it did.
 const UNCLAIM: &str = r"
 local h = redis.call('HMGET', KEYS[2], 'state', 'expires')
 if h[1] ~= 'checked_out' then return 0 end
@@ -61,73 +111,98 @@ redis.call('ZADD', KEYS[1], h[2], ARGV[1])
 return 1
 ";
 
-// KEYS: deadlines, hold, buyer set, seat version, seats...; ARGV: hold id, required
-// state ('' = any), due-by ms (0 = any), sold marker ('' = none), seat ids...
-// Replies {0} when the hold is not in the required state, else {1, version (0 if no
-// seat was freed), freed positions...}.
+// KEYS: epoch, stream, deadlines, hold, buyer set, seat version, void, seats...;
+// ARGV: hold id, required state ('' = any), due-by ms (0 = any), sold marker ('' =
+// none), event, kind, void ttl ms (0 = none), seat ids... (KEYS[i] is seat ARGV[i]).
+// A void ttl first makes the hold impossible to create from now on. Replies {0} when
+// the hold is not in the required state, else {1, version (0 if no seat was freed)}.
 const RELEASE: &str = r"
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  local h = redis.call('HMGET', KEYS[2], 'state', 'expires')
+if tonumber(ARGV[7]) > 0 then redis.call('SET', KEYS[7], '1', 'PX', ARGV[7]) end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  local h = redis.call('HMGET', KEYS[4], 'state', 'expires')
   if ARGV[2] ~= '' and h[1] ~= ARGV[2] then return {0} end
   if tonumber(ARGV[3]) > 0 and tonumber(h[2]) > tonumber(ARGV[3]) then return {0} end
 elseif ARGV[2] ~= '' then
   return {0}
 end
 local freed = {}
-for i = 5, #KEYS do
+for i = 8, #KEYS do
   local v = redis.call('GET', KEYS[i])
   if v == ARGV[1] or (ARGV[4] ~= '' and v == ARGV[4]) then
     redis.call('DEL', KEYS[i])
-    redis.call('SREM', KEYS[3], ARGV[i])
-    freed[#freed + 1] = i - 4
+    redis.call('SREM', KEYS[5], ARGV[i])
+    freed[#freed + 1] = ARGV[i]
   elseif not v then
-    redis.call('SREM', KEYS[3], ARGV[i])
+    redis.call('SREM', KEYS[5], ARGV[i])
   end
 end
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[4])
+redis.call('ZREM', KEYS[3], ARGV[1])
 if #freed == 0 then return {1, 0} end
-return {1, redis.call('INCR', KEYS[4]), unpack(freed)}
+return {1, announce(KEYS[6], ARGV[5], ARGV[6], freed)}
 ";
 
-// KEYS: deadlines, hold, seat version, seats...; ARGV: hold id, sold marker.
-// Replies {version, sold positions...}, or {0} when no seat changed.
+// KEYS: epoch, stream, deadlines, hold, seat version, seats...; ARGV: hold id, sold
+// marker, event, seat ids... (KEYS[i] is seat ARGV[i - 2]). Replies the version, or 0
+// when no seat changed.
 const MARK_SOLD: &str = r"
 local sold = {}
-for i = 4, #KEYS do
+for i = 6, #KEYS do
   local v = redis.call('GET', KEYS[i])
   if (not v) or v == ARGV[1] then
     redis.call('SET', KEYS[i], ARGV[2])
-    sold[#sold + 1] = i - 3
+    sold[#sold + 1] = ARGV[i - 2]
   end
 end
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[1], ARGV[1])
-if #sold == 0 then return {0} end
-return {redis.call('INCR', KEYS[3]), unpack(sold)}
+redis.call('DEL', KEYS[4])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if #sold == 0 then return 0 end
+return announce(KEYS[5], ARGV[3], 'sold', sold)
 ";
 
-// KEYS: seat version, buyer set, seats...; ARGV: seat value, seat ids...
-// Replies {version, marked positions...}, or {0} when every seat was already marked.
+// Runs while the epoch is missing (during priming), so it takes the base itself.
+// KEYS: stream, seat version, buyer set, seats...; ARGV: seat value, event, kind, base,
+// seat ids... (KEYS[i] is seat ARGV[i + 1]). Replies the version, or 0 when every seat
+// was already marked.
 const PRIME: &str = r"
 local marked = {}
-for i = 3, #KEYS do
-  if redis.call('SET', KEYS[i], ARGV[1], 'NX') then marked[#marked + 1] = i - 2 end
-  redis.call('SADD', KEYS[2], ARGV[i - 1])
+for i = 4, #KEYS do
+  if redis.call('SET', KEYS[i], ARGV[1], 'NX') then marked[#marked + 1] = ARGV[i + 1] end
+  redis.call('SADD', KEYS[3], ARGV[i + 1])
 end
-if #marked == 0 then return {0} end
-return {redis.call('INCR', KEYS[1]), unpack(marked)}
+if #marked == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[4], 'NX')
+local v = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV_STREAM_MAX, '*',
+  'e', ARGV[2], 'v', v, 'k', ARGV[3], 's', table.concat(marked, ','))
+return v
 ";
 
-// KEYS: seat version, seats...: replies {version, status...} with 0 free, 1 held, 2 sold.
+// KEYS: epoch, seat version, seats...: replies {version, status...} with 0 free, 1 held,
+// 2 sold.
 const SNAPSHOT: &str = r"
-local out = {tonumber(redis.call('GET', KEYS[1]) or '0')}
-for i = 2, #KEYS do
+local base = redis.call('GET', KEYS[1])
+if not base then return redis.error_reply('NOEPOCH redis has lost its data; re-priming') end
+local out = {tonumber(redis.call('GET', KEYS[2]) or base)}
+for i = 3, #KEYS do
   local v = redis.call('GET', KEYS[i])
-  if not v then out[i] = 0 elseif string.sub(v, 1, 5) == 'sold:' then out[i] = 2 else out[i] = 1 end
+  if not v then out[i - 1] = 0 elseif string.sub(v, 1, 5) == 'sold:' then out[i - 1] = 2 else out[i - 1] = 1 end
 end
 return out
 ";
+
+// KEYS: epoch, seats...: replies {seat values...} ('' for a free seat).
+const SEAT_VALUES: &str = r"
+if not redis.call('GET', KEYS[1]) then
+  return redis.error_reply('NOEPOCH redis has lost its data; re-priming')
+end
+local out = {}
+for i = 2, #KEYS do out[i - 1] = redis.call('GET', KEYS[i]) or '' end
+return out
+";
+
+/// The redis error code scripts answer with while the epoch is missing.
+const NOEPOCH: &str = "NOEPOCH";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HoldState {
@@ -165,9 +240,7 @@ impl HoldRecord {
                 .map(|s| s.parse().map(SeatId))
                 .collect::<Result<_, _>>()
                 .ok()?,
-            expires_at: Utc
-                .timestamp_millis_opt(expires_ms.parse().ok()?)
-                .single()?,
+            expires_at: from_millis(expires_ms)?,
             state: match state {
                 "held" => HoldState::Held,
                 _ => HoldState::CheckedOut,
@@ -185,6 +258,10 @@ impl HoldRecord {
     }
 }
 
+fn from_millis(ms: &str) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms.parse().ok()?).single()
+}
+
 /// What locates a hold's keys in Redis: enough to release it.
 #[derive(Debug, Clone, Copy)]
 pub struct HoldKeys<'a> {
@@ -194,11 +271,39 @@ pub struct HoldKeys<'a> {
     pub seats: &'a [SeatId],
 }
 
-/// Why a hold was refused.
+/// What a hold request asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldRequest<'a> {
+    pub hold: HoldId,
+    pub buyer: AccountId,
+    pub event: EventId,
+    pub seats: &'a [SeatId],
+    pub expires_at: DateTime<Utc>,
+    pub limit: u32,
+    /// The client's idempotency key: a retry with it returns the hold it made.
+    pub key: Option<&'a IdempotencyKey>,
+    /// How long the key is remembered.
+    pub key_ttl: Duration,
+}
+
+/// What a hold request did.
 #[derive(Debug)]
-pub enum Refusal {
+pub enum HoldOutcome {
+    /// The seats are held by the requested hold.
+    Held,
+    /// The idempotency key already made this hold (for the same seats).
+    Replayed {
+        hold: HoldId,
+        expires_at: DateTime<Utc>,
+    },
     Taken(Vec<SeatId>),
-    Limit { current: u32 },
+    Limit {
+        current: u32,
+    },
+    /// The idempotency key was used for other seats.
+    KeyReused,
+    /// This hold was already given up (its first answer was "not held").
+    Void,
 }
 
 /// What claiming a hold for checkout found.
@@ -210,8 +315,41 @@ pub enum Claim {
     AlreadyCheckedOut,
 }
 
-/// How long a checked-out hold may go without its booking before the sweeper frees it.
-const CHECKOUT_GRACE_MS: i64 = 30_000;
+/// The Redis client's limits. A hold script runs in microseconds; these bound how long a
+/// caller waits for a Redis that is overloaded or gone before it answers "unavailable".
+/// An expired wait is an ambiguous outcome (the script may still run): every caller of
+/// a changing script is written for that (idempotency keys, voids, the checkout grace).
+#[derive(Debug, Clone, Copy)]
+pub struct RedisTimeouts {
+    /// Per command (`REDIS_RESPONSE_TIMEOUT_MS`, 2 s by default).
+    pub response: Duration,
+    /// Per connection attempt (`REDIS_CONNECT_TIMEOUT_MS`, 1 s by default).
+    pub connect: Duration,
+}
+
+impl Default for RedisTimeouts {
+    fn default() -> Self {
+        Self {
+            response: Duration::from_secs(2),
+            connect: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Opens a supervised Redis connection with `timeouts` (it reconnects by itself).
+pub async fn connect(url: &str, timeouts: RedisTimeouts) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(timeouts.response))
+        .set_connection_timeout(Some(timeouts.connect))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1));
+    Ok(client.get_connection_manager_with_config(config).await?)
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}").replace("ARGV_STREAM_MAX", &format!("'{STREAM_MAX}'")))
+}
 
 #[derive(Clone)]
 pub struct HoldStore {
@@ -224,7 +362,9 @@ pub struct HoldStore {
     mark_sold: Script,
     prime: Script,
     snapshot: Script,
-    changes: ChangeFeed,
+    seat_values: Script,
+    /// Woken when a script finds the epoch missing, so the sweeper restores Redis.
+    lost: Arc<Notify>,
 }
 
 impl std::fmt::Debug for HoldStore {
@@ -243,24 +383,58 @@ fn sold_marker(booking: BookingId) -> String {
     format!("sold:{booking}")
 }
 
+fn csv(seats: &[SeatId]) -> String {
+    seats
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl HoldStore {
-    pub async fn connect(url: &str, prefix: &str, changes: ChangeFeed) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let redis = client.get_connection_manager().await?;
+    pub async fn connect(url: &str, prefix: &str, timeouts: RedisTimeouts) -> anyhow::Result<Self> {
         Ok(Self {
-            redis,
+            redis: connect(url, timeouts).await?,
             prefix: prefix.to_owned(),
-            hold: Script::new(HOLD),
+            hold: script(HOLD),
             claim: Script::new(CLAIM),
             unclaim: Script::new(UNCLAIM),
-            release: Script::new(RELEASE),
-            mark_sold: Script::new(MARK_SOLD),
-            prime: Script::new(PRIME),
+            release: script(RELEASE),
+            mark_sold: script(MARK_SOLD),
+            prime: Script::new(&PRIME.replace("ARGV_STREAM_MAX", &format!("'{STREAM_MAX}'"))),
             snapshot: Script::new(SNAPSHOT),
-            changes,
+            seat_values: Script::new(SEAT_VALUES),
+            lost: Arc::new(Notify::new()),
         })
     }
 
+    /// Notified whenever a script finds that Redis lost its data.
+    pub fn lost(&self) -> &Notify {
+        &self.lost
+    }
+
+    /// A script's error while the epoch is missing becomes [`BookingError::RedisLost`]
+    /// (and wakes whoever restores Redis).
+    fn lost_or(&self, error: redis::RedisError) -> BookingError {
+        if error.code() == Some(NOEPOCH) {
+            self.lost.notify_one();
+            BookingError::RedisLost
+        } else {
+            error.into()
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}epoch", self.prefix)
+    }
+    /// The stream every seat change is appended to.
+    pub fn stream_key(&self) -> String {
+        format!("{}changes", self.prefix)
+    }
     fn deadlines(&self) -> String {
         format!("{}deadlines", self.prefix)
     }
@@ -276,79 +450,77 @@ impl HoldStore {
     fn version_key(&self, event: EventId) -> String {
         format!("{}seatver:{event}", self.prefix)
     }
-
-    /// Announces the seats at `positions` (1-based, into `seats`) of a script's reply.
-    fn announce(
-        &self,
-        event: EventId,
-        version: i64,
-        change: SeatChange,
-        seats: &[SeatId],
-        positions: &[i64],
-    ) {
-        if version <= 0 {
-            return;
+    fn hold_key_key(&self, buyer: AccountId, key: Option<&IdempotencyKey>) -> String {
+        match key {
+            Some(key) => format!("{}holdkey:{buyer}:{}", self.prefix, key.as_str()),
+            None => format!("{}holdkey:{buyer}:", self.prefix),
         }
-        let changed: Vec<SeatId> = positions
-            .iter()
-            .filter_map(|p| usize::try_from(*p - 1).ok())
-            .filter_map(|i| seats.get(i).copied())
-            .collect();
-        self.changes.seats(event, version, change, &changed);
+    }
+    fn void_key(&self, hold: HoldId) -> String {
+        format!("{}void:{hold}", self.prefix)
+    }
+    fn priming_key(&self) -> String {
+        format!("{}priming", self.prefix)
     }
 
-    /// Holds every seat in `seats` for `buyer` until `expires_at`, or none of them.
-    pub async fn hold(
-        &self,
-        hold_id: HoldId,
-        buyer: AccountId,
-        event: EventId,
-        seats: &[SeatId],
-        expires_at: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Result<(), Refusal>, BookingError> {
-        let csv = seats
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+    /// Holds every seat of `request` for its buyer, or none of them.
+    pub async fn hold(&self, request: HoldRequest<'_>) -> Result<HoldOutcome, BookingError> {
+        let mut fingerprint: Vec<String> = request.seats.iter().map(ToString::to_string).collect();
+        fingerprint.sort_unstable();
         let mut invocation = self.hold.prepare_invoke();
         invocation
+            .key(self.epoch_key())
+            .key(self.stream_key())
             .key(self.deadlines())
-            .key(self.hold_key(hold_id))
-            .key(self.buyer_key(event, buyer))
-            .key(self.version_key(event));
-        for seat in seats {
+            .key(self.hold_key(request.hold))
+            .key(self.buyer_key(request.event, request.buyer))
+            .key(self.version_key(request.event))
+            .key(self.hold_key_key(request.buyer, request.key))
+            .key(self.void_key(request.hold));
+        for seat in request.seats {
             invocation.key(self.seat_key(*seat));
         }
         invocation
-            .arg(hold_id.to_string())
-            .arg(buyer.to_string())
-            .arg(event.to_string())
-            .arg(expires_at.timestamp_millis())
-            .arg(limit)
-            .arg(csv);
-        for seat in seats {
+            .arg(request.hold.to_string())
+            .arg(request.buyer.to_string())
+            .arg(request.event.to_string())
+            .arg(request.expires_at.timestamp_millis())
+            .arg(request.limit)
+            .arg(csv(request.seats))
+            .arg(if request.key.is_some() { "1" } else { "0" })
+            .arg(u64::try_from(request.key_ttl.as_millis()).unwrap_or(u64::MAX))
+            .arg(fingerprint.join(","));
+        for seat in request.seats {
             invocation.arg(seat.to_string());
         }
-        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
-        match reply.first().copied() {
-            Some(1) => {
-                let version = reply.get(1).copied().unwrap_or(0);
-                self.changes.seats(event, version, SeatChange::Held, seats);
-                Ok(Ok(()))
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| self.lost_or(e))?;
+        let positions = |rest: &[String]| -> Vec<SeatId> {
+            rest.iter()
+                .filter_map(|p| p.parse::<usize>().ok())
+                .filter_map(|p| request.seats.get(p.checked_sub(1)?).copied())
+                .collect()
+        };
+        match reply.split_first() {
+            Some((outcome, _)) if outcome == "held" => Ok(HoldOutcome::Held),
+            Some((outcome, [hold, expires])) if outcome == "replay" => {
+                match (hold.parse().ok().map(HoldId), from_millis(expires)) {
+                    (Some(hold), Some(expires_at)) => {
+                        Ok(HoldOutcome::Replayed { hold, expires_at })
+                    }
+                    _ => Err(BookingError::Internal(format!(
+                        "idempotent hold {hold:?} is malformed in redis"
+                    ))),
+                }
             }
-            Some(0) => {
-                let taken = reply[1..]
-                    .iter()
-                    .filter_map(|i| usize::try_from(*i - 1).ok())
-                    .filter_map(|i| seats.get(i).copied())
-                    .collect();
-                Ok(Err(Refusal::Taken(taken)))
-            }
-            Some(-1) => Ok(Err(Refusal::Limit {
-                current: reply.get(1).copied().unwrap_or(0).try_into().unwrap_or(0),
-            })),
+            Some((outcome, _)) if outcome == "reused" => Ok(HoldOutcome::KeyReused),
+            Some((outcome, _)) if outcome == "void" => Ok(HoldOutcome::Void),
+            Some((outcome, rest)) if outcome == "taken" => Ok(HoldOutcome::Taken(positions(rest))),
+            Some((outcome, [current])) if outcome == "limit" => Ok(HoldOutcome::Limit {
+                current: current.parse().unwrap_or(0),
+            }),
             other => Err(BookingError::Internal(format!(
                 "hold script replied {other:?}"
             ))),
@@ -375,9 +547,16 @@ impl HoldStore {
     }
 
     /// Marks a live hold of `buyer` as being checked out, so expiry leaves it alone
-    /// while its booking is written, and returns it: one round trip for checkout.
-    pub async fn claim(&self, hold: HoldId, buyer: AccountId) -> Result<Claim, BookingError> {
+    /// while its booking is written, and returns it: one round trip for checkout. If no
+    /// booking appears within `grace`, the sweeper puts the hold back.
+    pub async fn claim(
+        &self,
+        hold: HoldId,
+        buyer: AccountId,
+        grace: Duration,
+    ) -> Result<Claim, BookingError> {
         let now = Utc::now().timestamp_millis();
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX / 2);
         let reply: Vec<String> = self
             .claim
             .key(self.deadlines())
@@ -385,7 +564,7 @@ impl HoldStore {
             .arg(hold.to_string())
             .arg(buyer.to_string())
             .arg(now)
-            .arg(now + CHECKOUT_GRACE_MS)
+            .arg(now.saturating_add(grace_ms))
             .invoke_async(&mut self.redis.clone())
             .await?;
         match reply.as_slice() {
@@ -400,16 +579,17 @@ impl HoldStore {
         }
     }
 
-    /// Undoes [`claim`](Self::claim) when the booking could not be written.
-    pub async fn unclaim(&self, hold: HoldId) -> Result<(), BookingError> {
-        let _: i64 = self
+    /// Undoes [`claim`](Self::claim): the hold is held again under its own deadline.
+    /// Returns whether it was claimed.
+    pub async fn unclaim(&self, hold: HoldId) -> Result<bool, BookingError> {
+        let put_back: i64 = self
             .unclaim
             .key(self.deadlines())
             .key(self.hold_key(hold))
             .arg(hold.to_string())
             .invoke_async(&mut self.redis.clone())
             .await?;
-        Ok(())
+        Ok(put_back == 1)
     }
 
     async fn run_release(
@@ -418,14 +598,18 @@ impl HoldStore {
         required: Option<HoldState>,
         due_by_ms: i64,
         sold: Option<BookingId>,
-        change: SeatChange,
+        kind: &str,
+        void_ttl: Duration,
     ) -> Result<bool, BookingError> {
         let mut invocation = self.release.prepare_invoke();
         invocation
+            .key(self.epoch_key())
+            .key(self.stream_key())
             .key(self.deadlines())
             .key(self.hold_key(keys.hold))
             .key(self.buyer_key(keys.event, keys.buyer))
-            .key(self.version_key(keys.event));
+            .key(self.version_key(keys.event))
+            .key(self.void_key(keys.hold));
         for seat in keys.seats {
             invocation.key(self.seat_key(*seat));
         }
@@ -437,18 +621,18 @@ impl HoldStore {
                 Some(HoldState::CheckedOut) => "checked_out",
             })
             .arg(due_by_ms)
-            .arg(sold.map(sold_marker).unwrap_or_default());
+            .arg(sold.map(sold_marker).unwrap_or_default())
+            .arg(keys.event.to_string())
+            .arg(kind)
+            .arg(u64::try_from(void_ttl.as_millis()).unwrap_or(u64::MAX));
         for seat in keys.seats {
             invocation.arg(seat.to_string());
         }
-        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
-        match reply.as_slice() {
-            [1, version, freed @ ..] => {
-                self.announce(keys.event, *version, change, keys.seats, freed);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        let reply: Vec<i64> = invocation
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| self.lost_or(e))?;
+        Ok(matches!(reply.first(), Some(1)))
     }
 
     /// Releases a hold that is still only held (not being checked out).
@@ -458,7 +642,8 @@ impl HoldStore {
             Some(HoldState::Held),
             0,
             None,
-            SeatChange::Released,
+            "released",
+            Duration::ZERO,
         )
         .await
     }
@@ -470,9 +655,24 @@ impl HoldStore {
             Some(HoldState::CheckedOut),
             0,
             None,
-            SeatChange::Released,
+            "released",
+            Duration::ZERO,
         )
         .await
+    }
+
+    /// Makes sure a hold whose request was answered "not held" holds nothing, now or
+    /// later: frees its seats if its script ran, and stops the script if it has not run
+    /// yet. Idempotent.
+    pub async fn void(&self, keys: HoldKeys<'_>, ttl: Duration) -> Result<(), BookingError> {
+        match self
+            .run_release(keys, Some(HoldState::Held), 0, None, "released", ttl)
+            .await
+        {
+            // Redis lost its data: the hold is gone with it.
+            Ok(_) | Err(BookingError::RedisLost) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// Releases a hold whose deadline has passed, if it is still in `state`.
@@ -486,7 +686,8 @@ impl HoldStore {
             Some(state),
             Utc::now().timestamp_millis(),
             None,
-            SeatChange::Expired,
+            "expired",
+            Duration::ZERO,
         )
         .await
     }
@@ -497,7 +698,7 @@ impl HoldStore {
         booking: BookingId,
         keys: HoldKeys<'_>,
     ) -> Result<(), BookingError> {
-        self.run_release(keys, None, 0, Some(booking), SeatChange::Released)
+        self.run_release(keys, None, 0, Some(booking), "released", Duration::ZERO)
             .await
             .map(|_| ())
     }
@@ -512,17 +713,25 @@ impl HoldStore {
     ) -> Result<(), BookingError> {
         let mut invocation = self.mark_sold.prepare_invoke();
         invocation
+            .key(self.epoch_key())
+            .key(self.stream_key())
             .key(self.deadlines())
             .key(self.hold_key(hold))
             .key(self.version_key(event));
         for seat in seats {
             invocation.key(self.seat_key(*seat));
         }
-        invocation.arg(hold.to_string()).arg(sold_marker(booking));
-        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
-        if let [version, sold @ ..] = reply.as_slice() {
-            self.announce(event, *version, SeatChange::Sold, seats, sold);
+        invocation
+            .arg(hold.to_string())
+            .arg(sold_marker(booking))
+            .arg(event.to_string());
+        for seat in seats {
+            invocation.arg(seat.to_string());
         }
+        let _: i64 = invocation
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| self.lost_or(e))?;
         Ok(())
     }
 
@@ -557,19 +766,61 @@ impl HoldStore {
 
     /// What Redis says of each seat: `None` free, `Some(value)` held or sold.
     pub async fn seat_values(&self, seats: &[SeatId]) -> Result<Vec<Option<String>>, BookingError> {
-        if seats.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = seats.iter().map(|s| self.seat_key(*s)).collect();
-        let mut values = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(1000) {
-            let part: Vec<Option<String>> = self.redis.clone().mget(chunk).await?;
-            values.extend(part);
+        let mut values = Vec::with_capacity(seats.len());
+        for chunk in seats.chunks(1000) {
+            let mut invocation = self.seat_values.prepare_invoke();
+            invocation.key(self.epoch_key());
+            for seat in chunk {
+                invocation.key(self.seat_key(*seat));
+            }
+            let part: Vec<String> = invocation
+                .invoke_async(&mut self.redis.clone())
+                .await
+                .map_err(|e| self.lost_or(e))?;
+            values.extend(part.into_iter().map(|v| (!v.is_empty()).then_some(v)));
         }
         Ok(values)
     }
 
-    /// Restores the marks of a booking Postgres knows about (after Redis lost its data).
+    /// The epoch's base, or `None` when Redis has lost its data (or was never primed).
+    pub async fn epoch(&self) -> Result<Option<i64>, BookingError> {
+        Ok(self.redis.clone().get(self.epoch_key()).await?)
+    }
+
+    /// Takes the priming lock for `ttl`; `false` if another replica holds it.
+    pub async fn lock_priming(&self, owner: &str, ttl: Duration) -> Result<bool, BookingError> {
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.priming_key())
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Ends priming: the epoch (with `base`) makes the store usable again, and the lock
+    /// is dropped. The epoch is only written if missing, so a second primer changes
+    /// nothing.
+    pub async fn finish_priming(&self, base: i64) -> Result<(), BookingError> {
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.epoch_key())
+            .arg(base)
+            .arg("NX")
+            .ignore()
+            .del(self.priming_key())
+            .ignore()
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Restores the marks of a booking Postgres knows about (after Redis lost its
+    /// data); a new seat version starts at `base`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn prime(
         &self,
         booking: BookingId,
@@ -578,6 +829,7 @@ impl HoldStore {
         event: EventId,
         seats: &[SeatId],
         sold: bool,
+        base: i64,
     ) -> Result<(), BookingError> {
         let value = if sold {
             sold_marker(booking)
@@ -586,24 +838,21 @@ impl HoldStore {
         };
         let mut invocation = self.prime.prepare_invoke();
         invocation
+            .key(self.stream_key())
             .key(self.version_key(event))
             .key(self.buyer_key(event, buyer));
         for seat in seats {
             invocation.key(self.seat_key(*seat));
         }
-        invocation.arg(value);
+        invocation
+            .arg(value)
+            .arg(event.to_string())
+            .arg(if sold { "sold" } else { "held" })
+            .arg(base);
         for seat in seats {
             invocation.arg(seat.to_string());
         }
-        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
-        if let [version, marked @ ..] = reply.as_slice() {
-            let change = if sold {
-                SeatChange::Sold
-            } else {
-                SeatChange::Held
-            };
-            self.announce(event, *version, change, seats, marked);
-        }
+        let _: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
         Ok(())
     }
 
@@ -615,11 +864,16 @@ impl HoldStore {
         seats: &[SeatId],
     ) -> Result<(i64, Vec<SeatStatus>), BookingError> {
         let mut invocation = self.snapshot.prepare_invoke();
-        invocation.key(self.version_key(event));
+        invocation
+            .key(self.epoch_key())
+            .key(self.version_key(event));
         for seat in seats {
             invocation.key(self.seat_key(*seat));
         }
-        let reply: Vec<i64> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<i64> = invocation
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| self.lost_or(e))?;
         let Some((version, statuses)) = reply.split_first() else {
             return Err(BookingError::Internal("empty seat snapshot".into()));
         };

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod holds;
+pub mod seat_relay;
 pub mod startup;
 
 pub use startup::{Application, BookingConfig};

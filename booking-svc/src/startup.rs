@@ -22,7 +22,8 @@ use crate::bookings::{Bookings, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_COMPLE
 use crate::catalog::Catalog;
 use crate::changes::ChangeFeed;
 use crate::grpc::{Api, token_ttl};
-use crate::holds::HoldStore;
+use crate::holds::{HoldStore, RedisTimeouts};
+use crate::seat_relay;
 
 #[derive(Clone)]
 pub struct BookingConfig {
@@ -34,11 +35,15 @@ pub struct BookingConfig {
     pub redis_url: String,
     /// Prefix of every Redis key (tests use a fresh one each).
     pub redis_prefix: String,
+    /// How long a Redis command or connection attempt may take (see [`RedisTimeouts`]).
+    pub redis_timeouts: RedisTimeouts,
     pub bus: BusConfig,
     pub pay_url: String,
     pub jwt_secret: String,
     pub token_ttl_minutes: i64,
     pub hold_ttl: Duration,
+    /// How long a claimed hold may go without its booking before it is put back.
+    pub checkout_grace: Duration,
     pub sweep_interval: Duration,
     pub default_max_seats: u32,
     /// argon2id memory cost in KiB (OWASP's 19 MiB by default).
@@ -75,11 +80,19 @@ impl BookingConfig {
             db_max_connections: env_or("BOOKING_DB_MAX_CONNECTIONS", 16)?,
             redis_url: infra.redis_url,
             redis_prefix: env_string("REDIS_PREFIX", "marquee:"),
+            redis_timeouts: RedisTimeouts {
+                response: env_millis(
+                    "REDIS_RESPONSE_TIMEOUT_MS",
+                    RedisTimeouts::default().response,
+                )?,
+                connect: env_millis("REDIS_CONNECT_TIMEOUT_MS", RedisTimeouts::default().connect)?,
+            },
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("booking-svc"),
             pay_url: env_string("PAY_URL", "http://127.0.0.1:50052"),
             jwt_secret: infra.jwt_secret,
             token_ttl_minutes: env_or("TOKEN_TTL_MINUTES", 60)?,
             hold_ttl: env_millis("HOLD_TTL_MS", Duration::from_secs(300))?,
+            checkout_grace: env_millis("CHECKOUT_GRACE_MS", Duration::from_secs(15))?,
             sweep_interval: env_millis("HOLD_SWEEP_INTERVAL_MS", Duration::from_millis(250))?,
             default_max_seats: env_or("DEFAULT_MAX_SEATS_PER_BUYER", 4)?,
             argon2_memory_kib: env_or("ARGON2_MEMORY_KIB", 19_456)?,
@@ -105,8 +118,20 @@ impl Application {
         let bus = Bus::connect(config.bus.clone(), Duration::from_secs(10)).await?;
         let shutdown = CancellationToken::new();
         let changes = ChangeFeed::spawn(bus.clone(), shutdown.clone());
-        let holds =
-            HoldStore::connect(&config.redis_url, &config.redis_prefix, changes.clone()).await?;
+        let holds = HoldStore::connect(
+            &config.redis_url,
+            &config.redis_prefix,
+            config.redis_timeouts,
+        )
+        .await?;
+        seat_relay::spawn(
+            &config.redis_url,
+            config.redis_timeouts,
+            holds.stream_key(),
+            bus.clone(),
+            shutdown.clone(),
+        )
+        .await?;
         let relay = Relay::spawn(
             pool.clone(),
             bus.clone(),
@@ -120,8 +145,9 @@ impl Application {
             relay,
             changes,
             hold_ttl: config.hold_ttl,
+            checkout_grace: config.checkout_grace,
         });
-        bookings.prime_redis().await?;
+        bookings.restore_redis().await?;
         bookings
             .clone()
             .spawn_sweeper(config.sweep_interval, shutdown.clone());

@@ -29,6 +29,13 @@ pub struct Options {
     pub realtime_gap_timeout: Duration,
     /// Seat changes realtime-svc keeps per event for `Last-Event-ID` resumes.
     pub realtime_resume_buffer: usize,
+    /// Where booking-svc finds Redis (a delaying proxy in fault tests); the local one
+    /// by default.
+    pub booking_redis_url: Option<String>,
+    /// booking-svc's Redis command timeout.
+    pub redis_response_timeout: Duration,
+    /// How long a claimed hold may go without its booking.
+    pub checkout_grace: Duration,
 }
 
 impl Default for Options {
@@ -42,6 +49,9 @@ impl Default for Options {
             sse_client_buffer: 256,
             realtime_gap_timeout: Duration::from_millis(500),
             realtime_resume_buffer: 4096,
+            booking_redis_url: None,
+            redis_response_timeout: Duration::from_secs(2),
+            checkout_grace: Duration::from_secs(15),
         }
     }
 }
@@ -104,13 +114,18 @@ impl System {
             metrics_addr: None,
             database_url: booking_db.clone(),
             db_max_connections: options.booking_connections,
-            redis_url: redis_url(),
+            redis_url: options.booking_redis_url.clone().unwrap_or_else(redis_url),
             redis_prefix: redis_prefix.clone(),
+            redis_timeouts: booking_svc::holds::RedisTimeouts {
+                response: options.redis_response_timeout,
+                connect: Duration::from_secs(1),
+            },
             bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}booking-svc")),
             pay_url: format!("http://127.0.0.1:{pay_port}"),
             jwt_secret: JWT_SECRET.into(),
             token_ttl_minutes: 60,
             hold_ttl: options.hold_ttl,
+            checkout_grace: options.checkout_grace,
             sweep_interval: Duration::from_millis(100),
             default_max_seats: 4,
             argon2_memory_kib: options.argon2_memory_kib,
