@@ -86,6 +86,7 @@ pub struct Email(String);
 impl Email {
     pub fn parse(value: &str) -> Result<Self, BookingError> {
         let value = value.trim().to_lowercase();
+        storable("email", &value, Lines::One)?;
         let valid = value.len() <= 254
             && value.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty()
@@ -107,11 +108,13 @@ impl Email {
     }
 }
 
-/// A password of 8 to 128 characters. Never logged.
+/// A password of 8 to 128 characters, without control characters, as typed (not
+/// trimmed). Never logged.
 pub struct Password(String);
 
 impl Password {
     pub fn parse(value: &str) -> Result<Self, BookingError> {
+        storable("password", value, Lines::One)?;
         let n = value.chars().count();
         if !(8..=128).contains(&n) {
             return Err(BookingError::invalid(
@@ -133,9 +136,39 @@ impl fmt::Debug for Password {
     }
 }
 
-/// Trimmed, non-empty text of at most `max` characters.
+/// Whether a text field may span lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    /// Names, labels, emails, keys: no control character at all.
+    One,
+    /// Free text such as an event's description: tab, line feed and carriage return
+    /// are allowed, every other control character is not.
+    Many,
+}
+
+/// The one rule for text a request may carry into storage: no control character
+/// (Unicode category Cc: U+0000–U+001F, U+007F–U+009F), except the line breaks and
+/// tabs of [`Lines::Many`]. PostgreSQL cannot store U+0000 at all, and the others
+/// are never meant to be in a name or a label. Every text field of a request is
+/// checked with it before anything else looks at the value.
+pub fn storable(field: &'static str, value: &str, lines: Lines) -> Result<(), BookingError> {
+    let allowed = |c: char| lines == Lines::Many && matches!(c, '\t' | '\n' | '\r');
+    match value.chars().find(|&c| c.is_control() && !allowed(c)) {
+        None => Ok(()),
+        Some(c) => Err(BookingError::invalid(
+            field,
+            format!(
+                "must not contain control characters such as U+{:04X}",
+                u32::from(c)
+            ),
+        )),
+    }
+}
+
+/// Trimmed, non-empty, single-line text of at most `max` characters.
 pub fn text(field: &'static str, value: &str, max: usize) -> Result<String, BookingError> {
     let value = value.trim();
+    storable(field, value, Lines::One)?;
     if value.is_empty() {
         return Err(BookingError::invalid(field, "is required"));
     }
@@ -145,6 +178,13 @@ pub fn text(field: &'static str, value: &str, max: usize) -> Result<String, Book
     Ok(value.to_owned())
 }
 
+/// Trimmed, optional text that may span lines, cut to at most `max` characters.
+pub fn long_text(field: &'static str, value: &str, max: usize) -> Result<String, BookingError> {
+    let value = value.trim();
+    storable(field, value, Lines::Many)?;
+    Ok(value.chars().take(max).collect())
+}
+
 /// An ISO 4217 currency code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Currency(String);
@@ -152,6 +192,7 @@ pub struct Currency(String);
 impl Currency {
     pub fn parse(field: &'static str, value: &str) -> Result<Self, BookingError> {
         let value = value.trim();
+        storable(field, value, Lines::One)?;
         let value = if value.is_empty() { "KRW" } else { value };
         if value.len() == 3 && value.chars().all(|c| c.is_ascii_uppercase()) {
             Ok(Self(value.to_owned()))
@@ -287,6 +328,7 @@ pub struct IdempotencyKey(String);
 impl IdempotencyKey {
     pub fn parse(value: &str) -> Result<Self, BookingError> {
         let value = value.trim();
+        storable("idempotencyKey", value, Lines::One)?;
         if value.is_empty() {
             return Err(BookingError::invalid(
                 "idempotencyKey",
@@ -338,6 +380,37 @@ mod tests {
         for bad in ["", "a", "a@b", "@b.com", "a@@b.com", "a b@c.com", "a@.com"] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_field() {
+        for bad in [
+            "a\0b",
+            "\0",
+            "a\u{1b}[31m",
+            "a\nb",
+            "a\tb",
+            "a\u{7f}",
+            "a\u{85}b",
+        ] {
+            let error = text("title", bad, 200).unwrap_err();
+            assert!(
+                matches!(error, BookingError::InvalidArgument { field: "title", .. }),
+                "{bad:?}: {error}"
+            );
+        }
+        assert!(long_text("description", "a\0b", 10).is_err());
+        assert!(long_text("description", "a\u{7}b", 10).is_err());
+        assert_eq!(
+            long_text("description", " one\n\ttwo\r\n ", 100).unwrap(),
+            "one\n\ttwo"
+        );
+        assert_eq!(text("title", "  Flash  Sale ", 200).unwrap(), "Flash  Sale");
+        assert_eq!(text("title", "공연 🎫", 200).unwrap(), "공연 🎫");
+        assert!(Email::parse("a\0@b.com").is_err());
+        assert!(Password::parse("long enough\0pw").is_err());
+        assert!(Currency::parse("currency", "KR\0").is_err());
+        assert!(IdempotencyKey::parse("k\0").is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::bookings::{Booking, Bookings};
 use crate::catalog::{self, EventDetails, EventInfo, NewEvent, NewRow, NewSeat, NewSection};
 use crate::domain::{
     self, AccountId, BookingId, BookingStatus, Currency, Email, EventId, HoldId, IdempotencyKey,
-    Money, Password, PaymentMethod, Role, SeatId, SeatSelection, SeatStatus,
+    Lines, Money, Password, PaymentMethod, Role, SeatId, SeatSelection, SeatStatus,
 };
 use crate::error::BookingError;
 
@@ -334,7 +334,7 @@ fn parse_create_event(
         details: EventDetails {
             title: domain::text("title", &req.title, 200)?,
             category: domain::text("category", &req.category, 50)?,
-            description: req.description.trim().chars().take(10_000).collect(),
+            description: domain::long_text("description", &req.description, 10_000)?,
             venue: domain::text("venue", &req.venue, 200)?,
             starts_at,
             sale_starts_at,
@@ -405,6 +405,10 @@ impl AccountService for Api {
         request: Request<pb::LogInRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let req = request.into_inner();
+        // The email is looked up in the database (trimmed, as `Email::parse` does); the
+        // password is only hashed, and one set before control characters were refused
+        // must still log in.
+        domain::storable("email", req.email.trim(), Lines::One)?;
         let account =
             accounts::log_in(self.pool(), &self.hasher, &req.email, &req.password).await?;
         let (token, expires) = self

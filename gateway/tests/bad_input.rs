@@ -360,3 +360,259 @@ async fn bad_input_is_refused_with_json_errors_and_nothing_is_stored() {
     assert_eq!(hold.status, 201, "{:?}", hold.body);
     sys.stop().await;
 }
+
+/// The BadRequest field violations of an error reply, as `field` names.
+fn violated_fields(reply: &Reply) -> Vec<String> {
+    reply.body["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|d| d["fieldViolations"].as_array().into_iter().flatten())
+        .filter_map(|v| v["field"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `body` with the string at JSON `pointer` replaced by `value`.
+fn with(body: &Value, pointer: &str, value: &str) -> Value {
+    let mut body = body.clone();
+    *body
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("no {pointer} in the body")) = json!(value);
+    body
+}
+
+#[tokio::test]
+async fn unstorable_characters_in_text_fields_are_a_400_naming_the_field_and_store_nothing() {
+    let sys = System::start().await;
+    let (_, seller) = sys.account("SELLER").await;
+    let (_, buyer) = sys.account("BUYER").await;
+    let accounts_before: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts")
+        .fetch_one(&sys.booking_pool)
+        .await
+        .unwrap();
+
+    // Sign-ups: each row uses a fresh, valid email unless the email is the bad field.
+    let sign_up = |email: &str| json!({"email": email, "password": "long enough pw", "displayName": "Ann", "role": "BUYER"});
+    let fresh = || format!("nul-{}@example.com", uuid::Uuid::new_v4().simple());
+    let account_rows: Vec<(&str, Value, &str)> = vec![
+        ("NUL in email", sign_up("ann\u{0}@example.com"), "email"),
+        (
+            "NUL at the end of email",
+            sign_up(&format!("{}\u{0}", fresh())),
+            "email",
+        ),
+        (
+            "NUL in displayName",
+            with(&sign_up(&fresh()), "/displayName", "Ann\u{0}Lee"),
+            "displayName",
+        ),
+        (
+            "NUL alone as displayName",
+            with(&sign_up(&fresh()), "/displayName", "\u{0}"),
+            "displayName",
+        ),
+        (
+            "escape in displayName",
+            with(&sign_up(&fresh()), "/displayName", "\u{1b}[31mAnn"),
+            "displayName",
+        ),
+        (
+            "newline in displayName",
+            with(&sign_up(&fresh()), "/displayName", "Ann\nLee"),
+            "displayName",
+        ),
+        (
+            "DEL in displayName",
+            with(&sign_up(&fresh()), "/displayName", "Ann\u{7f}"),
+            "displayName",
+        ),
+        (
+            "C1 control in displayName",
+            with(&sign_up(&fresh()), "/displayName", "An\u{85}n"),
+            "displayName",
+        ),
+        (
+            "NUL in password",
+            with(&sign_up(&fresh()), "/password", "long enough\u{0}pw"),
+            "password",
+        ),
+    ];
+    for (what, body, field) in &account_rows {
+        let reply = sys.post("/v1/accounts", None, body.clone()).await;
+        assert_field_error(&reply, what, field);
+        // Nothing was stored: the account cannot log in.
+        let email = body["email"].as_str().unwrap();
+        if !email.contains('\u{0}') {
+            let login = sys
+                .post(
+                    "/v1/sessions",
+                    None,
+                    json!({"email": email, "password": body["password"]}),
+                )
+                .await;
+            assert_eq!(
+                login.status, 401,
+                "{what}: log-in after a refused sign-up: {:?}",
+                login.body
+            );
+        }
+    }
+
+    // Log-in: the email is looked up in the database.
+    for (what, body) in [
+        (
+            "NUL in log-in email",
+            json!({"email": "ann\u{0}@example.com", "password": "long enough pw"}),
+        ),
+        (
+            "NUL alone as log-in email",
+            json!({"email": "\u{0}", "password": "long enough pw"}),
+        ),
+    ] {
+        assert_field_error(&sys.post("/v1/sessions", None, body).await, what, "email");
+    }
+
+    // Events: every text field of the event and of its layout.
+    let starts = chrono::Utc::now() + chrono::Duration::days(30);
+    let event = json!({
+        "title": "Nul Night",
+        "category": "CONCERT",
+        "description": "fine",
+        "venue": "Olympic Hall",
+        "startsAt": starts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "sections": [{
+            "name": "VIP",
+            "price": {"amountMinor": "1000", "currency": "KRW"},
+            "rows": [{"label": "A", "seats": [{"number": "1", "x": 0.0, "y": 0.0}]}],
+        }],
+    });
+    let events_before = sys.get("/v1/events?pageSize=100", None).await;
+    assert_eq!(events_before.status, 200, "{:?}", events_before.body);
+    let event_rows = [
+        ("/title", "Nul\u{0} Night", "title"),
+        ("/title", "\u{0}", "title"),
+        ("/title", "Nul\u{1}Night", "title"),
+        ("/category", "CON\u{0}CERT", "category"),
+        ("/description", "fine\u{0}", "description"),
+        ("/description", "bell\u{7}", "description"),
+        ("/venue", "Olympic\u{0}Hall", "venue"),
+        ("/venue", "Olympic\nHall", "venue"),
+        ("/sections/0/name", "V\u{0}IP", "sections.name"),
+        ("/sections/0/rows/0/label", "A\u{0}", "sections.rows.label"),
+        (
+            "/sections/0/rows/0/seats/0/number",
+            "1\u{0}",
+            "sections.rows.seats.number",
+        ),
+        (
+            "/sections/0/rows/0/seats/0/number",
+            "1\t2",
+            "sections.rows.seats.number",
+        ),
+        (
+            "/sections/0/price/currency",
+            "KR\u{0}",
+            "sections.price.currency",
+        ),
+    ];
+    for (pointer, value, field) in event_rows {
+        let what = format!("{value:?} in {pointer}");
+        let reply = sys
+            .post("/v1/events", Some(&seller), with(&event, pointer, value))
+            .await;
+        assert_field_error(&reply, &what, field);
+    }
+    let events_after = sys.get("/v1/events?pageSize=100", None).await;
+    assert_eq!(events_after.body, events_before.body, "an event was stored");
+
+    // Checkout: the idempotency key is stored with the booking.
+    let reply = sys
+        .post(
+            "/v1/bookings",
+            Some(&buyer),
+            json!({"holdId": uuid::Uuid::new_v4().to_string(), "paymentMethod": "WALLET", "idempotencyKey": "k\u{0}"}),
+        )
+        .await;
+    assert_field_error(&reply, "NUL in idempotencyKey", "idempotencyKey");
+    // Page tokens and ids are parsed, never stored, but NUL is still a 400.
+    assert_field_error(
+        &sys.get("/v1/events?pageToken=%00", None).await,
+        "NUL in pageToken",
+        "pageToken",
+    );
+    assert_field_error(
+        &sys.get("/v1/bookings?pageToken=1%00", Some(&buyer)).await,
+        "NUL in bookings pageToken",
+        "pageToken",
+    );
+    assert_field_error(
+        &sys.get("/v1/events/%00", None).await,
+        "NUL as event id",
+        "eventId",
+    );
+    assert_error(
+        &sys.get("/v1/wallet?pageSize=%00", Some(&buyer)).await,
+        400,
+        "NUL as wallet pageSize",
+    );
+    // A lone surrogate is not text at all.
+    assert_error(
+        &raw(
+            &sys,
+            Method::POST,
+            "/v1/accounts",
+            None,
+            r#"{"email": "ann@example.com", "password": "long enough pw", "displayName": "\ud800", "role": "BUYER"}"#,
+        )
+        .await,
+        400,
+        "lone surrogate in displayName",
+    );
+
+    let accounts_after: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts")
+        .fetch_one(&sys.booking_pool)
+        .await
+        .unwrap();
+    assert_eq!(accounts_after, accounts_before, "an account was stored");
+
+    // Line breaks around an email are trimmed, at sign-up and at log-in alike.
+    let email = fresh();
+    let signed = sys
+        .post("/v1/accounts", None, sign_up(&format!(" {email}\r\n")))
+        .await;
+    assert_eq!(signed.status, 201, "{:?}", signed.body);
+    let login = sys
+        .post(
+            "/v1/sessions",
+            None,
+            json!({"email": format!("{email}\n"), "password": "long enough pw"}),
+        )
+        .await;
+    assert_eq!(login.status, 201, "{:?}", login.body);
+
+    // A description keeps its tabs and line breaks; other text still trims.
+    let multiline = with(&event, "/description", "line one\n\tline two\r\nthree");
+    let multiline = with(&multiline, "/title", "  Nul Night  ");
+    let created = sys.post("/v1/events", Some(&seller), multiline).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.str("/description"), "line one\n\tline two\r\nthree");
+    assert_eq!(created.str("/title"), "Nul Night");
+    sys.stop().await;
+}
+
+/// A 400 INVALID_ARGUMENT whose message and field violation name `field`.
+fn assert_field_error(reply: &Reply, what: &str, field: &str) {
+    assert_error(reply, 400, what);
+    assert_eq!(reply.body["code"], 3, "{what}: {:?}", reply.body);
+    let message = reply.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("{field}:")),
+        "{what}: message {message:?} does not name {field}"
+    );
+    assert_eq!(
+        violated_fields(reply),
+        vec![field.to_owned()],
+        "{what}: {:?}",
+        reply.body
+    );
+}
