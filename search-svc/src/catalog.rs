@@ -233,3 +233,69 @@ async fn apply(index: &Arc<SearchIndex>, envelopes: Vec<Envelope>) -> Result<(),
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synonyms::Synonyms;
+
+    fn changed(id: &str, title: &str) -> Envelope {
+        let event = booking::Event {
+            event_id: id.into(),
+            title: title.into(),
+            starts_at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        envelope(booking::EventChanged { event: Some(event) }.encode_to_vec())
+    }
+
+    fn envelope(payload: Vec<u8>) -> Envelope {
+        Envelope {
+            message_id: uuid::Uuid::new_v4(),
+            kind: EVENT_CHANGED.into(),
+            saga_id: uuid::Uuid::nil(),
+            version: 1,
+            occurred_at: Utc::now(),
+            trace_context: Default::default(),
+            payload,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_the_last_change_of_an_event_and_skips_malformed_ones() {
+        let index = Arc::new(SearchIndex::new(Synonyms::default()).expect("index"));
+        let batch = vec![
+            changed("a", "first title"),
+            envelope(vec![0xff, 0xff, 0xff]),
+            changed("", "no id"),
+            changed("b", "other event"),
+            changed("a", "renamed title"),
+        ];
+        apply(&index, batch).await.expect("applied");
+        assert_eq!(index.current().len(), 2);
+        assert_eq!(
+            index.get("a").map(|e| e.title.clone()).as_deref(),
+            Some("renamed title")
+        );
+        assert!(index.get("b").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_batch_applied_during_a_rebuild_survives_the_swap() {
+        let index = Arc::new(SearchIndex::new(Synonyms::default()).expect("index"));
+        let ticket = index.begin_rebuild().expect("rebuild starts");
+        apply(
+            &index,
+            vec![changed("late", "late change"), changed("b", "b")],
+        )
+        .await
+        .expect("applied");
+        // The catalog read by the rebuild predates the changes.
+        index.finish_rebuild(ticket, Vec::new()).expect("swapped");
+        assert!(index.get("late").is_some());
+        assert!(index.get("b").is_some());
+    }
+}

@@ -874,7 +874,7 @@ mod tests {
         IndexVersion::build("test".into(), events).expect("index built")
     }
 
-    fn ids(index: &IndexVersion, q: &str) -> Vec<String> {
+    fn search(index: &IndexVersion, q: &str) -> SearchPage {
         let request = SearchRequest {
             query: Query::parse("q", q).expect("query"),
             category: None,
@@ -887,6 +887,10 @@ mod tests {
         index
             .search(&request, &Synonyms::default())
             .expect("search")
+    }
+
+    fn ids(index: &IndexVersion, q: &str) -> Vec<String> {
+        search(index, q)
             .hits
             .into_iter()
             .map(|h| h.event.id.clone())
@@ -920,6 +924,13 @@ mod tests {
         assert_eq!(ids(&index, "서울 재즈 페스티벌"), ["jazz"]);
         assert_eq!(ids(&index, "두산베어스"), ["baseball"]);
         assert_eq!(ids(&index, "재즈페스티벌에서"), ["jazz"]);
+        let page = search(&index, "서울재즈페스티벌");
+        let title = page.hits.first().map(|h| h.title_highlight.as_str());
+        assert_eq!(
+            title,
+            Some("<em>서울</em> <em>재즈</em> <em>페스티벌</em> 2026"),
+            "the words of the title are highlighted"
+        );
         // A title written without spaces is found with them too.
         let compact = catalog(vec![event("jazz", "서울재즈페스티벌 2026", "")]);
         assert_eq!(ids(&compact, "서울 재즈 페스티벌"), ["jazz"]);
