@@ -2,6 +2,7 @@
 //! `catalog.*` change events over the bus (freshness). booking-svc's prost types stop
 //! here.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub use marquee_proto::kinds::EVENT_CHANGED;
 pub const ROUTING_KEYS: &[&str] = &["catalog.#"];
 /// booking-svc's largest page.
 const PAGE_SIZE: i32 = 100;
+/// The most queued catalog changes the follower applies as one commit.
+pub const MAX_BATCH: usize = 1000;
 
 fn time(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     let t = t?;
@@ -151,7 +154,9 @@ pub async fn rebuild_loop(
 }
 
 /// Applies `catalog.*` notifications to the serving index (journaled for a running
-/// rebuild) one at a time, in the order they arrived; other kinds are ignored.
+/// rebuild) in the order they arrived; other kinds are ignored. Whatever queued up
+/// while the previous batch was applied (up to [`MAX_BATCH`]) is applied as one batch:
+/// one commit and one reader reload, so a burst of changes costs about as much as one.
 /// Returns the bus handler that queues them.
 pub fn follow(
     index: Arc<SearchIndex>,
@@ -159,16 +164,17 @@ pub fn follow(
 ) -> Arc<dyn Fn(Envelope) + Send + Sync> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
     tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            let envelope = tokio::select! {
+            let received = tokio::select! {
                 () = stop.cancelled() => return,
-                envelope = rx.recv() => match envelope {
-                    Some(envelope) => envelope,
-                    None => return,
-                },
+                received = rx.recv_many(&mut batch, MAX_BATCH) => received,
             };
-            if let Err(error) = apply(&index, envelope).await {
-                tracing::warn!(%error, "catalog change not applied");
+            if received == 0 {
+                return;
+            }
+            if let Err(error) = apply(&index, std::mem::take(&mut batch)).await {
+                tracing::warn!(%error, changes = received, "catalog changes not applied");
             }
         }
     });
@@ -179,21 +185,117 @@ pub fn follow(
     })
 }
 
-async fn apply(index: &Arc<SearchIndex>, envelope: Envelope) -> Result<(), SearchError> {
+/// The event a `catalog.event_changed` notification carries.
+fn changed_event(envelope: &Envelope) -> Result<EventDoc, SearchError> {
     let malformed = |reason: String| SearchError::MalformedMessage {
         kind: envelope.kind.clone(),
         reason,
     };
     let changed = booking::EventChanged::decode(envelope.payload.as_slice())
         .map_err(|e| malformed(e.to_string()))?;
-    let event = changed
+    changed
         .event
         .ok_or_else(|| malformed("no event".into()))
-        .and_then(|e| event_doc(e).map_err(malformed))?;
-    let id = event.id.clone();
+        .and_then(|e| event_doc(e).map_err(malformed))
+}
+
+/// Upserts the events of `envelopes` in one step; a malformed notification is skipped
+/// (and logged), and of several changes of one event the last wins.
+async fn apply(index: &Arc<SearchIndex>, envelopes: Vec<Envelope>) -> Result<(), SearchError> {
+    let mut events: Vec<EventDoc> = Vec::with_capacity(envelopes.len());
+    let mut position: HashMap<String, usize> = HashMap::with_capacity(envelopes.len());
+    for envelope in &envelopes {
+        match changed_event(envelope) {
+            Ok(event) => match position.get(&event.id) {
+                Some(&at) => events[at] = event,
+                None => {
+                    position.insert(event.id.clone(), events.len());
+                    events.push(event);
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, message_id = %envelope.message_id, "catalog change skipped");
+            }
+        }
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+    let count = events.len();
     let index = index.clone();
-    tokio::task::spawn_blocking(move || index.upsert(&[event])).await??;
-    metrics::counter!("search_catalog_updates_total").increment(1);
-    tracing::debug!(event_id = %id, "event indexed");
+    tokio::task::spawn_blocking(move || index.upsert(&events)).await??;
+    metrics::counter!("search_catalog_updates_total").increment(count as u64);
+    metrics::histogram!("search_catalog_batch_events").record(count as f64);
+    tracing::debug!(
+        events = count,
+        notifications = envelopes.len(),
+        "catalog changes indexed"
+    );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synonyms::Synonyms;
+
+    fn changed(id: &str, title: &str) -> Envelope {
+        let event = booking::Event {
+            event_id: id.into(),
+            title: title.into(),
+            starts_at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        envelope(booking::EventChanged { event: Some(event) }.encode_to_vec())
+    }
+
+    fn envelope(payload: Vec<u8>) -> Envelope {
+        Envelope {
+            message_id: uuid::Uuid::new_v4(),
+            kind: EVENT_CHANGED.into(),
+            saga_id: uuid::Uuid::nil(),
+            version: 1,
+            occurred_at: Utc::now(),
+            trace_context: Default::default(),
+            payload,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_the_last_change_of_an_event_and_skips_malformed_ones() {
+        let index = Arc::new(SearchIndex::new(Synonyms::default()).expect("index"));
+        let batch = vec![
+            changed("a", "first title"),
+            envelope(vec![0xff, 0xff, 0xff]),
+            changed("", "no id"),
+            changed("b", "other event"),
+            changed("a", "renamed title"),
+        ];
+        apply(&index, batch).await.expect("applied");
+        assert_eq!(index.current().len(), 2);
+        assert_eq!(
+            index.get("a").map(|e| e.title.clone()).as_deref(),
+            Some("renamed title")
+        );
+        assert!(index.get("b").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_batch_applied_during_a_rebuild_survives_the_swap() {
+        let index = Arc::new(SearchIndex::new(Synonyms::default()).expect("index"));
+        let ticket = index.begin_rebuild().expect("rebuild starts");
+        apply(
+            &index,
+            vec![changed("late", "late change"), changed("b", "b")],
+        )
+        .await
+        .expect("applied");
+        // The catalog read by the rebuild predates the changes.
+        index.finish_rebuild(ticket, Vec::new()).expect("swapped");
+        assert!(index.get("late").is_some());
+        assert!(index.get("b").is_some());
+    }
 }

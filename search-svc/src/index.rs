@@ -38,6 +38,12 @@ const CATEGORY_BOOST: f32 = 1.0;
 const DESCRIPTION_BOOST: f32 = 1.0;
 /// A synonym counts a little less than the word the buyer typed.
 const SYNONYM_WEIGHT: f32 = 0.8;
+/// The word without a particle it ends in (잠실에서 → 잠실) counts less than the word
+/// as typed, so a title that really has 잠실에서 ranks first.
+const PARTICLE_WEIGHT: f32 = 0.7;
+/// A match across the title's word boundaries (서울재즈 in 서울 재즈) counts a little
+/// less than one within its words.
+const COMPACT_TITLE_WEIGHT: f32 = 0.9;
 /// How much the other matching alternatives of a word add to the best one.
 const ALTERNATIVE_TIE_BREAKER: f32 = 0.1;
 /// A typo-tolerant match counts less than an exact one.
@@ -59,6 +65,8 @@ const WRITER_MEMORY: usize = 64_000_000;
 struct Fields {
     id: Field,
     title: Field,
+    /// The title with the spaces between Hangul words removed.
+    title_compact: Field,
     description: Field,
     venue: Field,
     category_text: Field,
@@ -81,6 +89,7 @@ fn schema() -> (Schema, Fields) {
     let fields = Fields {
         id: b.add_text_field("id", STRING | STORED),
         title: b.add_text_field("title", text(TEXT_TOKENIZER)),
+        title_compact: b.add_text_field("title_compact", text(TEXT_TOKENIZER)),
         description: b.add_text_field("description", text(TEXT_TOKENIZER)),
         venue: b.add_text_field("venue", text(TEXT_TOKENIZER)),
         category_text: b.add_text_field("category_text", text(TEXT_TOKENIZER)),
@@ -354,6 +363,7 @@ fn document(f: &Fields, e: &EventDoc) -> TantivyDocument {
     let mut doc = TantivyDocument::default();
     doc.add_text(f.id, &e.id);
     doc.add_text(f.title, &e.title);
+    doc.add_text(f.title_compact, korean::compact(&e.title));
     doc.add_text(f.description, &e.description);
     doc.add_text(f.venue, &e.venue);
     doc.add_text(f.category_text, &e.category);
@@ -392,17 +402,27 @@ impl QueryPlan {
                 }
                 continue;
             }
-            let mut alternatives = Vec::new();
-            let tokens = token_texts(Mode::Text, word);
-            if tokens.is_empty() {
-                continue;
-            }
-            alternatives.push((tokens, 1.0, true));
-            for synonym in synonyms.of(word).unwrap_or_default() {
-                let tokens = token_texts(Mode::Text, synonym);
-                if !tokens.is_empty() {
-                    alternatives.push((tokens, SYNONYM_WEIGHT, false));
+            let mut alternatives: Vec<(Vec<String>, f32, bool)> = Vec::new();
+            let mut add = |text: &str, weight: f32, fuzzy: bool| {
+                let tokens = token_texts(Mode::Text, text);
+                if !tokens.is_empty() && !alternatives.iter().any(|(t, _, _)| *t == tokens) {
+                    alternatives.push((tokens, weight, fuzzy));
                 }
+            };
+            add(word, 1.0, true);
+            for synonym in synonyms.of(word).unwrap_or_default() {
+                add(synonym, SYNONYM_WEIGHT, false);
+            }
+            // People type particles (아이유의, 잠실에서): the word without one is a
+            // weaker alternative, never a replacement.
+            for stem in korean::particle_stems(word) {
+                add(stem, PARTICLE_WEIGHT, true);
+                for synonym in synonyms.of(stem).unwrap_or_default() {
+                    add(synonym, PARTICLE_WEIGHT * SYNONYM_WEIGHT, false);
+                }
+            }
+            if alternatives.is_empty() {
+                continue;
             }
             words.push(WordPlan {
                 chosung: None,
@@ -447,10 +467,20 @@ impl QueryPlan {
                 // A phrase scores the sum of its terms: average it so that a long
                 // Hangul word (many bigrams) does not outweigh a short Latin one.
                 let per_token = 1.0 / tokens.len() as f32;
-                any.push((
-                    Occur::Should,
-                    boost(sequence(field, tokens), field_boost * weight * per_token),
-                ));
+                let by = field_boost * weight * per_token;
+                let exact = boost(sequence(field, tokens), by);
+                if field == f.title && tokens.len() > 1 {
+                    // A title typed without its spaces (서울재즈페스티벌) matches the
+                    // compact title; the better of the two counts.
+                    let compact =
+                        boost(sequence(f.title_compact, tokens), by * COMPACT_TITLE_WEIGHT);
+                    any.push((
+                        Occur::Should,
+                        Box::new(DisjunctionMaxQuery::new(vec![exact, compact])),
+                    ));
+                } else {
+                    any.push((Occur::Should, exact));
+                }
                 let typo_tolerant = *fuzzy
                     && tokens.len() == 1
                     && tokens[0].chars().count() >= FUZZY_MIN_CHARS
@@ -818,5 +848,114 @@ impl SearchIndex {
     ) -> Result<(String, usize), SearchError> {
         let ticket = self.begin_rebuild()?;
         self.finish_rebuild(ticket, events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Query;
+
+    fn event(id: &str, title: &str, venue: &str) -> EventDoc {
+        let at = chrono::DateTime::UNIX_EPOCH;
+        EventDoc {
+            id: id.into(),
+            title: title.into(),
+            category: "CONCERT".into(),
+            description: String::new(),
+            venue: venue.into(),
+            starts_at: at,
+            sale_starts_at: at,
+            sale_ends_at: at,
+        }
+    }
+
+    fn catalog(events: Vec<EventDoc>) -> IndexVersion {
+        IndexVersion::build("test".into(), events).expect("index built")
+    }
+
+    fn search(index: &IndexVersion, q: &str) -> SearchPage {
+        let request = SearchRequest {
+            query: Query::parse("q", q).expect("query"),
+            category: None,
+            from: None,
+            to: None,
+            bookable_at: None,
+            page_size: 20,
+            offset: 0,
+        };
+        index
+            .search(&request, &Synonyms::default())
+            .expect("search")
+    }
+
+    fn ids(index: &IndexVersion, q: &str) -> Vec<String> {
+        search(index, q)
+            .hits
+            .into_iter()
+            .map(|h| h.event.id.clone())
+            .collect()
+    }
+
+    fn sample() -> IndexVersion {
+        catalog(vec![
+            event("iu", "아이유 콘서트 HEREH", "KSPO DOME"),
+            event("baseball", "LG 트윈스 vs 두산 베어스", "잠실야구장"),
+            event("musical", "뮤지컬 레미제라블", "블루스퀘어"),
+            event("jazz", "서울 재즈 페스티벌 2026", "올림픽공원"),
+            event("fireworks", "부산 불꽃축제", "광안리 해수욕장"),
+        ])
+    }
+
+    #[test]
+    fn a_word_with_a_particle_finds_the_event_without_it() {
+        let index = sample();
+        assert_eq!(ids(&index, "아이유의"), ["iu"]);
+        assert_eq!(ids(&index, "잠실에서"), ["baseball"]);
+        assert_eq!(ids(&index, "뮤지컬을"), ["musical"]);
+        assert_eq!(ids(&index, "불꽃축제에"), ["fireworks"]);
+        assert_eq!(ids(&index, "아이유의 콘서트를"), ["iu"]);
+    }
+
+    #[test]
+    fn a_title_typed_without_its_spaces_is_found() {
+        let index = sample();
+        assert_eq!(ids(&index, "서울재즈페스티벌"), ["jazz"]);
+        assert_eq!(ids(&index, "서울 재즈 페스티벌"), ["jazz"]);
+        assert_eq!(ids(&index, "두산베어스"), ["baseball"]);
+        assert_eq!(ids(&index, "재즈페스티벌에서"), ["jazz"]);
+        let page = search(&index, "서울재즈페스티벌");
+        let title = page.hits.first().map(|h| h.title_highlight.as_str());
+        assert_eq!(
+            title,
+            Some("<em>서울</em> <em>재즈</em> <em>페스티벌</em> 2026"),
+            "the words of the title are highlighted"
+        );
+        // A title written without spaces is found with them too.
+        let compact = catalog(vec![event("jazz", "서울재즈페스티벌 2026", "")]);
+        assert_eq!(ids(&compact, "서울 재즈 페스티벌"), ["jazz"]);
+        assert_eq!(ids(&compact, "서울재즈페스티벌"), ["jazz"]);
+    }
+
+    #[test]
+    fn the_stripped_word_never_outranks_or_drops_the_exact_one() {
+        let index = catalog(vec![
+            event("concert", "아이유 콘서트", ""),
+            event("palette", "아이유의 팔레트 토크", ""),
+            event("venue", "잠실 단독 공연", "잠실실내체육관"),
+            event("meet", "잠실에서 만나요", ""),
+            event("kids", "어린이 뮤지컬 피터팬", ""),
+        ]);
+        assert_eq!(ids(&index, "아이유의"), ["palette", "concert"]);
+        assert_eq!(ids(&index, "잠실에서"), ["meet", "venue"]);
+        // A word that only looks like it ends in a particle still matches itself first.
+        assert_eq!(
+            ids(&index, "어린이").first().map(String::as_str),
+            Some("kids")
+        );
+        // And the word without the particle still finds both.
+        let mut iu = ids(&index, "아이유");
+        iu.sort();
+        assert_eq!(iu, ["concert", "palette"]);
     }
 }

@@ -154,6 +154,138 @@ pub fn words(text: &str) -> Vec<(usize, usize, &str)> {
     out
 }
 
+/// What a particle may follow: some come in pairs chosen by whether the syllable
+/// before ends in a consonant (을/를, 이/가, 은/는, 과/와, 으로/로).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Follows {
+    Any,
+    Consonant,
+    Vowel,
+    /// 으로: a final consonant other than ㄹ.
+    ConsonantNotRieul,
+    /// 로: a vowel or ㄹ.
+    VowelOrRieul,
+}
+
+/// Common particles and particle pairs a query word may end in, longest first.
+const PARTICLES: [(&str, Follows); 36] = [
+    ("으로는", Follows::ConsonantNotRieul),
+    ("으로도", Follows::ConsonantNotRieul),
+    ("에서는", Follows::Any),
+    ("에서도", Follows::Any),
+    ("에서의", Follows::Any),
+    ("에게는", Follows::Any),
+    ("에게서", Follows::Any),
+    ("한테서", Follows::Any),
+    ("까지는", Follows::Any),
+    ("부터는", Follows::Any),
+    ("으로", Follows::ConsonantNotRieul),
+    ("로는", Follows::VowelOrRieul),
+    ("로도", Follows::VowelOrRieul),
+    ("에서", Follows::Any),
+    ("에게", Follows::Any),
+    ("한테", Follows::Any),
+    ("까지", Follows::Any),
+    ("부터", Follows::Any),
+    ("처럼", Follows::Any),
+    ("보다", Follows::Any),
+    ("에는", Follows::Any),
+    ("에도", Follows::Any),
+    ("이랑", Follows::Consonant),
+    ("의", Follows::Any),
+    ("에", Follows::Any),
+    ("도", Follows::Any),
+    ("만", Follows::Any),
+    ("로", Follows::VowelOrRieul),
+    ("을", Follows::Consonant),
+    ("를", Follows::Vowel),
+    ("이", Follows::Consonant),
+    ("가", Follows::Vowel),
+    ("은", Follows::Consonant),
+    ("는", Follows::Vowel),
+    ("과", Follows::Consonant),
+    ("와", Follows::Vowel),
+];
+
+/// The final consonant index of a syllable (0: none), or `None` for anything else.
+fn final_of(c: char) -> Option<u32> {
+    is_syllable(c).then(|| (u32::from(c) - SYLLABLE_FIRST) % 28)
+}
+
+/// ㄹ's index among the finals.
+const FINAL_RIEUL: u32 = 8;
+
+/// The stems of `word` without a particle it may end in (아이유의 → 아이유, 잠실에서 →
+/// 잠실, 뮤지컬을 → 뮤지컬, bts의 → bts), longest particle first, for a query to try
+/// as a weaker alternative; a particle that ends a longer one already stripped is not
+/// tried again (부산으로 → 부산, not 부산으). A stem keeps at least two Hangul syllables (or two Latin
+/// letters or digits), and a paired particle must fit the syllable before it
+/// (어린이 → 어린, but 사과 is left alone).
+pub fn particle_stems(word: &str) -> Vec<&str> {
+    let mut stems: Vec<&str> = Vec::new();
+    let mut matched: Vec<&str> = Vec::new();
+    for (particle, follows) in PARTICLES {
+        // 부산으로 ends in 로 too, but 부산으 is no stem.
+        if matched.iter().any(|m| m.ends_with(particle)) {
+            continue;
+        }
+        let Some(stem) = word.strip_suffix(particle) else {
+            continue;
+        };
+        let Some(last) = stem.chars().next_back() else {
+            continue;
+        };
+        let fits = match final_of(last) {
+            Some(final_consonant) => {
+                let syllables = stem.chars().rev().take_while(|c| is_syllable(*c)).count();
+                syllables >= 2
+                    && match follows {
+                        Follows::Any => true,
+                        Follows::Consonant => final_consonant != 0,
+                        Follows::Vowel => final_consonant == 0,
+                        Follows::ConsonantNotRieul => {
+                            final_consonant != 0 && final_consonant != FINAL_RIEUL
+                        }
+                        Follows::VowelOrRieul => {
+                            final_consonant == 0 || final_consonant == FINAL_RIEUL
+                        }
+                    }
+            }
+            // A Latin name or a number: how it is read is unknown, so any particle fits.
+            None => last.is_alphanumeric() && !is_hangul(last) && stem.chars().count() >= 2,
+        };
+        if fits {
+            matched.push(particle);
+            if !stems.contains(&stem) {
+                stems.push(stem);
+            }
+        }
+    }
+    stems
+}
+
+/// `text` with the spaces between Hangul syllables removed (서울 재즈 페스티벌 2026 →
+/// 서울재즈페스티벌 2026), so that its bigrams also run across word boundaries.
+pub fn compact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut spaces = String::new();
+    for c in text.chars() {
+        if c.is_whitespace() {
+            spaces.push(c);
+            continue;
+        }
+        if !spaces.is_empty() {
+            let joins = is_syllable(c) && out.chars().next_back().is_some_and(is_syllable);
+            if !joins {
+                out.push_str(&spaces);
+            }
+            spaces.clear();
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +312,37 @@ mod tests {
     fn words_split_on_punctuation() {
         let w: Vec<&str> = words("BTS: 월드투어, 2026!").iter().map(|w| w.2).collect();
         assert_eq!(w, ["BTS", "월드투어", "2026"]);
+    }
+
+    #[test]
+    fn particles_are_stripped_only_where_they_fit() {
+        assert_eq!(particle_stems("아이유의"), ["아이유"]);
+        assert_eq!(particle_stems("잠실에서"), ["잠실"]);
+        assert_eq!(particle_stems("뮤지컬을"), ["뮤지컬"]);
+        assert_eq!(particle_stems("부산으로"), ["부산"]);
+        assert_eq!(particle_stems("서울로"), ["서울"]);
+        assert_eq!(particle_stems("블랙핑크가"), ["블랙핑크"]);
+        assert_eq!(particle_stems("피아노와"), ["피아노"]);
+        assert_eq!(particle_stems("임영웅과"), ["임영웅"]);
+        assert_eq!(particle_stems("어린이"), ["어린"]);
+        assert_eq!(particle_stems("공연에서는"), ["공연"]);
+        assert_eq!(particle_stems("bts의"), ["bts"]);
+        // Too short a stem, or a particle that does not fit the syllable before it.
+        assert!(particle_stems("나의").is_empty());
+        assert!(particle_stems("사과").is_empty());
+        assert!(particle_stems("뮤지컬를").is_empty());
+        assert!(particle_stems("부산로").is_empty());
+        assert!(particle_stems("피아노과").is_empty());
+        assert!(particle_stems("방탄소년단").is_empty());
+    }
+
+    #[test]
+    fn compact_joins_hangul_words_only() {
+        assert_eq!(compact("서울 재즈 페스티벌 2026"), "서울재즈페스티벌 2026");
+        assert_eq!(
+            compact("LG 트윈스 vs 두산  베어스"),
+            "LG 트윈스 vs 두산베어스"
+        );
+        assert_eq!(compact("Imagine Dragons"), "Imagine Dragons");
     }
 }

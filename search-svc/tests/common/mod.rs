@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use marquee_infra::auth::TokenKeys;
-use marquee_infra::bus::{Bus, BusConfig};
+use marquee_infra::bus::{Bus, BusConfig, Envelope};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -163,6 +163,35 @@ impl System {
         )
         .await
         .expect("grpc connects")
+    }
+
+    /// Publishes one `catalog.event_changed` notification per event, as booking-svc's
+    /// change feed does (not mandatory, confirmed), all at once; returns when the broker
+    /// confirmed every one.
+    pub async fn publish_event_changes(&self, events: Vec<marquee_proto::booking::Event>) {
+        use prost::Message;
+        let mut publishes = tokio::task::JoinSet::new();
+        for event in events {
+            let bus = self.bus.clone();
+            publishes.spawn(async move {
+                let envelope = Envelope {
+                    message_id: Uuid::new_v4(),
+                    kind: search_svc::catalog::EVENT_CHANGED.to_owned(),
+                    saga_id: Uuid::nil(),
+                    version: 1,
+                    occurred_at: chrono::Utc::now(),
+                    trace_context: Default::default(),
+                    payload: marquee_proto::booking::EventChanged { event: Some(event) }
+                        .encode_to_vec(),
+                };
+                bus.broadcast(&envelope).await
+            });
+        }
+        while let Some(published) = publishes.join_next().await {
+            published
+                .expect("publish task")
+                .expect("catalog change published");
+        }
     }
 
     /// Stops everything and removes the test's database, queues, exchanges and keys.
