@@ -334,6 +334,61 @@ async fn a_missing_version_is_repaired_with_a_fresh_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seat_versions_are_read_for_many_events_at_once_within_a_bound() {
+    let system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
+    let (_, buyer) = system.account("BUYER").await;
+    let held = system.hold(&buyer, &event_id, &seats[0..1]).await;
+    assert_eq!(held.status, 201, "{:?}", held.body);
+    let mut catalog = pb::catalog_service_client::CatalogServiceClient::connect(format!(
+        "http://127.0.0.1:{}",
+        system.booking_port
+    ))
+    .await
+    .expect("booking-svc reachable");
+
+    // One hold made one seat change; an event without any is at version 0.
+    let quiet = uuid::Uuid::new_v4().to_string();
+    let versions = catalog
+        .get_seat_versions(pb::GetSeatVersionsRequest {
+            event_ids: vec![event_id.clone(), quiet.clone()],
+        })
+        .await
+        .expect("versions")
+        .into_inner()
+        .versions;
+    let versions: Vec<(String, i64)> = versions
+        .into_iter()
+        .map(|v| (v.event_id, v.version))
+        .collect();
+    assert_eq!(versions, vec![(event_id.clone(), 1), (quiet.clone(), 0)]);
+
+    // Bounded, and every id must be one.
+    let Err(too_many) = catalog
+        .get_seat_versions(pb::GetSeatVersionsRequest {
+            event_ids: vec![quiet.clone(); 1001],
+        })
+        .await
+    else {
+        panic!("1001 events must be refused");
+    };
+    assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
+    assert!(too_many.message().contains("eventIds"), "{too_many:?}");
+    let Err(bad) = catalog
+        .get_seat_versions(pb::GetSeatVersionsRequest {
+            event_ids: vec![quiet, "nope".into()],
+        })
+        .await
+    else {
+        panic!("a bad event id must be refused");
+    };
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("eventIds"), "{bad:?}");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_realtime_replica_sees_every_change() {
     let system = System::start_with(Options {
         realtime_replicas: 2,
