@@ -334,6 +334,100 @@ async fn a_missing_version_is_repaired_with_a_fresh_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unannounced_change_on_a_quiet_event_is_noticed_and_repaired() {
+    let system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
+    let mut stream = watch(&system, &event_id, None).await;
+    let v0 = stream.next().await.version();
+    stream.assert_quiet(Duration::from_millis(300)).await;
+
+    // booking-svc changes a seat and its notification is lost (a publish that failed,
+    // a reply that never came), and nothing else happens on the event: no later
+    // version arrives to reveal the gap. Done here the way the hold script does it.
+    let client = redis::Client::open(common::redis_url()).expect("redis url");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis reachable");
+    let prefix = &system.redis_prefix;
+    let _: () = redis::AsyncCommands::set(
+        &mut redis,
+        format!("{prefix}seat:{}", seats[1]),
+        uuid::Uuid::new_v4().to_string(),
+    )
+    .await
+    .expect("seat set");
+    let version: i64 =
+        redis::AsyncCommands::incr(&mut redis, format!("{prefix}seatver:{event_id}"), 1)
+            .await
+            .expect("version bumped");
+    assert_eq!(version, v0 + 1);
+
+    // The watcher is told the truth within a few seconds, as a snapshot.
+    let repaired = stream
+        .next_within(Duration::from_secs(3))
+        .await
+        .expect("the missing version is noticed and repaired within 3 s");
+    assert_eq!(repaired.event, "snapshot", "{repaired:?}");
+    assert_eq!(repaired.version(), v0 + 1);
+    let map = statuses(&repaired);
+    assert_eq!(map[&seats[1]], "HELD");
+    assert_eq!(map[&seats[0]], "AVAILABLE");
+
+    // A newcomer starts from the repaired map, not the stale one in memory.
+    let mut late = watch(&system, &event_id, None).await;
+    let first = late.next().await;
+    assert_eq!(first.version(), v0 + 1);
+    assert_eq!(statuses(&first)[&seats[1]], "HELD");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_seat_version_gone_back_in_booking_svc_resyncs_every_watcher() {
+    let system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
+    let mut stream = watch(&system, &event_id, None).await;
+    let v0 = stream.next().await.version();
+    let (_, buyer) = system.account("BUYER").await;
+    let held = system.hold(&buyer, &event_id, &seats[0..1]).await;
+    assert_eq!(held.status, 201, "{:?}", held.body);
+    assert_eq!(next_changes(&mut stream, 1).await[0].version, v0 + 1);
+
+    // booking-svc's Redis loses its data (the hold and the event's seat version): its
+    // versions start again below what the watchers have, and nothing is announced.
+    let client = redis::Client::open(common::redis_url()).expect("redis url");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis reachable");
+    let prefix = &system.redis_prefix;
+    let _: () = redis::AsyncCommands::del(
+        &mut redis,
+        &[
+            format!("{prefix}seat:{}", seats[0]),
+            format!("{prefix}seatver:{event_id}"),
+        ],
+    )
+    .await
+    .expect("keys deleted");
+
+    let resynced = stream
+        .next_within(Duration::from_secs(3))
+        .await
+        .expect("the lost versions are noticed within 3 s");
+    assert_eq!(resynced.event, "snapshot", "{resynced:?}");
+    assert_eq!(resynced.version(), 0);
+    assert_eq!(statuses(&resynced)[&seats[0]], "AVAILABLE");
+    let mut late = watch(&system, &event_id, None).await;
+    let first = late.next().await;
+    assert_eq!(first.version(), 0);
+    assert_eq!(statuses(&first)[&seats[0]], "AVAILABLE");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seat_versions_are_read_for_many_events_at_once_within_a_bound() {
     let system = System::start().await;
     let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
