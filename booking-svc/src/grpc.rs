@@ -486,6 +486,35 @@ impl CatalogService for Api {
         }))
     }
 
+    async fn get_seat_versions(
+        &self,
+        request: Request<pb::GetSeatVersionsRequest>,
+    ) -> Result<Response<pb::SeatVersions>, Status> {
+        /// Most events one request may ask about.
+        const MAX_EVENTS: usize = 1000;
+        let ids = &request.get_ref().event_ids;
+        if ids.len() > MAX_EVENTS {
+            return Err(
+                BookingError::invalid("eventIds", "at most 1000 events per request").into(),
+            );
+        }
+        let events = ids
+            .iter()
+            .map(|id| EventId::parse("eventIds", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let versions = self.bookings.holds.seat_versions(&events).await?;
+        Ok(Response::new(pb::SeatVersions {
+            versions: events
+                .iter()
+                .zip(versions)
+                .map(|(event, version)| pb::SeatVersion {
+                    event_id: event.to_string(),
+                    version,
+                })
+                .collect(),
+        }))
+    }
+
     async fn list_events(
         &self,
         request: Request<pb::ListEventsRequest>,

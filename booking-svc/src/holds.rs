@@ -888,3 +888,19 @@ impl HoldStore {
         Ok((*version, statuses))
     }
 }
+
+impl HoldStore {
+    /// The seat version of each event in `events`, in order (0 for an event that has
+    /// had no seat change): one MGET, so realtime-svc can tell whether it missed one.
+    pub async fn seat_versions(&self, events: &[EventId]) -> Result<Vec<i64>, BookingError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = events.iter().map(|e| self.version_key(*e)).collect();
+        let versions: Vec<Option<i64>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(versions.into_iter().map(|v| v.unwrap_or(0)).collect())
+    }
+}

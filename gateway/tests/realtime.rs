@@ -334,6 +334,155 @@ async fn a_missing_version_is_repaired_with_a_fresh_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unannounced_change_on_a_quiet_event_is_noticed_and_repaired() {
+    let system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
+    let mut stream = watch(&system, &event_id, None).await;
+    let v0 = stream.next().await.version();
+    stream.assert_quiet(Duration::from_millis(300)).await;
+
+    // booking-svc changes a seat and its notification is lost (a publish that failed,
+    // a reply that never came), and nothing else happens on the event: no later
+    // version arrives to reveal the gap. Done here the way the hold script does it.
+    let client = redis::Client::open(common::redis_url()).expect("redis url");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis reachable");
+    let prefix = &system.redis_prefix;
+    let _: () = redis::AsyncCommands::set(
+        &mut redis,
+        format!("{prefix}seat:{}", seats[1]),
+        uuid::Uuid::new_v4().to_string(),
+    )
+    .await
+    .expect("seat set");
+    let version: i64 =
+        redis::AsyncCommands::incr(&mut redis, format!("{prefix}seatver:{event_id}"), 1)
+            .await
+            .expect("version bumped");
+    assert_eq!(version, v0 + 1);
+
+    // The watcher is told the truth within a few seconds, as a snapshot.
+    let repaired = stream
+        .next_within(Duration::from_secs(3))
+        .await
+        .expect("the missing version is noticed and repaired within 3 s");
+    assert_eq!(repaired.event, "snapshot", "{repaired:?}");
+    assert_eq!(repaired.version(), v0 + 1);
+    let map = statuses(&repaired);
+    assert_eq!(map[&seats[1]], "HELD");
+    assert_eq!(map[&seats[0]], "AVAILABLE");
+
+    // A newcomer starts from the repaired map, not the stale one in memory.
+    let mut late = watch(&system, &event_id, None).await;
+    let first = late.next().await;
+    assert_eq!(first.version(), v0 + 1);
+    assert_eq!(statuses(&first)[&seats[1]], "HELD");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_seat_version_gone_back_in_booking_svc_resyncs_every_watcher() {
+    let system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
+    let mut stream = watch(&system, &event_id, None).await;
+    let v0 = stream.next().await.version();
+    let (_, buyer) = system.account("BUYER").await;
+    let held = system.hold(&buyer, &event_id, &seats[0..1]).await;
+    assert_eq!(held.status, 201, "{:?}", held.body);
+    assert_eq!(next_changes(&mut stream, 1).await[0].version, v0 + 1);
+
+    // booking-svc's Redis loses its data (the hold and the event's seat version): its
+    // versions start again below what the watchers have, and nothing is announced.
+    let client = redis::Client::open(common::redis_url()).expect("redis url");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis reachable");
+    let prefix = &system.redis_prefix;
+    let _: () = redis::AsyncCommands::del(
+        &mut redis,
+        &[
+            format!("{prefix}seat:{}", seats[0]),
+            format!("{prefix}seatver:{event_id}"),
+        ],
+    )
+    .await
+    .expect("keys deleted");
+
+    let resynced = stream
+        .next_within(Duration::from_secs(3))
+        .await
+        .expect("the lost versions are noticed within 3 s");
+    assert_eq!(resynced.event, "snapshot", "{resynced:?}");
+    assert_eq!(resynced.version(), 0);
+    assert_eq!(statuses(&resynced)[&seats[0]], "AVAILABLE");
+    let mut late = watch(&system, &event_id, None).await;
+    let first = late.next().await;
+    assert_eq!(first.version(), 0);
+    assert_eq!(statuses(&first)[&seats[0]], "AVAILABLE");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seat_versions_are_read_for_many_events_at_once_within_a_bound() {
+    let system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let seats: Vec<String> = system.seat_ids(&event_id).await;
+    let (_, buyer) = system.account("BUYER").await;
+    let held = system.hold(&buyer, &event_id, &seats[0..1]).await;
+    assert_eq!(held.status, 201, "{:?}", held.body);
+    let mut catalog = pb::catalog_service_client::CatalogServiceClient::connect(format!(
+        "http://127.0.0.1:{}",
+        system.booking_port
+    ))
+    .await
+    .expect("booking-svc reachable");
+
+    // One hold made one seat change; an event without any is at version 0.
+    let quiet = uuid::Uuid::new_v4().to_string();
+    let versions = catalog
+        .get_seat_versions(pb::GetSeatVersionsRequest {
+            event_ids: vec![event_id.clone(), quiet.clone()],
+        })
+        .await
+        .expect("versions")
+        .into_inner()
+        .versions;
+    let versions: Vec<(String, i64)> = versions
+        .into_iter()
+        .map(|v| (v.event_id, v.version))
+        .collect();
+    assert_eq!(versions, vec![(event_id.clone(), 1), (quiet.clone(), 0)]);
+
+    // Bounded, and every id must be one.
+    let Err(too_many) = catalog
+        .get_seat_versions(pb::GetSeatVersionsRequest {
+            event_ids: vec![quiet.clone(); 1001],
+        })
+        .await
+    else {
+        panic!("1001 events must be refused");
+    };
+    assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
+    assert!(too_many.message().contains("eventIds"), "{too_many:?}");
+    let Err(bad) = catalog
+        .get_seat_versions(pb::GetSeatVersionsRequest {
+            event_ids: vec![quiet, "nope".into()],
+        })
+        .await
+    else {
+        panic!("a bad event id must be refused");
+    };
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("eventIds"), "{bad:?}");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_realtime_replica_sees_every_change() {
     let system = System::start_with(Options {
         realtime_replicas: 2,

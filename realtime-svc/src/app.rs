@@ -57,6 +57,7 @@ impl Application {
         ));
         let stop = CancellationToken::new();
         seats.spawn_janitor(stop.clone());
+        seats.spawn_version_check(config.version_check, stop.clone());
 
         let bus = Bus::connect(config.bus.clone(), BUS_CONNECT_WAIT).await?;
         let on_subscribed = {

@@ -27,6 +27,10 @@ pub struct RealtimeConfig {
     pub gap_timeout: Duration,
     /// `REALTIME_IDLE_EVICT_MS`: how long an event nobody watches stays in memory.
     pub idle_evict: Duration,
+    /// `REALTIME_VERSION_CHECK_MS`: how often booking-svc is asked for the seat version
+    /// of every loaded event, to notice a change whose notification was lost on an
+    /// event that has no later change to reveal the gap; `0` turns the check off.
+    pub version_check: Duration,
 }
 
 impl std::fmt::Debug for RealtimeConfig {
@@ -38,6 +42,7 @@ impl std::fmt::Debug for RealtimeConfig {
             .field("bus_prefix", &self.bus.prefix)
             .field("resume_buffer", &self.resume_buffer)
             .field("gap_timeout", &self.gap_timeout)
+            .field("version_check", &self.version_check)
             .finish_non_exhaustive()
     }
 }
@@ -60,6 +65,7 @@ impl RealtimeConfig {
             resume_buffer: env_or("REALTIME_RESUME_BUFFER", 4096)?,
             gap_timeout: env_millis("REALTIME_GAP_TIMEOUT_MS", Duration::from_millis(500))?,
             idle_evict: env_millis("REALTIME_IDLE_EVICT_MS", Duration::from_secs(60))?,
+            version_check: env_millis("REALTIME_VERSION_CHECK_MS", Duration::from_secs(1))?,
         })
     }
 
@@ -74,6 +80,7 @@ impl RealtimeConfig {
             resume_buffer: 4096,
             gap_timeout: Duration::from_millis(500),
             idle_evict: Duration::from_secs(60),
+            version_check: Duration::from_secs(1),
         }
     }
 }

@@ -9,6 +9,12 @@
 //! a watcher that falls behind the broadcast buffer gets a fresh snapshot instead, and
 //! a watcher sends all the changes that are ready as one update, so the slower its
 //! client reads, the fewer (larger) updates it sends.
+//!
+//! A lost notification is noticed even when no later version arrives to reveal it: a
+//! version check asks booking-svc for the seat version of every loaded event
+//! (`GetSeatVersions`, one request per tick for up to 1000 events) and a feed behind it
+//! starts the same gap timer; a feed ahead of it (booking-svc's Redis lost its data and
+//! its versions started again) re-reads the snapshot at once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +25,8 @@ use futures::Stream;
 use marquee_infra::grpc::PropagateTrace;
 use marquee_proto::booking::catalog_service_client::CatalogServiceClient;
 use marquee_proto::booking::{
-    self as booking, GetSeatSnapshotRequest, SeatSnapshot, SeatState, SeatsChanged,
+    self as booking, GetSeatSnapshotRequest, GetSeatVersionsRequest, SeatSnapshot, SeatState,
+    SeatsChanged,
 };
 use marquee_proto::realtime::{SeatChange, SeatChanges, SeatUpdate, seat_update};
 use tokio::sync::broadcast;
@@ -39,6 +46,11 @@ const PENDING_LIMIT: usize = 65_536;
 const MAX_BATCH: usize = 512;
 /// How often the janitor looks for gaps to repair and feeds to evict.
 const JANITOR_TICK: Duration = Duration::from_millis(100);
+/// Most events one `GetSeatVersions` request asks about (booking-svc's limit).
+const VERSION_CHECK_CHUNK: usize = 1000;
+/// How long one `GetSeatVersions` request may take before the check gives up until
+/// its next tick.
+const VERSION_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An event id, parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +107,9 @@ struct FeedState {
     /// The snapshot of `version`, built once for every watcher that needs it.
     snapshot: Option<Arc<SeatUpdate>>,
     idle_since: Option<Instant>,
+    /// How many snapshots were installed: tells a version check whether the feed was
+    /// re-read while the check was under way.
+    installs: u64,
 }
 
 struct Feed {
@@ -122,6 +137,7 @@ impl Feed {
                 resync: false,
                 snapshot: None,
                 idle_since: None,
+                installs: 0,
             }),
             tx: broadcast::channel(WATCHER_BUFFER).0,
             load: tokio::sync::Mutex::new(()),
@@ -224,6 +240,7 @@ impl Feed {
         let had = state.version;
         state.resync = false;
         state.loaded = true;
+        state.installs += 1;
         state.version = snapshot.version;
         state.index = snapshot
             .seats
@@ -249,6 +266,41 @@ impl Feed {
 
     fn is_loaded(&self) -> bool {
         self.state().loaded
+    }
+
+    /// Where a version check starts from: the applied version and how many snapshots
+    /// made it, if the feed is loaded.
+    fn sample(&self) -> Option<Sample> {
+        let state = self.state();
+        state.loaded.then_some(Sample {
+            version: state.version,
+            installs: state.installs,
+        })
+    }
+
+    /// Takes booking-svc's seat version `booking`, read after `asked` was sampled.
+    fn check_version(&self, booking: i64, asked: Sample) -> VersionCheck {
+        let mut state = self.state();
+        if !state.loaded || state.resync {
+            return VersionCheck::InStep;
+        }
+        // Versions only grow, and booking-svc had made `asked.version` before it was
+        // asked: a lower answer means its Redis lost its data (unless a snapshot was
+        // installed meanwhile, which already told the watchers). Re-read now.
+        if booking < asked.version && state.installs == asked.installs {
+            state.gap_since = Some(Instant::now() - Duration::from_secs(3600));
+            return VersionCheck::WentBack;
+        }
+        // A version the feed has not had: its notification is on its way or was lost.
+        // Pending changes already run the gap timer; otherwise start it, and the change
+        // arriving stops it (`drain`), else the snapshot is re-read when it runs out.
+        if booking > state.version && state.pending.is_empty() {
+            if state.gap_since.is_none() {
+                state.gap_since = Some(Instant::now());
+            }
+            return VersionCheck::Behind;
+        }
+        VersionCheck::InStep
     }
 
     /// A receiver of what follows, and what to send before it.
@@ -281,6 +333,23 @@ impl Feed {
         let mut state = self.state();
         state.loaded.then(|| self.snapshot_of(&mut state))
     }
+}
+
+/// A feed's position when a version check asked booking-svc about it.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    version: i64,
+    installs: u64,
+}
+
+/// What a version check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VersionCheck {
+    InStep,
+    /// booking-svc has a version the feed has not applied: the gap timer runs.
+    Behind,
+    /// booking-svc's version went back below the feed's: a re-read is due now.
+    WentBack,
 }
 
 /// Decrements a feed's watchers when a stream ends.
@@ -434,6 +503,92 @@ impl SeatHub {
                 hub.tidy();
             }
         });
+    }
+
+    /// Every `every` (unless zero), asks booking-svc for the seat version of every
+    /// loaded feed, while the hub lives: a change whose notification was lost is noticed
+    /// even if the event stays quiet afterwards.
+    pub fn spawn_version_check(
+        self: &Arc<Self>,
+        every: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        if every.is_zero() {
+            return;
+        }
+        let hub: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                let Some(hub) = hub.upgrade() else { return };
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = hub.check_versions() => {}
+                }
+            }
+        });
+    }
+
+    /// One version check of every loaded feed: a request per (up to) 1000 feeds.
+    /// Failures are logged; the next tick tries again.
+    async fn check_versions(&self) {
+        let sampled: Vec<(Arc<Feed>, Sample)> = self
+            .feeds()
+            .values()
+            .filter_map(|feed| Some((feed.clone(), feed.sample()?)))
+            .collect();
+        for chunk in sampled.chunks(VERSION_CHECK_CHUNK) {
+            let request = GetSeatVersionsRequest {
+                event_ids: chunk.iter().map(|(f, _)| f.event.0.to_string()).collect(),
+            };
+            let reply = tokio::time::timeout(
+                VERSION_CHECK_TIMEOUT,
+                self.catalog.clone().get_seat_versions(request),
+            )
+            .await;
+            let versions = match reply {
+                Ok(Ok(reply)) => reply.into_inner().versions,
+                Ok(Err(status)) => {
+                    tracing::warn!(feeds = chunk.len(), error = %status, "seat version check failed");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(feeds = chunk.len(), "seat version check timed out");
+                    continue;
+                }
+            };
+            let by_event: HashMap<String, &(Arc<Feed>, Sample)> = chunk
+                .iter()
+                .map(|entry| (entry.0.event.0.to_string(), entry))
+                .collect();
+            for reported in &versions {
+                let Some((feed, asked)) = by_event.get(reported.event_id.as_str()) else {
+                    continue;
+                };
+                match feed.check_version(reported.version, *asked) {
+                    VersionCheck::InStep => {}
+                    VersionCheck::Behind => tracing::debug!(
+                        event_id = %feed.event.0,
+                        applied = asked.version,
+                        booking_version = reported.version,
+                        "feed behind booking-svc's seat version; gap timer started"
+                    ),
+                    VersionCheck::WentBack => {
+                        metrics::counter!("realtime_resyncs_total", "cause" => "version_went_back")
+                            .increment(1);
+                        tracing::info!(
+                            event_id = %feed.event.0,
+                            applied = asked.version,
+                            booking_version = reported.version,
+                            "booking-svc's seat version went back; re-reading the snapshot"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn tidy(self: &Arc<Self>) {
@@ -729,6 +884,65 @@ mod tests {
             seats: Vec::new(),
         });
         assert!(feed.state().gap_since.is_none());
+    }
+
+    #[test]
+    fn a_version_the_feed_never_got_starts_the_gap_timer_until_it_arrives() {
+        let feed = feed_at(1);
+        let asked = feed.sample().expect("loaded");
+        assert_eq!(feed.check_version(1, asked), VersionCheck::InStep);
+        assert!(feed.state().gap_since.is_none());
+        assert_eq!(feed.check_version(2, asked), VersionCheck::Behind);
+        assert!(feed.state().gap_since.is_some());
+        // The notification was only late: it stops the timer.
+        feed.offer(held(2, "a"));
+        let state = feed.state();
+        assert_eq!(state.version, 2);
+        assert!(state.gap_since.is_none());
+    }
+
+    #[test]
+    fn a_check_behind_a_waiting_change_leaves_its_timer_alone() {
+        let feed = feed_at(1);
+        feed.offer(held(3, "a"));
+        let since = feed.state().gap_since;
+        assert!(since.is_some());
+        let asked = feed.sample().expect("loaded");
+        assert_eq!(feed.check_version(3, asked), VersionCheck::InStep);
+        assert_eq!(feed.state().gap_since, since);
+    }
+
+    #[test]
+    fn a_check_answered_before_a_change_arrived_is_no_reason_to_resync() {
+        let feed = feed_at(1);
+        let asked = feed.sample().expect("loaded");
+        // Version 2 is applied while booking-svc's answer (1, read earlier) travels.
+        feed.offer(held(2, "a"));
+        assert_eq!(feed.check_version(1, asked), VersionCheck::InStep);
+        assert!(feed.state().gap_since.is_none());
+    }
+
+    #[test]
+    fn a_version_gone_back_is_due_for_a_reread_at_once_unless_already_reread() {
+        let feed = feed_at(5);
+        let asked = feed.sample().expect("loaded");
+        assert_eq!(feed.check_version(0, asked), VersionCheck::WentBack);
+        assert!(
+            feed.state()
+                .gap_since
+                .is_some_and(|since| since.elapsed() > Duration::from_secs(60))
+        );
+
+        let feed = feed_at(5);
+        let asked = feed.sample().expect("loaded");
+        feed.install(SeatSnapshot {
+            event_id: event().0.to_string(),
+            version: 0,
+            seats: Vec::new(),
+        });
+        let before = feed.state().gap_since;
+        assert_eq!(feed.check_version(0, asked), VersionCheck::InStep);
+        assert_eq!(feed.state().gap_since, before);
     }
 
     #[test]
