@@ -890,17 +890,24 @@ impl HoldStore {
 }
 
 impl HoldStore {
-    /// The seat version of each event in `events`, in order (0 for an event that has
-    /// had no seat change): one MGET, so realtime-svc can tell whether it missed one.
+    /// The seat version of each event in `events`, in order (the epoch's base for an
+    /// event that has had no seat change since): one MGET, so realtime-svc can tell whether it missed one.
     pub async fn seat_versions(&self, events: &[EventId]) -> Result<Vec<i64>, BookingError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = events.iter().map(|e| self.version_key(*e)).collect();
+        // The epoch first: an event never changed is at its base, as in a snapshot,
+        // and a store that lost its data answers nothing.
+        let mut keys = vec![self.epoch_key()];
+        keys.extend(events.iter().map(|e| self.version_key(*e)));
         let versions: Vec<Option<i64>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut self.redis.clone())
             .await?;
-        Ok(versions.into_iter().map(|v| v.unwrap_or(0)).collect())
+        let Some((Some(base), versions)) = versions.split_first() else {
+            self.lost.notify_one();
+            return Err(BookingError::RedisLost);
+        };
+        Ok(versions.iter().map(|v| v.unwrap_or(*base)).collect())
     }
 }

@@ -167,6 +167,9 @@ impl Relay {
                     } else {
                         tracing::warn!(%error, "seat relay read failed");
                     }
+                    // A read whose reply was lost still delivered its entries to this
+                    // consumer: read them again from the pending list.
+                    backlog = true;
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }

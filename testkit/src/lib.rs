@@ -2,6 +2,8 @@
 //! PostgreSQL, Redis and RabbitMQ are, running a service in process, JSON replies, and
 //! removing a test's Redis keys. Nothing here stands in for our infrastructure.
 
+pub mod proxy;
+
 use marquee_infra::config::{env_or, env_string};
 use serde_json::Value;
 
@@ -12,6 +14,17 @@ pub fn pg_base() -> String {
 
 pub fn redis_url() -> String {
     env_string("REDIS_URL", "redis://127.0.0.1:6379")
+}
+
+/// `host:port` of [`redis_url`], for a proxy in front of it.
+pub fn redis_addr() -> String {
+    let url = redis_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned()
 }
 
 pub fn amqp_url() -> String {
