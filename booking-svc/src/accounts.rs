@@ -1,7 +1,16 @@
-//! Accounts: sign-up with an argon2id password hash, log-in issuing a bearer token.
+//! Accounts: sign-up with an argon2id password hash (announcing `account.opened` to
+//! pay-svc through the outbox), log-in issuing a bearer token, and the cache of
+//! accounts known to exist that every authenticated RPC checks its caller against.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
 use chrono::{DateTime, Utc};
+use marquee_infra::outbox::{self, NewMessage, Relay};
+use marquee_proto::kinds::ACCOUNT_OPENED;
+use marquee_proto::saga;
+use prost::Message;
 use sqlx::PgPool;
 
 use crate::domain::{AccountId, Email, Password, Role};
@@ -87,13 +96,18 @@ fn account(row: AccountRow) -> Result<Account, BookingError> {
     })
 }
 
+/// Creates the account and, in the same transaction, the `account.opened` message
+/// that makes pay-svc open its wallet: money is only ever created for an account
+/// that exists.
 pub async fn sign_up(
     pool: &PgPool,
     hasher: &Hasher,
+    relay: &Relay,
     new: NewAccount,
 ) -> Result<Account, BookingError> {
     let hash = hasher.hash(&new.password).await?;
     let id = AccountId::new();
+    let mut tx = pool.begin().await?;
     let row: Result<AccountRow, sqlx::Error> = sqlx::query_as(
         "INSERT INTO accounts (id, email, password_hash, display_name, role)
          VALUES ($1, $2, $3, $4, $5)
@@ -104,19 +118,39 @@ pub async fn sign_up(
     .bind(hash)
     .bind(&new.display_name)
     .bind(new.role.as_str())
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await;
-    match row {
-        Ok(row) => {
-            metrics::counter!("accounts_created_total", "role" => new.role.as_str()).increment(1);
-            tracing::info!(account_id = %id, role = new.role.as_str(), "account created");
-            account(row)
+    let row = match row {
+        Ok(row) => row,
+        Err(e) if marquee_infra::db::is_unique_violation(&e) => {
+            return Err(BookingError::AlreadyExists(
+                "an account with this email already exists",
+            ));
         }
-        Err(e) if marquee_infra::db::is_unique_violation(&e) => Err(BookingError::AlreadyExists(
-            "an account with this email already exists",
-        )),
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    let opened = saga::AccountOpened {
+        account_id: id.to_string(),
+        opened_at: Some(prost_types::Timestamp {
+            seconds: row.4.timestamp(),
+            nanos: i32::try_from(row.4.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+    };
+    outbox::enqueue(
+        &mut tx,
+        NewMessage {
+            kind: ACCOUNT_OPENED,
+            saga_id: id.0,
+            version: 1,
+            payload: opened.encode_to_vec(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    relay.notify();
+    metrics::counter!("accounts_created_total", "role" => new.role.as_str()).increment(1);
+    tracing::info!(account_id = %id, role = new.role.as_str(), "account created");
+    account(row)
 }
 
 /// The account whose email and password match; one error for both kinds of mismatch.
@@ -154,4 +188,68 @@ pub async fn get(pool: &PgPool, id: AccountId) -> Result<Account, BookingError> 
     row.map(account)
         .transpose()?
         .ok_or(BookingError::NotFound("account"))
+}
+
+/// How many account ids [`KnownAccounts`] remembers before it starts over.
+const KNOWN_ACCOUNTS_MAX: usize = 100_000;
+
+/// Accounts known to exist. Accounts are never deleted, so a positive answer is
+/// cached for good; a negative one is not (the account may be created meanwhile on
+/// another replica, and caching it would let anyone fill memory). The set is cleared
+/// when it grows past [`KNOWN_ACCOUNTS_MAX`] entries. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct KnownAccounts {
+    ids: Arc<RwLock<HashSet<AccountId>>>,
+}
+
+impl KnownAccounts {
+    /// Whether `id` names an account, from the cache or else the database.
+    pub async fn exists(&self, pool: &PgPool, id: AccountId) -> Result<bool, BookingError> {
+        if self.ids.read().is_ok_and(|ids| ids.contains(&id)) {
+            return Ok(true);
+        }
+        let found: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)")
+                .bind(id.0)
+                .fetch_one(pool)
+                .await?;
+        if found {
+            self.remember(id);
+        }
+        Ok(found)
+    }
+
+    /// Records that `id` exists (just created, or found).
+    pub fn remember(&self, id: AccountId) {
+        // A poisoned lock only means another thread panicked mid-insert; the set is
+        // still a valid cache.
+        let mut ids = self.ids.write().unwrap_or_else(|e| e.into_inner());
+        if ids.len() >= KNOWN_ACCOUNTS_MAX {
+            ids.clear();
+        }
+        ids.insert(id);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.ids.read().map(|ids| ids.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_starts_over_when_full() {
+        let known = KnownAccounts::default();
+        for _ in 0..KNOWN_ACCOUNTS_MAX {
+            known.remember(AccountId::new());
+        }
+        assert_eq!(known.len(), KNOWN_ACCOUNTS_MAX);
+        let latest = AccountId::new();
+        known.remember(latest);
+        assert_eq!(known.len(), 1);
+        assert!(known.ids.read().expect("lock").contains(&latest));
+    }
 }

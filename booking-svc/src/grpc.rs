@@ -16,7 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::accounts::{self, Account, Hasher, NewAccount};
+use crate::accounts::{self, Account, Hasher, KnownAccounts, NewAccount};
 use crate::bookings::{Booking, Bookings};
 use crate::catalog::{self, EventDetails, EventInfo, NewEvent, NewRow, NewSeat, NewSection};
 use crate::domain::{
@@ -43,6 +43,8 @@ pub struct Api {
     pub hasher: Hasher,
     pub wallet: WalletClient,
     pub default_max_seats: u32,
+    /// Accounts known to exist, checked for every authenticated RPC.
+    pub known_accounts: KnownAccounts,
 }
 
 /// The verified caller of an RPC.
@@ -53,7 +55,10 @@ struct Caller {
 }
 
 impl Api {
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, BookingError> {
+    /// The verified caller: a valid token whose subject is an account that exists.
+    /// A token signed for an account id nobody signed up with is refused, so it can
+    /// neither hold seats nor get money.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, BookingError> {
         let claims = self
             .keys
             .verify_metadata(request.metadata())
@@ -64,6 +69,12 @@ impl Api {
             .role
             .parse()
             .map_err(|_| BookingError::Unauthenticated("invalid token role".into()))?;
+        if !self.known_accounts.exists(self.pool(), id).await? {
+            tracing::warn!(account_id = %id, "valid token for an account that does not exist");
+            return Err(BookingError::Unauthenticated(
+                "this account does not exist".into(),
+            ));
+        }
         Ok(Caller { id, role })
     }
 
@@ -396,7 +407,9 @@ impl AccountService for Api {
             display_name: domain::text("displayName", &req.display_name, 100)?,
             role,
         };
-        let account = accounts::sign_up(self.pool(), &self.hasher, new).await?;
+        let account =
+            accounts::sign_up(self.pool(), &self.hasher, &self.bookings.relay, new).await?;
+        self.known_accounts.remember(account.id);
         Ok(Response::new(account_pb(&account)))
     }
 
@@ -424,7 +437,7 @@ impl AccountService for Api {
     }
 
     async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Result<Response<pb::Me>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let account = accounts::get(self.pool(), caller.id).await?;
         let mut wallet_request =
             Request::new(marquee_proto::pay::GetWalletRequest { page_size: 1 });
@@ -433,16 +446,20 @@ impl AccountService for Api {
                 .metadata_mut()
                 .insert("authorization", auth.clone());
         }
-        let wallet = self
-            .wallet
-            .clone()
-            .get_wallet(wallet_request)
-            .await
-            .map_err(|s| BookingError::Unavailable(format!("pay-svc: {}", s.message())))?
-            .into_inner();
+        // A new account's wallet is opened by pay-svc once it consumed the sign-up's
+        // account.opened; until then there is no balance to show, which is not an error.
+        let wallet_balance = match self.wallet.clone().get_wallet(wallet_request).await {
+            Ok(wallet) => wallet.into_inner().balance,
+            Err(status) if status.code() == tonic::Code::NotFound => None,
+            Err(status) => {
+                return Err(
+                    BookingError::Unavailable(format!("pay-svc: {}", status.message())).into(),
+                );
+            }
+        };
         Ok(Response::new(pb::Me {
             account: Some(account_pb(&account)),
-            wallet_balance: wallet.balance,
+            wallet_balance,
         }))
     }
 }
@@ -453,7 +470,7 @@ impl CatalogService for Api {
         &self,
         request: Request<pb::CreateEventRequest>,
     ) -> Result<Response<pb::Event>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         if caller.role != Role::Seller {
             return Err(BookingError::PermissionDenied("only sellers can create events").into());
         }
@@ -582,7 +599,7 @@ impl CatalogService for Api {
         &self,
         request: Request<pb::GetSalesRequest>,
     ) -> Result<Response<pb::Sales>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let id = EventId::parse("eventId", &request.get_ref().event_id)?;
         let event = self.bookings.catalog.event(self.pool(), id).await?;
         if event.seller != caller.id {
@@ -629,7 +646,7 @@ impl BookingService for Api {
         &self,
         request: Request<pb::CreateHoldRequest>,
     ) -> Result<Response<pb::Hold>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let key = optional_idempotency_key(&request, &request.get_ref().idempotency_key)?;
         let req = request.into_inner();
         let event = EventId::parse("eventId", &req.event_id)?;
@@ -648,7 +665,7 @@ impl BookingService for Api {
         &self,
         request: Request<pb::ReleaseHoldRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let hold = HoldId::parse("holdId", &request.get_ref().hold_id)?;
         self.bookings.release(caller.id, hold).await?;
         Ok(Response::new(()))
@@ -658,7 +675,7 @@ impl BookingService for Api {
         &self,
         request: Request<pb::CreateBookingRequest>,
     ) -> Result<Response<pb::Booking>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let key = idempotency_key(&request, &request.get_ref().idempotency_key)?;
         let req = request.into_inner();
         let hold = HoldId::parse("holdId", &req.hold_id)?;
@@ -674,7 +691,7 @@ impl BookingService for Api {
         &self,
         request: Request<pb::GetBookingRequest>,
     ) -> Result<Response<pb::Booking>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let id = BookingId::parse("bookingId", &request.get_ref().booking_id)?;
         let booking = self.bookings.get(caller.id, id).await?;
         Ok(Response::new(booking_pb(&booking)))
@@ -684,7 +701,7 @@ impl BookingService for Api {
         &self,
         request: Request<pb::ListBookingsRequest>,
     ) -> Result<Response<pb::ListBookingsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let limit = domain::page_size(req.page_size, 20, 100)?;
         let offset = domain::page_offset(&req.page_token)?;
@@ -708,7 +725,7 @@ impl BookingService for Api {
         &self,
         request: Request<pb::CancelBookingRequest>,
     ) -> Result<Response<pb::Booking>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let id = BookingId::parse("bookingId", &request.get_ref().booking_id)?;
         let booking = self.bookings.cancel(caller.id, id).await?;
         Ok(Response::new(booking_pb(&booking)))

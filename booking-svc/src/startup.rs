@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::Hasher;
+use crate::accounts::{Hasher, KnownAccounts};
 use crate::bookings::{Bookings, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_COMPLETED};
 use crate::catalog::Catalog;
 use crate::changes::ChangeFeed;
@@ -171,6 +171,7 @@ impl Application {
             hasher: Hasher::new(config.argon2_memory_kib)?,
             wallet,
             default_max_seats: config.default_max_seats,
+            known_accounts: KnownAccounts::default(),
         };
         let listener = TcpListener::bind(config.grpc_addr).await?;
         let metrics_listener = match config.metrics_addr {

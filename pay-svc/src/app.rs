@@ -71,7 +71,7 @@ impl Application {
         let listener = TcpListener::bind(config.grpc_addr).await?;
         let port = listener.local_addr()?.port();
         let keys = TokenKeys::verifier(&config.jwt_secret);
-        let wallet = WalletApi::new(pool.clone(), keys, config.welcome_credit_minor);
+        let wallet = WalletApi::new(pool.clone(), keys);
         tracing::info!(port, prefix = %config.bus.prefix, "pay-svc started");
         Ok(Self {
             listener,

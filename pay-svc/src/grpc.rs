@@ -18,16 +18,11 @@ use crate::store;
 pub struct WalletApi {
     pool: PgPool,
     keys: TokenKeys,
-    welcome_credit: i64,
 }
 
 impl WalletApi {
-    pub fn new(pool: PgPool, keys: TokenKeys, welcome_credit: i64) -> Self {
-        Self {
-            pool,
-            keys,
-            welcome_credit,
-        }
+    pub fn new(pool: PgPool, keys: TokenKeys) -> Self {
+        Self { pool, keys }
     }
 
     fn caller(&self, metadata: &tonic::metadata::MetadataMap) -> Result<AccountId, PayError> {
@@ -35,9 +30,11 @@ impl WalletApi {
         claims.sub.parse().map_err(|_| PayError::InvalidSubject)
     }
 
+    /// Reads the wallet; never opens one. A token alone does not prove that its
+    /// account exists: wallets are opened only by `account.opened` from booking-svc
+    /// (or a payment booking-svc asked for), so an unknown account gets NOT_FOUND.
     async fn wallet(&self, account: AccountId, page: PageSize) -> Result<WalletView, PayError> {
         let mut tx = self.pool.begin().await?;
-        store::ensure_wallet(&mut tx, account, self.welcome_credit).await?;
         let view = store::wallet_view(&mut tx, account, page).await?;
         tx.commit().await?;
         Ok(view)

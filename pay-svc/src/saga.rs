@@ -1,5 +1,6 @@
-//! The saga consumer: PaymentRequested and RefundRequested in, PaymentSucceeded,
-//! PaymentFailed and RefundCompleted out through the outbox. Each message is one
+//! The saga consumer: AccountOpened (which opens the wallet with its welcome credit),
+//! PaymentRequested and RefundRequested in, PaymentSucceeded, PaymentFailed and
+//! RefundCompleted out through the outbox. Each message is one
 //! transaction: inbox claim, effect and reply commit together, and the bus acks only
 //! after that commit. Protobuf stops here.
 
@@ -19,19 +20,23 @@ use crate::domain::{
 use crate::error::PayError;
 use crate::store;
 pub use marquee_proto::kinds::{
-    PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED, REFUND_REQUESTED,
+    ACCOUNT_OPENED, PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED,
+    REFUND_REQUESTED,
 };
 
 /// The inbox consumer name of this service.
 pub const CONSUMER: &str = "pay-svc";
-/// The queue pay-svc consumes (before the bus prefix).
+/// The queue pay-svc consumes (before the bus prefix): every message booking-svc
+/// sends it, account openings included.
 pub const QUEUE: &str = "pay.payment-requests";
 /// The routing keys bound to [`QUEUE`].
-pub const ROUTING_KEYS: &[&str] = &[PAYMENT_REQUESTED, REFUND_REQUESTED];
+pub const ROUTING_KEYS: &[&str] = &[PAYMENT_REQUESTED, REFUND_REQUESTED, ACCOUNT_OPENED];
 
 /// A saga message this service handles, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// booking-svc created this account: open its wallet.
+    Open(AccountId),
     Charge(ChargeRequest),
     Refund(RefundRequest),
 }
@@ -59,6 +64,11 @@ impl Command {
                     method: m.method,
                 }))
             }
+            ACCOUNT_OPENED => {
+                let m = saga::AccountOpened::decode(envelope.payload.as_slice())
+                    .map_err(|e| malformed(e.to_string()))?;
+                Ok(Self::Open(AccountId(uuid("account_id", &m.account_id)?)))
+            }
             REFUND_REQUESTED => {
                 let m = saga::RefundRequested::decode(envelope.payload.as_slice())
                     .map_err(|e| malformed(e.to_string()))?;
@@ -77,6 +87,8 @@ impl Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Duplicate,
+    /// The account's wallet exists now (opened by this message or before).
+    WalletOpened,
     Captured,
     Failed(FailureReason),
     /// The booking already had a payment; its outcome was sent again.
@@ -98,6 +110,7 @@ impl Outcome {
             .increment(1),
             Self::Refunded => metrics::counter!("refunds_total").increment(1),
             Self::Duplicate
+            | Self::WalletOpened
             | Self::PaymentReplayed
             | Self::RefundReplayed
             | Self::NothingToRefund => {}
@@ -145,23 +158,41 @@ impl SagaConsumer {
             tracing::info!(message_id = %envelope.message_id, kind = %envelope.kind, "duplicate message skipped");
             return Ok(Outcome::Duplicate);
         }
+        // The wallet this message opened, if any: logged only once that committed.
+        let mut opened = None;
         let outcome = match command {
-            Command::Charge(request) => self.charge(&mut tx, envelope.saga_id, request).await?,
+            Command::Open(account) => {
+                if store::ensure_wallet(&mut tx, account, self.welcome_credit).await? {
+                    opened = Some(account);
+                }
+                Outcome::WalletOpened
+            }
+            Command::Charge(request) => {
+                // booking-svc vouches for the buyer, so a payment may open the wallet
+                // if its `account.opened` has not been handled yet.
+                if store::ensure_wallet(&mut tx, request.account_id, self.welcome_credit).await? {
+                    opened = Some(request.account_id);
+                }
+                self.charge(&mut tx, envelope.saga_id, request).await?
+            }
             Command::Refund(request) => refund(&mut tx, envelope.saga_id, request).await?,
         };
         tx.commit().await?;
+        if let Some(account) = opened {
+            tracing::info!(account_id = %account, welcome_credit = self.welcome_credit, "wallet created");
+        }
         self.relay.notify();
         outcome.record();
         Ok(outcome)
     }
 
+    /// Charges the buyer's wallet, which exists (the caller ensured it).
     async fn charge(
         &self,
         tx: &mut PgConnection,
         saga_id: Uuid,
         request: ChargeRequest,
     ) -> Result<Outcome, PayError> {
-        store::ensure_wallet(tx, request.account_id, self.welcome_credit).await?;
         let payment_id = PaymentId::new();
         if !store::insert_pending_payment(tx, payment_id, &request).await? {
             let existing = store::payment_for_update(tx, request.booking_id)

@@ -15,7 +15,7 @@ use crate::error::PayError;
 
 /// Creates `account`'s wallet if it has none, with a WELCOME_CREDIT entry of
 /// `welcome_credit` KRW. Idempotent and safe under concurrency. Returns whether it
-/// was created now.
+/// was created now; the caller logs that once its transaction committed.
 pub async fn ensure_wallet(
     conn: &mut PgConnection,
     account: AccountId,
@@ -47,9 +47,6 @@ pub async fn ensure_wallet(
             None,
         )
         .await?;
-    }
-    if created {
-        tracing::info!(account_id = %account, welcome_credit, "wallet created");
     }
     Ok(created)
 }
@@ -225,7 +222,8 @@ pub async fn insert_entry(
     Ok(entry_id)
 }
 
-/// `account`'s wallet (created first if new) with its `page` newest entries.
+/// `account`'s wallet with its `page` newest entries; [`PayError::NoWallet`] if it
+/// has none. Never creates one.
 pub async fn wallet_view(
     conn: &mut PgConnection,
     account: AccountId,
@@ -235,7 +233,7 @@ pub async fn wallet_view(
         .bind(account.0)
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| PayError::Corrupt(format!("no wallet for account {account}")))?;
+        .ok_or(PayError::NoWallet)?;
     let currency = currency_of(&row)?;
     let balance = Money {
         amount_minor: row.try_get("balance_minor")?,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
-use lapin::types::ShortString;
+use lapin::types::{AMQPValue, ShortString};
 use marquee_infra::auth::TokenKeys;
 use marquee_infra::bus::{Bus, BusConfig, Envelope, HandleError, Handler};
 use marquee_proto::pay::wallet_service_client::WalletServiceClient;
@@ -130,6 +130,40 @@ impl TestApp {
         envelope
     }
 
+    /// Publishes `account.opened` for `account`, as booking-svc does at sign-up.
+    async fn open_account(&self, account: Uuid) -> Envelope {
+        let payload = saga::AccountOpened {
+            account_id: account.to_string(),
+            opened_at: Some(prost_types::Timestamp {
+                seconds: Utc::now().timestamp(),
+                nanos: 0,
+            }),
+        };
+        let envelope = envelope("account.opened", account, payload.encode_to_vec());
+        self.publish(&envelope).await;
+        envelope
+    }
+
+    async fn wallets(&self, account: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM wallets WHERE account_id = $1")
+            .bind(account)
+            .fetch_one(&self.pool)
+            .await
+            .expect("wallet count")
+    }
+
+    /// Waits (bounded) until `account` has a wallet.
+    async fn await_wallet(&self, account: Uuid) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.wallets(account).await == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no wallet for {account} within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn next_reply(&mut self) -> Envelope {
         tokio::time::timeout(WAIT, self.replies.recv())
             .await
@@ -177,6 +211,13 @@ impl TestApp {
     }
 
     async fn dead_letter(&self) -> Option<Vec<u8>> {
+        self.dead_letter_message().await.map(|(data, _)| data)
+    }
+
+    /// The next dead-lettered message (waiting up to 10 s) with why the broker
+    /// dead-lettered it: `rejected` by the consumer at once, or `delivery_limit` after
+    /// it was redelivered as often as the queue allows.
+    async fn dead_letter_message(&self) -> Option<(Vec<u8>, String)> {
         let connection = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
             .await
             .expect("amqp");
@@ -193,7 +234,18 @@ impl TestApp {
                 .ok()
                 .flatten();
             if let Some(message) = got {
-                break Some(message.delivery.data.clone());
+                let reason = message
+                    .delivery
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .and_then(|headers| headers.inner().get("x-first-death-reason").cloned())
+                    .map(|reason| match reason {
+                        AMQPValue::LongString(text) => text.to_string(),
+                        other => panic!("x-first-death-reason {other:?}"),
+                    })
+                    .unwrap_or_default();
+                break Some((message.delivery.data.clone(), reason));
             }
             if tokio::time::Instant::now() >= deadline {
                 break None;
@@ -443,6 +495,8 @@ async fn get_wallet_needs_a_token_and_shows_the_welcome_credit() {
         request
     };
 
+    app.open_account(account).await;
+    app.await_wallet(account).await;
     let wallet = client
         .get_wallet(authorized(0))
         .await
@@ -525,5 +579,121 @@ async fn get_wallet_needs_a_token_and_shows_the_welcome_credit() {
         .expect_err("non-uuid subject");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     drop(client);
+    app.teardown().await;
+}
+
+fn bearer(keys: &TokenKeys, account: Uuid) -> tonic::Request<GetWalletRequest> {
+    let (token, _) = keys
+        .issue(&account.to_string(), "BUYER")
+        .expect("issue token");
+    let mut request = tonic::Request::new(GetWalletRequest { page_size: 0 });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata value"),
+    );
+    request
+}
+
+#[tokio::test]
+async fn get_wallet_creates_no_money_for_an_account_that_never_opened() {
+    let app = TestApp::spawn().await;
+    let keys = TokenKeys::new(JWT_SECRET, chrono::Duration::minutes(5));
+    let stranger = Uuid::new_v4();
+    let mut client = app.grpc().await;
+
+    for _ in 0..2 {
+        let refused = client
+            .get_wallet(bearer(&keys, stranger))
+            .await
+            .expect_err("no wallet for an account that never opened");
+        assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+        assert_eq!(refused.message(), "no wallet for this account yet");
+    }
+    assert_eq!(app.wallets(stranger).await, 0);
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_entries")
+        .fetch_one(&app.pool)
+        .await
+        .expect("ledger count");
+    assert_eq!(entries, 0, "no credit was issued");
+    drop(client);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn account_opened_creates_the_wallet_with_the_welcome_credit_once() {
+    let app = TestApp::spawn().await;
+    let keys = TokenKeys::new(JWT_SECRET, chrono::Duration::minutes(5));
+    let account = Uuid::new_v4();
+
+    // The same message twice (a redelivery), and a second message for the account.
+    let opened = app.open_account(account).await;
+    app.publish(&opened).await;
+    app.open_account(account).await;
+    app.await_wallet(account).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let handled: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM inbox WHERE consumer = 'pay-svc'")
+                .fetch_one(&app.pool)
+                .await
+                .expect("inbox count");
+        if handled == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both messages handled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give a stray third delivery time to do harm.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert_eq!(app.wallets(account).await, 1);
+    assert_eq!(app.balance(account).await, 100_000);
+    assert_eq!(app.entries(account, "WELCOME_CREDIT").await, 1);
+    let wallet = app
+        .grpc()
+        .await
+        .get_wallet(bearer(&keys, account))
+        .await
+        .expect("the opened account's wallet")
+        .into_inner();
+    assert_eq!(wallet.balance, krw(100_000));
+    assert_eq!(wallet.entries.len(), 1);
+    assert_eq!(wallet.entries[0].kind, EntryKind::WelcomeCredit as i32);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_payment_postgres_rejects_is_dead_lettered_after_one_delivery() {
+    let mut app = TestApp::spawn().await;
+    let (booking, buyer) = (Uuid::new_v4(), Uuid::new_v4());
+
+    // PostgreSQL refuses a NUL byte in a text column: retrying can never succeed.
+    let rejected = app.request_payment(booking, buyer, 1_000, "WALLET\0").await;
+    let (payload, reason) = app
+        .dead_letter_message()
+        .await
+        .expect("the message is dead-lettered");
+    assert_eq!(payload, rejected.payload);
+    assert_eq!(
+        reason, "rejected",
+        "dead-lettered on its first delivery, not retried up to the delivery limit"
+    );
+    app.assert_no_reply(Duration::from_millis(500)).await;
+    assert_eq!(app.wallets(buyer).await, 0, "no wallet was created");
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .expect("payments");
+    assert_eq!(payments, 0);
+
+    // The consumer keeps working, and the buyer's first real payment opens the wallet.
+    app.request_payment(Uuid::new_v4(), buyer, 1_000, "WALLET")
+        .await;
+    succeeded(&app.next_reply().await);
+    assert_eq!(app.balance(buyer).await, 99_000);
+    assert_eq!(app.entries(buyer, "WELCOME_CREDIT").await, 1);
     app.teardown().await;
 }

@@ -64,6 +64,8 @@ pub mod kinds {
     pub const REFUND_REQUESTED: &str = "refund.requested";
     /// Saga: pay-svc → booking-svc (`saga::RefundCompleted`).
     pub const REFUND_COMPLETED: &str = "refund.completed";
+    /// booking-svc → pay-svc, when an account is created (`saga::AccountOpened`).
+    pub const ACCOUNT_OPENED: &str = "account.opened";
     /// Notification: booking-svc → realtime-svc (`booking::SeatChanges`).
     pub const SEATS_CHANGED: &str = "seats.changed";
     /// Notification: booking-svc → realtime-svc (`booking::BookingChanges`).

@@ -265,7 +265,8 @@ impl System {
             .await
     }
 
-    /// Signs up and logs in; returns (account id, token).
+    /// Signs up, logs in and waits (up to 10 s) until the account's wallet is open;
+    /// returns (account id, token).
     pub async fn account(&self, role: &str) -> (String, String) {
         let email = format!(
             "{}-{}@example.com",
@@ -288,7 +289,23 @@ impl System {
             )
             .await;
         assert_eq!(session.status, 201, "log-in: {:?}", session.body);
-        (signed.str("/accountId"), session.str("/accessToken"))
+        let token = session.str("/accessToken");
+        // pay-svc opens the wallet when it consumes the sign-up's account.opened.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let wallet = self.get("/v1/wallet", Some(&token)).await;
+            if wallet.status == 200 {
+                break;
+            }
+            assert!(
+                wallet.status == 404 && tokio::time::Instant::now() < deadline,
+                "wallet of a new account: {} {:?}",
+                wallet.status,
+                wallet.body
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (signed.str("/accountId"), token)
     }
 
     /// Creates an event on sale now with `sections` of (name, price, rows, seats per row).
