@@ -438,3 +438,69 @@ async fn a_payment_arriving_for_a_cancelled_booking_is_refunded() {
     assert_eq!(sys.balance(&buyer).await, 100_000);
     sys.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn free_seats_confirm_without_a_payment_and_cancel_without_a_refund() {
+    let sys = System::start().await;
+    let (_, event_id) = sys
+        .seller_event(&[("Invitation", 0, 1, 4), ("R", 30_000, 1, 4)], 4)
+        .await;
+    let free: Vec<String> = sys
+        .seats(&event_id)
+        .await
+        .into_iter()
+        .filter(|s| s.2 == 0)
+        .take(2)
+        .map(|s| s.0)
+        .collect();
+    let (_, buyer) = sys.account("BUYER").await;
+    let mut progress = sys
+        .sse(&format!("/v1/events/{event_id}/seats:watch"), None, None)
+        .await
+        .unwrap_or_else(|r| panic!("watch refused: {r:?}"));
+    progress.next().await;
+
+    let hold = sys.hold(&buyer, &event_id, &free).await;
+    assert_eq!(hold.status, 201, "{:?}", hold.body);
+    assert_eq!(hold.str("/total/amountMinor"), "0");
+    let booking = sys.checkout(&buyer, &hold.str("/holdId"), "free-1").await;
+    assert_eq!(booking.status, 202, "{:?}", booking.body);
+    let booking_id = booking.str("/bookingId");
+    // Nothing to pay: confirmed at once, never cancelled for an invalid amount.
+    assert_eq!(booking.str("/status"), "CONFIRMED", "{:?}", booking.body);
+    let confirmed = sys.await_booking(&buyer, &booking_id, "CONFIRMED").await;
+    assert_eq!(confirmed["total"]["amountMinor"], "0");
+    assert_eq!(count_status(&sys, &event_id, "SOLD").await, 2);
+    assert_eq!(sys.balance(&buyer).await, 100_000);
+    // The live map shows them held, then sold, like any sale.
+    let mut reasons = Vec::new();
+    while reasons.len() < 2 {
+        let event = progress.next().await;
+        for item in event.data["changes"]["items"].as_array().expect("items") {
+            reasons.push(item["reason"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(reasons, ["SEATS_HELD", "SEATS_SOLD"]);
+
+    let cancelled = sys
+        .post(
+            &format!("/v1/bookings/{booking_id}:cancel"),
+            Some(&buyer),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status, 202, "{:?}", cancelled.body);
+    assert_eq!(
+        cancelled.str("/status"),
+        "CANCELLED",
+        "{:?}",
+        cancelled.body
+    );
+    assert_eq!(count_status(&sys, &event_id, "AVAILABLE").await, 8);
+    // No refund: nothing was paid, and the wallet never moved.
+    assert_eq!(sys.balance(&buyer).await, 100_000);
+    let wallet = sys.get("/v1/wallet", Some(&buyer)).await;
+    let entries = wallet.body["entries"].as_array().map_or(0, Vec::len);
+    assert_eq!(entries, 1, "only the welcome credit: {:?}", wallet.body);
+    sys.stop().await;
+}
