@@ -9,21 +9,11 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Versio
 use chrono::{DateTime, Utc};
 use marquee_infra::outbox::{self, NewMessage, Relay};
 use marquee_proto::kinds::ACCOUNT_OPENED;
-use marquee_proto::saga;
-use prost::Message;
 use sqlx::PgPool;
 
-use crate::domain::{AccountId, Email, Password, Role};
+use crate::domain::{Account, AccountId, Email, Password, Role};
 use crate::error::BookingError;
-
-#[derive(Debug, Clone)]
-pub struct Account {
-    pub id: AccountId,
-    pub email: String,
-    pub display_name: String,
-    pub role: Role,
-    pub created_at: DateTime<Utc>,
-}
+use crate::wire;
 
 #[derive(Debug)]
 pub struct NewAccount {
@@ -129,20 +119,13 @@ pub async fn sign_up(
         }
         Err(e) => return Err(e.into()),
     };
-    let opened = saga::AccountOpened {
-        account_id: id.to_string(),
-        opened_at: Some(prost_types::Timestamp {
-            seconds: row.4.timestamp(),
-            nanos: i32::try_from(row.4.timestamp_subsec_nanos()).unwrap_or(0),
-        }),
-    };
     outbox::enqueue(
         &mut tx,
         NewMessage {
             kind: ACCOUNT_OPENED,
             saga_id: id.0,
             version: 1,
-            payload: opened.encode_to_vec(),
+            payload: wire::bus::account_opened(id, row.4),
         },
     )
     .await?;

@@ -14,70 +14,43 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use marquee_infra::bus::{Envelope, HandleError};
 use marquee_infra::outbox::{self, NewMessage, Relay};
-use marquee_proto::saga;
-use prost::Message;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::catalog::{Catalog, EventInfo};
-use crate::changes::{BookingMoved, ChangeFeed};
+use crate::catalog::{self, Catalog, EventInfo, NewEvent, SectionSales};
+use crate::changes::ChangeFeed;
 use crate::domain::{
-    AccountId, BookingId, BookingStatus, EventId, HoldId, IdempotencyKey, Money, PaymentMethod,
-    SeatId, SeatSelection,
+    AccountId, BookedSeat, Booking, BookingId, BookingMoved, BookingStatus, EventId, HoldGranted,
+    HoldId, IdempotencyKey, Money, PaymentMethod, SeatId, SeatSelection, SeatStatus,
 };
 use crate::error::BookingError;
 use crate::holds::{Claim, HoldKeys, HoldOutcome, HoldRecord, HoldRequest, HoldState, HoldStore};
+use crate::wire::{self, bus::SagaReply};
 pub use marquee_proto::kinds::{
     PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED, REFUND_REQUESTED,
 };
 
 const CONSUMER: &str = "booking-svc";
 
-/// What booking logic needs; cheap to clone.
+/// Bookings, holds and the catalog they sell from: what the RPCs call. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Bookings {
-    pub pool: PgPool,
-    pub holds: HoldStore,
-    pub catalog: Catalog,
-    pub relay: Relay,
-    pub changes: ChangeFeed,
+    pool: PgPool,
+    holds: HoldStore,
+    catalog: Catalog,
+    relay: Relay,
+    changes: ChangeFeed,
+    timing: HoldTiming,
+}
+
+/// How long holds last.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldTiming {
+    /// From a hold until it expires.
     pub hold_ttl: Duration,
     /// How long a claimed hold may go without its booking before the sweeper puts it
     /// back (a checkout that crashed, or whose Redis reply was lost).
     pub checkout_grace: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct HoldGranted {
-    pub hold_id: HoldId,
-    pub event: EventId,
-    pub seats: Vec<SeatId>,
-    pub expires_at: DateTime<Utc>,
-    pub total: Money,
-}
-
-#[derive(Debug, Clone)]
-pub struct BookedSeat {
-    pub seat: SeatId,
-    pub section: String,
-    pub row: String,
-    pub number: String,
-    pub price_minor: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct Booking {
-    pub id: BookingId,
-    pub event: EventId,
-    pub buyer: AccountId,
-    pub hold: HoldId,
-    pub status: BookingStatus,
-    pub total: Money,
-    pub method: PaymentMethod,
-    pub cancel_reason: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub seats: Vec<BookedSeat>,
 }
 
 type BookingRow = (
@@ -122,6 +95,74 @@ fn price(event: &EventInfo, seats: &[SeatId]) -> Result<(Vec<i64>, Money), Booki
 }
 
 impl Bookings {
+    pub fn new(
+        pool: PgPool,
+        holds: HoldStore,
+        catalog: Catalog,
+        relay: Relay,
+        changes: ChangeFeed,
+        timing: HoldTiming,
+    ) -> Self {
+        Self {
+            pool,
+            holds,
+            catalog,
+            relay,
+            changes,
+            timing,
+        }
+    }
+
+    // -------------------------------------------------------------- the catalog
+
+    /// An event with its layout.
+    pub async fn event(&self, id: EventId) -> Result<Arc<EventInfo>, BookingError> {
+        self.catalog.event(&self.pool, id).await
+    }
+
+    /// Creates an event of `seller` and announces it.
+    pub async fn create_event(
+        &self,
+        seller: AccountId,
+        new: NewEvent,
+    ) -> Result<Arc<EventInfo>, BookingError> {
+        let id = catalog::create_event(&self.pool, seller, new).await?;
+        let event = self.event(id).await?;
+        self.changes.event(&event);
+        Ok(event)
+    }
+
+    /// Ids of a page of events, by start time.
+    pub async fn event_ids(&self, offset: i64, limit: i64) -> Result<Vec<EventId>, BookingError> {
+        catalog::list_event_ids(&self.pool, offset, limit).await
+    }
+
+    /// Every seat's status (sold from Postgres, held from Redis).
+    pub async fn seat_statuses(&self, event: &EventInfo) -> Result<Vec<SeatStatus>, BookingError> {
+        catalog::seat_statuses(&self.pool, &self.holds, event).await
+    }
+
+    /// Every seat's status as of one seat version: one atomic read.
+    pub async fn seat_snapshot(
+        &self,
+        event: &EventInfo,
+    ) -> Result<(i64, Vec<SeatStatus>), BookingError> {
+        let seats: Vec<SeatId> = event.seats.iter().map(|s| s.id).collect();
+        self.holds.snapshot(event.id, &seats).await
+    }
+
+    /// The seat version of each event.
+    pub async fn seat_versions(&self, events: &[EventId]) -> Result<Vec<i64>, BookingError> {
+        self.holds.seat_versions(events).await
+    }
+
+    /// Seats sold and revenue per section.
+    pub async fn sales(&self, event: &EventInfo) -> Result<Vec<SectionSales>, BookingError> {
+        catalog::sales(&self.pool, event).await
+    }
+
+    // -------------------------------------------------------------- holds and bookings
+
     /// Holds `selection` of `event` for `buyer`: all seats or none. With `key`, a retry
     /// returns the hold the first attempt made. Without one, an error means nothing is
     /// held: a hold whose Redis reply was lost is voided.
@@ -150,7 +191,8 @@ impl Bookings {
         }
         let (_, total) = price(&info, selection.seats())?;
         let hold_id = HoldId::new();
-        let ttl = chrono::Duration::from_std(self.hold_ttl).unwrap_or(chrono::Duration::minutes(5));
+        let ttl = chrono::Duration::from_std(self.timing.hold_ttl)
+            .unwrap_or(chrono::Duration::minutes(5));
         let expires_at = now + ttl;
         let request = HoldRequest {
             hold: hold_id,
@@ -160,7 +202,7 @@ impl Bookings {
             expires_at,
             limit,
             key: key.as_ref(),
-            key_ttl: self.hold_ttl,
+            key_ttl: self.timing.hold_ttl,
         };
         let outcome = match self.holds.hold(request).await {
             Ok(outcome) => outcome,
@@ -186,7 +228,9 @@ impl Bookings {
             }
             HoldOutcome::Taken(seats) => {
                 metrics::counter!("holds_total", "outcome" => "taken").increment(1);
-                Err(BookingError::SeatsTaken(seats))
+                Err(BookingError::SeatsTaken(
+                    seats.iter().map(|s| s.0).collect(),
+                ))
             }
             HoldOutcome::Limit { current } => {
                 metrics::counter!("holds_total", "outcome" => "limit").increment(1);
@@ -218,7 +262,7 @@ impl Bookings {
                 let seats = request.seats.to_vec();
                 let (hold, buyer, event) = (request.hold, request.buyer, request.event);
                 // Long enough that the script cannot still be on its way to Redis.
-                let tombstone = self.hold_ttl;
+                let tombstone = self.timing.hold_ttl;
                 tokio::spawn(async move {
                     let keys = HoldKeys {
                         hold,
@@ -282,7 +326,11 @@ impl Bookings {
     ) -> Result<Booking, BookingError> {
         // The first attempt finds its hold live and claims it; a retry finds the hold
         // claimed or gone and is answered from the booking its key made.
-        let record = match self.holds.claim(hold, buyer, self.checkout_grace).await? {
+        let record = match self
+            .holds
+            .claim(hold, buyer, self.timing.checkout_grace)
+            .await?
+        {
             Claim::Claimed(record) => record,
             Claim::Gone => return self.replay_by_key(buyer, hold, &key).await,
             Claim::AlreadyCheckedOut => return self.await_concurrent(buyer, hold, &key).await,
@@ -322,7 +370,9 @@ impl Bookings {
             Err(InsertError::SeatConflict) => {
                 // Postgres knows these seats are taken even though Redis did not.
                 let _ = self.holds.release_claimed(&record).await;
-                Err(BookingError::SeatsTaken(record.seats.clone()))
+                Err(BookingError::SeatsTaken(
+                    record.seats.iter().map(|s| s.0).collect(),
+                ))
             }
             Err(InsertError::KeyConflict) => {
                 let _ = self.holds.unclaim(hold).await;
@@ -468,22 +518,13 @@ impl Bookings {
             .map_err(InsertError::db)?;
             status = BookingStatus::Confirmed;
         } else {
-            let request = saga::PaymentRequested {
-                booking_id: id.to_string(),
-                buyer_id: record.buyer.to_string(),
-                amount: Some(marquee_proto::Money {
-                    amount_minor: total.amount_minor,
-                    currency: total.currency.as_str().to_owned(),
-                }),
-                method: method.as_str().to_owned(),
-            };
             outbox::enqueue(
                 &mut tx,
                 NewMessage {
                     kind: PAYMENT_REQUESTED,
                     saga_id: id.0,
                     version: 1,
-                    payload: request.encode_to_vec(),
+                    payload: wire::bus::payment_requested(id, record.buyer, &total, method),
                 },
             )
             .await
@@ -705,22 +746,20 @@ impl Bookings {
     /// Handles one payment-saga reply. One transaction: inbox claim plus transition.
     pub async fn handle(&self, envelope: Envelope) -> Result<(), HandleError> {
         let booking_id = BookingId(envelope.saga_id);
+        // Parsed before anything else: a reply that cannot be read never will be.
+        let reply = wire::bus::saga_reply(&envelope.kind, &envelope.payload).map_err(permanent)?;
         let mut tx = self.pool.begin().await.map_err(transient)?;
         let fresh = outbox::claim(&mut tx, CONSUMER, envelope.message_id)
             .await
             .map_err(transient)?;
         let mut effect = Effect::None;
         if fresh {
-            effect = match envelope.kind.as_str() {
-                PAYMENT_SUCCEEDED => {
-                    saga::PaymentSucceeded::decode(envelope.payload.as_slice())
-                        .map_err(permanent)?;
+            effect = match reply {
+                SagaReply::PaymentSucceeded => {
                     self.on_payment_succeeded(&mut tx, booking_id).await?
                 }
-                PAYMENT_FAILED => {
-                    let failed = saga::PaymentFailed::decode(envelope.payload.as_slice())
-                        .map_err(permanent)?;
-                    let reason = format!("payment failed: {}", failed.reason);
+                SagaReply::PaymentFailed { reason } => {
+                    let reason = format!("payment failed: {reason}");
                     move_status(
                         &mut tx,
                         booking_id,
@@ -731,24 +770,15 @@ impl Bookings {
                     .await?
                     .map_or(Effect::None, Effect::Moved)
                 }
-                REFUND_COMPLETED => {
-                    saga::RefundCompleted::decode(envelope.payload.as_slice())
-                        .map_err(permanent)?;
-                    move_status(
-                        &mut tx,
-                        booking_id,
-                        BookingStatus::Cancelling,
-                        BookingStatus::Cancelled,
-                        "cancelled by buyer",
-                    )
-                    .await?
-                    .map_or(Effect::None, Effect::Moved)
-                }
-                other => {
-                    return Err(HandleError::Permanent(anyhow::anyhow!(
-                        "unexpected message type {other}"
-                    )));
-                }
+                SagaReply::RefundCompleted => move_status(
+                    &mut tx,
+                    booking_id,
+                    BookingStatus::Cancelling,
+                    BookingStatus::Cancelled,
+                    "cancelled by buyer",
+                )
+                .await?
+                .map_or(Effect::None, Effect::Moved),
             };
         }
         tx.commit().await.map_err(transient)?;
@@ -1021,18 +1051,13 @@ async fn enqueue_refund(
     buyer: AccountId,
     reason: &str,
 ) -> Result<(), BookingError> {
-    let request = saga::RefundRequested {
-        booking_id: booking.to_string(),
-        buyer_id: buyer.to_string(),
-        reason: reason.to_owned(),
-    };
     outbox::enqueue(
         tx,
         NewMessage {
             kind: REFUND_REQUESTED,
             saga_id: booking.0,
             version: 1,
-            payload: request.encode_to_vec(),
+            payload: wire::bus::refund_requested(booking, buyer, reason),
         },
     )
     .await?;

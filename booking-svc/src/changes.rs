@@ -1,6 +1,6 @@
 //! The change feed: every booking and catalog change booking-svc makes, published to the
 //! bus for realtime-svc and search-svc. Seat changes take another road: the hold scripts
-//! append them to a Redis stream that [`crate::seat_relay`] publishes.
+//! append them to a Redis stream that `seat_relay` publishes.
 //!
 //! Changes are queued without waiting and published by one task, which puts all that
 //! queued up while its previous publish was in flight into one message per kind: one
@@ -9,16 +9,13 @@
 //! not in the outbox. A consumer that misses one notices the gap in the seat versions
 //! (or rebuilds) and reads the state again.
 
-use chrono::{DateTime, Utc};
-use marquee_infra::bus::{Bus, Envelope};
-use marquee_proto::booking as pb;
-use prost::Message;
+use marquee_infra::bus::Bus;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use crate::domain::{AccountId, BookingId, BookingStatus, EventId};
-use crate::grpc::{status_pb, timestamp};
+use crate::catalog::EventInfo;
+use crate::domain::BookingMoved;
+use crate::wire;
 pub use marquee_proto::kinds::{BOOKINGS_CHANGED, EVENT_CHANGED, SEATS_CHANGED};
 
 /// Changes waiting to be published; beyond this the feed drops (and counts) them.
@@ -26,20 +23,10 @@ const QUEUE: usize = 65_536;
 /// Most changes of one kind in one message.
 const BATCH: usize = 2_000;
 
-/// A booking's status after a committed transition.
-#[derive(Debug, Clone)]
-pub struct BookingMoved {
-    pub id: BookingId,
-    pub buyer: AccountId,
-    pub event: EventId,
-    pub status: BookingStatus,
-    pub cancel_reason: String,
-    pub updated_at: DateTime<Utc>,
-}
-
 enum Change {
-    Booking(pb::BookingChanged),
-    Event(Box<pb::Event>),
+    Booking(BookingMoved),
+    /// An `event_changed` payload, encoded when the change was made.
+    Event(Vec<u8>),
 }
 
 /// Where changes go. Cheap to clone.
@@ -73,32 +60,12 @@ impl ChangeFeed {
     }
 
     pub fn booking(&self, moved: BookingMoved) {
-        self.send(Change::Booking(pb::BookingChanged {
-            booking_id: moved.id.to_string(),
-            buyer_id: moved.buyer.to_string(),
-            event_id: moved.event.to_string(),
-            status: status_pb(moved.status) as i32,
-            cancel_reason: moved.cancel_reason,
-            updated_at: timestamp(moved.updated_at),
-        }));
+        self.send(Change::Booking(moved));
     }
 
-    /// An event was created or changed (`event` as CatalogService returns it).
-    pub fn event(&self, event: pb::Event) {
-        self.send(Change::Event(Box::new(event)));
-    }
-}
-
-/// A notification envelope (no saga: notifications are not saga messages).
-pub(crate) fn envelope(kind: &str, payload: Vec<u8>) -> Envelope {
-    Envelope {
-        message_id: Uuid::new_v4(),
-        kind: kind.to_owned(),
-        saga_id: Uuid::nil(),
-        version: 1,
-        occurred_at: Utc::now(),
-        trace_context: Default::default(),
-        payload,
+    /// An event was created or changed.
+    pub fn event(&self, event: &EventInfo) {
+        self.send(Change::Event(wire::bus::event_changed(event)));
     }
 }
 
@@ -118,21 +85,19 @@ async fn publish_loop(bus: Bus, mut rx: mpsc::Receiver<Change>, shutdown: Cancel
         while let Some(change) = next.take() {
             match change {
                 Change::Booking(c) => bookings.push(c),
-                Change::Event(event) => envelopes.push(envelope(
-                    EVENT_CHANGED,
-                    pb::EventChanged {
-                        event: Some(*event),
-                    }
-                    .encode_to_vec(),
-                )),
+                Change::Event(payload) => {
+                    envelopes.push(wire::bus::notification(EVENT_CHANGED, payload))
+                }
             }
             if bookings.len() < BATCH {
                 next = rx.try_recv().ok();
             }
         }
         if !bookings.is_empty() {
-            let batch = pb::BookingChanges { changes: bookings };
-            envelopes.push(envelope(BOOKINGS_CHANGED, batch.encode_to_vec()));
+            envelopes.push(wire::bus::notification(
+                BOOKINGS_CHANGED,
+                wire::bus::booking_changes(&bookings),
+            ));
         }
         let results = futures::future::join_all(envelopes.iter().map(|e| bus.broadcast(e))).await;
         for (envelope, result) in envelopes.iter().zip(results) {

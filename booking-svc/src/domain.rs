@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
+
 use uuid::Uuid;
 
 use crate::error::BookingError;
@@ -214,6 +216,104 @@ impl Currency {
 pub struct Money {
     pub amount_minor: i64,
     pub currency: Currency,
+}
+
+// ------------------------------------------------------------------ records
+
+/// An account as stored (without its password hash).
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: AccountId,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Seats held for a buyer until `expires_at`.
+#[derive(Debug, Clone)]
+pub struct HoldGranted {
+    pub hold_id: HoldId,
+    pub event: EventId,
+    pub seats: Vec<SeatId>,
+    pub expires_at: DateTime<Utc>,
+    pub total: Money,
+}
+
+#[derive(Debug, Clone)]
+pub struct BookedSeat {
+    pub seat: SeatId,
+    pub section: String,
+    pub row: String,
+    pub number: String,
+    pub price_minor: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Booking {
+    pub id: BookingId,
+    pub event: EventId,
+    pub buyer: AccountId,
+    pub hold: HoldId,
+    pub status: BookingStatus,
+    pub total: Money,
+    pub method: PaymentMethod,
+    pub cancel_reason: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub seats: Vec<BookedSeat>,
+}
+
+/// A booking's status after a committed transition.
+#[derive(Debug, Clone)]
+pub struct BookingMoved {
+    pub id: BookingId,
+    pub buyer: AccountId,
+    pub event: EventId,
+    pub status: BookingStatus,
+    pub cancel_reason: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Why seats changed status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatChange {
+    Held,
+    Released,
+    Expired,
+    Sold,
+}
+
+impl SeatChange {
+    /// The name the hold scripts write in the change stream.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeatChange::Held => "held",
+            SeatChange::Released => "released",
+            SeatChange::Expired => "expired",
+            SeatChange::Sold => "sold",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "held" => SeatChange::Held,
+            "released" => SeatChange::Released,
+            "expired" => SeatChange::Expired,
+            "sold" => SeatChange::Sold,
+            _ => return None,
+        })
+    }
+}
+
+/// Seats of one event that changed status together, as of a seat version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatsChanged {
+    pub event: EventId,
+    pub version: i64,
+    pub change: SeatChange,
+    pub seats: Vec<SeatId>,
+    pub changed_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::SeatId;
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BookingError {
@@ -22,7 +22,8 @@ pub enum BookingError {
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("seats are no longer available: {}", join(.0))]
-    SeatsTaken(Vec<SeatId>),
+    /// The seats (ids) someone else has.
+    SeatsTaken(Vec<Uuid>),
     #[error("at most {limit} seats per buyer for this event; you hold or own {current}")]
     SeatLimit { limit: u32, current: u32 },
     #[error("a checkout with this idempotency key is in progress; retry shortly")]
@@ -39,7 +40,7 @@ pub enum BookingError {
     Internal(String),
 }
 
-fn join(seats: &[SeatId]) -> String {
+fn join(seats: &[Uuid]) -> String {
     seats
         .iter()
         .map(ToString::to_string)

@@ -6,7 +6,7 @@
 //!   its data, or was never primed) every script that reads or changes seats refuses with
 //!   `NOEPOCH`, so nothing is held, sold or shown from a half-restored store
 //! - `p changes`          → a stream of seat changes (event, version, kind, seats), appended
-//!   by the very script that makes the change; [`crate::seat_relay`] publishes it
+//!   by the very script that makes the change; `seat_relay` publishes it
 //! - `p seat:<seat>`      → the hold id holding the seat, or `sold:<booking>` once sold
 //! - `p hold:<hold>`      → hash: buyer, event, seats (comma-separated), expires (ms), state
 //! - `p deadlines`        → sorted set of hold ids by deadline (ms), driven by the sweeper

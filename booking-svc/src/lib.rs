@@ -11,5 +11,6 @@ pub mod grpc;
 pub mod holds;
 pub mod seat_relay;
 pub mod startup;
+pub mod wire;
 
 pub use startup::{Application, BookingConfig};

@@ -11,10 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use marquee_infra::bus::Bus;
-use marquee_proto::booking as pb;
-use prost::Message;
+use marquee_proto::kinds::SEATS_CHANGED;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use redis::streams::{
@@ -22,8 +21,9 @@ use redis::streams::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::changes::{SEATS_CHANGED, envelope};
+use crate::domain::{EventId, SeatChange, SeatId, SeatsChanged};
 use crate::holds::{RedisTimeouts, connect};
+use crate::wire;
 
 /// The consumer group every replica's relay reads the stream in.
 pub const GROUP: &str = "seat-relay";
@@ -36,41 +36,22 @@ pub const CLAIM_IDLE: Duration = Duration::from_secs(5);
 /// Wait after a failed read or publish.
 const RETRY: Duration = Duration::from_millis(200);
 
-/// Why seats changed status, as the hold scripts name it in the stream.
-fn reason_and_status(kind: &str) -> Option<(pb::SeatChangeReason, pb::SeatStatus)> {
-    Some(match kind {
-        "held" => (pb::SeatChangeReason::SeatsHeld, pb::SeatStatus::Held),
-        "released" => (
-            pb::SeatChangeReason::SeatsReleased,
-            pb::SeatStatus::Available,
-        ),
-        "expired" => (
-            pb::SeatChangeReason::SeatsExpired,
-            pb::SeatStatus::Available,
-        ),
-        "sold" => (pb::SeatChangeReason::SeatsSold, pb::SeatStatus::Sold),
-        _ => return None,
-    })
-}
-
-/// One stream entry as a notification; `None` (and a warning) if it is malformed.
-fn parse(entry: &StreamId) -> Option<pb::SeatsChanged> {
+/// One stream entry as a change; `None` (and a warning) if it is malformed.
+fn parse(entry: &StreamId) -> Option<SeatsChanged> {
     let field = |name: &str| entry.get::<String>(name);
     let parsed = (|| {
-        let (reason, status) = reason_and_status(&field("k")?)?;
         // The entry id is `<ms>-<seq>` of Redis' clock when the change was made.
         let ms: i64 = entry.id.split('-').next()?.parse().ok()?;
-        let changed_at: DateTime<Utc> = Utc.timestamp_millis_opt(ms).single()?;
-        Some(pb::SeatsChanged {
-            event_id: field("e")?,
+        Some(SeatsChanged {
+            event: EventId(field("e")?.parse().ok()?),
             version: field("v")?.parse().ok()?,
-            reason: reason as i32,
-            status: status as i32,
-            seat_ids: field("s")?.split(',').map(str::to_owned).collect(),
-            changed_at: Some(prost_types::Timestamp {
-                seconds: changed_at.timestamp(),
-                nanos: i32::try_from(changed_at.timestamp_subsec_nanos()).unwrap_or(0),
-            }),
+            change: SeatChange::parse(&field("k")?)?,
+            seats: field("s")?
+                .split(',')
+                .map(|s| s.parse().map(SeatId))
+                .collect::<Result<_, _>>()
+                .ok()?,
+            changed_at: Utc.timestamp_millis_opt(ms).single()?,
         })
     })();
     if parsed.is_none() {
@@ -203,12 +184,14 @@ impl Relay {
 
     /// Publishes `entries` as one message and acknowledges them once it is confirmed.
     async fn publish(&self, entries: &[StreamId]) -> anyhow::Result<()> {
-        let changes: Vec<pb::SeatsChanged> = entries.iter().filter_map(parse).collect();
+        let changes: Vec<SeatsChanged> = entries.iter().filter_map(parse).collect();
         if !changes.is_empty() {
             let count = changes.len();
-            let batch = pb::SeatChanges { changes };
             self.bus
-                .broadcast(&envelope(SEATS_CHANGED, batch.encode_to_vec()))
+                .broadcast(&wire::bus::notification(
+                    SEATS_CHANGED,
+                    wire::bus::seat_changes(&changes),
+                ))
                 .await?;
             metrics::counter!("seat_changes_published_total").increment(count as u64);
         }

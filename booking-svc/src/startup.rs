@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Hasher, KnownAccounts};
-use crate::bookings::{Bookings, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_COMPLETED};
+use crate::bookings::{Bookings, HoldTiming, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_COMPLETED};
 use crate::catalog::Catalog;
 use crate::changes::ChangeFeed;
 use crate::grpc::{Api, token_ttl};
@@ -138,15 +138,17 @@ impl Application {
             Duration::from_millis(200),
             shutdown.clone(),
         );
-        let bookings = Arc::new(Bookings {
-            pool: pool.clone(),
+        let bookings = Arc::new(Bookings::new(
+            pool.clone(),
             holds,
-            catalog: Catalog::default(),
-            relay,
+            Catalog::default(),
+            relay.clone(),
             changes,
-            hold_ttl: config.hold_ttl,
-            checkout_grace: config.checkout_grace,
-        });
+            HoldTiming {
+                hold_ttl: config.hold_ttl,
+                checkout_grace: config.checkout_grace,
+            },
+        ));
         bookings.restore_redis().await?;
         bookings
             .clone()
@@ -167,6 +169,8 @@ impl Application {
             WalletServiceClient::with_interceptor(lazy_channel(&config.pay_url)?, PropagateTrace);
         let api = Api {
             bookings,
+            pool: pool.clone(),
+            relay,
             keys: TokenKeys::new(&config.jwt_secret, token_ttl(config.token_ttl_minutes)),
             hasher: Hasher::new(config.argon2_memory_kib)?,
             wallet,
@@ -193,7 +197,7 @@ impl Application {
     }
 
     pub fn pool(&self) -> PgPool {
-        self.api.bookings.pool.clone()
+        self.api.pool.clone()
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {

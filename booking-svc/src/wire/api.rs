@@ -1,0 +1,392 @@
+//! gRPC messages ↔ domain types: requests parsed (invalid input becomes
+//! INVALID_ARGUMENT naming the field), results rendered.
+
+use chrono::{DateTime, Utc};
+use marquee_proto::booking as pb;
+
+use super::{count, money, seat_status_pb, status_pb, timestamp};
+use crate::catalog::{
+    EventDetails, EventInfo, NewEvent, NewRow, NewSeat, NewSection, SectionSales,
+};
+use crate::domain::{
+    self, Account, AccountId, Booking, Currency, EventId, HoldGranted, Money, PaymentMethod, Role,
+    SeatId, SeatStatus,
+};
+use crate::error::BookingError;
+
+// ------------------------------------------------------------------ rendering
+
+pub fn role_pb(role: Role) -> pb::Role {
+    match role {
+        Role::Buyer => pb::Role::Buyer,
+        Role::Seller => pb::Role::Seller,
+        Role::Admin => pb::Role::Admin,
+    }
+}
+
+pub fn account_pb(a: &Account) -> pb::Account {
+    pb::Account {
+        account_id: a.id.to_string(),
+        email: a.email.clone(),
+        display_name: a.display_name.clone(),
+        role: role_pb(a.role) as i32,
+        created_at: timestamp(a.created_at),
+    }
+}
+
+pub fn booking_pb(b: &Booking) -> pb::Booking {
+    pb::Booking {
+        booking_id: b.id.to_string(),
+        event_id: b.event.to_string(),
+        buyer_id: b.buyer.to_string(),
+        status: status_pb(b.status) as i32,
+        seats: b
+            .seats
+            .iter()
+            .map(|s| pb::BookedSeat {
+                seat_id: s.seat.to_string(),
+                section: s.section.clone(),
+                row: s.row.clone(),
+                number: s.number.clone(),
+                price: money(&Money {
+                    amount_minor: s.price_minor,
+                    currency: b.total.currency.clone(),
+                }),
+            })
+            .collect(),
+        total: money(&b.total),
+        payment_method: match b.method {
+            PaymentMethod::Wallet => pb::PaymentMethod::Wallet as i32,
+        },
+        cancel_reason: b.cancel_reason.clone(),
+        created_at: timestamp(b.created_at),
+        updated_at: timestamp(b.updated_at),
+    }
+}
+
+pub fn session_pb(token: String, expires: DateTime<Utc>, account: &Account) -> pb::Session {
+    pb::Session {
+        access_token: token,
+        token_type: "Bearer".into(),
+        expires_at: timestamp(expires),
+        account: Some(account_pb(account)),
+    }
+}
+
+pub fn me_pb(account: &Account, wallet_balance: Option<marquee_proto::Money>) -> pb::Me {
+    pb::Me {
+        account: Some(account_pb(account)),
+        wallet_balance,
+    }
+}
+
+pub fn hold_pb(hold: &HoldGranted) -> pb::Hold {
+    pb::Hold {
+        hold_id: hold.hold_id.to_string(),
+        event_id: hold.event.to_string(),
+        seat_ids: hold.seats.iter().map(ToString::to_string).collect(),
+        expires_at: timestamp(hold.expires_at),
+        total: money(&hold.total),
+    }
+}
+
+pub fn snapshot_pb(
+    event: EventId,
+    version: i64,
+    seats: &[SeatId],
+    statuses: Vec<SeatStatus>,
+) -> pb::SeatSnapshot {
+    pb::SeatSnapshot {
+        event_id: event.to_string(),
+        version,
+        seats: seats
+            .iter()
+            .zip(statuses)
+            .map(|(seat, status)| pb::SeatState {
+                seat_id: seat.to_string(),
+                status: seat_status_pb(status) as i32,
+            })
+            .collect(),
+    }
+}
+
+pub fn seat_versions_pb(events: &[EventId], versions: Vec<i64>) -> pb::SeatVersions {
+    pb::SeatVersions {
+        versions: events
+            .iter()
+            .zip(versions)
+            .map(|(event, version)| pb::SeatVersion {
+                event_id: event.to_string(),
+                version,
+            })
+            .collect(),
+    }
+}
+
+pub fn seats_pb(event: &EventInfo, statuses: Vec<SeatStatus>) -> pb::ListSeatsResponse {
+    let seats = event
+        .seats
+        .iter()
+        .zip(statuses)
+        .map(|(seat, status)| {
+            let section = event.section_of(seat);
+            pb::Seat {
+                seat_id: seat.id.to_string(),
+                section_id: section.id.to_string(),
+                section: section.name.clone(),
+                row: seat.row.clone(),
+                number: seat.number.clone(),
+                price: money(&section.price),
+                x: seat.x,
+                y: seat.y,
+                status: seat_status_pb(status) as i32,
+            }
+        })
+        .collect();
+    pb::ListSeatsResponse { seats }
+}
+
+pub fn sales_pb(event: &EventInfo, sales: &[SectionSales]) -> pb::Sales {
+    let currency = event.details.currency.clone();
+    let revenue: i64 = sales.iter().map(|s| s.revenue_minor).sum();
+    let sold: u32 = sales.iter().map(|s| s.seats_sold).sum();
+    pb::Sales {
+        event_id: event.id.to_string(),
+        seats_sold: count(sold),
+        seats_total: count(event.seats.len()),
+        revenue: money(&Money {
+            amount_minor: revenue,
+            currency: currency.clone(),
+        }),
+        sections: sales
+            .iter()
+            .map(|s| {
+                let section = &event.sections[s.section];
+                pb::SectionSales {
+                    section_id: section.id.to_string(),
+                    name: section.name.clone(),
+                    seats_sold: count(s.seats_sold),
+                    seats_total: count(section.seat_count),
+                    revenue: money(&Money {
+                        amount_minor: s.revenue_minor,
+                        currency: currency.clone(),
+                    }),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The token for the next page after `offset` + `limit`, or none.
+pub fn next_page_token(more: bool, offset: i64, limit: i64) -> String {
+    if more {
+        (offset + limit).to_string()
+    } else {
+        String::new()
+    }
+}
+
+// ------------------------------------------------------------------ parsing
+
+/// The role a new account asks for: buyers and sellers sign up; admins do not.
+pub fn sign_up_role(role: i32) -> Result<Role, BookingError> {
+    match pb::Role::try_from(role) {
+        Ok(pb::Role::Buyer) => Ok(Role::Buyer),
+        Ok(pb::Role::Seller) => Ok(Role::Seller),
+        _ => Err(BookingError::invalid("role", "must be BUYER or SELLER")),
+    }
+}
+
+pub fn payment_method(method: i32) -> Result<PaymentMethod, BookingError> {
+    match pb::PaymentMethod::try_from(method) {
+        Ok(pb::PaymentMethod::Wallet) => Ok(PaymentMethod::Wallet),
+        _ => Err(BookingError::invalid("paymentMethod", "must be WALLET")),
+    }
+}
+
+/// At most this many events in one `GetSeatVersions`.
+const MAX_VERSION_EVENTS: usize = 1000;
+
+pub fn seat_version_events(ids: &[String]) -> Result<Vec<EventId>, BookingError> {
+    if ids.len() > MAX_VERSION_EVENTS {
+        return Err(BookingError::invalid(
+            "eventIds",
+            "at most 1000 events per request",
+        ));
+    }
+    ids.iter()
+        .map(|id| EventId::parse("eventIds", id))
+        .collect()
+}
+
+/// The caller's account id, from a verified token's subject.
+pub fn token_subject(sub: &str) -> Result<AccountId, BookingError> {
+    AccountId::parse("sub", sub)
+        .map_err(|_| BookingError::Unauthenticated("invalid token subject".into()))
+}
+
+pub fn time(
+    field: &'static str,
+    t: Option<&prost_types::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, BookingError> {
+    match t {
+        None => Ok(None),
+        Some(t) => u32::try_from(t.nanos)
+            .ok()
+            .and_then(|n| DateTime::from_timestamp(t.seconds, n))
+            .map(Some)
+            .ok_or_else(|| BookingError::invalid(field, "not a valid timestamp")),
+    }
+}
+
+const MAX_SEATS_PER_EVENT: usize = 50_000;
+
+pub fn parse_create_event(
+    req: pb::CreateEventRequest,
+    default_max_seats: u32,
+) -> Result<NewEvent, BookingError> {
+    let now = Utc::now();
+    let starts_at = time("startsAt", req.starts_at.as_ref())?
+        .ok_or_else(|| BookingError::invalid("startsAt", "is required"))?;
+    if starts_at <= now {
+        return Err(BookingError::invalid("startsAt", "must be in the future"));
+    }
+    let sale_starts_at = time("saleStartsAt", req.sale_starts_at.as_ref())?.unwrap_or(now);
+    let sale_ends_at = time("saleEndsAt", req.sale_ends_at.as_ref())?.unwrap_or(starts_at);
+    if sale_starts_at >= sale_ends_at {
+        return Err(BookingError::invalid(
+            "saleEndsAt",
+            "must be after saleStartsAt",
+        ));
+    }
+    if sale_ends_at > starts_at {
+        return Err(BookingError::invalid(
+            "saleEndsAt",
+            "must not be after startsAt",
+        ));
+    }
+    let max_seats_per_buyer = match req.max_seats_per_buyer {
+        0 => default_max_seats,
+        n @ 1..=20 => n.unsigned_abs(),
+        _ => {
+            return Err(BookingError::invalid(
+                "maxSeatsPerBuyer",
+                "must be between 1 and 20",
+            ));
+        }
+    };
+    if req.sections.is_empty() {
+        return Err(BookingError::invalid(
+            "sections",
+            "at least one section is required",
+        ));
+    }
+    if req.sections.len() > 100 {
+        return Err(BookingError::invalid("sections", "at most 100 sections"));
+    }
+    let mut currency: Option<Currency> = None;
+    let mut names = std::collections::HashSet::new();
+    let mut seat_total = 0usize;
+    let mut sections = Vec::with_capacity(req.sections.len());
+    for section in req.sections {
+        let name = domain::text("sections.name", &section.name, 100)?;
+        if !names.insert(name.clone()) {
+            return Err(BookingError::invalid(
+                "sections.name",
+                format!("section {name:?} is listed twice"),
+            ));
+        }
+        let price = section
+            .price
+            .ok_or_else(|| BookingError::invalid("sections.price", "is required"))?;
+        if price.amount_minor < 0 {
+            return Err(BookingError::invalid(
+                "sections.price.amountMinor",
+                "must not be negative",
+            ));
+        }
+        let c = Currency::parse("sections.price.currency", &price.currency)?;
+        match &currency {
+            None => currency = Some(c),
+            Some(existing) if *existing != c => {
+                return Err(BookingError::invalid(
+                    "sections.price.currency",
+                    "every section must be priced in the same currency",
+                ));
+            }
+            Some(_) => {}
+        }
+        if section.rows.is_empty() {
+            return Err(BookingError::invalid(
+                "sections.rows",
+                format!("section {name:?} has no rows"),
+            ));
+        }
+        let mut rows = Vec::with_capacity(section.rows.len());
+        let mut labels = std::collections::HashSet::new();
+        for row in section.rows {
+            let label = domain::text("sections.rows.label", &row.label, 20)?;
+            if !labels.insert(label.clone()) {
+                return Err(BookingError::invalid(
+                    "sections.rows.label",
+                    format!("row {label:?} is listed twice"),
+                ));
+            }
+            if row.seats.is_empty() {
+                return Err(BookingError::invalid(
+                    "sections.rows.seats",
+                    format!("row {label:?} has no seats"),
+                ));
+            }
+            let mut numbers = std::collections::HashSet::new();
+            let mut seats = Vec::with_capacity(row.seats.len());
+            for seat in row.seats {
+                let number = domain::text("sections.rows.seats.number", &seat.number, 20)?;
+                if !numbers.insert(number.clone()) {
+                    return Err(BookingError::invalid(
+                        "sections.rows.seats.number",
+                        format!("seat {number:?} is listed twice in row {label:?}"),
+                    ));
+                }
+                if !seat.x.is_finite() || !seat.y.is_finite() {
+                    return Err(BookingError::invalid(
+                        "sections.rows.seats",
+                        "coordinates must be finite numbers",
+                    ));
+                }
+                seats.push(NewSeat {
+                    number,
+                    x: seat.x,
+                    y: seat.y,
+                });
+            }
+            seat_total += seats.len();
+            if seat_total > MAX_SEATS_PER_EVENT {
+                return Err(BookingError::invalid(
+                    "sections",
+                    "too many seats for one event",
+                ));
+            }
+            rows.push(NewRow { label, seats });
+        }
+        sections.push(NewSection {
+            name,
+            price_minor: price.amount_minor,
+            rows,
+        });
+    }
+    Ok(NewEvent {
+        details: EventDetails {
+            title: domain::text("title", &req.title, 200)?,
+            category: domain::text("category", &req.category, 50)?,
+            description: domain::long_text("description", &req.description, 10_000)?,
+            venue: domain::text("venue", &req.venue, 200)?,
+            starts_at,
+            sale_starts_at,
+            sale_ends_at,
+            currency: currency.unwrap_or(Currency::parse("currency", "KRW")?),
+            max_seats_per_buyer,
+        },
+        sections,
+    })
+}
