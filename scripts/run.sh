@@ -9,6 +9,9 @@ scripts/ensure-services.sh
 cargo build --bins
 
 mkdir -p .run
+# Development mode: without JWT_SECRET the services sign tokens with a built-in, public
+# development secret instead of refusing to start.
+export MARQUEE_DEV=${MARQUEE_DEV:-1}
 export GATEWAY_ADDR=${GATEWAY_ADDR:-127.0.0.1:8080}
 gateway_url="http://${GATEWAY_ADDR}"
 pids=()

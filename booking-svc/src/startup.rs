@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marquee_infra::auth::TokenKeys;
+use marquee_infra::auth::{JwtConfig, TokenKeys};
 use marquee_infra::bus::{Bus, BusConfig, Handler};
 use marquee_infra::config::{InfraConfig, env_listen_addr, env_millis, env_or, env_string};
 use marquee_infra::grpc::{PropagateTrace, health_service, lazy_channel};
@@ -39,7 +39,8 @@ pub struct BookingConfig {
     pub redis_timeouts: RedisTimeouts,
     pub bus: BusConfig,
     pub pay_url: String,
-    pub jwt_secret: String,
+    /// `JWT_*`: token keys, issuer and audience (see `marquee_infra::auth`).
+    pub jwt: JwtConfig,
     pub token_ttl_minutes: i64,
     pub hold_ttl: Duration,
     /// How long a claimed hold may go without its booking before it is put back.
@@ -57,13 +58,14 @@ impl std::fmt::Debug for BookingConfig {
             .field("redis_prefix", &self.redis_prefix)
             .field("bus_prefix", &self.bus.prefix)
             .field("hold_ttl", &self.hold_ttl)
+            .field("jwt", &self.jwt)
             .finish_non_exhaustive()
     }
 }
 
 impl BookingConfig {
     pub fn from_env() -> anyhow::Result<Self> {
-        let infra = InfraConfig::from_env();
+        let infra = InfraConfig::from_env()?;
         Ok(Self {
             grpc_addr: env_or(
                 "BOOKING_GRPC_ADDR",
@@ -89,7 +91,7 @@ impl BookingConfig {
             },
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("booking-svc"),
             pay_url: env_string("PAY_URL", "http://127.0.0.1:50052"),
-            jwt_secret: infra.jwt_secret,
+            jwt: infra.jwt,
             token_ttl_minutes: env_or("TOKEN_TTL_MINUTES", 60)?,
             hold_ttl: env_millis("HOLD_TTL_MS", Duration::from_secs(300))?,
             checkout_grace: env_millis("CHECKOUT_GRACE_MS", Duration::from_secs(15))?,
@@ -171,7 +173,7 @@ impl Application {
             bookings,
             pool: pool.clone(),
             relay,
-            keys: TokenKeys::new(&config.jwt_secret, token_ttl(config.token_ttl_minutes)),
+            keys: TokenKeys::from_config(&config.jwt, token_ttl(config.token_ttl_minutes)),
             hasher: Hasher::new(config.argon2_memory_kib)?,
             wallet,
             default_max_seats: config.default_max_seats,

@@ -107,7 +107,7 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
     let state = Arc::new(AppState {
         routes: routes.clone(),
         channels,
-        keys: TokenKeys::verifier(&config.jwt_secret),
+        keys: TokenKeys::verifier(&config.jwt),
         metrics: marquee_infra::metrics::prometheus(),
         openapi: openapi.into(),
         upstream_timeout: config.upstream_timeout,

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use marquee_infra::auth::JwtConfig;
 use marquee_infra::config::{ConfigError, env_millis, env_or, env_string};
 
 /// Default request body limit: 1 MiB.
@@ -20,8 +21,8 @@ pub struct GatewayConfig {
     pub realtime_url: String,
     /// `SEARCH_URL`, default `http://127.0.0.1:50054`.
     pub search_url: String,
-    /// `JWT_SECRET`. Never logged (the `Debug` impl redacts it).
-    pub jwt_secret: String,
+    /// `JWT_*`: token keys, issuer and audience. `Debug` shows no secret.
+    pub jwt: JwtConfig,
     /// `GATEWAY_BODY_LIMIT_BYTES`, default 1 MiB.
     pub body_limit_bytes: usize,
     /// `UPSTREAM_TIMEOUT_MS`, default 10 s: the deadline of each upstream call.
@@ -47,7 +48,7 @@ impl GatewayConfig {
             pay_url: env_string("PAY_URL", "http://127.0.0.1:50052"),
             realtime_url: env_string("REALTIME_URL", "http://127.0.0.1:50053"),
             search_url: env_string("SEARCH_URL", "http://127.0.0.1:50054"),
-            jwt_secret: env_string("JWT_SECRET", "marquee-dev-secret-change-me"),
+            jwt: JwtConfig::from_env()?,
             body_limit_bytes: env_or("GATEWAY_BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT)?,
             upstream_timeout: env_millis("UPSTREAM_TIMEOUT_MS", Duration::from_secs(10))?,
             cors_allowed_origins: env_string("CORS_ALLOWED_ORIGINS", "")
@@ -66,7 +67,7 @@ impl GatewayConfig {
     pub fn local(
         booking_url: impl Into<String>,
         pay_url: impl Into<String>,
-        jwt_secret: impl Into<String>,
+        jwt: impl Into<JwtConfig>,
     ) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -74,7 +75,7 @@ impl GatewayConfig {
             pay_url: pay_url.into(),
             realtime_url: "http://127.0.0.1:50053".into(),
             search_url: "http://127.0.0.1:50054".into(),
-            jwt_secret: jwt_secret.into(),
+            jwt: jwt.into(),
             body_limit_bytes: DEFAULT_BODY_LIMIT,
             upstream_timeout: Duration::from_secs(10),
             cors_allowed_origins: Vec::new(),
@@ -104,7 +105,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("pay_url", &self.pay_url)
             .field("realtime_url", &self.realtime_url)
             .field("search_url", &self.search_url)
-            .field("jwt_secret", &"<redacted>")
+            .field("jwt", &self.jwt)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("upstream_timeout", &self.upstream_timeout)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
@@ -121,9 +122,13 @@ mod tests {
 
     #[test]
     fn debug_redacts_the_secret() {
-        let config = GatewayConfig::local("http://b", "http://p", "top-secret");
+        let config = GatewayConfig::local(
+            "http://b",
+            "http://p",
+            JwtConfig::new("top-secret").with_previous("k0", "older-secret"),
+        );
         let shown = format!("{config:?}");
-        assert!(!shown.contains("top-secret"));
+        assert!(!shown.contains("top-secret") && !shown.contains("older-secret"));
         assert!(shown.contains("<redacted>"));
         assert_eq!(config.upstream_url("pay"), Some("http://p"));
     }

@@ -70,7 +70,7 @@ impl Application {
 
         let listener = TcpListener::bind(config.grpc_addr).await?;
         let port = listener.local_addr()?.port();
-        let keys = TokenKeys::verifier(&config.jwt_secret);
+        let keys = TokenKeys::verifier(&config.jwt);
         let wallet = WalletApi::new(pool.clone(), keys);
         tracing::info!(port, prefix = %config.bus.prefix, "pay-svc started");
         Ok(Self {

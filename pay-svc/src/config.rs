@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use marquee_infra::auth::JwtConfig;
 use marquee_infra::bus::BusConfig;
 use marquee_infra::config::{ConfigError, InfraConfig, env_listen_addr, env_or, env_string};
 
@@ -20,8 +21,8 @@ pub struct PayConfig {
     pub bus: BusConfig,
     /// `PAY_CONSUMER_CONCURRENCY`: saga messages handled at once.
     pub consumer_concurrency: usize,
-    /// `JWT_SECRET`. Never logged.
-    pub jwt_secret: String,
+    /// `JWT_*`: token keys, issuer and audience. `Debug` shows no secret.
+    pub jwt: JwtConfig,
     /// `PAY_WELCOME_CREDIT_MINOR`: what a new wallet starts with, in KRW.
     pub welcome_credit_minor: i64,
 }
@@ -35,6 +36,7 @@ impl std::fmt::Debug for PayConfig {
             .field("bus_prefix", &self.bus.prefix)
             .field("consumer_concurrency", &self.consumer_concurrency)
             .field("welcome_credit_minor", &self.welcome_credit_minor)
+            .field("jwt", &self.jwt)
             .finish_non_exhaustive()
     }
 }
@@ -43,7 +45,7 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/marqu
 
 impl PayConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let infra = InfraConfig::from_env();
+        let infra = InfraConfig::from_env()?;
         Ok(Self {
             grpc_addr: env_or("PAY_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052)))?,
             metrics_addr: env_listen_addr(
@@ -54,7 +56,7 @@ impl PayConfig {
             db_max_connections: env_or("PAY_DB_MAX_CONNECTIONS", 10)?,
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("pay-svc"),
             consumer_concurrency: env_or("PAY_CONSUMER_CONCURRENCY", 16)?,
-            jwt_secret: infra.jwt_secret,
+            jwt: infra.jwt,
             welcome_credit_minor: env_or("PAY_WELCOME_CREDIT_MINOR", 100_000)?,
         })
     }

@@ -46,7 +46,7 @@ impl TestApp {
             db_max_connections: 5,
             bus: BusConfig::new(AMQP, prefix.clone()),
             consumer_concurrency: 16,
-            jwt_secret: JWT_SECRET.to_owned(),
+            jwt: JWT_SECRET.into(),
             welcome_credit_minor: 100_000,
         };
         let app = tokio::time::timeout(Duration::from_secs(30), Application::build(config))

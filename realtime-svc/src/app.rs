@@ -83,7 +83,7 @@ impl Application {
             api: RealtimeApi {
                 seats,
                 bookings,
-                keys: TokenKeys::verifier(&config.jwt_secret),
+                keys: TokenKeys::verifier(&config.jwt),
             },
             stop,
         })

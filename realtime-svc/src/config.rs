@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use marquee_infra::auth::JwtConfig;
 use marquee_infra::bus::BusConfig;
 use marquee_infra::config::{
     ConfigError, InfraConfig, env_listen_addr, env_millis, env_or, env_string,
@@ -18,8 +19,8 @@ pub struct RealtimeConfig {
     pub booking_url: String,
     /// `AMQP_URL`, `BUS_PREFIX`.
     pub bus: BusConfig,
-    /// `JWT_SECRET`. Never logged.
-    pub jwt_secret: String,
+    /// `JWT_*`: token keys, issuer and audience. `Debug` shows no secret.
+    pub jwt: JwtConfig,
     /// `REALTIME_RESUME_BUFFER`: changes kept per event for `Last-Event-ID` resumes.
     pub resume_buffer: usize,
     /// `REALTIME_GAP_TIMEOUT_MS`: how long a missing version may stay missing before
@@ -43,13 +44,14 @@ impl std::fmt::Debug for RealtimeConfig {
             .field("resume_buffer", &self.resume_buffer)
             .field("gap_timeout", &self.gap_timeout)
             .field("version_check", &self.version_check)
+            .field("jwt", &self.jwt)
             .finish_non_exhaustive()
     }
 }
 
 impl RealtimeConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let infra = InfraConfig::from_env();
+        let infra = InfraConfig::from_env()?;
         Ok(Self {
             grpc_addr: env_or(
                 "REALTIME_GRPC_ADDR",
@@ -61,7 +63,7 @@ impl RealtimeConfig {
             )?,
             booking_url: env_string("BOOKING_URL", "http://127.0.0.1:50051"),
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("realtime-svc"),
-            jwt_secret: infra.jwt_secret,
+            jwt: infra.jwt,
             resume_buffer: env_or("REALTIME_RESUME_BUFFER", 4096)?,
             gap_timeout: env_millis("REALTIME_GAP_TIMEOUT_MS", Duration::from_millis(500))?,
             idle_evict: env_millis("REALTIME_IDLE_EVICT_MS", Duration::from_secs(60))?,
@@ -70,13 +72,17 @@ impl RealtimeConfig {
     }
 
     /// Local defaults with ephemeral ports, for tests.
-    pub fn local(booking_url: impl Into<String>, bus: BusConfig, jwt_secret: &str) -> Self {
+    pub fn local(
+        booking_url: impl Into<String>,
+        bus: BusConfig,
+        jwt: impl Into<JwtConfig>,
+    ) -> Self {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: None,
             booking_url: booking_url.into(),
             bus,
-            jwt_secret: jwt_secret.to_owned(),
+            jwt: jwt.into(),
             resume_buffer: 4096,
             gap_timeout: Duration::from_millis(500),
             idle_evict: Duration::from_secs(60),

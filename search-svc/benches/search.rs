@@ -243,7 +243,7 @@ async fn main() {
         redis_url: redis_url.clone(),
         redis_prefix: redis_prefix.clone(),
         bus: BusConfig::new(amqp_url.clone(), prefix.clone()).named(format!("{prefix}search-svc")),
-        jwt_secret: "bench-secret".into(),
+        jwt: "bench-secret".into(),
         synonyms_path: search_svc::config::DEFAULT_SYNONYMS.into(),
         rebuild_on_start: false,
         rebuild_interval: None,

@@ -99,7 +99,7 @@ impl Application {
             index.clone(),
             rankings.clone(),
             catalog.clone(),
-            TokenKeys::verifier(&config.jwt_secret),
+            TokenKeys::verifier(&config.jwt),
         );
         tracing::info!(port, prefix = %config.bus.prefix, "search-svc started");
         Ok(Self {

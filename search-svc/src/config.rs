@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use marquee_infra::auth::JwtConfig;
 use marquee_infra::bus::BusConfig;
 use marquee_infra::config::{ConfigError, InfraConfig, env_listen_addr, env_or, env_string};
 
@@ -24,8 +25,8 @@ pub struct SearchConfig {
     pub redis_prefix: String,
     /// `AMQP_URL`, `BUS_PREFIX`: catalog change events.
     pub bus: BusConfig,
-    /// `JWT_SECRET`. Never logged.
-    pub jwt_secret: String,
+    /// `JWT_*`: token keys, issuer and audience. `Debug` shows no secret.
+    pub jwt: JwtConfig,
     /// `SEARCH_SYNONYMS`: the synonyms file.
     pub synonyms_path: PathBuf,
     /// `SEARCH_REBUILD_ON_START` (default true): rebuild from booking-svc at start-up,
@@ -47,13 +48,14 @@ impl std::fmt::Debug for SearchConfig {
             .field("synonyms_path", &self.synonyms_path)
             .field("rebuild_on_start", &self.rebuild_on_start)
             .field("rebuild_interval", &self.rebuild_interval)
+            .field("jwt", &self.jwt)
             .finish_non_exhaustive()
     }
 }
 
 impl SearchConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let infra = InfraConfig::from_env();
+        let infra = InfraConfig::from_env()?;
         let interval: u64 = env_or("SEARCH_REBUILD_INTERVAL_SECS", 600)?;
         Ok(Self {
             grpc_addr: env_or(
@@ -68,7 +70,7 @@ impl SearchConfig {
             redis_url: infra.redis_url,
             redis_prefix: env_string("REDIS_PREFIX", "marquee:"),
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("search-svc"),
-            jwt_secret: infra.jwt_secret,
+            jwt: infra.jwt,
             synonyms_path: PathBuf::from(env_string("SEARCH_SYNONYMS", DEFAULT_SYNONYMS)),
             rebuild_on_start: env_or("SEARCH_REBUILD_ON_START", true)?,
             rebuild_interval: (interval > 0).then(|| Duration::from_secs(interval)),

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use marquee_infra::auth::JwtConfig;
 use marquee_infra::bus::{Bus, BusConfig};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -36,6 +37,8 @@ pub struct Options {
     pub redis_response_timeout: Duration,
     /// How long a claimed hold may go without its booking.
     pub checkout_grace: Duration,
+    /// Every service's token settings; [`JWT_SECRET`] under the default key id.
+    pub jwt: JwtConfig,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             booking_redis_url: None,
             redis_response_timeout: Duration::from_secs(2),
             checkout_grace: Duration::from_secs(15),
+            jwt: JwtConfig::new(JWT_SECRET),
         }
     }
 }
@@ -96,7 +100,7 @@ impl System {
             db_max_connections: options.pay_connections,
             bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}pay-svc")),
             consumer_concurrency: 16,
-            jwt_secret: JWT_SECRET.into(),
+            jwt: options.jwt.clone(),
             welcome_credit_minor: 100_000,
         })
         .await
@@ -122,7 +126,7 @@ impl System {
             },
             bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}booking-svc")),
             pay_url: format!("http://127.0.0.1:{pay_port}"),
-            jwt_secret: JWT_SECRET.into(),
+            jwt: options.jwt.clone(),
             token_ttl_minutes: 60,
             hold_ttl: options.hold_ttl,
             checkout_grace: options.checkout_grace,
@@ -146,7 +150,7 @@ impl System {
                 format!("http://127.0.0.1:{booking_port}"),
                 BusConfig::new(amqp_url(), prefix.clone())
                     .named(format!("{prefix}realtime-svc-{replica}")),
-                JWT_SECRET,
+                options.jwt.clone(),
             );
             config.gap_timeout = options.realtime_gap_timeout;
             config.resume_buffer = options.realtime_resume_buffer;
@@ -164,7 +168,7 @@ impl System {
         let mut gateway_config = marquee_gateway::GatewayConfig::local(
             format!("http://127.0.0.1:{booking_port}"),
             format!("http://127.0.0.1:{pay_port}"),
-            JWT_SECRET,
+            options.jwt.clone(),
         );
         gateway_config.realtime_url = format!("http://127.0.0.1:{}", realtime_ports[0]);
         gateway_config.sse_client_buffer = options.sse_client_buffer;

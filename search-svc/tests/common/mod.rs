@@ -70,7 +70,7 @@ impl System {
                 bus: BusConfig::new(amqp_url(), prefix.clone())
                     .named(format!("{prefix}booking-svc")),
                 pay_url: "http://127.0.0.1:9".into(),
-                jwt_secret: JWT_SECRET.into(),
+                jwt: JWT_SECRET.into(),
                 token_ttl_minutes: 60,
                 hold_ttl: Duration::from_secs(300),
                 checkout_grace: Duration::from_secs(15),
@@ -96,7 +96,7 @@ impl System {
             redis_url: redis_url(),
             redis_prefix: redis_prefix.clone(),
             bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}search-svc")),
-            jwt_secret: JWT_SECRET.into(),
+            jwt: JWT_SECRET.into(),
             synonyms_path: search_svc::config::DEFAULT_SYNONYMS.into(),
             rebuild_on_start: parts == Parts::Full,
             rebuild_interval: None,
