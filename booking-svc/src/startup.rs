@@ -7,14 +7,14 @@ use std::time::Duration;
 use marquee_infra::auth::{JwtConfig, TokenKeys};
 use marquee_infra::bus::{Bus, BusConfig, Handler};
 use marquee_infra::config::{InfraConfig, env_listen_addr, env_millis, env_or, env_string};
-use marquee_infra::grpc::{PropagateTrace, health_service, lazy_channel};
+use marquee_infra::grpc::{PropagateTrace, lazy_channel};
 use marquee_infra::outbox::{self, Relay};
+use marquee_infra::service::{Dependency, Shell};
 use marquee_proto::booking::account_service_server::AccountServiceServer;
 use marquee_proto::booking::booking_service_server::BookingServiceServer;
 use marquee_proto::booking::catalog_service_server::CatalogServiceServer;
 use marquee_proto::pay::wallet_service_client::WalletServiceClient;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Hasher, KnownAccounts};
@@ -104,8 +104,8 @@ impl BookingConfig {
 
 /// booking-svc, built and listening, not yet serving.
 pub struct Application {
-    listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
+    shell: Shell,
+    redis: Dependency,
     api: Api,
     bus: Bus,
     shutdown: CancellationToken,
@@ -179,15 +179,11 @@ impl Application {
             default_max_seats: config.default_max_seats,
             known_accounts: KnownAccounts::default(),
         };
-        let listener = TcpListener::bind(config.grpc_addr).await?;
-        let metrics_listener = match config.metrics_addr {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
-            None => None,
-        };
-        tracing::info!(addr = %listener.local_addr()?, "booking-svc listening");
+        let shell = Shell::bind("booking-svc", config.grpc_addr, config.metrics_addr).await?;
+        tracing::info!(addr = %shell.local_addr()?, "booking-svc listening");
         Ok(Self {
-            listener,
-            metrics_listener,
+            shell,
+            redis: Dependency::redis(&config.redis_url)?,
             api,
             bus,
             shutdown,
@@ -195,7 +191,7 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.shell.port()
     }
 
     pub fn pool(&self) -> PgPool {
@@ -207,44 +203,32 @@ impl Application {
             .await
     }
 
-    /// Serves until `signal` resolves, then drains in-flight RPCs and stops consumers.
+    /// Serves until `signal` resolves: reports NOT_SERVING, stops accepting, drains
+    /// in-flight RPCs, then stops the consumers, relays and sweeper. Health is SERVING
+    /// while PostgreSQL, Redis and RabbitMQ answer.
     pub async fn run_with_shutdown(
         self,
         signal: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let health = health_service(&[
-            "marquee.booking.v1.AccountService",
-            "marquee.booking.v1.CatalogService",
-            "marquee.booking.v1.BookingService",
-        ])
-        .await;
-        if let Some(listener) = self.metrics_listener {
-            let stop = self.shutdown.clone();
-            tokio::spawn(marquee_infra::metrics::serve(listener, async move {
-                stop.cancelled().await;
-            }));
-        }
-        let shutdown = self.shutdown.clone();
-        let bus = self.bus.clone();
-        let server = tonic::transport::Server::builder()
-            // A span per RPC, parented on the caller's W3C trace context.
-            .layer(marquee_infra::telemetry::grpc_trace_layer())
-            // Request counts by method and code, and latency histograms.
-            .layer(marquee_infra::grpc::GrpcMetricsLayer)
-            .add_service(health)
-            .add_service(AccountServiceServer::new(self.api.clone()))
-            .add_service(CatalogServiceServer::new(self.api.clone()))
-            .add_service(BookingServiceServer::new(self.api.clone()))
-            .serve_with_incoming_shutdown(
-                marquee_infra::grpc::incoming(self.listener),
-                async move {
-                    signal.await;
-                    tracing::info!("booking-svc draining");
-                },
-            );
-        let result = server.await;
-        shutdown.cancel();
-        bus.shutdown();
-        result.map_err(Into::into)
+        let Self {
+            mut shell,
+            redis,
+            api,
+            bus,
+            shutdown,
+        } = self;
+        shell
+            .add_service(AccountServiceServer::new(api.clone()))
+            .add_service(CatalogServiceServer::new(api.clone()))
+            .add_service(BookingServiceServer::new(api.clone()))
+            .reflect(marquee_proto::DESCRIPTOR_SET)
+            .depends_on(Dependency::postgres(api.pool.clone()))
+            .depends_on(redis)
+            .depends_on(Dependency::bus(bus.clone()))
+            .on_stop(move || {
+                shutdown.cancel();
+                bus.shutdown();
+            });
+        shell.serve(signal).await
     }
 }

@@ -16,7 +16,7 @@ use http::{HeaderValue, Method, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -28,6 +28,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use marquee_infra::auth::TokenKeys;
+use marquee_infra::grpc::lazy_channel_with_timeout;
 
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
@@ -95,7 +96,7 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
             .upstream_url(upstream.name)
             .with_context(|| format!("no url configured for upstream {}", upstream.name))?;
         let connections = (0..config.upstream_connections.max(1))
-            .map(|_| lazy_channel(url))
+            .map(|_| lazy_channel_with_timeout(url, config.upstream_timeout))
             .collect::<anyhow::Result<Vec<_>>>()
             .with_context(|| format!("bad url for upstream {}", upstream.name))?;
         channels.push(UpstreamChannels {
@@ -156,15 +157,6 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
         .fallback(proxy::handle)
         .with_state(state)
         .layer(layers))
-}
-
-fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

@@ -166,6 +166,15 @@ impl Bus {
         &self.config
     }
 
+    /// Whether a connection to the broker is open now (cheap: reads the supervisor's
+    /// current state). A lost connection reads `false` until the supervisor reconnects.
+    pub fn is_connected(&self) -> bool {
+        self.live
+            .borrow()
+            .as_ref()
+            .is_some_and(|live| live.connection.status().connected())
+    }
+
     /// Stops the supervisor and every consumer, closing the connection.
     pub fn shutdown(&self) {
         self.shutdown.cancel();

@@ -5,12 +5,27 @@ use std::time::Duration;
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 
-/// A channel to `url` that connects on first use (so services can start in any order).
+/// How long a call through [`lazy_channel`] may take to be answered (a streaming
+/// call: until its response headers arrive; the stream itself may stay open).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The one way a Marquee client reaches a gRPC server: connects on first use (so
+/// services can start in any order), TCP_NODELAY, HTTP/2 keep-alive pings (so a dead
+/// peer is noticed on an idle connection), [`CALL_TIMEOUT`] per call (a call's own
+/// shorter deadline wins).
 pub fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
+    lazy_channel_with_timeout(url, CALL_TIMEOUT)
+}
+
+/// [`lazy_channel`] with another per-call timeout (the gateway's `UPSTREAM_TIMEOUT_MS`).
+pub fn lazy_channel_with_timeout(url: &str, call_timeout: Duration) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
+        .timeout(call_timeout)
         .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
         .connect_lazy())
 }
 
@@ -26,23 +41,6 @@ impl Interceptor for PropagateTrace {
         crate::telemetry::inject_metadata(request.metadata_mut());
         Ok(request)
     }
-}
-
-/// A gRPC health service reporting SERVING for the server as a whole ("") and for each
-/// of `services` (their fully qualified names).
-pub async fn health_service(
-    services: &[&str],
-) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
-    let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    for name in services {
-        reporter
-            .set_service_status(*name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
-    service
 }
 
 /// Tower layer for gRPC servers: counts requests by method and status code and records

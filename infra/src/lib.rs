@@ -9,6 +9,7 @@ pub mod errors;
 pub mod grpc;
 pub mod metrics;
 pub mod outbox;
+pub mod service;
 pub mod telemetry;
 
 /// Resolves on SIGTERM or Ctrl-C.

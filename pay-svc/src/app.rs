@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use marquee_infra::auth::TokenKeys;
 use marquee_infra::bus::Bus;
+use marquee_infra::db;
 use marquee_infra::outbox::{self, Relay};
-use marquee_infra::{db, grpc, metrics, telemetry};
+use marquee_infra::service::{Dependency, Shell};
 use marquee_proto::pay::wallet_service_server::WalletServiceServer;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PayConfig;
@@ -23,9 +23,8 @@ const RELAY_POLL: Duration = Duration::from_millis(200);
 
 /// A started pay-svc: migrated, connected, consuming, and bound (not yet serving gRPC).
 pub struct Application {
-    listener: TcpListener,
+    shell: Shell,
     port: u16,
-    metrics_listener: Option<TcpListener>,
     pool: PgPool,
     bus: Bus,
     relay_stop: CancellationToken,
@@ -48,14 +47,6 @@ impl Application {
         sqlx::migrate!().run(&pool).await?;
         outbox::migrate(&pool).await?;
 
-        let metrics_listener = match config.metrics_addr {
-            Some(addr) => {
-                metrics::prometheus();
-                Some(TcpListener::bind(addr).await?)
-            }
-            None => None,
-        };
-
         let bus = Bus::connect(config.bus.clone(), BUS_CONNECT_WAIT).await?;
         let relay_stop = CancellationToken::new();
         let relay = Relay::spawn(pool.clone(), bus.clone(), RELAY_POLL, relay_stop.clone());
@@ -68,15 +59,14 @@ impl Application {
         )
         .await?;
 
-        let listener = TcpListener::bind(config.grpc_addr).await?;
-        let port = listener.local_addr()?.port();
+        let shell = Shell::bind("pay-svc", config.grpc_addr, config.metrics_addr).await?;
+        let port = shell.local_addr()?.port();
         let keys = TokenKeys::verifier(&config.jwt);
         let wallet = WalletApi::new(pool.clone(), keys);
         tracing::info!(port, prefix = %config.bus.prefix, "pay-svc started");
         Ok(Self {
-            listener,
+            shell,
             port,
-            metrics_listener,
             pool,
             bus,
             relay_stop,
@@ -100,47 +90,31 @@ impl Application {
             .await
     }
 
-    /// Serves until `shutdown` resolves, then stops the servers, the consumer and the
-    /// relay. Messages in flight finish; unsent outbox rows go out on the next start.
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting,
+    /// drains, and stops the consumer and the relay. Messages in flight finish; unsent
+    /// outbox rows go out on the next start. Health is SERVING while PostgreSQL and
+    /// RabbitMQ answer.
     pub async fn run_with_shutdown(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                shutdown.await;
-                stop.cancel();
-            }
-        });
-        let metrics_server = self
-            .metrics_listener
-            .map(|listener| tokio::spawn(metrics::serve(listener, stop.clone().cancelled_owned())));
-        let health = grpc::health_service(&["marquee.pay.v1.WalletService"]).await;
-        let served = tonic::transport::Server::builder()
-            // One span per request, named after the RPC and parented on the caller's trace.
-            .layer(telemetry::grpc_trace_layer())
-            // Request counts by method and code, and latency histograms.
-            .layer(marquee_infra::grpc::GrpcMetricsLayer)
-            .add_service(health)
-            .add_service(WalletServiceServer::new(self.wallet))
-            .serve_with_incoming_shutdown(
-                marquee_infra::grpc::incoming(self.listener),
-                stop.clone().cancelled_owned(),
-            )
-            .await;
-        stop.cancel();
-        self.bus.shutdown();
-        self.relay_stop.cancel();
-        if let Some(server) = metrics_server {
-            match server.await {
-                Ok(Err(error)) => tracing::warn!(%error, "metrics server failed"),
-                Err(error) => tracing::warn!(%error, "metrics server panicked"),
-                Ok(Ok(())) => {}
-            }
-        }
-        tracing::info!("pay-svc stopped");
-        served.map_err(Into::into)
+        let Self {
+            mut shell,
+            pool,
+            bus,
+            relay_stop,
+            wallet,
+            ..
+        } = self;
+        shell
+            .add_service(WalletServiceServer::new(wallet))
+            .reflect(marquee_proto::DESCRIPTOR_SET)
+            .depends_on(Dependency::postgres(pool))
+            .depends_on(Dependency::bus(bus.clone()))
+            .on_stop(move || {
+                bus.shutdown();
+                relay_stop.cancel();
+            });
+        shell.serve(shutdown).await
     }
 }

@@ -7,13 +7,12 @@ use std::time::Duration;
 use marquee_infra::auth::TokenKeys;
 use marquee_infra::bus::{Bus, Envelope};
 use marquee_infra::grpc::{PropagateTrace, lazy_channel};
-use marquee_infra::{grpc, metrics, telemetry};
+use marquee_infra::service::{Dependency, Shell};
 use marquee_proto::booking::booking_service_client::BookingServiceClient;
 use marquee_proto::booking::catalog_service_client::CatalogServiceClient;
 use marquee_proto::booking::{BookingChanges, SeatChanges};
 use marquee_proto::realtime::realtime_service_server::RealtimeServiceServer;
 use prost::Message;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::bookings::BookingHub;
@@ -27,9 +26,8 @@ const BUS_CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// A started realtime-svc: subscribed and bound (not yet serving gRPC).
 pub struct Application {
-    listener: TcpListener,
+    shell: Shell,
     port: u16,
-    metrics_listener: Option<TcpListener>,
     bus: Bus,
     api: RealtimeApi,
     stop: CancellationToken,
@@ -37,13 +35,6 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: RealtimeConfig) -> anyhow::Result<Self> {
-        let metrics_listener = match config.metrics_addr {
-            Some(addr) => {
-                metrics::prometheus();
-                Some(TcpListener::bind(addr).await?)
-            }
-            None => None,
-        };
         let channel = lazy_channel(&config.booking_url)?;
         let seats = SeatHub::new(
             CatalogServiceClient::with_interceptor(channel.clone(), PropagateTrace),
@@ -72,13 +63,12 @@ impl Application {
         bus.subscribe(&[SEATS_CHANGED, BOOKINGS_CHANGED], on_subscribed, handler)
             .await?;
 
-        let listener = TcpListener::bind(config.grpc_addr).await?;
-        let port = listener.local_addr()?.port();
+        let shell = Shell::bind("realtime-svc", config.grpc_addr, config.metrics_addr).await?;
+        let port = shell.local_addr()?.port();
         tracing::info!(port, prefix = %config.bus.prefix, "realtime-svc started");
         Ok(Self {
-            listener,
+            shell,
             port,
-            metrics_listener,
             bus,
             api: RealtimeApi {
                 seats,
@@ -99,48 +89,36 @@ impl Application {
             .await
     }
 
-    /// Serves until `shutdown` resolves; open streams end with the server.
+    /// Serves until `shutdown` resolves; open streams end with the server. Health is
+    /// SERVING while RabbitMQ (where the changes come from) answers.
     pub async fn run_with_shutdown(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = self.stop.clone();
-        tokio::spawn({
+        let Self {
+            mut shell,
+            bus,
+            api,
+            stop,
+            ..
+        } = self;
+        // Open watch streams only end when the hubs stop, so stop them with the signal.
+        let signal = {
             let stop = stop.clone();
             async move {
                 shutdown.await;
                 stop.cancel();
             }
-        });
-        let metrics_server = self
-            .metrics_listener
-            .map(|listener| tokio::spawn(metrics::serve(listener, stop.clone().cancelled_owned())));
-        let health = grpc::health_service(&["marquee.realtime.v1.RealtimeService"]).await;
-        let served = tonic::transport::Server::builder()
-            // Watchers are long-lived streams: no cap on how many share a connection.
-            .max_concurrent_streams(None)
-            // One span per request, named after the RPC and parented on the caller's trace.
-            .layer(telemetry::grpc_trace_layer())
-            // Request counts by method and code, and latency histograms.
-            .layer(marquee_infra::grpc::GrpcMetricsLayer)
-            .add_service(health)
-            .add_service(RealtimeServiceServer::new(self.api))
-            .serve_with_incoming_shutdown(
-                marquee_infra::grpc::incoming(self.listener),
-                stop.clone().cancelled_owned(),
-            )
-            .await;
-        stop.cancel();
-        self.bus.shutdown();
-        if let Some(server) = metrics_server {
-            match server.await {
-                Ok(Err(error)) => tracing::warn!(%error, "metrics server failed"),
-                Err(error) => tracing::warn!(%error, "metrics server panicked"),
-                Ok(Ok(())) => {}
-            }
-        }
-        tracing::info!("realtime-svc stopped");
-        served.map_err(Into::into)
+        };
+        shell
+            .add_service(RealtimeServiceServer::new(api))
+            .reflect(marquee_proto::DESCRIPTOR_SET)
+            .depends_on(Dependency::bus(bus.clone()))
+            .on_stop(move || {
+                stop.cancel();
+                bus.shutdown();
+            });
+        shell.serve(signal).await
     }
 }
 

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use marquee_infra::auth::TokenKeys;
 use marquee_infra::bus::Bus;
-use marquee_infra::{grpc, metrics, telemetry};
+use marquee_infra::service::{Dependency, Shell};
 use marquee_proto::search::search_service_server::SearchServiceServer;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, Catalog};
@@ -26,9 +25,8 @@ const BUS_CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// A started search-svc: consuming catalog changes, rebuilding in the background, and
 /// bound (not yet serving gRPC).
 pub struct Application {
-    listener: TcpListener,
+    shell: Shell,
     port: u16,
-    metrics_listener: Option<TcpListener>,
     bus: Bus,
     index: Arc<SearchIndex>,
     catalog: Catalog,
@@ -59,14 +57,6 @@ impl Application {
         let rankings = Rankings::connect(&config.redis_url, &config.redis_prefix).await?;
         let catalog = Catalog::new(&config.booking_url)?;
 
-        let metrics_listener = match config.metrics_addr {
-            Some(addr) => {
-                metrics::prometheus();
-                Some(TcpListener::bind(addr).await?)
-            }
-            None => None,
-        };
-
         let bus = Bus::connect(config.bus.clone(), BUS_CONNECT_WAIT).await?;
         let stop = CancellationToken::new();
         // Changes published while this replica had no subscription are lost to it: after
@@ -93,8 +83,8 @@ impl Application {
         )
         .await?;
 
-        let listener = TcpListener::bind(config.grpc_addr).await?;
-        let port = listener.local_addr()?.port();
+        let shell = Shell::bind("search-svc", config.grpc_addr, config.metrics_addr).await?;
+        let port = shell.local_addr()?.port();
         let api = SearchApi::new(
             index.clone(),
             rankings.clone(),
@@ -103,9 +93,8 @@ impl Application {
         );
         tracing::info!(port, prefix = %config.bus.prefix, "search-svc started");
         Ok(Self {
-            listener,
+            shell,
             port,
-            metrics_listener,
             bus,
             index,
             catalog,
@@ -137,53 +126,45 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops the servers, the consumer and the
-    /// rebuild loop.
+    /// rebuild loop. Health is NOT_SERVING until the first index is built, and while
+    /// RabbitMQ (the catalog changes) or Redis (the rankings) is down.
     pub async fn run_with_shutdown(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = self.stop.clone();
-        tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                shutdown.await;
-                stop.cancel();
-            }
-        });
-        let metrics_server = self
-            .metrics_listener
-            .map(|listener| tokio::spawn(metrics::serve(listener, stop.clone().cancelled_owned())));
+        let Self {
+            mut shell,
+            bus,
+            index,
+            catalog,
+            api,
+            config,
+            stop,
+            ..
+        } = self;
         let rebuilds = tokio::spawn(catalog::rebuild_loop(
-            self.catalog,
-            self.index,
-            self.config.rebuild_on_start,
-            self.config.rebuild_interval,
+            catalog,
+            index.clone(),
+            config.rebuild_on_start,
+            config.rebuild_interval,
             stop.clone(),
         ));
-        let health = grpc::health_service(&["marquee.search.v1.SearchService"]).await;
-        let served = tonic::transport::Server::builder()
-            // One span per request, named after the RPC and parented on the caller's trace.
-            .layer(telemetry::grpc_trace_layer())
-            // Request counts by method and code, and latency histograms.
-            .layer(marquee_infra::grpc::GrpcMetricsLayer)
-            .add_service(health)
-            .add_service(SearchServiceServer::new(self.api))
-            .serve_with_incoming_shutdown(
-                marquee_infra::grpc::incoming(self.listener),
-                stop.clone().cancelled_owned(),
-            )
-            .await;
-        stop.cancel();
-        self.bus.shutdown();
+        let built = Dependency::new("index", move || {
+            let built = index.is_built();
+            async move { built }
+        });
+        shell
+            .add_service(SearchServiceServer::new(api))
+            .reflect(marquee_proto::DESCRIPTOR_SET)
+            .depends_on(built)
+            .depends_on(Dependency::bus(bus.clone()))
+            .depends_on(Dependency::redis(&config.redis_url)?)
+            .on_stop(move || {
+                stop.cancel();
+                bus.shutdown();
+            });
+        let served = shell.serve(shutdown).await;
         let _ = rebuilds.await;
-        if let Some(server) = metrics_server {
-            match server.await {
-                Ok(Err(error)) => tracing::warn!(%error, "metrics server failed"),
-                Err(error) => tracing::warn!(%error, "metrics server panicked"),
-                Ok(Ok(())) => {}
-            }
-        }
-        tracing::info!("search-svc stopped");
-        served.map_err(Into::into)
+        served
     }
 }

@@ -775,6 +775,12 @@ impl SearchIndex {
         })
     }
 
+    /// Whether a rebuild has swapped in a version yet (before that the empty `v0` is
+    /// served, and search-svc reports NOT_SERVING).
+    pub fn is_built(&self) -> bool {
+        self.current.load().name != "v0"
+    }
+
     /// The version serving queries now.
     pub fn current(&self) -> Arc<IndexVersion> {
         self.current.load_full()

@@ -1,7 +1,8 @@
 //! What the end-to-end tests and benchmarks of every crate share: where the real local
 //! PostgreSQL, Redis and RabbitMQ are, running a service in process, JSON replies, and
-//! removing a test's Redis keys. Nothing here stands in for our infrastructure.
+//! removing a test's Redis keys, asking a gRPC server for its health and its services. Nothing here stands in for our infrastructure.
 
+pub mod grpc;
 pub mod proxy;
 
 use marquee_infra::config::{env_or, env_string};

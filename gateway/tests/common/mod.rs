@@ -75,6 +75,12 @@ pub struct System {
     /// gRPC ports of the realtime-svc replicas.
     pub realtime_ports: Vec<u16>,
     pub booking_port: u16,
+    pub pay_port: u16,
+    /// How booking-svc was configured (a restart binds the same port).
+    booking_config: booking_svc::BookingConfig,
+    /// Stops booking-svc alone (its SIGTERM); a child of `shutdown`.
+    booking_stop: CancellationToken,
+    booking_task: Option<tokio::task::JoinHandle<()>>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -113,7 +119,7 @@ impl System {
             pay.run_with_shutdown(stop.clone().cancelled_owned()),
         );
 
-        let booking = booking_svc::Application::build(booking_svc::BookingConfig {
+        let booking_config = booking_svc::BookingConfig {
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),
             metrics_addr: None,
             database_url: booking_db.clone(),
@@ -133,15 +139,18 @@ impl System {
             sweep_interval: Duration::from_millis(100),
             default_max_seats: 4,
             argon2_memory_kib: options.argon2_memory_kib,
-        })
-        .await
-        .expect("booking-svc starts");
+        };
+        let booking = booking_svc::Application::build(booking_config.clone())
+            .await
+            .expect("booking-svc starts");
         let booking_port = booking.port();
         let booking_pool = booking.pool();
+        let booking_stop = stop.child_token();
+        let mut booking_tasks = Vec::new();
         serve(
-            &mut tasks,
+            &mut booking_tasks,
             "booking-svc",
-            booking.run_with_shutdown(stop.clone().cancelled_owned()),
+            booking.run_with_shutdown(booking_stop.clone().cancelled_owned()),
         );
 
         let mut realtime_ports = Vec::new();
@@ -203,6 +212,10 @@ impl System {
             bus_prefix,
             realtime_ports,
             booking_port,
+            pay_port,
+            booking_config,
+            booking_stop,
+            booking_task: booking_tasks.pop(),
             booking_db,
             pay_db,
             redis_prefix,
@@ -214,7 +227,7 @@ impl System {
     /// Stops every service and removes the test's databases, queues and exchanges.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        for task in self.tasks.drain(..) {
+        for task in self.tasks.drain(..).chain(self.booking_task.take()) {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
         let _ = self
@@ -227,6 +240,43 @@ impl System {
         let _ = delete_redis_keys(&self.redis_prefix).await;
         let _ = marquee_infra::db::drop_database(&self.booking_db).await;
         let _ = marquee_infra::db::drop_database(&self.pay_db).await;
+    }
+
+    /// Sends booking-svc its shutdown signal (what SIGTERM does) and returns at once;
+    /// [`System::booking_stopped`] waits for it to finish draining.
+    pub fn signal_booking(&self) {
+        self.booking_stop.cancel();
+    }
+
+    /// Waits (up to 30 s) until booking-svc has drained and stopped.
+    pub async fn booking_stopped(&mut self) {
+        if let Some(task) = self.booking_task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("booking-svc stops within 30 s")
+                .expect("booking-svc stopped without failing");
+        }
+    }
+
+    /// Starts booking-svc again, as after a deploy: same database, Redis prefix, bus
+    /// names and port (the gateway and realtime-svc reconnect by themselves).
+    pub async fn restart_booking(&mut self) {
+        self.booking_stopped().await;
+        let mut config = self.booking_config.clone();
+        config.grpc_addr = format!("127.0.0.1:{}", self.booking_port)
+            .parse()
+            .expect("addr");
+        let booking = booking_svc::Application::build(config)
+            .await
+            .expect("booking-svc restarts");
+        self.booking_stop = self.shutdown.child_token();
+        let mut tasks = Vec::new();
+        serve(
+            &mut tasks,
+            "booking-svc",
+            booking.run_with_shutdown(self.booking_stop.clone().cancelled_owned()),
+        );
+        self.booking_task = tasks.pop();
     }
 
     pub async fn call(
