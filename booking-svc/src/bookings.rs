@@ -8,6 +8,7 @@
 //! marks are reconciled from the booking's state ([`reconcile`]), idempotently, so a
 //! redelivered message or a retried step repairs whatever a crash left behind.
 
+use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -270,24 +271,25 @@ impl Bookings {
                         event,
                         seats: &seats,
                     };
-                    let mut wait = Duration::from_millis(100);
-                    let started = std::time::Instant::now();
-                    loop {
-                        match holds.void(keys, tombstone).await {
-                            Ok(()) => {
-                                tracing::info!(hold_id = %hold, "unconfirmed hold voided");
-                                return;
-                            }
-                            Err(error) if started.elapsed() < tombstone => {
-                                tracing::warn!(hold_id = %hold, %error, "voiding an unconfirmed hold failed; retrying");
-                                tokio::time::sleep(wait).await;
-                                wait = (wait * 2).min(Duration::from_secs(5));
-                            }
-                            // By now the hold, if it was made, has expired by itself.
-                            Err(error) => {
-                                tracing::error!(hold_id = %hold, %error, "gave up voiding an unconfirmed hold");
-                                return;
-                            }
+                    // Until it works, for at most the hold's lifetime: by then the
+                    // hold, if it was made, has expired by itself.
+                    let voided = (|| holds.void(keys, tombstone))
+                        .retry(
+                            ExponentialBuilder::new()
+                                .with_min_delay(Duration::from_millis(100))
+                                .with_max_delay(Duration::from_secs(5))
+                                .with_jitter()
+                                .without_max_times()
+                                .with_total_delay(Some(tombstone)),
+                        )
+                        .notify(|error, _| {
+                            tracing::warn!(hold_id = %hold, %error, "voiding an unconfirmed hold failed; retrying");
+                        })
+                        .await;
+                    match voided {
+                        Ok(()) => tracing::info!(hold_id = %hold, "unconfirmed hold voided"),
+                        Err(error) => {
+                            tracing::error!(hold_id = %hold, %error, "gave up voiding an unconfirmed hold")
                         }
                     }
                 });
@@ -417,24 +419,46 @@ impl Bookings {
         hold: HoldId,
         key: &IdempotencyKey,
     ) -> Result<Booking, BookingError> {
-        for _ in 0..20 {
+        /// Why a look for the concurrent booking ended without it.
+        enum Awaited {
+            NotYet,
+            Failed(BookingError),
+        }
+        let look = || async {
             let by_hold: Option<(Uuid, Uuid, String)> = sqlx::query_as(
                 "SELECT id, buyer_id, idempotency_key FROM bookings WHERE hold_id = $1",
             )
             .bind(hold.0)
             .fetch_optional(&self.pool)
-            .await?;
-            if let Some((id, owner, existing_key)) = by_hold {
-                if owner == buyer.0 && existing_key == key.as_str() {
-                    return self.get_any(BookingId(id)).await;
+            .await
+            .map_err(|e| Awaited::Failed(e.into()))?;
+            match by_hold {
+                Some((id, owner, existing_key))
+                    if owner == buyer.0 && existing_key == key.as_str() =>
+                {
+                    self.get_any(BookingId(id)).await.map_err(Awaited::Failed)
                 }
-                return Err(BookingError::AlreadyExists(
+                Some(_) => Err(Awaited::Failed(BookingError::AlreadyExists(
                     "this hold was already checked out",
-                ));
+                ))),
+                None => Err(Awaited::NotYet),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // About two seconds: a checkout's insert takes milliseconds.
+        let found = look
+            .retry(
+                ConstantBuilder::new()
+                    .with_delay(Duration::from_millis(100))
+                    .with_max_times(20)
+                    .with_jitter(),
+            )
+            .when(|e| matches!(e, Awaited::NotYet))
+            .await;
+        match found {
+            Ok(booking) => Ok(booking),
+            Err(Awaited::NotYet) => Err(BookingError::CheckoutInProgress),
+            Err(Awaited::Failed(error)) => Err(error),
         }
-        Err(BookingError::CheckoutInProgress)
     }
 
     async fn insert_booking(
@@ -843,18 +867,21 @@ impl Bookings {
         tracing::warn!(booking_id = %id, %error, "reconcile failed; retrying in the background");
         let this = self.clone();
         tokio::spawn(async move {
-            let mut wait = Duration::from_millis(200);
-            for _ in 0..20 {
-                tokio::time::sleep(wait).await;
-                match this.reconcile(id).await {
-                    Ok(()) => return,
-                    Err(error) => {
-                        tracing::warn!(booking_id = %id, %error, "reconcile retry failed")
-                    }
-                }
-                wait = (wait * 2).min(Duration::from_secs(10));
+            let retried = (|| this.reconcile(id))
+                .retry(
+                    ExponentialBuilder::new()
+                        .with_min_delay(Duration::from_millis(200))
+                        .with_max_delay(Duration::from_secs(10))
+                        .with_jitter()
+                        .with_max_times(20),
+                )
+                .notify(
+                    |error, _| tracing::warn!(booking_id = %id, %error, "reconcile retry failed"),
+                )
+                .await;
+            if let Err(error) = retried {
+                tracing::error!(booking_id = %id, %error, "gave up reconciling; redis marks may be stale");
             }
-            tracing::error!(booking_id = %id, "gave up reconciling; redis marks may be stale");
         });
     }
 

@@ -9,6 +9,7 @@
 //! before acknowledging are claimed by another after [`CLAIM_IDLE`]. A change may thus be
 //! published twice (realtime-svc drops a version it already has), never zero times.
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
@@ -33,8 +34,16 @@ const BATCH: usize = 2_000;
 const BLOCK: Duration = Duration::from_millis(1_000);
 /// Entries unacknowledged this long (their replica died) are taken over.
 pub const CLAIM_IDLE: Duration = Duration::from_secs(5);
-/// Wait after a failed read or publish.
-const RETRY: Duration = Duration::from_millis(200);
+/// Waits after consecutive failed reads or publishes: exponential from 100 ms to 5 s,
+/// with jitter, starting over after a success.
+fn retry_backoff() -> backon::ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
 
 /// One stream entry as a change; `None` (and a warning) if it is malformed.
 fn parse(entry: &StreamId) -> Option<SeatsChanged> {
@@ -112,6 +121,7 @@ impl Relay {
         // This replica's unacknowledged entries come first, then new ones.
         let mut backlog = true;
         let mut last_claim = Instant::now();
+        let mut delays = retry_backoff();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -151,18 +161,22 @@ impl Relay {
                     // A read whose reply was lost still delivered its entries to this
                     // consumer: read them again from the pending list.
                     backlog = true;
-                    tokio::time::sleep(RETRY).await;
+                    tokio::time::sleep(delays.next().unwrap_or(BLOCK)).await;
                     continue;
                 }
             };
             if entries.is_empty() {
                 backlog = false;
+                delays = retry_backoff();
                 continue;
             }
-            if let Err(error) = self.publish(&entries).await {
-                tracing::warn!(%error, changes = entries.len(), "seat relay publish failed; retrying");
-                backlog = true;
-                tokio::time::sleep(RETRY).await;
+            match self.publish(&entries).await {
+                Ok(()) => delays = retry_backoff(),
+                Err(error) => {
+                    tracing::warn!(%error, changes = entries.len(), "seat relay publish failed; retrying");
+                    backlog = true;
+                    tokio::time::sleep(delays.next().unwrap_or(BLOCK)).await;
+                }
             }
         }
     }

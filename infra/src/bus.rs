@@ -7,6 +7,7 @@
 //! explicit `x-delivery-limit` whose rejected or over-delivered messages go to
 //! `<queue>.dlq`.
 
+use backon::{ExponentialBuilder, Retryable};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -690,6 +691,16 @@ async fn open(config: &BusConfig) -> Result<Live, lapin::Error> {
     })
 }
 
+/// How the supervisor retries a failed connect: exponential from 100 ms to 5 s, with
+/// jitter so replicas that lost the broker together do not reconnect in lockstep.
+pub fn reconnect_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}
+
 /// Keeps one connection open: connects with exponential backoff, announces it, and
 /// on loss clears it so publishers wait and consumers resubscribe on the next one.
 async fn supervise(
@@ -697,15 +708,19 @@ async fn supervise(
     tx: watch::Sender<Option<Arc<Live>>>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
     loop {
+        // A fresh backoff for every connection: it starts short again after a loss.
+        let connect = (|| open(&config))
+            .retry(reconnect_backoff())
+            .notify(|error, retry_in| {
+                tracing::warn!(%error, retry_in_ms = retry_in.as_millis() as u64, "bus connect failed");
+            });
         let opened = tokio::select! {
             () = shutdown.cancelled() => break,
-            opened = open(&config) => opened,
+            opened = connect => opened,
         };
         match opened {
             Ok(live) => {
-                backoff = Duration::from_millis(100);
                 let live = Arc::new(live);
                 let mut events = live.connection.events_listener();
                 tx.send_replace(Some(live.clone()));
@@ -735,14 +750,8 @@ async fn supervise(
                 }
                 tx.send_replace(None);
             }
-            Err(error) => {
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "bus connect failed");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            // Unreachable with an unbounded backoff; kept so a bound added later is safe.
+            Err(error) => tracing::error!(%error, "bus connect gave up"),
         }
     }
     tx.send_replace(None);

@@ -2,6 +2,7 @@
 //! `catalog.*` change events over the bus (freshness). booking-svc's prost types stop
 //! here.
 
+use backon::{ExponentialBuilder, Retryable};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,23 +123,25 @@ pub async fn rebuild_loop(
     stop: CancellationToken,
 ) {
     if on_start {
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            match catalog.rebuild(&index).await {
-                Ok((version, events)) => {
-                    tracing::info!(%version, events, "initial index built");
-                    break;
-                }
-                Err(SearchError::RebuildRunning) => break,
-                Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "initial rebuild failed");
-                }
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+        // Until booking-svc answers: exponential from 500 ms to 30 s, with jitter.
+        let first = (|| catalog.rebuild(&index))
+            .retry(
+                ExponentialBuilder::new()
+                    .with_min_delay(Duration::from_millis(500))
+                    .with_max_delay(Duration::from_secs(30))
+                    .with_jitter()
+                    .without_max_times(),
+            )
+            .when(|error| !matches!(error, SearchError::RebuildRunning))
+            .notify(|error, retry_in| {
+                tracing::warn!(%error, retry_in_ms = retry_in.as_millis() as u64, "initial rebuild failed");
+            });
+        tokio::select! {
+            () = stop.cancelled() => return,
+            // An error here is RebuildRunning: another rebuild builds the first index.
+            built = first => if let Ok((version, events)) = built {
+                tracing::info!(%version, events, "initial index built");
+            },
         }
     }
     let Some(interval) = interval else { return };
