@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use marquee_infra::auth::{JwtConfig, TokenKeys};
 use marquee_infra::bus::{Bus, BusConfig, Handler};
-use marquee_infra::config::{InfraConfig, env_listen_addr, env_millis, env_or, env_string};
+use marquee_infra::config::{InfraConfig, Settings};
 use marquee_infra::grpc::{PropagateTrace, lazy_channel};
 use marquee_infra::outbox::{self, Relay};
 use marquee_infra::service::{Dependency, Shell};
@@ -65,40 +65,43 @@ impl std::fmt::Debug for BookingConfig {
 
 impl BookingConfig {
     pub fn from_env() -> anyhow::Result<Self> {
-        let infra = InfraConfig::from_env()?;
-        Ok(Self {
-            grpc_addr: env_or(
+        let mut env = Settings::load();
+        let infra = InfraConfig::from_settings(&mut env);
+        let config = Self {
+            grpc_addr: env.or(
                 "BOOKING_GRPC_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 50051)),
-            )?,
-            metrics_addr: env_listen_addr(
+            ),
+            metrics_addr: env.listen_addr(
                 "BOOKING_METRICS_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 9101)),
-            )?,
-            database_url: env_string(
+            ),
+            database_url: env.string(
                 "BOOKING_DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/marquee_booking",
             ),
-            db_max_connections: env_or("BOOKING_DB_MAX_CONNECTIONS", 16)?,
+            db_max_connections: env.or("BOOKING_DB_MAX_CONNECTIONS", 16),
             redis_url: infra.redis_url,
-            redis_prefix: env_string("REDIS_PREFIX", "marquee:"),
+            redis_prefix: env.string("REDIS_PREFIX", "marquee:"),
             redis_timeouts: RedisTimeouts {
-                response: env_millis(
+                response: env.millis(
                     "REDIS_RESPONSE_TIMEOUT_MS",
                     RedisTimeouts::default().response,
-                )?,
-                connect: env_millis("REDIS_CONNECT_TIMEOUT_MS", RedisTimeouts::default().connect)?,
+                ),
+                connect: env.millis("REDIS_CONNECT_TIMEOUT_MS", RedisTimeouts::default().connect),
             },
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("booking-svc"),
-            pay_url: env_string("PAY_URL", "http://127.0.0.1:50052"),
+            pay_url: env.string("PAY_URL", "http://127.0.0.1:50052"),
             jwt: infra.jwt,
-            token_ttl_minutes: env_or("TOKEN_TTL_MINUTES", 60)?,
-            hold_ttl: env_millis("HOLD_TTL_MS", Duration::from_secs(300))?,
-            checkout_grace: env_millis("CHECKOUT_GRACE_MS", Duration::from_secs(15))?,
-            sweep_interval: env_millis("HOLD_SWEEP_INTERVAL_MS", Duration::from_millis(250))?,
-            default_max_seats: env_or("DEFAULT_MAX_SEATS_PER_BUYER", 4)?,
-            argon2_memory_kib: env_or("ARGON2_MEMORY_KIB", 19_456)?,
-        })
+            token_ttl_minutes: env.or("TOKEN_TTL_MINUTES", 60),
+            hold_ttl: env.millis("HOLD_TTL_MS", Duration::from_secs(300)),
+            checkout_grace: env.millis("CHECKOUT_GRACE_MS", Duration::from_secs(15)),
+            sweep_interval: env.millis("HOLD_SWEEP_INTERVAL_MS", Duration::from_millis(250)),
+            default_max_seats: env.or("DEFAULT_MAX_SEATS_PER_BUYER", 4),
+            argon2_memory_kib: env.or("ARGON2_MEMORY_KIB", 19_456),
+        };
+        env.finish()?;
+        Ok(config)
     }
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use marquee_infra::auth::JwtConfig;
-use marquee_infra::config::{ConfigError, env_millis, env_or, env_string};
+use marquee_infra::config::{ConfigError, Settings};
 
 /// Default request body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -41,26 +41,30 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
+        let mut env = Settings::load();
         let default_addr = SocketAddr::from(([127, 0, 0, 1], 8080));
-        Ok(Self {
-            listen_addr: env_or("GATEWAY_ADDR", default_addr)?,
-            booking_url: env_string("BOOKING_URL", "http://127.0.0.1:50051"),
-            pay_url: env_string("PAY_URL", "http://127.0.0.1:50052"),
-            realtime_url: env_string("REALTIME_URL", "http://127.0.0.1:50053"),
-            search_url: env_string("SEARCH_URL", "http://127.0.0.1:50054"),
-            jwt: JwtConfig::from_env()?,
-            body_limit_bytes: env_or("GATEWAY_BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT)?,
-            upstream_timeout: env_millis("UPSTREAM_TIMEOUT_MS", Duration::from_secs(10))?,
-            cors_allowed_origins: env_string("CORS_ALLOWED_ORIGINS", "")
+        let config = Self {
+            listen_addr: env.or("GATEWAY_ADDR", default_addr),
+            booking_url: env.string("BOOKING_URL", "http://127.0.0.1:50051"),
+            pay_url: env.string("PAY_URL", "http://127.0.0.1:50052"),
+            realtime_url: env.string("REALTIME_URL", "http://127.0.0.1:50053"),
+            search_url: env.string("SEARCH_URL", "http://127.0.0.1:50054"),
+            jwt: env.jwt(),
+            body_limit_bytes: env.or("GATEWAY_BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT),
+            upstream_timeout: env.millis("UPSTREAM_TIMEOUT_MS", Duration::from_secs(10)),
+            cors_allowed_origins: env
+                .string("CORS_ALLOWED_ORIGINS", "")
                 .split(',')
                 .map(str::trim)
                 .filter(|o| !o.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            sse_client_buffer: env_or("SSE_CLIENT_BUFFER", 256)?,
-            sse_keep_alive: env_millis("SSE_KEEP_ALIVE_MS", Duration::from_secs(15))?,
-            upstream_connections: env_or("UPSTREAM_CONNECTIONS", 4)?,
-        })
+            sse_client_buffer: env.or("SSE_CLIENT_BUFFER", 256),
+            sse_keep_alive: env.millis("SSE_KEEP_ALIVE_MS", Duration::from_secs(15)),
+            upstream_connections: env.or("UPSTREAM_CONNECTIONS", 4),
+        };
+        env.finish()?;
+        Ok(config)
     }
 
     /// Local defaults with an ephemeral port, for tests.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use marquee_infra::auth::JwtConfig;
 use marquee_infra::bus::BusConfig;
-use marquee_infra::config::{ConfigError, InfraConfig, env_listen_addr, env_or, env_string};
+use marquee_infra::config::{ConfigError, InfraConfig, Settings};
 
 /// Everything pay-svc needs to start.
 #[derive(Clone)]
@@ -45,19 +45,20 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/marqu
 
 impl PayConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let infra = InfraConfig::from_env()?;
-        Ok(Self {
-            grpc_addr: env_or("PAY_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052)))?,
-            metrics_addr: env_listen_addr(
-                "PAY_METRICS_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], 9102)),
-            )?,
-            database_url: env_string("PAY_DATABASE_URL", DEFAULT_DATABASE_URL),
-            db_max_connections: env_or("PAY_DB_MAX_CONNECTIONS", 10)?,
+        let mut env = Settings::load();
+        let infra = InfraConfig::from_settings(&mut env);
+        let config = Self {
+            grpc_addr: env.or("PAY_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052))),
+            metrics_addr: env
+                .listen_addr("PAY_METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9102))),
+            database_url: env.string("PAY_DATABASE_URL", DEFAULT_DATABASE_URL),
+            db_max_connections: env.or("PAY_DB_MAX_CONNECTIONS", 10),
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("pay-svc"),
-            consumer_concurrency: env_or("PAY_CONSUMER_CONCURRENCY", 16)?,
+            consumer_concurrency: env.or("PAY_CONSUMER_CONCURRENCY", 16),
             jwt: infra.jwt,
-            welcome_credit_minor: env_or("PAY_WELCOME_CREDIT_MINOR", 100_000)?,
-        })
+            welcome_credit_minor: env.or("PAY_WELCOME_CREDIT_MINOR", 100_000),
+        };
+        env.finish()?;
+        Ok(config)
     }
 }

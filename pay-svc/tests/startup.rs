@@ -22,7 +22,7 @@ async fn without_jwt_secret_outside_development_mode_it_exits_naming_the_variabl
     let database_url = format!("{PG}/pay_startup_{id}");
     let prefix = format!("test.{id}.");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pay-svc"))
+    let child = Command::new(env!("CARGO_BIN_EXE_pay-svc"))
         .env_remove("JWT_SECRET")
         .env_remove("JWT_PREVIOUS_SECRETS")
         .env_remove("MARQUEE_DEV")
@@ -38,22 +38,7 @@ async fn without_jwt_secret_outside_development_mode_it_exits_naming_the_variabl
         .spawn()
         .expect("pay-svc binary runs");
 
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for pay-svc") {
-            break Some(status);
-        }
-        if started.elapsed() > BOUND {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
+    let (status, stderr) = wait_bounded(child).await;
 
     // Had it started, it made a database and queues of its own: remove them.
     cleanup(&database_url, &BusConfig::new(AMQP, prefix)).await;
@@ -73,6 +58,76 @@ async fn without_jwt_secret_outside_development_mode_it_exits_naming_the_variabl
         stderr.contains("MARQUEE_DEV"),
         "the refusal does not say how to run in development mode: {stderr}"
     );
+}
+
+/// Waits up to [`BOUND`] for `child` to exit (killing it after that): its exit status
+/// (`None` if it was still running) and what it wrote to stderr.
+async fn wait_bounded(
+    mut child: std::process::Child,
+) -> (Option<std::process::ExitStatus>, String) {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for pay-svc") {
+            break Some(status);
+        }
+        if started.elapsed() > BOUND {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+
+    (status, stderr)
+}
+
+#[tokio::test]
+async fn every_bad_setting_from_the_environment_and_the_config_file_is_named_at_once() {
+    let id = Uuid::new_v4().simple().to_string();
+    let database_url = format!("{PG}/pay_startup_{id}");
+    let prefix = format!("test.{id}.");
+    let file = std::env::temp_dir().join(format!("marquee-config-{id}.json"));
+    std::fs::write(
+        &file,
+        format!(r#"{{"PAY_DB_MAX_CONNECTIONS": "many", "PAY_DATABASE_URL": "{database_url}"}}"#),
+    )
+    .expect("config file written");
+
+    let child = Command::new(env!("CARGO_BIN_EXE_pay-svc"))
+        .env_remove("JWT_SECRET")
+        .env_remove("JWT_PREVIOUS_SECRETS")
+        .env_remove("MARQUEE_DEV")
+        .env_remove("PAY_DATABASE_URL")
+        .env("MARQUEE_CONFIG_FILE", &file)
+        .env("PAY_CONSUMER_CONCURRENCY", "-3")
+        .env("PAY_GRPC_ADDR", "127.0.0.1:0")
+        .env("PAY_METRICS_ADDR", "off")
+        .env("AMQP_URL", AMQP)
+        .env("BUS_PREFIX", &prefix)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pay-svc binary runs");
+    let (status, stderr) = wait_bounded(child).await;
+    let _ = std::fs::remove_file(&file);
+    cleanup(&database_url, &BusConfig::new(AMQP, prefix)).await;
+
+    let status = status.unwrap_or_else(|| panic!("pay-svc started with bad settings: {stderr}"));
+    assert!(!status.success(), "{stderr}");
+    // One refusal names all three: the file's bad value, the environment's, the missing one.
+    for name in [
+        "PAY_DB_MAX_CONNECTIONS",
+        "PAY_CONSUMER_CONCURRENCY",
+        "JWT_SECRET",
+    ] {
+        assert!(stderr.contains(name), "{name} is not named: {stderr}");
+    }
+    assert!(stderr.contains("3 settings are invalid"), "{stderr}");
 }
 
 async fn cleanup(database_url: &str, bus: &BusConfig) {

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use marquee_infra::auth::JwtConfig;
 use marquee_infra::bus::BusConfig;
-use marquee_infra::config::{
-    ConfigError, InfraConfig, env_listen_addr, env_millis, env_or, env_string,
-};
+use marquee_infra::config::{ConfigError, InfraConfig, Settings};
 
 #[derive(Clone)]
 pub struct RealtimeConfig {
@@ -51,24 +49,27 @@ impl std::fmt::Debug for RealtimeConfig {
 
 impl RealtimeConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let infra = InfraConfig::from_env()?;
-        Ok(Self {
-            grpc_addr: env_or(
+        let mut env = Settings::load();
+        let infra = InfraConfig::from_settings(&mut env);
+        let config = Self {
+            grpc_addr: env.or(
                 "REALTIME_GRPC_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 50053)),
-            )?,
-            metrics_addr: env_listen_addr(
+            ),
+            metrics_addr: env.listen_addr(
                 "REALTIME_METRICS_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 9103)),
-            )?,
-            booking_url: env_string("BOOKING_URL", "http://127.0.0.1:50051"),
+            ),
+            booking_url: env.string("BOOKING_URL", "http://127.0.0.1:50051"),
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("realtime-svc"),
             jwt: infra.jwt,
-            resume_buffer: env_or("REALTIME_RESUME_BUFFER", 4096)?,
-            gap_timeout: env_millis("REALTIME_GAP_TIMEOUT_MS", Duration::from_millis(500))?,
-            idle_evict: env_millis("REALTIME_IDLE_EVICT_MS", Duration::from_secs(60))?,
-            version_check: env_millis("REALTIME_VERSION_CHECK_MS", Duration::from_secs(1))?,
-        })
+            resume_buffer: env.or("REALTIME_RESUME_BUFFER", 4096),
+            gap_timeout: env.millis("REALTIME_GAP_TIMEOUT_MS", Duration::from_millis(500)),
+            idle_evict: env.millis("REALTIME_IDLE_EVICT_MS", Duration::from_secs(60)),
+            version_check: env.millis("REALTIME_VERSION_CHECK_MS", Duration::from_secs(1)),
+        };
+        env.finish()?;
+        Ok(config)
     }
 
     /// Local defaults with ephemeral ports, for tests.

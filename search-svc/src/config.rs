@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use marquee_infra::auth::JwtConfig;
 use marquee_infra::bus::BusConfig;
-use marquee_infra::config::{ConfigError, InfraConfig, env_listen_addr, env_or, env_string};
+use marquee_infra::config::{ConfigError, InfraConfig, Settings};
 
 /// The synonyms file kept with the index (`search-svc/synonyms.txt`).
 pub const DEFAULT_SYNONYMS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/synonyms.txt");
@@ -55,25 +55,28 @@ impl std::fmt::Debug for SearchConfig {
 
 impl SearchConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let infra = InfraConfig::from_env()?;
-        let interval: u64 = env_or("SEARCH_REBUILD_INTERVAL_SECS", 600)?;
-        Ok(Self {
-            grpc_addr: env_or(
+        let mut env = Settings::load();
+        let infra = InfraConfig::from_settings(&mut env);
+        let interval: u64 = env.or("SEARCH_REBUILD_INTERVAL_SECS", 600);
+        let config = Self {
+            grpc_addr: env.or(
                 "SEARCH_GRPC_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 50054)),
-            )?,
-            metrics_addr: env_listen_addr(
+            ),
+            metrics_addr: env.listen_addr(
                 "SEARCH_METRICS_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 9104)),
-            )?,
-            booking_url: env_string("BOOKING_URL", "http://127.0.0.1:50051"),
+            ),
+            booking_url: env.string("BOOKING_URL", "http://127.0.0.1:50051"),
             redis_url: infra.redis_url,
-            redis_prefix: env_string("REDIS_PREFIX", "marquee:"),
+            redis_prefix: env.string("REDIS_PREFIX", "marquee:"),
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("search-svc"),
             jwt: infra.jwt,
-            synonyms_path: PathBuf::from(env_string("SEARCH_SYNONYMS", DEFAULT_SYNONYMS)),
-            rebuild_on_start: env_or("SEARCH_REBUILD_ON_START", true)?,
+            synonyms_path: PathBuf::from(env.string("SEARCH_SYNONYMS", DEFAULT_SYNONYMS)),
+            rebuild_on_start: env.or("SEARCH_REBUILD_ON_START", true),
             rebuild_interval: (interval > 0).then(|| Duration::from_secs(interval)),
-        })
+        };
+        env.finish()?;
+        Ok(config)
     }
 }
