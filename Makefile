@@ -19,10 +19,10 @@ test: services
 ## A bounded flash sale through the gateway (BENCH_SEATS, BENCH_BUYERS, BENCH_CONCURRENCY):
 ## first a hold storm (buyers only hold), then the full purchase through the saga.
 bench: services
-	BENCH_HOLDS_ONLY=1 BENCH_SEATS=$${BENCH_STORM_SEATS:-20000} cargo bench -p marquee-gateway --bench flash_sale
-	cargo bench -p marquee-gateway --bench flash_sale
-	cargo bench -p search-svc --bench search
-	cargo bench -p marquee-gateway --bench sse_fanout
+	BENCH_HOLDS_ONLY=1 BENCH_SEATS=$${BENCH_STORM_SEATS:-20000} cargo bench -p marquee-e2e --bench flash_sale
+	cargo bench -p marquee-e2e --bench flash_sale
+	cargo bench -p marquee-e2e --bench search
+	cargo bench -p marquee-e2e --bench sse_fanout
 
 services:
 	scripts/ensure-services.sh

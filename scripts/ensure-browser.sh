@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Makes sure the real-browser test (gateway/tests/browser.rs) can run on this machine:
+# Makes sure the real-browser test (e2e/tests/browser.rs) can run on this machine:
 # Debian's chromium at /usr/bin/chromium, node and npm, and playwright-core installed
-# from gateway/tests/browser/package-lock.json (no browser download). Idempotent.
+# from e2e/tests/browser/package-lock.json (no browser download). Idempotent.
 set -euo pipefail
 
 log() { echo "ensure-browser: $*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 cd "$(dirname "$0")/.."
-dir=gateway/tests/browser
+dir=e2e/tests/browser
 
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)

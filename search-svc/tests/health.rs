@@ -5,14 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Parts, System};
+use common::System;
 use marquee_testkit::grpc::{await_health, described_methods, health, reflected_methods};
 
 const SEARCH: &str = "marquee.search.v1.SearchService";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_serving_until_the_first_index_is_built() {
-    let sys = System::start(Parts::SearchOnly).await;
+    let sys = System::start().await;
     // Every dependency is up, but no index has been built: not ready for queries.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for service in ["", SEARCH] {
@@ -37,7 +37,7 @@ async fn not_serving_until_the_first_index_is_built() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_search_service_and_its_methods() {
-    let sys = System::start(Parts::SearchOnly).await;
+    let sys = System::start().await;
     let listed = reflected_methods(&sys.search_url)
         .await
         .expect("reflection answers");

@@ -6,7 +6,7 @@
 mod common;
 
 use chrono::{DateTime, Utc};
-use common::{Parts, System};
+use common::System;
 use marquee_proto::search as pb;
 use search_svc::domain::EventDoc;
 use serde_json::Value;
@@ -47,7 +47,7 @@ fn timestamp(value: &Value, key: &str) -> Option<prost_types::Timestamp> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn judged_queries_rank_the_expected_events() {
-    let system = System::start(Parts::SearchOnly).await;
+    let system = System::start().await;
     let index = system.index.clone();
     tokio::task::spawn_blocking(move || index.rebuild_from(fixture_catalog()))
         .await

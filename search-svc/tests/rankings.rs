@@ -4,12 +4,12 @@
 mod common;
 
 use chrono::{Duration, TimeZone, Utc};
-use common::{Parts, System};
+use common::System;
 use search_svc::rankings::{Kind, decay};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recent_interest_outranks_older_interest_and_old_interest_expires() {
-    let system = System::start(Parts::SearchOnly).await;
+    let system = System::start().await;
     let r = &system.rankings;
     let now = Utc
         .with_ymd_and_hms(2026, 11, 21, 12, 30, 0)

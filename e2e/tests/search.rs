@@ -2,18 +2,16 @@
 //! freshness through the real bus, rebuild-and-swap under load, rankings, suggestions
 //! and bad input.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Parts, System, encode, ids, token};
+use marquee_e2e::search::{System, encode, ids, token};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_event_is_searchable_within_a_second_through_the_bus() {
-    let system = System::start(Parts::Full).await;
+    let system = System::start().await;
     let seller = system.seller().await;
     // booking-svc publishes catalog.event_changed; search-svc consumes it.
     let id = system
@@ -52,7 +50,7 @@ async fn a_new_event_is_searchable_within_a_second_through_the_bus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_swaps_the_index_while_queries_keep_being_answered() {
-    let system = System::start(Parts::Full).await;
+    let system = System::start().await;
     let seller = system.seller().await;
     let mut events = Vec::new();
     for n in 0..12 {
@@ -164,7 +162,7 @@ async fn rebuild_swaps_the_index_while_queries_keep_being_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rankings_count_each_user_once_an_hour() {
-    let system = System::start(Parts::Full).await;
+    let system = System::start().await;
     let seller = system.seller().await;
     let a = system
         .create_event(&seller, "아이유 콘서트", "CONCERT", "", "KSPO DOME")
@@ -238,7 +236,7 @@ async fn rankings_count_each_user_once_an_hour() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_4xx() {
-    let system = System::start(Parts::Full).await;
+    let system = System::start().await;
     let long = "가".repeat(10 * 1024 / 3);
     let cases: Vec<(String, u16)> = vec![
         ("/v1/search/events".into(), 400),
@@ -294,7 +292,7 @@ async fn bad_input_gets_a_clear_4xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_and_highlights_through_the_gateway() {
-    let system = System::start(Parts::Full).await;
+    let system = System::start().await;
     let seller = system.seller().await;
     for n in 0..3 {
         system
@@ -350,72 +348,5 @@ async fn pages_and_highlights_through_the_gateway() {
         .get(&format!("/v1/search/events?q=bts&pageToken={token}"), None)
         .await;
     assert_eq!(other.status, 400, "{:?}", other.body);
-    system.stop().await;
-}
-
-/// An event as booking-svc announces it, findable by the made-up word `burstmark{n}`.
-fn burst_event(n: usize) -> marquee_proto::booking::Event {
-    let starts = chrono::Utc::now() + chrono::Duration::days(30);
-    marquee_proto::booking::Event {
-        event_id: format!("burst-{n}"),
-        seller_id: "seller-burst".into(),
-        title: format!("버스트 공연 burstmark{n}"),
-        category: "CONCERT".into(),
-        description: "한꺼번에 등록된 공연".into(),
-        venue: "잠실실내체육관".into(),
-        starts_at: Some(prost_types::Timestamp {
-            seconds: starts.timestamp(),
-            nanos: 0,
-        }),
-        ..Default::default()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_last_change_of_a_burst_is_searchable_within_a_second() {
-    const BURST: usize = 300;
-    let system = System::start(Parts::SearchOnly).await;
-    let mut client = system.grpc().await;
-    let mut events: Vec<_> = (0..BURST).map(burst_event).collect();
-    let last = events.pop().expect("a burst");
-    let last_id = last.event_id.clone();
-    // A burst queues up (e.g. a seller importing a season), then one more change.
-    system.publish_event_changes(events).await;
-    let published = Instant::now();
-    system.publish_event_changes(vec![last]).await;
-    let query = format!("burstmark{}", BURST - 1);
-    let mut found = false;
-    while published.elapsed() < Duration::from_secs(1) {
-        let hits = client
-            .search_events(marquee_proto::search::SearchEventsRequest {
-                q: query.clone(),
-                page_size: 5,
-                ..Default::default()
-            })
-            .await
-            .expect("search answers")
-            .into_inner()
-            .hits;
-        if hits.first().is_some_and(|h| h.event_id == last_id) {
-            found = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let waited = published.elapsed();
-    assert!(
-        found,
-        "the last of {BURST} changes was not searchable after {waited:?}"
-    );
-    // None of the burst was lost on the way.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while system.index.current().len() < BURST {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {BURST} events indexed",
-            system.index.current().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     system.stop().await;
 }

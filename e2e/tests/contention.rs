@@ -1,12 +1,10 @@
 //! A crowd at the same seats: 200 concurrent buyers over REST for 50 seats. Every seat
 //! is sold at most once, SOLD seats match confirmed bookings, and money is conserved.
 
-mod common;
-
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Options, System};
+use marquee_e2e::{Money, Options, Oversell, System, WELCOME_CREDIT_MINOR};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
@@ -79,29 +77,16 @@ async fn two_hundred_buyers_fifty_seats() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Every seat sold at most once.
-    let confirmed: Vec<(uuid::Uuid, uuid::Uuid, i64)> = sqlx::query_as(
-        "SELECT b.buyer_id, bs.seat_id, bs.price_minor FROM bookings b
-         JOIN booking_seats bs ON bs.booking_id = b.id WHERE b.status = 'CONFIRMED'",
-    )
-    .fetch_all(&sys.booking_pool)
-    .await
-    .unwrap();
-    let confirmed_seats: HashSet<String> = confirmed.iter().map(|r| r.1.to_string()).collect();
-    assert_eq!(
-        confirmed_seats.len(),
-        confirmed.len(),
-        "a seat was sold twice"
-    );
-
-    // What buyers see as SOLD is exactly what confirmed bookings hold.
+    // Every seat sold at most once, and what buyers see as SOLD is exactly what
+    // confirmed bookings hold.
     let seats = sys.seats(&event_id).await;
     let sold: HashSet<String> = seats
         .iter()
         .filter(|s| s.1 == "SOLD")
         .map(|s| s.0.clone())
         .collect();
-    assert_eq!(sold, confirmed_seats);
+    let oversell = Oversell::check(&sys.booking_pool, &sold).await;
+    oversell.assert_ok();
     // Every granted hold was checked out and every saga settled: no seat is left held.
     let held: Vec<&String> = seats
         .iter()
@@ -127,26 +112,13 @@ async fn two_hundred_buyers_fifty_seats() {
 
     // Money is conserved: wallets + captured payments = credits issued, and each
     // buyer paid exactly for their confirmed seats.
-    let (wallets, balances): (i64, i64) =
-        sqlx::query_as("SELECT count(*), coalesce(sum(balance_minor), 0)::int8 FROM wallets")
-            .fetch_one(&sys.pay_pool)
-            .await
-            .unwrap();
-    let captured: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(amount_minor), 0)::int8 FROM payments WHERE status = 'CAPTURED'",
-    )
-    .fetch_one(&sys.pay_pool)
-    .await
-    .unwrap();
-    assert_eq!(balances + captured, wallets * 100_000);
-    let revenue: i64 = confirmed.iter().map(|r| r.2).sum();
-    assert_eq!(captured, revenue);
-    let mut spent: HashMap<String, i64> = HashMap::new();
-    for (buyer, _, price) in &confirmed {
-        *spent.entry(buyer.to_string()).or_default() += price;
-    }
+    let money = Money::check(&sys.pay_pool).await;
+    money.assert_conserved();
+    let revenue = oversell.revenue();
+    assert_eq!(money.captured, revenue);
     for (buyer_id, token) in buyers.iter().take(40) {
-        let expected = 100_000 - spent.get(buyer_id).copied().unwrap_or(0);
+        let buyer: uuid::Uuid = buyer_id.parse().expect("account id");
+        let expected = WELCOME_CREDIT_MINOR - oversell.spent_by(buyer);
         assert_eq!(sys.balance(token).await, expected, "buyer {buyer_id}");
     }
     let sales = sys
@@ -154,7 +126,7 @@ async fn two_hundred_buyers_fifty_seats() {
         .await;
     assert_eq!(
         sales.body["seatsSold"].as_i64().unwrap(),
-        confirmed.len() as i64
+        oversell.confirmed_seats() as i64
     );
     assert_eq!(sales.str("/revenue/amountMinor"), revenue.to_string());
     sys.stop().await;

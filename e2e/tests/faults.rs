@@ -3,12 +3,10 @@
 //! Redis that loses every key of the system mid-sale. Each test checks what a buyer and
 //! a seat-map watcher would notice.
 
-mod common;
-
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{Options, Reply, SseStream, System};
+use marquee_e2e::{Options, Oversell, Reply, SseStream, System};
 use marquee_testkit::proxy::DelayProxy;
 use serde_json::{Value, json};
 
@@ -23,7 +21,7 @@ struct Watched {
 
 impl Watched {
     /// Applies the next SSE event; fails the test if a version goes backwards.
-    fn apply(&mut self, event: &common::SseEvent) {
+    fn apply(&mut self, event: &marquee_e2e::SseEvent) {
         let version = event.version();
         assert!(
             version >= self.version,
@@ -378,6 +376,14 @@ async fn redis_losing_its_data_mid_sale_is_noticed_repaired_and_never_oversells(
     // The live map recovers: never a version going back (checked on every event), and
     // it ends where GET /seats is.
     let expected = seat_map(&system, &event_id).await;
+    let sold: HashSet<String> = expected
+        .iter()
+        .filter(|(_, status)| *status == "SOLD")
+        .map(|(seat, _)| seat.clone())
+        .collect();
+    Oversell::check(&system.booking_pool, &sold)
+        .await
+        .assert_ok();
     watched
         .until(
             &mut stream,

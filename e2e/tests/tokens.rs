@@ -3,10 +3,8 @@
 //! one with the right claims is served. Tokens are made by hand here, with the
 //! harness's secret, so only the claims under test differ.
 
-mod common;
-
-use common::{JWT_SECRET, Options, Reply, System};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use marquee_e2e::{JWT_SECRET, Options, Reply, System};
 use marquee_infra::auth::JwtConfig;
 use serde_json::json;
 

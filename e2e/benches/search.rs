@@ -3,7 +3,7 @@
 //! GIN indexes, and the same mixed query load three ways: direct to search-svc's gRPC,
 //! through the gateway's REST route, and as `ILIKE '%q%'` queries in PostgreSQL.
 //!
-//! `cargo bench -p search-svc --bench search`, tuned by environment variables:
+//! `cargo bench -p marquee-e2e --bench search`, tuned by environment variables:
 //! `BENCH_EVENTS` (100000), `BENCH_CONCURRENCY` (8 requests in flight),
 //! `BENCH_SECONDS` (10, the bound of each measured phase), `BENCH_MAX_QUERIES`
 //! (50000, the other bound of each phase) and `BENCH_SEED` (42).

@@ -3,12 +3,10 @@
 //! resubscribes; the next purchase goes through as if nothing happened, and a seat-map
 //! watcher that stayed connected sees it (realtime-svc re-reads what it may have missed).
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::System;
+use marquee_e2e::System;
 
 /// The broker's connections, one a line: `pid<TAB>client_properties`, where the
 /// properties hold `{"connection_name","NAME"}`.

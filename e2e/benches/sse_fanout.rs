@@ -4,7 +4,7 @@
 //! realtime-svc and the gateway, on the local PostgreSQL, Redis and RabbitMQ), and so do
 //! the SSE clients: both ends of every connection share the machine's cores.
 //!
-//! `cargo bench -p marquee-gateway --bench sse_fanout`, tuned by environment variables:
+//! `cargo bench -p marquee-e2e --bench sse_fanout`, tuned by environment variables:
 //! `BENCH_SSE_CLIENTS` (5000), `BENCH_SSE_SEATS` (2000), `BENCH_SSE_SECONDS` (20, how
 //! long buyers act), `BENCH_SSE_HOLDS_PER_SEC` (10, hold attempts per second; each one
 //! is followed by a release or a checkout), `BENCH_SSE_BUYER_CONCURRENCY` (16),
@@ -25,9 +25,6 @@
 //! A probe watches the same event straight on realtime-svc's gRPC stream, which splits
 //! the latency into commit → realtime-svc and realtime-svc → gateway → client.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use marquee_testkit::env_num;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,8 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Options, System};
 use hdrhistogram::Histogram;
+use marquee_e2e::{Options, System};
 use marquee_proto::realtime::realtime_service_client::RealtimeServiceClient;
 use marquee_proto::realtime::{WatchSeatsRequest, seat_update};
 use rand::rngs::StdRng;
@@ -201,7 +198,7 @@ fn latency_line(label: &str, h: &Histogram<u64>) {
 // ------------------------------------------------------------------ the event
 
 async fn seat_version(sys: &System, event_id: &str) -> i64 {
-    let client = redis::Client::open(common::redis_url()).expect("redis url");
+    let client = redis::Client::open(marquee_testkit::redis_url()).expect("redis url");
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
@@ -854,7 +851,7 @@ async fn main() {
         .post(
             "/v1/events",
             Some(&seller),
-            common::event_body("SSE fan-out", params.seats, SEATS_PER_ROW),
+            marquee_e2e::event_body("SSE fan-out", params.seats, SEATS_PER_ROW),
         )
         .await;
     assert_eq!(created.status, 201, "create event: {:?}", created.body);
@@ -881,7 +878,8 @@ async fn main() {
         .await
         .expect("bulk insert buyers");
     }
-    let keys = marquee_infra::auth::TokenKeys::new(common::JWT_SECRET, chrono::Duration::hours(1));
+    let keys =
+        marquee_infra::auth::TokenKeys::new(marquee_e2e::JWT_SECRET, chrono::Duration::hours(1));
     let tokens: Vec<String> = ids
         .iter()
         .map(|id| keys.issue(&id.to_string(), "BUYER").expect("token").0)

@@ -1,13 +1,11 @@
 //! Live seat maps and booking progress over SSE, end to end: booking-svc's change
 //! events through RabbitMQ into realtime-svc, out through the gateway as SSE.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Options, SseEvent, SseStream, System};
 use futures::StreamExt;
+use marquee_e2e::{Options, SseEvent, SseStream, System};
 use marquee_infra::bus::Envelope;
 use marquee_proto::booking as pb;
 use marquee_proto::realtime::realtime_service_client::RealtimeServiceClient;
@@ -345,7 +343,7 @@ async fn an_unannounced_change_on_a_quiet_event_is_noticed_and_repaired() {
     // booking-svc changes a seat and its notification is lost (a publish that failed,
     // a reply that never came), and nothing else happens on the event: no later
     // version arrives to reveal the gap. Done here the way the hold script does it.
-    let client = redis::Client::open(common::redis_url()).expect("redis url");
+    let client = redis::Client::open(marquee_testkit::redis_url()).expect("redis url");
     let mut redis = client
         .get_multiplexed_async_connection()
         .await
@@ -397,7 +395,7 @@ async fn a_seat_version_gone_back_in_booking_svc_resyncs_every_watcher() {
 
     // booking-svc's Redis loses its data (the hold and the event's seat version): its
     // versions start again below what the watchers have, and nothing is announced.
-    let client = redis::Client::open(common::redis_url()).expect("redis url");
+    let client = redis::Client::open(marquee_testkit::redis_url()).expect("redis url");
     let mut redis = client
         .get_multiplexed_async_connection()
         .await

@@ -2,11 +2,10 @@
 //! (checked, not assumed), gRPC reflection listing every service's methods, and a
 //! shutdown signal in the middle of purchases that loses nothing.
 
-mod common;
-
+use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Options, System};
+use marquee_e2e::{Money, Options, Oversell, System, WELCOME_CREDIT_MINOR};
 use marquee_testkit::grpc::{await_health, described_methods, health, reflected_methods};
 use marquee_testkit::proxy::DelayProxy;
 use marquee_testkit::redis_addr;
@@ -150,33 +149,25 @@ async fn a_shutdown_signal_during_purchases_loses_nothing() {
         );
         let booking_id = booking.str("/bookingId");
         sys.await_booking(token, &booking_id, "CONFIRMED").await;
-        assert_eq!(sys.balance(token).await, 100_000 - price);
+        assert_eq!(sys.balance(token).await, WELCOME_CREDIT_MINOR - price);
     }
-    let sold = sys
+    let sold: HashSet<String> = sys
         .seats(&event_id)
         .await
-        .iter()
+        .into_iter()
         .filter(|s| s.1 == "SOLD")
-        .count();
-    assert_eq!(sold, 3);
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(sold.len(), 3);
+    Oversell::check(&sys.booking_pool, &sold).await.assert_ok();
     let bookings: i64 = sqlx::query_scalar("SELECT count(*) FROM bookings")
         .fetch_one(&sys.booking_pool)
         .await
         .expect("count");
     assert_eq!(bookings, 3, "one booking per hold");
     // Money is conserved: wallets + captured payments = credits issued.
-    let (wallets, balances): (i64, i64) =
-        sqlx::query_as("SELECT count(*), coalesce(sum(balance_minor), 0)::int8 FROM wallets")
-            .fetch_one(&sys.pay_pool)
-            .await
-            .expect("wallets");
-    let captured: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(amount_minor), 0)::int8 FROM payments WHERE status = 'CAPTURED'",
-    )
-    .fetch_one(&sys.pay_pool)
-    .await
-    .expect("payments");
-    assert_eq!(balances + captured, wallets * 100_000);
-    assert_eq!(captured, 3 * price);
+    let money = Money::check(&sys.pay_pool).await;
+    money.assert_conserved();
+    assert_eq!(money.captured, 3 * price);
     sys.stop().await;
 }

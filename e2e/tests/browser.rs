@@ -3,13 +3,11 @@
 //! `scripts/ensure-browser.sh` installs chromium, node and the npm packages; without
 //! them this test fails (it never skips).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::System;
+use marquee_e2e::System;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -33,7 +31,7 @@ fn require_tools() -> String {
         browser_dir()
             .join("node_modules/playwright-core/package.json")
             .exists(),
-        "gateway/tests/browser/node_modules is missing: run scripts/ensure-browser.sh"
+        "e2e/tests/browser/node_modules is missing: run scripts/ensure-browser.sh"
     );
     chromium
 }

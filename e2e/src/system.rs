@@ -1,7 +1,7 @@
-//! The whole system in one process for end-to-end tests and the benchmark: pay-svc,
-//! booking-svc and the gateway on ephemeral ports, each test with its own databases,
-//! Redis key prefix and RabbitMQ exchange/queue names, against the real local services.
-#![allow(dead_code)]
+//! The whole system in one process for the end-to-end tests and the benchmarks:
+//! pay-svc, booking-svc, realtime-svc and the gateway on ephemeral ports, each system
+//! with its own databases, Redis key prefix and RabbitMQ exchange/queue names, against
+//! the real local services.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 pub const JWT_SECRET: &str = "test-secret-for-marquee";
 
-pub use marquee_testkit::{Reply, amqp_url, delete_redis_keys, pg_base, redis_url, serve};
+use marquee_testkit::{Reply, amqp_url, delete_redis_keys, pg_base, redis_url, serve};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -107,7 +107,7 @@ impl System {
             bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}pay-svc")),
             consumer_concurrency: 16,
             jwt: options.jwt.clone(),
-            welcome_credit_minor: 100_000,
+            welcome_credit_minor: crate::WELCOME_CREDIT_MINOR,
         })
         .await
         .expect("pay-svc starts");

@@ -5,14 +5,12 @@
 //! The tracing subscriber is process-global, so this file is its own test binary with
 //! exactly one test.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::System;
+use marquee_e2e::System;
 use marquee_infra::telemetry::TelemetryGuard;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,

@@ -1,7 +1,7 @@
 //! Flash-sale benchmark: the whole system in one process (pay-svc, booking-svc and the
 //! gateway, on the local PostgreSQL, Redis and RabbitMQ), driven over REST on 127.0.0.1.
 //!
-//! `cargo bench -p marquee-gateway --bench flash_sale`, tuned by environment variables:
+//! `cargo bench -p marquee-e2e --bench flash_sale`, tuned by environment variables:
 //! `BENCH_SEATS` (5000), `BENCH_BUYERS` (20000), `BENCH_CONCURRENCY` (256),
 //! `BENCH_MAX_SECONDS` (120, a hard bound on the measured phase) and
 //! `BENCH_SETTLE_SECONDS` (60, how long to wait for payments to settle afterwards).
@@ -14,17 +14,14 @@
 //! oversold, the seat map agrees with the confirmed bookings, and no money was created
 //! or lost. A failed check panics, so the command exits non-zero.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use marquee_testkit::env_num;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Options, System};
 use hdrhistogram::Histogram;
+use marquee_e2e::{Money, Options, Oversell, System, WELCOME_CREDIT_MINOR};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -455,7 +452,8 @@ async fn main() {
     while left > 0 {
         let n = left.min(SEATS_PER_EVENT);
         left -= n;
-        let body = common::event_body(&format!("Flash Sale {}", sales.len() + 1), n, SEATS_PER_ROW);
+        let body =
+            marquee_e2e::event_body(&format!("Flash Sale {}", sales.len() + 1), n, SEATS_PER_ROW);
         let size = serde_json::to_vec(&body).expect("json").len();
         assert!(
             size < BODY_LIMIT,
@@ -483,7 +481,8 @@ async fn main() {
         .into_iter()
         .map(|(_, token)| Buyer { token })
         .collect();
-    let keys = marquee_infra::auth::TokenKeys::new(common::JWT_SECRET, chrono::Duration::hours(1));
+    let keys =
+        marquee_infra::auth::TokenKeys::new(marquee_e2e::JWT_SECRET, chrono::Duration::hours(1));
     let bulk = params.buyers - rest_buyers;
     let ids: Vec<Uuid> = (0..bulk).map(|_| Uuid::new_v4()).collect();
     for chunk in ids.chunks(5000) {
@@ -629,23 +628,6 @@ async fn main() {
         "SELECT coalesce(sum(total_minor), 0)::int8 FROM bookings WHERE status = 'CONFIRMED'",
     )
     .await;
-    let oversold = scalar(
-        pool,
-        "SELECT count(*) FROM (SELECT bs.seat_id FROM booking_seats bs
-           JOIN bookings b ON b.id = bs.booking_id WHERE b.status = 'CONFIRMED'
-           GROUP BY bs.seat_id HAVING count(*) > 1) AS twice",
-    )
-    .await;
-    let confirmed_seat_ids: HashSet<String> = sqlx::query_scalar::<_, Uuid>(
-        "SELECT bs.seat_id FROM booking_seats bs JOIN bookings b ON b.id = bs.booking_id
-         WHERE b.status = 'CONFIRMED'",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("confirmed seats")
-    .into_iter()
-    .map(|u| u.to_string())
-    .collect();
     let mut sold_seat_ids = HashSet::new();
     for sale in sales.iter() {
         let statuses = seat_statuses(&sys, &sale.id).await.expect("final seat map");
@@ -656,23 +638,8 @@ async fn main() {
                 .map(|(seat, _)| seat),
         );
     }
-    let pay = &sys.pay_pool;
-    let wallets = scalar(pay, "SELECT count(*) FROM wallets").await;
-    let balances = scalar(
-        pay,
-        "SELECT coalesce(sum(balance_minor), 0)::int8 FROM wallets",
-    )
-    .await;
-    let captured_count = scalar(
-        pay,
-        "SELECT count(*) FROM payments WHERE status = 'CAPTURED'",
-    )
-    .await;
-    let captured = scalar(
-        pay,
-        "SELECT coalesce(sum(amount_minor), 0)::int8 FROM payments WHERE status = 'CAPTURED'",
-    )
-    .await;
+    let oversell = Oversell::check(pool, &sold_seat_ids).await;
+    let money = Money::check(&sys.pay_pool).await;
 
     let holds = tally.hold_latency.len();
     let granted = tally.hold_status.get(&201).copied().unwrap_or(0);
@@ -757,34 +724,43 @@ async fn main() {
     );
 
     // ---------------------------------------------------------------- checks
-    let seat_map_agrees = sold_seat_ids == confirmed_seat_ids;
-    let expected_money = 100_000 * wallets;
-    let money_conserved = balances + captured == expected_money;
     let payments_match =
-        pending > 0 || (captured_count == confirmed && captured == confirmed_total);
-    println!("check: oversold seats         {oversold} (must be 0)");
+        pending > 0 || (money.captured_count == confirmed && money.captured == confirmed_total);
+    println!(
+        "check: oversold seats         {} (must be 0)",
+        oversell.sold_twice.len()
+    );
     println!(
         "check: SOLD on seat map == seats of CONFIRMED bookings   {} ({} vs {})",
-        if seat_map_agrees { "ok" } else { "MISMATCH" },
+        if oversell.seat_map_agrees() {
+            "ok"
+        } else {
+            "MISMATCH"
+        },
         sold_seat_ids.len(),
-        confirmed_seat_ids.len()
+        oversell.confirmed_seats()
     );
     println!(
-        "check: money conservation     {} (balances {balances} + captured {captured} = {} vs 100000 x {wallets} wallets = {expected_money})",
-        if money_conserved { "ok" } else { "VIOLATED" },
-        balances + captured
+        "check: money conservation     {} (balances {} + captured {} = {} vs {WELCOME_CREDIT_MINOR} x {} wallets = {})",
+        if money.conserved() { "ok" } else { "VIOLATED" },
+        money.balances,
+        money.captured,
+        money.balances + money.captured,
+        money.wallets,
+        money.issued()
     );
     println!(
-        "check: captured payments == confirmed bookings   {} ({captured_count} payments, {captured} KRW vs {confirmed} bookings, {confirmed_total} KRW)",
-        if payments_match { "ok" } else { "MISMATCH" }
+        "check: captured payments == confirmed bookings   {} ({} payments, {} KRW vs {confirmed} bookings, {confirmed_total} KRW)",
+        if payments_match { "ok" } else { "MISMATCH" },
+        money.captured_count,
+        money.captured
     );
 
     let sys = Arc::try_unwrap(sys).unwrap_or_else(|_| panic!("system still shared"));
     sys.stop().await;
 
-    assert_eq!(oversold, 0, "seats were sold twice");
-    assert!(money_conserved, "money was created or lost");
-    assert!(seat_map_agrees, "the seat map disagrees with the bookings");
+    oversell.assert_ok();
+    money.assert_conserved();
     assert!(payments_match, "payments disagree with bookings");
     assert_eq!(pending, 0, "bookings still PENDING_PAYMENT after settling");
 }

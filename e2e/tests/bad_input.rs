@@ -1,9 +1,7 @@
 //! Bad input through the REST gateway gets a clear 4xx with a JSON error body — never
 //! a 5xx — and stores nothing.
 
-mod common;
-
-use common::{JWT_SECRET, Reply, System};
+use marquee_e2e::{JWT_SECRET, Reply, System};
 use marquee_infra::auth::TokenKeys;
 use reqwest::Method;
 use serde_json::{Value, json};

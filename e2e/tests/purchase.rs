@@ -1,11 +1,9 @@
 //! End-to-end purchase flows through the REST gateway, on real PostgreSQL, Redis and
 //! RabbitMQ: the saga, its compensation, refunds, hold expiry and idempotency.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Options, System};
+use marquee_e2e::{Options, System};
 use marquee_infra::bus::Envelope;
 use reqwest::Method;
 use serde_json::json;

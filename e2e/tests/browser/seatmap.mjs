@@ -1,5 +1,5 @@
 // The reference seat-map page in headless Debian chromium, driven by playwright-core.
-// Run by gateway/tests/browser.rs, which starts the system and passes (env):
+// Run by e2e/tests/browser.rs, which starts the system and passes (env):
 //   BASE_URL, EVENT_ID, SEAT_COUNT, SEAT_ID, SEAT_ID_2, SEAT_PRICE, WALLET_START,
 //   BUYER_A_EMAIL/PASSWORD, BUYER_B_EMAIL/PASSWORD, CHROMIUM (default /usr/bin/chromium),
 //   and optionally SCREENSHOT_DIR.

@@ -1,11 +1,9 @@
 //! Money and seats only for accounts that exist: a token signed with the right secret
 //! for an account id nobody signed up with opens no wallet and holds no seat.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{JWT_SECRET, System};
+use marquee_e2e::{JWT_SECRET, System};
 use marquee_infra::auth::TokenKeys;
 use uuid::Uuid;
 

@@ -1,0 +1,179 @@
+//! The invariants every sale must keep, checked the same way by the tests and the
+//! benchmarks: a seat is in at most one active booking and the seat map shows SOLD
+//! exactly the seats of confirmed bookings ([`Oversell`]); the sum of the balances plus
+//! the captured payments equals the credits issued ([`Money`]).
+
+use std::collections::HashSet;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// What pay-svc credits every new wallet in a [`crate::System`].
+pub const WELCOME_CREDIT_MINOR: i64 = 100_000;
+
+/// One seat of a confirmed booking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmedSeat {
+    pub buyer_id: Uuid,
+    pub seat_id: Uuid,
+    pub price_minor: i64,
+}
+
+/// The oversell check: booking-svc's database against what buyers see.
+#[derive(Debug, Clone)]
+pub struct Oversell {
+    /// Seats in more than one active (not cancelled) booking. Must be empty.
+    pub sold_twice: Vec<Uuid>,
+    /// Every seat of every confirmed booking.
+    pub confirmed: Vec<ConfirmedSeat>,
+    /// Seats the seat map shows SOLD that no confirmed booking holds. Must be empty.
+    pub sold_without_booking: Vec<String>,
+    /// Seats of confirmed bookings the seat map does not show SOLD. Must be empty.
+    pub booked_not_sold: Vec<String>,
+}
+
+impl Oversell {
+    /// Reads the bookings from booking-svc's database and compares their seats with
+    /// `sold_on_map`, the seat ids the seat map shows SOLD (of every event of the sale).
+    pub async fn check(booking_db: &PgPool, sold_on_map: &HashSet<String>) -> Self {
+        let sold_twice: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT bs.seat_id FROM booking_seats bs JOIN bookings b ON b.id = bs.booking_id
+             WHERE b.status <> 'CANCELLED'
+             GROUP BY bs.seat_id HAVING count(*) > 1 ORDER BY bs.seat_id",
+        )
+        .fetch_all(booking_db)
+        .await
+        .expect("seats in two active bookings");
+        let confirmed: Vec<ConfirmedSeat> = sqlx::query_as::<_, (Uuid, Uuid, i64)>(
+            "SELECT b.buyer_id, bs.seat_id, bs.price_minor FROM bookings b
+             JOIN booking_seats bs ON bs.booking_id = b.id WHERE b.status = 'CONFIRMED'",
+        )
+        .fetch_all(booking_db)
+        .await
+        .expect("seats of confirmed bookings")
+        .into_iter()
+        .map(|(buyer_id, seat_id, price_minor)| ConfirmedSeat {
+            buyer_id,
+            seat_id,
+            price_minor,
+        })
+        .collect();
+        let booked: HashSet<String> = confirmed.iter().map(|s| s.seat_id.to_string()).collect();
+        let mut sold_without_booking: Vec<String> =
+            sold_on_map.difference(&booked).cloned().collect();
+        sold_without_booking.sort();
+        let mut booked_not_sold: Vec<String> = booked.difference(sold_on_map).cloned().collect();
+        booked_not_sold.sort();
+        Self {
+            sold_twice,
+            confirmed,
+            sold_without_booking,
+            booked_not_sold,
+        }
+    }
+
+    /// No seat is in two active bookings.
+    pub fn never_sold_twice(&self) -> bool {
+        self.sold_twice.is_empty()
+    }
+
+    /// The seat map shows SOLD exactly the seats of confirmed bookings.
+    pub fn seat_map_agrees(&self) -> bool {
+        self.sold_without_booking.is_empty() && self.booked_not_sold.is_empty()
+    }
+
+    pub fn ok(&self) -> bool {
+        self.never_sold_twice() && self.seat_map_agrees()
+    }
+
+    /// The seats of confirmed bookings.
+    pub fn confirmed_seats(&self) -> usize {
+        self.confirmed.len()
+    }
+
+    /// What the confirmed bookings' seats cost, in minor units.
+    pub fn revenue(&self) -> i64 {
+        self.confirmed.iter().map(|s| s.price_minor).sum()
+    }
+
+    /// What `buyer` paid for confirmed seats, in minor units.
+    pub fn spent_by(&self, buyer: Uuid) -> i64 {
+        self.confirmed
+            .iter()
+            .filter(|s| s.buyer_id == buyer)
+            .map(|s| s.price_minor)
+            .sum()
+    }
+
+    /// Fails with what went wrong unless [`Oversell::ok`].
+    pub fn assert_ok(&self) {
+        assert!(
+            self.never_sold_twice(),
+            "seats in more than one active booking: {:?}",
+            self.sold_twice
+        );
+        assert!(
+            self.seat_map_agrees(),
+            "the seat map disagrees with the confirmed bookings: SOLD without a booking {:?}, booked but not SOLD {:?}",
+            self.sold_without_booking,
+            self.booked_not_sold
+        );
+    }
+}
+
+/// The money-conservation check over pay-svc's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Money {
+    pub wallets: i64,
+    /// Sum of every wallet's balance.
+    pub balances: i64,
+    pub captured_count: i64,
+    /// Sum of the captured payments.
+    pub captured: i64,
+}
+
+impl Money {
+    pub async fn check(pay_db: &PgPool) -> Self {
+        let (wallets, balances): (i64, i64) =
+            sqlx::query_as("SELECT count(*), coalesce(sum(balance_minor), 0)::int8 FROM wallets")
+                .fetch_one(pay_db)
+                .await
+                .expect("wallets");
+        let (captured_count, captured): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), coalesce(sum(amount_minor), 0)::int8 FROM payments
+             WHERE status = 'CAPTURED'",
+        )
+        .fetch_one(pay_db)
+        .await
+        .expect("captured payments");
+        Self {
+            wallets,
+            balances,
+            captured_count,
+            captured,
+        }
+    }
+
+    /// The credits issued: one welcome credit per wallet.
+    pub fn issued(&self) -> i64 {
+        self.wallets * WELCOME_CREDIT_MINOR
+    }
+
+    /// Balances plus captured payments equal the credits issued.
+    pub fn conserved(&self) -> bool {
+        self.balances + self.captured == self.issued()
+    }
+
+    /// Fails with the sums unless [`Money::conserved`].
+    pub fn assert_conserved(&self) {
+        assert!(
+            self.conserved(),
+            "money was created or lost: balances {} + captured {} = {}, credits issued {} ({} wallets)",
+            self.balances,
+            self.captured,
+            self.balances + self.captured,
+            self.issued(),
+            self.wallets
+        );
+    }
+}
