@@ -92,7 +92,7 @@ impl BookingConfig {
             },
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("booking-svc"),
             pay_url: env.string("PAY_URL", "http://127.0.0.1:50052"),
-            jwt: infra.jwt,
+            jwt: JwtConfig::from_settings(&mut env),
             token_ttl_minutes: env.or("TOKEN_TTL_MINUTES", 60),
             hold_ttl: env.millis("HOLD_TTL_MS", Duration::from_secs(300)),
             checkout_grace: env.millis("CHECKOUT_GRACE_MS", Duration::from_secs(15)),

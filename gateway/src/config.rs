@@ -49,7 +49,7 @@ impl GatewayConfig {
             pay_url: env.string("PAY_URL", "http://127.0.0.1:50052"),
             realtime_url: env.string("REALTIME_URL", "http://127.0.0.1:50053"),
             search_url: env.string("SEARCH_URL", "http://127.0.0.1:50054"),
-            jwt: env.jwt(),
+            jwt: JwtConfig::from_settings(&mut env),
             body_limit_bytes: env.or("GATEWAY_BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT),
             upstream_timeout: env.millis("UPSTREAM_TIMEOUT_MS", Duration::from_secs(10)),
             cors_allowed_origins: env

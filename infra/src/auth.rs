@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, DEV_MODE_VAR, parse_dev_mode};
+use crate::config::{ConfigError, DEV_MODE_VAR, Settings, parse_dev_mode};
 
 /// The secret a service uses without `JWT_SECRET`, in development mode only.
 pub const DEV_SECRET: &str = "marquee-dev-secret-change-me";
@@ -130,6 +130,18 @@ impl JwtConfig {
     /// `MARQUEE_DEV` turns on development mode, which uses [`DEV_SECRET`].
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The token keys from `env`; a problem is recorded there (and the keys returned are
+    /// then unusable, but [`Settings::finish`] refuses to go on).
+    pub fn from_settings(env: &mut Settings) -> Self {
+        match Self::from_lookup(|name| env.lookup(name)) {
+            Ok(jwt) => jwt,
+            Err(error) => {
+                env.record(error);
+                Self::new(String::new())
+            }
+        }
     }
 
     /// [`Self::from_env`] reading variables through `get`.

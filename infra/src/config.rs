@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::auth::JwtConfig;
-
 /// `MARQUEE_DEV`: development mode, which `make run`, the tests and the benchmarks
 /// set. Only in it may a service start without `JWT_SECRET` (with a built-in,
 /// publicly known secret).
@@ -130,17 +128,6 @@ impl Settings {
         }
     }
 
-    /// The token keys (see [`JwtConfig::from_lookup`]); a problem is recorded.
-    pub fn jwt(&mut self) -> JwtConfig {
-        match JwtConfig::from_lookup(|name| self.lookup(name)) {
-            Ok(jwt) => jwt,
-            Err(error) => {
-                self.errors.push(error);
-                JwtConfig::new(String::new())
-            }
-        }
-    }
-
     /// Every bad setting read so far, at once; `Ok` if there was none.
     pub fn finish(mut self) -> Result<(), ConfigError> {
         match self.errors.len() {
@@ -237,26 +224,22 @@ pub fn dev_mode() -> Result<bool, ConfigError> {
     parse_dev_mode(std::env::var(DEV_MODE_VAR).ok().as_deref())
 }
 
-/// Settings every service shares: where the infrastructure is, and the token keys.
+/// Settings every service shares: where the infrastructure is. (The token keys are
+/// `auth::JwtConfig::from_settings`.)
 #[derive(Debug, Clone)]
 pub struct InfraConfig {
     pub redis_url: String,
     pub amqp_url: String,
     /// Prefix of every exchange and queue name (tests use a fresh one each).
     pub bus_prefix: String,
-    /// `JWT_*`: the token keys, issuer and audience. Its `Debug` shows no secret.
-    pub jwt: JwtConfig,
 }
 
 impl InfraConfig {
-    /// Records a missing `JWT_SECRET` unless in development mode (see
-    /// [`JwtConfig::from_env`]).
     pub fn from_settings(env: &mut Settings) -> Self {
         Self {
             redis_url: env.string("REDIS_URL", "redis://127.0.0.1:6379"),
             amqp_url: env.string("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             bus_prefix: env.string("BUS_PREFIX", "marquee."),
-            jwt: env.jwt(),
         }
     }
 
@@ -314,19 +297,5 @@ mod tests {
         }
         let error = parse_dev_mode(Some("ture")).unwrap_err().to_string();
         assert!(error.contains("MARQUEE_DEV"), "{error}");
-    }
-
-    #[test]
-    fn debug_of_the_shared_config_shows_no_secret() {
-        let config = InfraConfig {
-            redis_url: "redis://r".into(),
-            amqp_url: "amqp://a".into(),
-            bus_prefix: "p.".into(),
-            jwt: JwtConfig::new("current-secret-value").with_previous("k0", "older-secret-value"),
-        };
-        let shown = format!("{config:?}");
-        assert!(!shown.contains("current-secret-value"), "{shown}");
-        assert!(!shown.contains("older-secret-value"), "{shown}");
-        assert!(shown.contains("k0"), "key ids are shown: {shown}");
     }
 }

@@ -55,7 +55,7 @@ impl PayConfig {
             db_max_connections: env.or("PAY_DB_MAX_CONNECTIONS", 10),
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("pay-svc"),
             consumer_concurrency: env.or("PAY_CONSUMER_CONCURRENCY", 16),
-            jwt: infra.jwt,
+            jwt: JwtConfig::from_settings(&mut env),
             welcome_credit_minor: env.or("PAY_WELCOME_CREDIT_MINOR", 100_000),
         };
         env.finish()?;

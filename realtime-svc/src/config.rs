@@ -62,7 +62,7 @@ impl RealtimeConfig {
             ),
             booking_url: env.string("BOOKING_URL", "http://127.0.0.1:50051"),
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("realtime-svc"),
-            jwt: infra.jwt,
+            jwt: JwtConfig::from_settings(&mut env),
             resume_buffer: env.or("REALTIME_RESUME_BUFFER", 4096),
             gap_timeout: env.millis("REALTIME_GAP_TIMEOUT_MS", Duration::from_millis(500)),
             idle_evict: env.millis("REALTIME_IDLE_EVICT_MS", Duration::from_secs(60)),

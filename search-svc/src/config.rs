@@ -71,7 +71,7 @@ impl SearchConfig {
             redis_url: infra.redis_url,
             redis_prefix: env.string("REDIS_PREFIX", "marquee:"),
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("search-svc"),
-            jwt: infra.jwt,
+            jwt: JwtConfig::from_settings(&mut env),
             synonyms_path: PathBuf::from(env.string("SEARCH_SYNONYMS", DEFAULT_SYNONYMS)),
             rebuild_on_start: env.or("SEARCH_REBUILD_ON_START", true),
             rebuild_interval: (interval > 0).then(|| Duration::from_secs(interval)),
