@@ -64,6 +64,7 @@ impl System {
                 metrics_addr: None,
                 database_url: db.clone(),
                 db_max_connections: 5,
+                migrate_on_start: true,
                 redis_url: redis_url(),
                 redis_prefix: redis_prefix.clone(),
                 redis_timeouts: Default::default(),
