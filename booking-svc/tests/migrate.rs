@@ -6,6 +6,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use marquee_infra::bus::{Bus, BusConfig};
 use marquee_testkit::{amqp_url, delete_redis_keys, pg_base, redis_url};
 use sqlx::Connection;
@@ -52,6 +53,15 @@ impl Names {
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command
+    }
+
+    /// Runs `test`, then removes this test's database and names, also when it failed.
+    async fn guarded(&self, test: impl std::future::Future<Output = ()>) {
+        let outcome = std::panic::AssertUnwindSafe(test).catch_unwind().await;
+        self.cleanup().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     async fn cleanup(&self) {
@@ -116,119 +126,130 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn migrate_twice_is_a_no_op_and_a_replica_that_does_not_migrate_serves() {
     let names = Names::new();
-    let migration_files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-        .expect("migrations folder")
-        .count() as i64;
+    names
+        .guarded(async {
+            let migration_files =
+                std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+                    .expect("migrations folder")
+                    .count() as i64;
 
-    // The Job's first run: creates the database and applies everything.
-    let (code, first) = run(names.command(&["migrate"])).await;
-    assert_eq!(code, Some(0), "first migrate failed: {first}");
-    let applied = sqlx_migrations(&names.database_url).await;
-    assert_eq!(applied, migration_files, "first migrate applied: {first}");
-    assert!(
-        table_exists(&names.database_url, "outbox").await
-            && table_exists(&names.database_url, "inbox").await,
-        "migrate made no outbox/inbox tables: {first}"
-    );
-    assert!(
-        first.contains("migration applied"),
-        "the first run does not log what it applied: {first}"
-    );
+            // The Job's first run: creates the database and applies everything.
+            let (code, first) = run(names.command(&["migrate"])).await;
+            assert_eq!(code, Some(0), "first migrate failed: {first}");
+            let applied = sqlx_migrations(&names.database_url).await;
+            assert_eq!(applied, migration_files, "first migrate applied: {first}");
+            assert!(
+                table_exists(&names.database_url, "outbox").await
+                    && table_exists(&names.database_url, "inbox").await,
+                "migrate made no outbox/inbox tables: {first}"
+            );
+            assert!(
+                first.contains("migration applied"),
+                "the first run does not log what it applied: {first}"
+            );
 
-    // The second run: nothing to do, and it says so.
-    let (code, second) = run(names.command(&["migrate"])).await;
-    assert_eq!(code, Some(0), "second migrate failed: {second}");
-    assert_eq!(
-        sqlx_migrations(&names.database_url).await,
-        applied,
-        "the second migrate changed _sqlx_migrations: {second}"
-    );
-    assert!(
-        second.contains("nothing to apply") && !second.contains("migration applied"),
-        "the second run does not say it had nothing to apply: {second}"
-    );
+            // The second run: nothing to do, and it says so.
+            let (code, second) = run(names.command(&["migrate"])).await;
+            assert_eq!(code, Some(0), "second migrate failed: {second}");
+            assert_eq!(
+                sqlx_migrations(&names.database_url).await,
+                applied,
+                "the second migrate changed _sqlx_migrations: {second}"
+            );
+            assert!(
+                second.contains("nothing to apply") && !second.contains("migration applied"),
+                "the second run does not say it had nothing to apply: {second}"
+            );
 
-    // A replica that does not migrate comes up against the migrated database.
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("{}.log", names.bus_prefix));
-    let mut command = names.command(&[]);
-    command
-        .env("MIGRATE_ON_START", "false")
-        .env("BOOKING_GRPC_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(std::fs::File::create(&log).expect("log file"))
-        .stderr(Stdio::null());
-    let mut replica = command.spawn().expect("booking-svc binary runs");
-    let health = marquee_testkit::grpc::await_health(
-        &format!("http://127.0.0.1:{port}"),
-        "",
-        "SERVING",
-        Duration::from_secs(30),
-    )
-    .await;
-    let exited = replica.try_wait().ok().flatten();
-    let _ = replica.kill().await;
-    let output = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
-    let rows_after = sqlx_migrations(&names.database_url).await;
-    names.cleanup().await;
+            // A replica that does not migrate comes up against the migrated database.
+            let port = free_port();
+            let log = std::env::temp_dir().join(format!("{}.log", names.bus_prefix));
+            let mut command = names.command(&[]);
+            command
+                .env("MIGRATE_ON_START", "false")
+                .env("BOOKING_GRPC_ADDR", format!("127.0.0.1:{port}"))
+                .stdout(std::fs::File::create(&log).expect("log file"))
+                .stderr(Stdio::null());
+            let mut replica = command.spawn().expect("booking-svc binary runs");
+            let health = marquee_testkit::grpc::await_health(
+                &format!("http://127.0.0.1:{port}"),
+                "",
+                "SERVING",
+                Duration::from_secs(30),
+            )
+            .await;
+            let exited = replica.try_wait().ok().flatten();
+            let _ = replica.kill().await;
+            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            let rows_after = sqlx_migrations(&names.database_url).await;
 
-    assert!(
-        health.is_ok(),
-        "the replica with MIGRATE_ON_START=false never served (health {health:?}, exit {exited:?}): {output}"
-    );
-    assert_eq!(rows_after, applied, "the replica migrated: {output}");
+            assert!(
+                health.is_ok(),
+                "the replica with MIGRATE_ON_START=false never served \
+         (health {health:?}, exit {exited:?}): {output}"
+            );
+            assert_eq!(rows_after, applied, "the replica migrated: {output}");
+        })
+        .await;
 }
 
 #[tokio::test]
 async fn a_replica_that_does_not_migrate_refuses_an_unmigrated_database() {
     let names = Names::new();
-    // A database that exists but was never migrated.
-    marquee_infra::db::connect(&names.database_url, 1)
-        .await
-        .expect("create an empty database")
-        .close()
+    names
+        .guarded(async {
+            // A database that exists but was never migrated.
+            marquee_infra::db::connect(&names.database_url, 1)
+                .await
+                .expect("create an empty database")
+                .close()
+                .await;
+
+            let mut command = names.command(&[]);
+            command.env("MIGRATE_ON_START", "false");
+            let (code, output) = run(command).await;
+            let migrated = table_exists(&names.database_url, "_sqlx_migrations").await;
+
+            assert!(
+                code.is_some_and(|c| c != 0),
+                "booking-svc did not fail on an unmigrated database (exit {code:?}): {output}"
+            );
+            assert!(
+                output.contains("booking-svc migrate"),
+                "the refusal does not say to run `booking-svc migrate`: {output}"
+            );
+            assert!(!migrated, "MIGRATE_ON_START=false still migrated: {output}");
+        })
         .await;
-
-    let mut command = names.command(&[]);
-    command.env("MIGRATE_ON_START", "false");
-    let (code, output) = run(command).await;
-    let migrated = table_exists(&names.database_url, "_sqlx_migrations").await;
-    names.cleanup().await;
-
-    assert!(
-        code.is_some_and(|c| c != 0),
-        "booking-svc did not fail on an unmigrated database (exit {code:?}): {output}"
-    );
-    assert!(
-        output.contains("booking-svc migrate"),
-        "the refusal does not say to run `booking-svc migrate`: {output}"
-    );
-    assert!(!migrated, "MIGRATE_ON_START=false still migrated: {output}");
 }
 
 #[tokio::test]
 async fn an_unknown_argument_prints_the_usage_and_exits_2() {
     let names = Names::new();
-    let (code, output) = run(names.command(&["migrtae"])).await;
-    let created = {
-        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base()))
-            .await
-            .expect("connect to postgres");
-        let name = names.database_url.rsplit('/').next().unwrap_or_default();
-        sqlx::query_scalar::<_, bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-        )
-        .bind(name)
-        .fetch_one(&mut admin)
-        .await
-        .expect("pg_database")
-    };
-    names.cleanup().await;
+    names
+        .guarded(async {
+            let (code, output) = run(names.command(&["migrtae"])).await;
+            let created = {
+                let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base()))
+                    .await
+                    .expect("connect to postgres");
+                let name = names.database_url.rsplit('/').next().unwrap_or_default();
+                sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                )
+                .bind(name)
+                .fetch_one(&mut admin)
+                .await
+                .expect("pg_database")
+            };
 
-    assert_eq!(code, Some(2), "exit code for an unknown argument: {output}");
-    assert!(
-        output.contains("usage") && output.contains("migrate"),
-        "no usage message: {output}"
-    );
-    assert!(!created, "an unknown argument still touched the database");
+            assert_eq!(code, Some(2), "exit code for an unknown argument: {output}");
+            assert!(
+                output.contains("usage") && output.contains("migrate"),
+                "no usage message: {output}"
+            );
+            assert!(!created, "an unknown argument still touched the database");
+        })
+        .await;
 }
