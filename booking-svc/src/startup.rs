@@ -8,7 +8,7 @@ use marquee_infra::auth::{JwtConfig, TokenKeys};
 use marquee_infra::bus::{Bus, BusConfig, Handler};
 use marquee_infra::config::{InfraConfig, Settings};
 use marquee_infra::grpc::{PropagateTrace, lazy_channel};
-use marquee_infra::outbox::{self, Relay};
+use marquee_infra::outbox::Relay;
 use marquee_infra::service::{Dependency, Shell};
 use marquee_proto::booking::account_service_server::AccountServiceServer;
 use marquee_proto::booking::booking_service_server::BookingServiceServer;
@@ -32,6 +32,9 @@ pub struct BookingConfig {
     pub metrics_addr: Option<SocketAddr>,
     pub database_url: String,
     pub db_max_connections: u32,
+    /// `MIGRATE_ON_START` (default true): create and migrate the database on start;
+    /// when false, only check that the schema is current (`booking-svc migrate` ran).
+    pub migrate_on_start: bool,
     pub redis_url: String,
     /// Prefix of every Redis key (tests use a fresh one each).
     pub redis_prefix: String,
@@ -55,6 +58,7 @@ impl std::fmt::Debug for BookingConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BookingConfig")
             .field("grpc_addr", &self.grpc_addr)
+            .field("migrate_on_start", &self.migrate_on_start)
             .field("redis_prefix", &self.redis_prefix)
             .field("bus_prefix", &self.bus.prefix)
             .field("hold_ttl", &self.hold_ttl)
@@ -81,6 +85,7 @@ impl BookingConfig {
                 "postgres://postgres@127.0.0.1:5432/marquee_booking",
             ),
             db_max_connections: env.or("BOOKING_DB_MAX_CONNECTIONS", 16),
+            migrate_on_start: env.or("MIGRATE_ON_START", true),
             redis_url: infra.redis_url,
             redis_prefix: env.string("REDIS_PREFIX", "marquee:"),
             redis_timeouts: RedisTimeouts {
@@ -116,10 +121,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: BookingConfig) -> anyhow::Result<Self> {
-        let pool =
-            marquee_infra::db::connect(&config.database_url, config.db_max_connections).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        outbox::migrate(&pool).await?;
+        let pool = marquee_infra::db::prepare(
+            "booking-svc",
+            &config.database_url,
+            config.db_max_connections,
+            &crate::MIGRATOR,
+            config.migrate_on_start,
+        )
+        .await?;
         let bus = Bus::connect(config.bus.clone(), Duration::from_secs(10)).await?;
         let shutdown = CancellationToken::new();
         let changes = ChangeFeed::spawn(bus.clone(), shutdown.clone());

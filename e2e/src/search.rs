@@ -51,6 +51,7 @@ impl System {
             metrics_addr: None,
             database_url: booking_db.clone(),
             db_max_connections: 5,
+            migrate_on_start: true,
             redis_url: redis_url(),
             redis_prefix: redis_prefix.clone(),
             redis_timeouts: Default::default(),

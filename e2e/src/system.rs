@@ -39,6 +39,11 @@ pub struct Options {
     pub checkout_grace: Duration,
     /// Every service's token settings; [`JWT_SECRET`] under the default key id.
     pub jwt: JwtConfig,
+    /// Whether booking-svc and pay-svc migrate on start (true). When false the system
+    /// starts as a Kubernetes deploy does: each database is first migrated by its
+    /// service's `migrate` mode (`booking_svc::migrate`, `pay_svc::migrate`), then the
+    /// services start with `MIGRATE_ON_START=false`.
+    pub migrate_on_start: bool,
 }
 
 impl Default for Options {
@@ -56,6 +61,7 @@ impl Default for Options {
             redis_response_timeout: Duration::from_secs(2),
             checkout_grace: Duration::from_secs(15),
             jwt: JwtConfig::new(JWT_SECRET),
+            migrate_on_start: true,
         }
     }
 }
@@ -99,18 +105,25 @@ impl System {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
 
-        let pay = pay_svc::Application::build(pay_svc::PayConfig {
+        let pay_config = pay_svc::PayConfig {
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),
             metrics_addr: None,
             database_url: pay_db.clone(),
             db_max_connections: options.pay_connections,
+            migrate_on_start: options.migrate_on_start,
             bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}pay-svc")),
             consumer_concurrency: 16,
             jwt: options.jwt.clone(),
             welcome_credit_minor: crate::WELCOME_CREDIT_MINOR,
-        })
-        .await
-        .expect("pay-svc starts");
+        };
+        if !options.migrate_on_start {
+            pay_svc::migrate(&pay_config)
+                .await
+                .expect("pay-svc migrate");
+        }
+        let pay = pay_svc::Application::build(pay_config)
+            .await
+            .expect("pay-svc starts");
         let pay_port = pay.port();
         let pay_pool = pay.pool().clone();
         serve(
@@ -124,6 +137,7 @@ impl System {
             metrics_addr: None,
             database_url: booking_db.clone(),
             db_max_connections: options.booking_connections,
+            migrate_on_start: options.migrate_on_start,
             redis_url: options.booking_redis_url.clone().unwrap_or_else(redis_url),
             redis_prefix: redis_prefix.clone(),
             redis_timeouts: booking_svc::holds::RedisTimeouts {
@@ -140,6 +154,11 @@ impl System {
             default_max_seats: 4,
             argon2_memory_kib: options.argon2_memory_kib,
         };
+        if !options.migrate_on_start {
+            booking_svc::migrate(&booking_config)
+                .await
+                .expect("booking-svc migrate");
+        }
         let booking = booking_svc::Application::build(booking_config.clone())
             .await
             .expect("booking-svc starts");

@@ -3,10 +3,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use marquee_infra::auth::TokenKeys;
 use marquee_infra::bus::Bus;
 use marquee_infra::db;
-use marquee_infra::outbox::{self, Relay};
+use marquee_infra::outbox::Relay;
 use marquee_infra::service::{Dependency, Shell};
 use marquee_proto::pay::wallet_service_server::WalletServiceServer;
 use sqlx::PgPool;
@@ -20,6 +21,22 @@ use crate::saga::{self, SagaConsumer};
 const BUS_CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// How often the relay looks for outbox rows it was not told about.
 const RELAY_POLL: Duration = Duration::from_millis(200);
+
+/// pay-svc's schema: `pay-svc/migrations` (the outbox/inbox DDL is added by
+/// [`db::migrate`]).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// `pay-svc migrate`: creates the database if it is missing and applies every pending
+/// migration, including the outbox/inbox tables; logs what ran. What the Kubernetes
+/// Job runs once per deploy, before replicas with `MIGRATE_ON_START=false`.
+pub async fn migrate(config: &PayConfig) -> anyhow::Result<db::Migrated> {
+    let pool = db::connect(&config.database_url, 2)
+        .await
+        .context("pay-svc migrate: cannot create or connect to the payment database")?;
+    let migrated = db::migrate(&pool, &MIGRATOR).await;
+    pool.close().await;
+    migrated
+}
 
 /// A started pay-svc: migrated, connected, consuming, and bound (not yet serving gRPC).
 pub struct Application {
@@ -40,12 +57,18 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Connects and migrates the database, connects the bus, starts the outbox relay
+    /// Connects and (with `migrate_on_start`) migrates the database, or checks that its
+    /// schema is current, connects the bus, starts the outbox relay
     /// and the saga consumer, and binds the gRPC (and metrics) listeners.
     pub async fn build(config: PayConfig) -> anyhow::Result<Self> {
-        let pool = db::connect(&config.database_url, config.db_max_connections).await?;
-        sqlx::migrate!().run(&pool).await?;
-        outbox::migrate(&pool).await?;
+        let pool = db::prepare(
+            "pay-svc",
+            &config.database_url,
+            config.db_max_connections,
+            &MIGRATOR,
+            config.migrate_on_start,
+        )
+        .await?;
 
         let bus = Bus::connect(config.bus.clone(), BUS_CONNECT_WAIT).await?;
         let relay_stop = CancellationToken::new();

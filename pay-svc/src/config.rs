@@ -17,6 +17,9 @@ pub struct PayConfig {
     pub database_url: String,
     /// `PAY_DB_MAX_CONNECTIONS`.
     pub db_max_connections: u32,
+    /// `MIGRATE_ON_START` (default true): create and migrate the database on start;
+    /// when false, only check that the schema is current (`pay-svc migrate` ran).
+    pub migrate_on_start: bool,
     /// `AMQP_URL`, `BUS_PREFIX`.
     pub bus: BusConfig,
     /// `PAY_CONSUMER_CONCURRENCY`: saga messages handled at once.
@@ -33,6 +36,7 @@ impl std::fmt::Debug for PayConfig {
             .field("grpc_addr", &self.grpc_addr)
             .field("metrics_addr", &self.metrics_addr)
             .field("db_max_connections", &self.db_max_connections)
+            .field("migrate_on_start", &self.migrate_on_start)
             .field("bus_prefix", &self.bus.prefix)
             .field("consumer_concurrency", &self.consumer_concurrency)
             .field("welcome_credit_minor", &self.welcome_credit_minor)
@@ -53,6 +57,7 @@ impl PayConfig {
                 .listen_addr("PAY_METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9102))),
             database_url: env.string("PAY_DATABASE_URL", DEFAULT_DATABASE_URL),
             db_max_connections: env.or("PAY_DB_MAX_CONNECTIONS", 10),
+            migrate_on_start: env.or("MIGRATE_ON_START", true),
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("pay-svc"),
             consumer_concurrency: env.or("PAY_CONSUMER_CONCURRENCY", 16),
             jwt: JwtConfig::from_settings(&mut env),

@@ -11,6 +11,6 @@ pub mod grpc;
 pub mod saga;
 pub mod store;
 
-pub use app::Application;
+pub use app::{Application, MIGRATOR, migrate};
 pub use config::PayConfig;
 pub use error::PayError;

@@ -1,13 +1,36 @@
+use std::process::ExitCode;
+
 use pay_svc::{Application, PayConfig};
 
 // mimalloc: the services allocate many small, short-lived buffers per request.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+const USAGE: &str = "usage: pay-svc [migrate]
+  (no argument)  serve; with MIGRATE_ON_START=true (the default) the database is
+                 created and migrated first
+  migrate        create the database if missing, apply every pending migration, exit";
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let migrate = match args.as_slice() {
+        [] => false,
+        [command] if command == "migrate" => true,
+        _ => {
+            eprintln!("pay-svc: unknown arguments {args:?}\n{USAGE}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let _telemetry = marquee_infra::telemetry::init("pay-svc");
     let config = PayConfig::from_env()?;
-    let app = Application::build(config).await?;
-    app.run_until_stopped().await
+    if migrate {
+        pay_svc::migrate(&config).await?;
+    } else {
+        Application::build(config)
+            .await?
+            .run_until_stopped()
+            .await?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -44,6 +44,7 @@ impl TestApp {
             metrics_addr: None,
             database_url: database_url.clone(),
             db_max_connections: 5,
+            migrate_on_start: true,
             bus: BusConfig::new(AMQP, prefix.clone()),
             consumer_concurrency: 16,
             jwt: JWT_SECRET.into(),
