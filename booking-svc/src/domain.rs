@@ -371,6 +371,9 @@ pub fn page_offset(token: &str) -> Result<i64, BookingError> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
