@@ -59,6 +59,21 @@ proptest! {
     }
 
     #[test]
+    fn an_ordinary_address_is_accepted_in_any_case_and_spacing(
+        local in "[a-zA-Z0-9._+-]{1,12}",
+        domain in "[a-zA-Z0-9-]{1,10}(\\.[a-zA-Z]{2,6}){1,2}",
+        before in "[ \t]{0,2}",
+        after in "[ \t\n]{0,2}",
+    ) {
+        let typed = format!("{before}{local}@{domain}{after}");
+        let email = Email::parse(&typed);
+        prop_assert!(email.is_ok(), "{:?}: {:?}", typed, email);
+        let expected = format!("{local}@{domain}").to_lowercase();
+        let email = email.unwrap();
+        prop_assert_eq!(email.as_str(), expected.as_str());
+    }
+
+    #[test]
     fn email(raw in any_text()) {
         match Email::parse(&raw) {
             Ok(email) => {
