@@ -180,11 +180,13 @@ pub fn text(field: &'static str, value: &str, max: usize) -> Result<String, Book
     Ok(value.to_owned())
 }
 
-/// Trimmed, optional text that may span lines, cut to at most `max` characters.
+/// Trimmed, optional text that may span lines, cut to at most `max` characters (and
+/// trimmed again, should the cut fall on whitespace).
 pub fn long_text(field: &'static str, value: &str, max: usize) -> Result<String, BookingError> {
     let value = value.trim();
     storable(field, value, Lines::Many)?;
-    Ok(value.chars().take(max).collect())
+    let cut: String = value.chars().take(max).collect();
+    Ok(cut.trim_end().to_owned())
 }
 
 /// An ISO 4217 currency code.
@@ -471,6 +473,9 @@ pub fn page_offset(token: &str) -> Result<i64, BookingError> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -511,6 +516,15 @@ mod tests {
         assert!(Password::parse("long enough\0pw").is_err());
         assert!(Currency::parse("currency", "KR\0").is_err());
         assert!(IdempotencyKey::parse("k\0").is_err());
+    }
+
+    /// Found by `proptests`: the cut came after the trim, so a description cut at a
+    /// space was stored with trailing whitespace (and read back differently).
+    #[test]
+    fn long_text_cut_at_a_space_is_still_trimmed() {
+        assert_eq!(long_text("description", "ab cd", 3).unwrap(), "ab");
+        assert_eq!(long_text("description", "ab\n\ncd", 4).unwrap(), "ab");
+        assert_eq!(long_text("description", "ab cd", 4).unwrap(), "ab c");
     }
 
     #[test]

@@ -256,6 +256,9 @@ fn split_segments(path: &str) -> Vec<&str> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
