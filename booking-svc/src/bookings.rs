@@ -194,7 +194,10 @@ impl Bookings {
         let hold_id = HoldId::new();
         let ttl = chrono::Duration::from_std(self.timing.hold_ttl)
             .unwrap_or(chrono::Duration::minutes(5));
+        // Whole milliseconds, as Redis keeps it: a replay for the same key says the same.
         let expires_at = now + ttl;
+        let expires_at =
+            DateTime::from_timestamp_millis(expires_at.timestamp_millis()).unwrap_or(expires_at);
         let request = HoldRequest {
             hold: hold_id,
             buyer,

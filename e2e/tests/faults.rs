@@ -250,6 +250,13 @@ async fn a_hold_retried_with_its_idempotency_key_returns_the_hold_the_lost_reply
     system
         .await_booking(&buyer, &booked.str("/bookingId"), "CONFIRMED")
         .await;
+
+    // A key whose first answer arrived: the retry's answer is the same, to the letter.
+    let first = hold_with_key(&system, &buyer, &event_id, &seats[2..4], "hold-2").await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let replayed = hold_with_key(&system, &buyer, &event_id, &seats[2..4], "hold-2").await;
+    assert_eq!(replayed.status, 201, "{:?}", replayed.body);
+    assert_eq!(replayed.body, first.body);
     system.stop().await;
 }
 
