@@ -1,249 +1,28 @@
-//! `pay-svc migrate`, the binary a Kubernetes Job runs once per deploy: it creates and
-//! migrates a fresh database, a second run applies nothing, and a replica started with
-//! `MIGRATE_ON_START=false` serves from the migrated database but refuses one that is
-//! not migrated. Against the real PostgreSQL and RabbitMQ.
+//! `pay-svc migrate`, the binary a Kubernetes Job runs once per deploy, and
+//! `MIGRATE_ON_START=false` replicas: the checks every service with a database passes
+//! (`marquee_testkit::migrate`), against the real PostgreSQL and RabbitMQ.
 
-use std::process::Stdio;
-use std::time::Duration;
+use marquee_testkit::migrate::{self, Binary};
 
-use futures::FutureExt as _;
-use marquee_infra::bus::{Bus, BusConfig};
-use marquee_testkit::{amqp_url, pg_base};
-use sqlx::Connection;
-use tokio::process::Command;
-use uuid::Uuid;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pay-svc");
-/// Far longer than migrating or refusing takes.
-const BOUND: Duration = Duration::from_secs(60);
-
-/// One test's names: database and bus prefix.
-struct Names {
-    database_url: String,
-    bus_prefix: String,
-}
-
-impl Names {
-    fn new() -> Self {
-        let id = Uuid::new_v4().simple().to_string();
-        Self {
-            database_url: format!("{}/test_migrate_pay_{id}", pg_base()),
-            bus_prefix: format!("test.{id}."),
-        }
-    }
-
-    /// The binary with this test's environment (development mode, no metrics port).
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .env("MARQUEE_DEV", "1")
-            .env("RUST_LOG", "info")
-            .env("PAY_DATABASE_URL", &self.database_url)
-            .env("PAY_GRPC_ADDR", "127.0.0.1:0")
-            .env("PAY_METRICS_ADDR", "off")
-            .env("AMQP_URL", amqp_url())
-            .env("BUS_PREFIX", &self.bus_prefix)
-            .env_remove("MIGRATE_ON_START")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        command
-    }
-
-    /// Runs `test`, then removes this test's database and names, also when it failed.
-    async fn guarded(&self, test: impl std::future::Future<Output = ()>) {
-        let outcome = std::panic::AssertUnwindSafe(test).catch_unwind().await;
-        self.cleanup().await;
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
-    }
-
-    async fn cleanup(&self) {
-        let _ = marquee_infra::db::drop_database(&self.database_url).await;
-        if let Ok(bus) = Bus::connect(
-            BusConfig::new(amqp_url(), self.bus_prefix.clone()),
-            Duration::from_secs(5),
-        )
-        .await
-        {
-            let _ = bus.delete_topology(&[pay_svc::saga::QUEUE]).await;
-            bus.shutdown();
-        }
-    }
-}
-
-/// Runs the binary to its end (failing the test if it is still running after
-/// [`BOUND`]): exit code and everything it wrote to stdout and stderr.
-async fn run(mut command: Command) -> (Option<i32>, String) {
-    let output = tokio::time::timeout(BOUND, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("pay-svc still running after {BOUND:?}"))
-        .expect("pay-svc binary runs");
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.code(), text)
-}
-
-async fn sqlx_migrations(database_url: &str) -> i64 {
-    let mut conn = sqlx::PgConnection::connect(database_url)
-        .await
-        .expect("connect to the migrated database");
-    let count = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&mut conn)
-        .await
-        .expect("_sqlx_migrations exists");
-    let _ = conn.close().await;
-    count
-}
-
-async fn table_exists(database_url: &str, table: &str) -> bool {
-    let mut conn = sqlx::PgConnection::connect(database_url)
-        .await
-        .expect("connect to the database");
-    let exists = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(table)
-        .fetch_one(&mut conn)
-        .await
-        .expect("to_regclass");
-    let _ = conn.close().await;
-    exists
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+const PAY: Binary = Binary {
+    name: "pay-svc",
+    path: env!("CARGO_BIN_EXE_pay-svc"),
+    env_prefix: "PAY",
+    migrations: concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"),
+    queues: &[pay_svc::saga::QUEUE],
+};
 
 #[tokio::test]
 async fn migrate_twice_is_a_no_op_and_a_replica_that_does_not_migrate_serves() {
-    let names = Names::new();
-    names
-        .guarded(async {
-            let migration_files =
-                std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-                    .expect("migrations folder")
-                    .count() as i64;
-
-            // The Job's first run: creates the database and applies everything.
-            let (code, first) = run(names.command(&["migrate"])).await;
-            assert_eq!(code, Some(0), "first migrate failed: {first}");
-            let applied = sqlx_migrations(&names.database_url).await;
-            assert_eq!(applied, migration_files, "first migrate applied: {first}");
-            assert!(
-                table_exists(&names.database_url, "outbox").await
-                    && table_exists(&names.database_url, "inbox").await,
-                "migrate made no outbox/inbox tables: {first}"
-            );
-            assert!(
-                first.contains("migration applied"),
-                "the first run does not log what it applied: {first}"
-            );
-
-            // The second run: nothing to do, and it says so.
-            let (code, second) = run(names.command(&["migrate"])).await;
-            assert_eq!(code, Some(0), "second migrate failed: {second}");
-            assert_eq!(
-                sqlx_migrations(&names.database_url).await,
-                applied,
-                "the second migrate changed _sqlx_migrations: {second}"
-            );
-            assert!(
-                second.contains("nothing to apply") && !second.contains("migration applied"),
-                "the second run does not say it had nothing to apply: {second}"
-            );
-
-            // A replica that does not migrate comes up against the migrated database.
-            let port = free_port();
-            let log = std::env::temp_dir().join(format!("{}.log", names.bus_prefix));
-            let mut command = names.command(&[]);
-            command
-                .env("MIGRATE_ON_START", "false")
-                .env("PAY_GRPC_ADDR", format!("127.0.0.1:{port}"))
-                .stdout(std::fs::File::create(&log).expect("log file"))
-                .stderr(Stdio::null());
-            let mut replica = command.spawn().expect("pay-svc binary runs");
-            let health = marquee_testkit::grpc::await_health(
-                &format!("http://127.0.0.1:{port}"),
-                "",
-                "SERVING",
-                Duration::from_secs(30),
-            )
-            .await;
-            let exited = replica.try_wait().ok().flatten();
-            let _ = replica.kill().await;
-            let output = std::fs::read_to_string(&log).unwrap_or_default();
-            let _ = std::fs::remove_file(&log);
-            let rows_after = sqlx_migrations(&names.database_url).await;
-
-            assert!(
-                health.is_ok(),
-                "the replica with MIGRATE_ON_START=false never served \
-         (health {health:?}, exit {exited:?}): {output}"
-            );
-            assert_eq!(rows_after, applied, "the replica migrated: {output}");
-        })
-        .await;
+    migrate::migrate_twice_is_a_no_op_and_a_replica_that_does_not_migrate_serves(PAY).await;
 }
 
 #[tokio::test]
 async fn a_replica_that_does_not_migrate_refuses_an_unmigrated_database() {
-    let names = Names::new();
-    names
-        .guarded(async {
-            // A database that exists but was never migrated.
-            marquee_infra::db::connect(&names.database_url, 1)
-                .await
-                .expect("create an empty database")
-                .close()
-                .await;
-
-            let mut command = names.command(&[]);
-            command.env("MIGRATE_ON_START", "false");
-            let (code, output) = run(command).await;
-            let migrated = table_exists(&names.database_url, "_sqlx_migrations").await;
-
-            assert!(
-                code.is_some_and(|c| c != 0),
-                "pay-svc did not fail on an unmigrated database (exit {code:?}): {output}"
-            );
-            assert!(
-                output.contains("pay-svc migrate"),
-                "the refusal does not say to run `pay-svc migrate`: {output}"
-            );
-            assert!(!migrated, "MIGRATE_ON_START=false still migrated: {output}");
-        })
-        .await;
+    migrate::a_replica_that_does_not_migrate_refuses_an_unmigrated_database(PAY).await;
 }
 
 #[tokio::test]
 async fn an_unknown_argument_prints_the_usage_and_exits_2() {
-    let names = Names::new();
-    names
-        .guarded(async {
-            let (code, output) = run(names.command(&["migrtae"])).await;
-            let created = {
-                let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base()))
-                    .await
-                    .expect("connect to postgres");
-                let name = names.database_url.rsplit('/').next().unwrap_or_default();
-                sqlx::query_scalar::<_, bool>(
-                    "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-                )
-                .bind(name)
-                .fetch_one(&mut admin)
-                .await
-                .expect("pg_database")
-            };
-
-            assert_eq!(code, Some(2), "exit code for an unknown argument: {output}");
-            assert!(
-                output.contains("usage") && output.contains("migrate"),
-                "no usage message: {output}"
-            );
-            assert!(!created, "an unknown argument still touched the database");
-        })
-        .await;
+    migrate::an_unknown_argument_prints_the_usage_and_exits_2(PAY).await;
 }

@@ -3,6 +3,7 @@
 //! removing a test's Redis keys, asking a gRPC server for its health and its services. Nothing here stands in for our infrastructure.
 
 pub mod grpc;
+pub mod migrate;
 pub mod proxy;
 
 use marquee_infra::config::{env_or, env_string};
