@@ -32,7 +32,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::Notify;
 
-use crate::domain::{AccountId, BookingId, EventId, HoldId, IdempotencyKey, SeatId, SeatStatus};
+use crate::domain::{
+    AccountId, BookingId, EventId, HoldId, IdempotencyKey, SeatChange, SeatId, SeatStatus,
+};
 use crate::error::BookingError;
 
 /// Most entries the change stream keeps (approximately); the relay publishes them within
@@ -598,7 +600,7 @@ impl HoldStore {
         required: Option<HoldState>,
         due_by_ms: i64,
         sold: Option<BookingId>,
-        kind: &str,
+        change: SeatChange,
         void_ttl: Duration,
     ) -> Result<bool, BookingError> {
         let mut invocation = self.release.prepare_invoke();
@@ -623,7 +625,7 @@ impl HoldStore {
             .arg(due_by_ms)
             .arg(sold.map(sold_marker).unwrap_or_default())
             .arg(keys.event.to_string())
-            .arg(kind)
+            .arg(change.as_str())
             .arg(u64::try_from(void_ttl.as_millis()).unwrap_or(u64::MAX));
         for seat in keys.seats {
             invocation.arg(seat.to_string());
@@ -642,7 +644,7 @@ impl HoldStore {
             Some(HoldState::Held),
             0,
             None,
-            "released",
+            SeatChange::Released,
             Duration::ZERO,
         )
         .await
@@ -655,7 +657,7 @@ impl HoldStore {
             Some(HoldState::CheckedOut),
             0,
             None,
-            "released",
+            SeatChange::Released,
             Duration::ZERO,
         )
         .await
@@ -666,7 +668,14 @@ impl HoldStore {
     /// yet. Idempotent.
     pub async fn void(&self, keys: HoldKeys<'_>, ttl: Duration) -> Result<(), BookingError> {
         match self
-            .run_release(keys, Some(HoldState::Held), 0, None, "released", ttl)
+            .run_release(
+                keys,
+                Some(HoldState::Held),
+                0,
+                None,
+                SeatChange::Released,
+                ttl,
+            )
             .await
         {
             // Redis lost its data: the hold is gone with it.
@@ -686,7 +695,7 @@ impl HoldStore {
             Some(state),
             Utc::now().timestamp_millis(),
             None,
-            "expired",
+            SeatChange::Expired,
             Duration::ZERO,
         )
         .await
@@ -698,9 +707,16 @@ impl HoldStore {
         booking: BookingId,
         keys: HoldKeys<'_>,
     ) -> Result<(), BookingError> {
-        self.run_release(keys, None, 0, Some(booking), "released", Duration::ZERO)
-            .await
-            .map(|_| ())
+        self.run_release(
+            keys,
+            None,
+            0,
+            Some(booking),
+            SeatChange::Released,
+            Duration::ZERO,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Marks the seats of a confirmed booking sold and drops its hold. Idempotent.
@@ -847,7 +863,14 @@ impl HoldStore {
         invocation
             .arg(value)
             .arg(event.to_string())
-            .arg(if sold { "sold" } else { "held" })
+            .arg(
+                if sold {
+                    SeatChange::Sold
+                } else {
+                    SeatChange::Held
+                }
+                .as_str(),
+            )
             .arg(base);
         for seat in seats {
             invocation.arg(seat.to_string());

@@ -125,13 +125,6 @@ impl JwtConfig {
         self
     }
 
-    /// From `JWT_SECRET`, `JWT_KEY_ID`, `JWT_PREVIOUS_SECRETS`, `JWT_ISSUER` and
-    /// `JWT_AUDIENCE`. Without `JWT_SECRET` this fails, naming it, unless
-    /// `MARQUEE_DEV` turns on development mode, which uses [`DEV_SECRET`].
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
     /// The token keys from `env`; a problem is recorded there (and the keys returned are
     /// then unusable, but [`Settings::finish`] refuses to go on).
     pub fn from_settings(env: &mut Settings) -> Self {
@@ -144,7 +137,9 @@ impl JwtConfig {
         }
     }
 
-    /// [`Self::from_env`] reading variables through `get`.
+    /// From `JWT_SECRET`, `JWT_KEY_ID`, `JWT_PREVIOUS_SECRETS`, `JWT_ISSUER` and
+    /// `JWT_AUDIENCE`, read through `get`. Without `JWT_SECRET` this fails, naming it,
+    /// unless `MARQUEE_DEV` turns on development mode, which uses [`DEV_SECRET`].
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let dev = parse_dev_mode(get(DEV_MODE_VAR).as_deref())?;

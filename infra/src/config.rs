@@ -187,20 +187,6 @@ pub fn env_string(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
-/// `name` as whole milliseconds, or `default`.
-pub fn env_millis(name: &str, default: Duration) -> Result<Duration, ConfigError> {
-    let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
-    env_or(name, default_ms).map(Duration::from_millis)
-}
-
-/// An optional listen address: `off` serves nothing, unset or empty gives `default`.
-pub fn env_listen_addr(name: &str, default: SocketAddr) -> Result<Option<SocketAddr>, ConfigError> {
-    match std::env::var(name) {
-        Ok(value) if value.trim().eq_ignore_ascii_case("off") => Ok(None),
-        _ => env_or(name, default).map(Some),
-    }
-}
-
 /// Whether `MARQUEE_DEV` turns development mode on: `1`, `true`, `yes` or `on` do;
 /// unset, empty, `0`, `false`, `no` or `off` do not; anything else is an error, so a
 /// typo never silently decides.
@@ -241,13 +227,6 @@ impl InfraConfig {
             amqp_url: env.string("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             bus_prefix: env.string("BUS_PREFIX", "marquee."),
         }
-    }
-
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let mut env = Settings::load();
-        let config = Self::from_settings(&mut env);
-        env.finish()?;
-        Ok(config)
     }
 }
 
