@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -13,10 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, StatusCode};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -33,6 +30,7 @@ use marquee_infra::grpc::lazy_channel_with_timeout;
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
 use crate::routes::{RouteMatch, RouteTable, UPSTREAMS};
+use crate::state::{AppState, UpstreamChannels};
 use crate::{openapi, proxy, ui};
 
 /// Routes the gateway serves itself, next to the transcoded ones.
@@ -47,46 +45,6 @@ const OWN_ROUTES: &[&str] = &[
 ];
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Everything a request handler needs.
-pub struct AppState {
-    pub routes: Arc<RouteTable>,
-    /// One lazily connected channel per entry of [`UPSTREAMS`].
-    pub channels: Vec<UpstreamChannels>,
-    pub keys: TokenKeys,
-    pub metrics: PrometheusHandle,
-    pub openapi: bytes::Bytes,
-    pub upstream_timeout: Duration,
-    pub body_limit: usize,
-    /// Events an SSE client may be behind before it is disconnected.
-    pub sse_client_buffer: usize,
-    /// How often an idle SSE stream gets a keep-alive comment.
-    pub sse_keep_alive: Duration,
-    /// JSON renderings of streamed messages, shared by every SSE stream.
-    pub sse_renderings: Arc<crate::sse::Renderings>,
-}
-
-/// An upstream's HTTP/2 connections. Calls take turns, so the framing work of many
-/// concurrent calls and streams is spread over several connection tasks (one
-/// connection is driven by one task, on one core, at each end).
-#[derive(Debug)]
-pub struct UpstreamChannels {
-    connections: Vec<Channel>,
-    next: AtomicUsize,
-}
-
-impl UpstreamChannels {
-    /// The connection for the next call.
-    pub fn pick(&self) -> Channel {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        self.connections[turn % self.connections.len()].clone()
-    }
-
-    /// One connection, for health checks.
-    pub fn first(&self) -> Channel {
-        self.connections[0].clone()
-    }
-}
-
 /// The full router with every layer, for serving or for in-process tests.
 pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
     let routes = Arc::new(RouteTable::marquee()?);
@@ -99,10 +57,7 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
             .map(|_| lazy_channel_with_timeout(url, config.upstream_timeout))
             .collect::<anyhow::Result<Vec<_>>>()
             .with_context(|| format!("bad url for upstream {}", upstream.name))?;
-        channels.push(UpstreamChannels {
-            connections,
-            next: AtomicUsize::new(0),
-        });
+        channels.push(UpstreamChannels::new(connections));
     }
     let openapi = serde_json::to_vec_pretty(&openapi::document(&routes))?;
     let state = Arc::new(AppState {

@@ -12,11 +12,14 @@ pub mod config;
 pub mod error;
 pub mod openapi;
 pub mod proxy;
+pub mod rendering;
 pub mod routes;
 pub mod sse;
+pub mod state;
 pub mod template;
 pub mod transcode;
 pub mod ui;
+pub mod upstream;
 
 pub use app::{Application, router};
 pub use config::GatewayConfig;
