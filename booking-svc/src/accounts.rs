@@ -6,12 +6,16 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
-use chrono::{DateTime, Utc};
 use marquee_infra::outbox::{self, NewMessage, Relay};
 use marquee_proto::kinds::ACCOUNT_OPENED;
-use sqlx::PgPool;
+use sea_orm::sea_query::Func;
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+};
 
 use crate::domain::{Account, AccountId, Email, Password, Role};
+use crate::entity::accounts;
 use crate::error::BookingError;
 use crate::wire;
 
@@ -74,15 +78,13 @@ impl Hasher {
     }
 }
 
-type AccountRow = (uuid::Uuid, String, String, String, DateTime<Utc>);
-
-fn account(row: AccountRow) -> Result<Account, BookingError> {
+fn account(row: accounts::Model) -> Result<Account, BookingError> {
     Ok(Account {
-        id: AccountId(row.0),
-        email: row.1,
-        display_name: row.2,
-        role: row.3.parse()?,
-        created_at: row.4,
+        id: AccountId(row.id),
+        email: row.email,
+        display_name: row.display_name,
+        role: row.role.parse()?,
+        created_at: row.created_at,
     })
 }
 
@@ -90,29 +92,30 @@ fn account(row: AccountRow) -> Result<Account, BookingError> {
 /// that makes pay-svc open its wallet: money is only ever created for an account
 /// that exists.
 pub async fn sign_up(
-    pool: &PgPool,
+    pool: &DatabaseConnection,
     hasher: &Hasher,
     relay: &Relay,
     new: NewAccount,
 ) -> Result<Account, BookingError> {
     let hash = hasher.hash(&new.password).await?;
     let id = AccountId::new();
-    let mut tx = pool.begin().await?;
-    let row: Result<AccountRow, sqlx::Error> = sqlx::query_as(
-        "INSERT INTO accounts (id, email, password_hash, display_name, role)
-         VALUES ($1, $2, $3, $4, $5)
-         RETURNING id, email, display_name, role, created_at",
-    )
-    .bind(id.0)
-    .bind(new.email.as_str())
-    .bind(hash)
-    .bind(&new.display_name)
-    .bind(new.role.as_str())
-    .fetch_one(&mut *tx)
+    let tx = pool.begin().await?;
+    let inserted = accounts::Entity::insert(accounts::ActiveModel {
+        id: Set(id.0),
+        email: Set(new.email.as_str().to_owned()),
+        password_hash: Set(hash),
+        display_name: Set(new.display_name.clone()),
+        role: Set(new.role.as_str().to_owned()),
+        created_at: NotSet,
+    })
+    .exec_with_returning(&tx)
     .await;
-    let row = match row {
+    let row = match inserted {
         Ok(row) => row,
-        Err(e) if marquee_infra::db::is_unique_violation(&e) => {
+        Err(e)
+            if marquee_infra::db::violated_constraint(&e).as_deref()
+                == Some(accounts::EMAIL_KEY) =>
+        {
             return Err(BookingError::AlreadyExists(
                 "an account with this email already exists",
             ));
@@ -120,12 +123,12 @@ pub async fn sign_up(
         Err(e) => return Err(e.into()),
     };
     outbox::enqueue(
-        &mut tx,
+        &tx,
         NewMessage {
             kind: ACCOUNT_OPENED,
             saga_id: id.0,
             version: 1,
-            payload: wire::bus::account_opened(id, row.4),
+            payload: wire::bus::account_opened(id, row.created_at),
         },
     )
     .await?;
@@ -138,36 +141,33 @@ pub async fn sign_up(
 
 /// The account whose email and password match; one error for both kinds of mismatch.
 pub async fn log_in(
-    pool: &PgPool,
+    pool: &DatabaseConnection,
     hasher: &Hasher,
     email: &str,
     password: &str,
 ) -> Result<Account, BookingError> {
     let denied = || BookingError::Unauthenticated("wrong email or password".into());
     let email = Email::parse(email).map_err(|_| denied())?;
-    let row: Option<(uuid::Uuid, String, String, String, DateTime<Utc>, String)> = sqlx::query_as(
-        "SELECT id, email, display_name, role, created_at, password_hash
-         FROM accounts WHERE lower(email) = $1",
-    )
-    .bind(email.as_str())
-    .fetch_optional(pool)
-    .await?;
-    let Some((id, email, name, role, created, hash)) = row else {
+    // `lower(email)`, as the unique index `accounts_lower_email_key` is built, so the
+    // index serves the lookup.
+    let row = accounts::Entity::find()
+        .filter(sea_orm::ExprTrait::eq(
+            Func::lower(accounts::Column::Email.into_expr()),
+            email.as_str(),
+        ))
+        .one(pool)
+        .await?;
+    let Some(row) = row else {
         return Err(denied());
     };
-    if !hasher.verify(password, &hash).await {
+    if !hasher.verify(password, &row.password_hash).await {
         return Err(denied());
     }
-    account((id, email, name, role, created))
+    account(row)
 }
 
-pub async fn get(pool: &PgPool, id: AccountId) -> Result<Account, BookingError> {
-    let row: Option<AccountRow> = sqlx::query_as(
-        "SELECT id, email, display_name, role, created_at FROM accounts WHERE id = $1",
-    )
-    .bind(id.0)
-    .fetch_optional(pool)
-    .await?;
+pub async fn get(pool: &DatabaseConnection, id: AccountId) -> Result<Account, BookingError> {
+    let row = accounts::Entity::find_by_id(id.0).one(pool).await?;
     row.map(account)
         .transpose()?
         .ok_or(BookingError::NotFound("account"))
@@ -187,15 +187,21 @@ pub struct KnownAccounts {
 
 impl KnownAccounts {
     /// Whether `id` names an account, from the cache or else the database.
-    pub async fn exists(&self, pool: &PgPool, id: AccountId) -> Result<bool, BookingError> {
+    pub async fn exists(
+        &self,
+        pool: &DatabaseConnection,
+        id: AccountId,
+    ) -> Result<bool, BookingError> {
         if self.ids.read().is_ok_and(|ids| ids.contains(&id)) {
             return Ok(true);
         }
-        let found: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)")
-                .bind(id.0)
-                .fetch_one(pool)
-                .await?;
+        let found = accounts::Entity::find_by_id(id.0)
+            .select_only()
+            .column(accounts::Column::Id)
+            .into_tuple::<uuid::Uuid>()
+            .one(pool)
+            .await?
+            .is_some();
         if found {
             self.remember(id);
         }

@@ -15,7 +15,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use marquee_infra::bus::{Envelope, HandleError};
 use marquee_infra::outbox::{self, NewMessage, Relay};
-use sqlx::{PgPool, Postgres, Transaction};
+use sea_orm::sea_query::extension::postgres::PgFunc;
+use sea_orm::sea_query::{Asterisk, Expr, Func};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    DerivePartialModel, EntityTrait, FromQueryResult, JoinType, QueryFilter, QueryOrder,
+    QuerySelect, RelationTrait, Select, Statement, TransactionTrait,
+};
 use uuid::Uuid;
 
 use crate::catalog::{self, Catalog, EventInfo, NewEvent, SectionSales};
@@ -24,6 +31,7 @@ use crate::domain::{
     AccountId, BookedSeat, Booking, BookingId, BookingMoved, BookingStatus, EventId, HoldGranted,
     HoldId, IdempotencyKey, Money, PaymentMethod, SeatId, SeatSelection, SeatStatus,
 };
+use crate::entity::{booking_seats, bookings, events};
 use crate::error::BookingError;
 use crate::holds::{Claim, HoldKeys, HoldOutcome, HoldRecord, HoldRequest, HoldState, HoldStore};
 use crate::wire::{self, bus::SagaReply};
@@ -36,7 +44,7 @@ const CONSUMER: &str = "booking-svc";
 /// Bookings, holds and the catalog they sell from: what the RPCs call. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Bookings {
-    pool: PgPool,
+    pool: DatabaseConnection,
     holds: HoldStore,
     catalog: Catalog,
     relay: Relay,
@@ -54,25 +62,62 @@ pub struct HoldTiming {
     pub checkout_grace: Duration,
 }
 
-type BookingRow = (
-    Uuid,
-    Uuid,
-    Uuid,
-    Uuid,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
+/// A booking with the seats it holds or owns, for bringing Redis in line with it.
+#[derive(Debug, FromQueryResult)]
+struct BookingWithSeats {
+    id: Uuid,
+    status: String,
+    hold_id: Uuid,
+    buyer_id: Uuid,
+    event_id: Uuid,
+    /// Unordered (`array_agg`).
+    seats: Vec<Uuid>,
+}
 
-/// status, hold, buyer, event, seats.
-type ReconcileRow = (String, Uuid, Uuid, Uuid, Vec<Uuid>);
+/// Bookings joined with their seats, one row per booking ([`BookingWithSeats`]); the
+/// caller filters.
+fn bookings_with_seats() -> Select<bookings::Entity> {
+    bookings::Entity::find()
+        .select_only()
+        .columns([
+            bookings::Column::Id,
+            bookings::Column::Status,
+            bookings::Column::HoldId,
+            bookings::Column::BuyerId,
+            bookings::Column::EventId,
+        ])
+        .column_as(
+            Expr::from(PgFunc::array_agg(booking_seats::Column::SeatId.into_expr())),
+            "seats",
+        )
+        .join(JoinType::InnerJoin, bookings::Relation::BookingSeats.def())
+        .group_by(bookings::Column::Id)
+}
 
-const BOOKING_COLUMNS: &str = "id, event_id, buyer_id, hold_id, status, total_minor, currency, \
-                               payment_method, cancel_reason, created_at, updated_at";
+/// Who owns a booking and where it stands.
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "bookings::Entity")]
+struct BookingStanding {
+    status: String,
+    buyer_id: Uuid,
+}
+
+/// The booking a hold became, with what checked it out.
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "bookings::Entity")]
+struct BookingOfHold {
+    id: Uuid,
+    buyer_id: Uuid,
+    idempotency_key: String,
+}
+
+/// A seat of a booking and the price it was booked at.
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "booking_seats::Entity")]
+struct BookedSeatRow {
+    seat_id: Uuid,
+    price_minor: i64,
+}
 
 /// Each seat's price and their total; a seat outside the event is invalid input.
 fn price(event: &EventInfo, seats: &[SeatId]) -> Result<(Vec<i64>, Money), BookingError> {
@@ -97,7 +142,7 @@ fn price(event: &EventInfo, seats: &[SeatId]) -> Result<(Vec<i64>, Money), Booki
 
 impl Bookings {
     pub fn new(
-        pool: PgPool,
+        pool: DatabaseConnection,
         holds: HoldStore,
         catalog: Catalog,
         relay: Relay,
@@ -428,18 +473,19 @@ impl Bookings {
             Failed(BookingError),
         }
         let look = || async {
-            let by_hold: Option<(Uuid, Uuid, String)> = sqlx::query_as(
-                "SELECT id, buyer_id, idempotency_key FROM bookings WHERE hold_id = $1",
-            )
-            .bind(hold.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| Awaited::Failed(e.into()))?;
+            let by_hold = bookings::Entity::find()
+                .filter(bookings::Column::HoldId.eq(hold.0))
+                .into_partial_model::<BookingOfHold>()
+                .one(&self.pool)
+                .await
+                .map_err(|e| Awaited::Failed(e.into()))?;
             match by_hold {
-                Some((id, owner, existing_key))
-                    if owner == buyer.0 && existing_key == key.as_str() =>
+                Some(existing)
+                    if existing.buyer_id == buyer.0 && existing.idempotency_key == key.as_str() =>
                 {
-                    self.get_any(BookingId(id)).await.map_err(Awaited::Failed)
+                    self.get_any(BookingId(existing.id))
+                        .await
+                        .map_err(Awaited::Failed)
                 }
                 Some(_) => Err(Awaited::Failed(BookingError::AlreadyExists(
                     "this hold was already checked out",
@@ -473,26 +519,31 @@ impl Bookings {
     ) -> Result<Booking, InsertError> {
         let (prices, total) = price(info, &record.seats).map_err(InsertError::Other)?;
         let id = BookingId::new();
-        let mut tx = self.pool.begin().await.map_err(InsertError::db)?;
+        let tx = self.pool.begin().await.map_err(InsertError::db)?;
         // The per-buyer limit, from Postgres: Redis checks it at hold time, but a Redis
-        // that lost its data forgot what the buyer owns. The advisory lock (raw SQL:
-        // sea-query has no builder for it) serializes one buyer's checkouts for one
-        // event, so two concurrent ones cannot both pass the count.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || $2::text, 0))")
-            .bind(record.buyer.0)
-            .bind(record.event.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(InsertError::db)?;
-        let owned: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM booking_seats bs JOIN bookings b ON b.id = bs.booking_id
-             WHERE b.buyer_id = $1 AND bs.event_id = $2 AND bs.active",
-        )
-        .bind(record.buyer.0)
-        .bind(record.event.0)
-        .fetch_one(&mut *tx)
+        // that lost its data forgot what the buyer owns. The advisory lock serializes
+        // one buyer's checkouts for one event, so two concurrent ones cannot both pass
+        // the count.
+        // Raw SQL: advisory locks have no query-builder form.
+        tx.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtextextended($1::text || $2::text, 0))",
+            [record.buyer.0.into(), record.event.0.into()],
+        ))
         .await
         .map_err(InsertError::db)?;
+        let owned: i64 = booking_seats::Entity::find()
+            .select_only()
+            .column_as(Expr::from(Func::count(Expr::col(Asterisk))), "owned")
+            .join(JoinType::InnerJoin, booking_seats::Relation::Booking.def())
+            .filter(bookings::Column::BuyerId.eq(record.buyer.0))
+            .filter(booking_seats::Column::EventId.eq(record.event.0))
+            .filter(booking_seats::Column::Active.eq(true))
+            .into_tuple()
+            .one(&tx)
+            .await
+            .map_err(InsertError::db)?
+            .unwrap_or(0);
         let limit = info.details.max_seats_per_buyer;
         let wanted = i64::try_from(record.seats.len()).unwrap_or(i64::MAX);
         if owned.saturating_add(wanted) > i64::from(limit) {
@@ -501,33 +552,38 @@ impl Bookings {
                 current: u32::try_from(owned).unwrap_or(u32::MAX),
             });
         }
-        let (created_at,): (DateTime<Utc>,) = sqlx::query_as(
-            "INSERT INTO bookings (id, event_id, buyer_id, hold_id, status, total_minor, currency,
-                                   payment_method, idempotency_key)
-             VALUES ($1, $2, $3, $4, 'PENDING_PAYMENT', $5, $6, $7, $8)
-             RETURNING created_at",
-        )
-        .bind(id.0)
-        .bind(record.event.0)
-        .bind(record.buyer.0)
-        .bind(record.hold_id.0)
-        .bind(total.amount_minor)
-        .bind(total.currency.as_str())
-        .bind(method.as_str())
-        .bind(key.as_str())
-        .fetch_one(&mut *tx)
+        let created_at = bookings::Entity::insert(bookings::ActiveModel {
+            id: Set(id.0),
+            event_id: Set(record.event.0),
+            buyer_id: Set(record.buyer.0),
+            hold_id: Set(record.hold_id.0),
+            status: Set(BookingStatus::PendingPayment.as_str().to_owned()),
+            total_minor: Set(total.amount_minor),
+            currency: Set(total.currency.as_str().to_owned()),
+            payment_method: Set(method.as_str().to_owned()),
+            idempotency_key: Set(key.as_str().to_owned()),
+            cancel_reason: NotSet,
+            created_at: NotSet,
+            updated_at: NotSet,
+        })
+        .exec_with_returning(&tx)
         .await
-        .map_err(InsertError::classify)?;
+        .map_err(InsertError::classify)?
+        .created_at;
         let seat_ids: Vec<Uuid> = record.seats.iter().map(|s| s.0).collect();
-        sqlx::query(
+        // Raw SQL: one statement for all the seats, the ids and prices as two array
+        // parameters (UNNEST), which the insert builder cannot express.
+        tx.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
             "INSERT INTO booking_seats (booking_id, seat_id, event_id, price_minor)
              SELECT $1, u.seat_id, $2, u.price FROM UNNEST($3::uuid[], $4::int8[]) AS u(seat_id, price)",
-        )
-        .bind(id.0)
-        .bind(record.event.0)
-        .bind(&seat_ids)
-        .bind(&prices)
-        .execute(&mut *tx)
+            [
+                id.0.into(),
+                record.event.0.into(),
+                seat_ids.into(),
+                prices.clone().into(),
+            ],
+        ))
         .await
         .map_err(InsertError::classify)?;
         let mut status = BookingStatus::PendingPayment;
@@ -535,18 +591,26 @@ impl Bookings {
         if total.amount_minor == 0 {
             // A free booking (an invitation, free entry) has nothing to pay: it moves
             // on to CONFIRMED at once, without a payment request.
-            updated_at = sqlx::query_scalar(
-                "UPDATE bookings SET status = 'CONFIRMED', updated_at = clock_timestamp()
-                 WHERE id = $1 AND status = 'PENDING_PAYMENT' RETURNING updated_at",
+            updated_at = set_status(
+                &tx,
+                id,
+                Some(BookingStatus::PendingPayment),
+                BookingStatus::Confirmed,
+                None,
+                clock_timestamp(),
             )
-            .bind(id.0)
-            .fetch_one(&mut *tx)
             .await
-            .map_err(InsertError::db)?;
+            .map_err(InsertError::db)?
+            .ok_or_else(|| {
+                InsertError::Other(BookingError::Internal(format!(
+                    "new booking {id} was no longer awaiting payment"
+                )))
+            })?
+            .updated_at;
             status = BookingStatus::Confirmed;
         } else {
             outbox::enqueue(
-                &mut tx,
+                &tx,
                 NewMessage {
                     kind: PAYMENT_REQUESTED,
                     saga_id: id.0,
@@ -584,56 +648,51 @@ impl Bookings {
         buyer: AccountId,
         key: &IdempotencyKey,
     ) -> Result<Option<Booking>, BookingError> {
-        let row: Option<BookingRow> = sqlx::query_as(&format!(
-            "SELECT {BOOKING_COLUMNS} FROM bookings WHERE buyer_id = $1 AND idempotency_key = $2"
-        ))
-        .bind(buyer.0)
-        .bind(key.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = bookings::Entity::find()
+            .filter(bookings::Column::BuyerId.eq(buyer.0))
+            .filter(bookings::Column::IdempotencyKey.eq(key.as_str()))
+            .one(&self.pool)
+            .await?;
         match row {
             Some(row) => Ok(Some(self.hydrate(row).await?)),
             None => Ok(None),
         }
     }
 
-    async fn hydrate(&self, row: BookingRow) -> Result<Booking, BookingError> {
-        let event = self.catalog.event(&self.pool, EventId(row.1)).await?;
-        let seats: Vec<(Uuid, i64)> = sqlx::query_as(
-            "SELECT seat_id, price_minor FROM booking_seats WHERE booking_id = $1 ORDER BY seat_id",
-        )
-        .bind(row.0)
-        .fetch_all(&self.pool)
-        .await?;
-        let seats = seats
+    async fn hydrate(&self, row: bookings::Model) -> Result<Booking, BookingError> {
+        let event = self
+            .catalog
+            .event(&self.pool, EventId(row.event_id))
+            .await?;
+        let seats = booking_seats::Entity::find()
+            .filter(booking_seats::Column::BookingId.eq(row.id))
+            .order_by_asc(booking_seats::Column::SeatId)
+            .into_partial_model::<BookedSeatRow>()
+            .all(&self.pool)
+            .await?
             .into_iter()
-            .map(|(seat, price)| booked_seat(&event, SeatId(seat), price))
+            .map(|seat| booked_seat(&event, SeatId(seat.seat_id), seat.price_minor))
             .collect();
         Ok(Booking {
-            id: BookingId(row.0),
-            event: EventId(row.1),
-            buyer: AccountId(row.2),
-            hold: HoldId(row.3),
-            status: row.4.parse()?,
+            id: BookingId(row.id),
+            event: EventId(row.event_id),
+            buyer: AccountId(row.buyer_id),
+            hold: HoldId(row.hold_id),
+            status: row.status.parse()?,
             total: Money {
-                amount_minor: row.5,
-                currency: crate::domain::Currency::parse("currency", &row.6)?,
+                amount_minor: row.total_minor,
+                currency: crate::domain::Currency::parse("currency", &row.currency)?,
             },
-            method: row.7.parse()?,
-            cancel_reason: row.8,
-            created_at: row.9,
-            updated_at: row.10,
+            method: row.payment_method.parse()?,
+            cancel_reason: row.cancel_reason,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
             seats,
         })
     }
 
     async fn get_any(&self, id: BookingId) -> Result<Booking, BookingError> {
-        let row: Option<BookingRow> = sqlx::query_as(&format!(
-            "SELECT {BOOKING_COLUMNS} FROM bookings WHERE id = $1"
-        ))
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = bookings::Entity::find_by_id(id.0).one(&self.pool).await?;
         self.hydrate(row.ok_or(BookingError::NotFound("booking"))?)
             .await
     }
@@ -655,15 +714,14 @@ impl Bookings {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<Booking>, BookingError> {
-        let rows: Vec<BookingRow> = sqlx::query_as(&format!(
-            "SELECT {BOOKING_COLUMNS} FROM bookings WHERE buyer_id = $1
-             ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT $3"
-        ))
-        .bind(buyer.0)
-        .bind(offset)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = bookings::Entity::find()
+            .filter(bookings::Column::BuyerId.eq(buyer.0))
+            .order_by_desc(bookings::Column::CreatedAt)
+            .order_by_desc(bookings::Column::Id)
+            .offset(u64::try_from(offset).unwrap_or(0))
+            .limit(u64::try_from(limit).unwrap_or(0))
+            .all(&self.pool)
+            .await?;
         let mut bookings = Vec::with_capacity(rows.len());
         for row in rows {
             bookings.push(self.hydrate(row).await?);
@@ -692,16 +750,19 @@ impl Bookings {
             }
             BookingStatus::Confirmed => {}
         }
-        let mut tx = self.pool.begin().await?;
-        let moved: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "UPDATE bookings SET status = 'CANCELLING', updated_at = now()
-             WHERE id = $1 AND status = 'CONFIRMED' RETURNING updated_at",
+        let tx = self.pool.begin().await?;
+        let moved = set_status(
+            &tx,
+            id,
+            Some(BookingStatus::Confirmed),
+            BookingStatus::Cancelling,
+            None,
+            Expr::current_timestamp(),
         )
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .await?
+        .map(|row| row.updated_at);
         if moved.is_some() {
-            enqueue_refund(&mut tx, id, booking.buyer, "cancelled by buyer").await?;
+            enqueue_refund(&tx, id, booking.buyer, "cancelled by buyer").await?;
         }
         tx.commit().await?;
         self.relay.notify();
@@ -724,32 +785,34 @@ impl Bookings {
     /// goes through CANCELLING to CANCELLED in one transaction and its seats are freed.
     async fn cancel_free(&self, booking: Booking) -> Result<Booking, BookingError> {
         let id = booking.id;
-        let mut tx = self.pool.begin().await?;
-        let cancelling: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "UPDATE bookings SET status = 'CANCELLING', updated_at = clock_timestamp()
-             WHERE id = $1 AND status = 'CONFIRMED' RETURNING updated_at",
+        let tx = self.pool.begin().await?;
+        let cancelling = set_status(
+            &tx,
+            id,
+            Some(BookingStatus::Confirmed),
+            BookingStatus::Cancelling,
+            None,
+            clock_timestamp(),
         )
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
         .await?;
-        let Some(cancelling_at) = cancelling else {
+        let Some(cancelling) = cancelling else {
             // Cancelled concurrently: answer with what it is now.
             return self.get_any(id).await;
         };
+        let cancelling_at = cancelling.updated_at;
         let reason = "cancelled by buyer";
-        let cancelled_at: DateTime<Utc> = sqlx::query_scalar(
-            "UPDATE bookings SET status = 'CANCELLED', cancel_reason = $2,
-                                 updated_at = clock_timestamp()
-             WHERE id = $1 RETURNING updated_at",
+        let cancelled_at = set_status(
+            &tx,
+            id,
+            None,
+            BookingStatus::Cancelled,
+            Some(reason),
+            clock_timestamp(),
         )
-        .bind(id.0)
-        .bind(reason)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE booking_seats SET active = false WHERE booking_id = $1")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
+        .await?
+        .ok_or(BookingError::NotFound("booking"))?
+        .updated_at;
+        deactivate_seats(&tx, id).await?;
         tx.commit().await?;
         for (status, updated_at, cancel_reason) in [
             (BookingStatus::Cancelling, cancelling_at, ""),
@@ -775,20 +838,18 @@ impl Bookings {
         let booking_id = BookingId(envelope.saga_id);
         // Parsed before anything else: a reply that cannot be read never will be.
         let reply = wire::bus::saga_reply(&envelope.kind, &envelope.payload).map_err(permanent)?;
-        let mut tx = self.pool.begin().await.map_err(transient)?;
-        let fresh = outbox::claim(&mut tx, CONSUMER, envelope.message_id)
+        let tx = self.pool.begin().await.map_err(transient)?;
+        let fresh = outbox::claim(&tx, CONSUMER, envelope.message_id)
             .await
             .map_err(transient)?;
         let mut effect = Effect::None;
         if fresh {
             effect = match reply {
-                SagaReply::PaymentSucceeded => {
-                    self.on_payment_succeeded(&mut tx, booking_id).await?
-                }
+                SagaReply::PaymentSucceeded => self.on_payment_succeeded(&tx, booking_id).await?,
                 SagaReply::PaymentFailed { reason } => {
                     let reason = format!("payment failed: {reason}");
                     move_status(
-                        &mut tx,
+                        &tx,
                         booking_id,
                         BookingStatus::PendingPayment,
                         BookingStatus::Cancelled,
@@ -798,7 +859,7 @@ impl Bookings {
                     .map_or(Effect::None, Effect::Moved)
                 }
                 SagaReply::RefundCompleted => move_status(
-                    &mut tx,
+                    &tx,
                     booking_id,
                     BookingStatus::Cancelling,
                     BookingStatus::Cancelled,
@@ -828,7 +889,7 @@ impl Bookings {
 
     async fn on_payment_succeeded(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &DatabaseTransaction,
         id: BookingId,
     ) -> Result<Effect, HandleError> {
         let moved = move_status(
@@ -843,16 +904,15 @@ impl Bookings {
             return Ok(Effect::Moved(moved));
         }
         // Paid, but the booking is no longer waiting for it: give the money back.
-        let row: Option<(String, Uuid)> =
-            sqlx::query_as("SELECT status, buyer_id FROM bookings WHERE id = $1")
-                .bind(id.0)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(transient)?;
+        let row = bookings::Entity::find_by_id(id.0)
+            .into_partial_model::<BookingStanding>()
+            .one(tx)
+            .await
+            .map_err(transient)?;
         match row {
-            Some((status, buyer)) if status == BookingStatus::Cancelled.as_str() => {
+            Some(row) if row.status == BookingStatus::Cancelled.as_str() => {
                 tracing::warn!(booking_id = %id, "payment succeeded for a cancelled booking; refunding");
-                enqueue_refund(tx, id, AccountId(buyer), "paid after cancellation")
+                enqueue_refund(tx, id, AccountId(row.buyer_id), "paid after cancellation")
                     .await
                     .map_err(|e| HandleError::Transient(e.into()))?;
                 Ok(Effect::Refunding)
@@ -890,30 +950,27 @@ impl Bookings {
 
     /// Brings the seats' Redis marks in line with the booking's state in Postgres.
     pub async fn reconcile(&self, id: BookingId) -> Result<(), BookingError> {
-        let row: Option<ReconcileRow> = sqlx::query_as(
-            "SELECT b.status, b.hold_id, b.buyer_id, b.event_id,
-                    array_agg(bs.seat_id ORDER BY bs.seat_id)
-             FROM bookings b JOIN booking_seats bs ON bs.booking_id = b.id
-             WHERE b.id = $1 GROUP BY b.id",
-        )
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((status, hold, buyer, event, seats)) = row else {
+        let row = bookings_with_seats()
+            .filter(bookings::Column::Id.eq(id.0))
+            .into_model::<BookingWithSeats>()
+            .one(&self.pool)
+            .await?;
+        let Some(row) = row else {
             return Ok(());
         };
-        let seats: Vec<SeatId> = seats.into_iter().map(SeatId).collect();
-        match status.parse()? {
+        let mut seats: Vec<SeatId> = row.seats.into_iter().map(SeatId).collect();
+        // In seat order (Postgres orders uuids by their bytes, as `Uuid` does).
+        seats.sort_unstable_by_key(|seat| seat.0);
+        let (hold, event) = (HoldId(row.hold_id), EventId(row.event_id));
+        match row.status.parse()? {
             BookingStatus::Confirmed | BookingStatus::Cancelling => {
-                self.holds
-                    .mark_sold(id, HoldId(hold), EventId(event), &seats)
-                    .await
+                self.holds.mark_sold(id, hold, event, &seats).await
             }
             BookingStatus::Cancelled => {
                 let keys = HoldKeys {
-                    hold: HoldId(hold),
-                    buyer: AccountId(buyer),
-                    event: EventId(event),
+                    hold,
+                    buyer: AccountId(row.buyer_id),
+                    event,
                     seats: &seats,
                 };
                 self.holds.free_booking(id, keys).await
@@ -942,11 +999,13 @@ impl Bookings {
                     }
                 }
                 HoldState::CheckedOut => {
-                    let booked: Option<Uuid> =
-                        sqlx::query_scalar("SELECT id FROM bookings WHERE hold_id = $1")
-                            .bind(hold.0)
-                            .fetch_optional(&self.pool)
-                            .await?;
+                    let booked: Option<Uuid> = bookings::Entity::find()
+                        .select_only()
+                        .column(bookings::Column::Id)
+                        .filter(bookings::Column::HoldId.eq(hold.0))
+                        .into_tuple()
+                        .one(&self.pool)
+                        .await?;
                     if booked.is_some() {
                         self.holds.forget_deadline(hold).await?;
                     } else if self.holds.unclaim(hold).await? {
@@ -982,32 +1041,34 @@ impl Bookings {
         // handed out before (a microsecond clock, far above a count of changes; exact
         // in a JavaScript number until the year 2255). A store that never had an event
         // starts at 0.
-        let had_events: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events)")
-            .fetch_one(&self.pool)
-            .await?;
+        let had_events = events::Entity::find()
+            .select_only()
+            .column(events::Column::Id)
+            .into_tuple::<Uuid>()
+            .one(&self.pool)
+            .await?
+            .is_some();
         let base = if had_events {
             Utc::now().timestamp_millis().saturating_mul(1_000)
         } else {
             0
         };
-        let rows: Vec<(Uuid, Uuid, Uuid, Uuid, String, Vec<Uuid>)> = sqlx::query_as(
-            "SELECT b.id, b.hold_id, b.buyer_id, b.event_id, b.status, array_agg(bs.seat_id)
-             FROM bookings b JOIN booking_seats bs ON bs.booking_id = b.id AND bs.active
-             GROUP BY b.id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = bookings_with_seats()
+            .filter(booking_seats::Column::Active.eq(true))
+            .into_model::<BookingWithSeats>()
+            .all(&self.pool)
+            .await?;
         let bookings = rows.len();
-        for (booking, hold, buyer, event, status, seats) in rows {
-            let seats: Vec<SeatId> = seats.into_iter().map(SeatId).collect();
+        for row in rows {
+            let seats: Vec<SeatId> = row.seats.into_iter().map(SeatId).collect();
             self.holds
                 .prime(
-                    BookingId(booking),
-                    HoldId(hold),
-                    AccountId(buyer),
-                    EventId(event),
+                    BookingId(row.id),
+                    HoldId(row.hold_id),
+                    AccountId(row.buyer_id),
+                    EventId(row.event_id),
                     &seats,
-                    status != "PENDING_PAYMENT",
+                    row.status != BookingStatus::PendingPayment.as_str(),
                     base,
                 )
                 .await?;
@@ -1075,8 +1136,8 @@ enum Effect {
     None,
 }
 
-async fn enqueue_refund(
-    tx: &mut sqlx::PgConnection,
+async fn enqueue_refund<C: ConnectionTrait>(
+    tx: &C,
     booking: BookingId,
     buyer: AccountId,
     reason: &str,
@@ -1097,41 +1158,77 @@ async fn enqueue_refund(
 /// Moves a booking from `from` to `to` if it is in `from`; a cancelled booking's seats
 /// stop being active. `None` when it was not in `from` (already moved: a duplicate).
 async fn move_status(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &DatabaseTransaction,
     id: BookingId,
     from: BookingStatus,
     to: BookingStatus,
     reason: &str,
 ) -> Result<Option<BookingMoved>, HandleError> {
-    let moved: Option<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
-        "UPDATE bookings SET status = $3, cancel_reason = $4, updated_at = now()
-         WHERE id = $1 AND status = $2 RETURNING buyer_id, event_id, updated_at",
+    let moved = set_status(
+        tx,
+        id,
+        Some(from),
+        to,
+        Some(reason),
+        Expr::current_timestamp(),
     )
-    .bind(id.0)
-    .bind(from.as_str())
-    .bind(to.as_str())
-    .bind(reason)
-    .fetch_optional(&mut **tx)
     .await
     .map_err(transient)?;
-    let Some((buyer, event, updated_at)) = moved else {
+    let Some(moved) = moved else {
         return Ok(None);
     };
     if to == BookingStatus::Cancelled {
-        sqlx::query("UPDATE booking_seats SET active = false WHERE booking_id = $1")
-            .bind(id.0)
-            .execute(&mut **tx)
-            .await
-            .map_err(transient)?;
+        deactivate_seats(tx, id).await.map_err(transient)?;
     }
     Ok(Some(BookingMoved {
         id,
-        buyer: AccountId(buyer),
-        event: EventId(event),
+        buyer: AccountId(moved.buyer_id),
+        event: EventId(moved.event_id),
         status: to,
         cancel_reason: reason.to_owned(),
-        updated_at,
+        updated_at: moved.updated_at,
     }))
+}
+
+/// `clock_timestamp()`: the time now, not the transaction's start (`now()`), for a
+/// second status change in the same transaction to come after the first.
+fn clock_timestamp() -> Expr {
+    Func::cust("clock_timestamp").into()
+}
+
+/// Sets a booking's status (and its cancel reason, when given) and `updated_at` to
+/// `at`, in one guarded statement: only when it is in `from` (any status when `None`).
+/// The updated row, read back with `RETURNING` in the same round trip; `None` when the
+/// booking was not in `from` (a concurrent or duplicate move) or does not exist.
+async fn set_status<C: ConnectionTrait>(
+    db: &C,
+    id: BookingId,
+    from: Option<BookingStatus>,
+    to: BookingStatus,
+    reason: Option<&str>,
+    at: Expr,
+) -> Result<Option<bookings::Model>, DbErr> {
+    let mut update = bookings::Entity::update_many()
+        .col_expr(bookings::Column::Status, Expr::value(to.as_str()))
+        .col_expr(bookings::Column::UpdatedAt, at)
+        .filter(bookings::Column::Id.eq(id.0));
+    if let Some(reason) = reason {
+        update = update.col_expr(bookings::Column::CancelReason, Expr::value(reason));
+    }
+    if let Some(from) = from {
+        update = update.filter(bookings::Column::Status.eq(from.as_str()));
+    }
+    Ok(update.exec_with_returning(db).await?.into_iter().next())
+}
+
+/// A cancelled booking's seats stop being active: they can be booked again.
+async fn deactivate_seats<C: ConnectionTrait>(db: &C, id: BookingId) -> Result<(), DbErr> {
+    booking_seats::Entity::update_many()
+        .col_expr(booking_seats::Column::Active, Expr::value(false))
+        .filter(booking_seats::Column::BookingId.eq(id.0))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 fn transient(e: impl Into<anyhow::Error>) -> HandleError {
@@ -1154,18 +1251,16 @@ enum InsertError {
 }
 
 impl InsertError {
-    fn db(e: sqlx::Error) -> Self {
+    fn db(e: DbErr) -> Self {
         InsertError::Other(e.into())
     }
 
-    fn classify(e: sqlx::Error) -> Self {
-        let constraint = e
-            .as_database_error()
-            .and_then(|d| d.constraint())
-            .map(str::to_owned);
-        match constraint.as_deref() {
-            Some("booking_seats_one_active") => InsertError::SeatConflict,
-            Some("bookings_buyer_id_idempotency_key_key") => InsertError::KeyConflict,
+    /// By the violated constraint's explicit name: another active booking of a seat, or
+    /// a booking already made with this idempotency key.
+    fn classify(e: DbErr) -> Self {
+        match marquee_infra::db::violated_constraint(&e).as_deref() {
+            Some(booking_seats::ONE_ACTIVE_SEAT_KEY) => InsertError::SeatConflict,
+            Some(bookings::IDEMPOTENCY_KEY) => InsertError::KeyConflict,
             _ => InsertError::Other(e.into()),
         }
     }

@@ -5,11 +5,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sea_orm::sea_query::{Alias, Asterisk, Expr, Func};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DerivePartialModel, EntityTrait,
+    FromQueryResult, JoinType, QueryFilter, QueryOrder, QuerySelect, RelationTrait, Statement,
+    TransactionTrait,
+};
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
 use crate::domain::{AccountId, Currency, EventId, Money, SeatId, SeatStatus, SectionId};
+use crate::entity::{booking_seats, bookings, events, seats, sections};
 use crate::error::BookingError;
 use crate::holds::HoldStore;
 
@@ -106,7 +113,11 @@ pub struct Catalog {
 const CACHE_LIMIT: usize = 10_000;
 
 impl Catalog {
-    pub async fn event(&self, pool: &PgPool, id: EventId) -> Result<Arc<EventInfo>, BookingError> {
+    pub async fn event(
+        &self,
+        pool: &DatabaseConnection,
+        id: EventId,
+    ) -> Result<Arc<EventInfo>, BookingError> {
         if let Some(event) = self.cache.read().await.get(&id) {
             return Ok(event.clone());
         }
@@ -120,53 +131,51 @@ impl Catalog {
     }
 }
 
-type EventRow = (
-    Uuid,
-    Uuid,
-    String,
-    String,
-    String,
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    i32,
-    String,
-    DateTime<Utc>,
-);
+/// A section as the layout needs it.
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "sections::Entity")]
+struct SectionRow {
+    id: Uuid,
+    name: String,
+    price_minor: i64,
+}
 
-async fn load(pool: &PgPool, id: EventId) -> Result<EventInfo, BookingError> {
-    let row: Option<EventRow> = sqlx::query_as(
-        "SELECT id, seller_id, title, category, description, venue, starts_at, sale_starts_at,
-                sale_ends_at, max_seats_per_buyer, currency, created_at
-         FROM events WHERE id = $1",
-    )
-    .bind(id.0)
-    .fetch_optional(pool)
-    .await?;
-    let Some(e) = row else {
+/// A seat as the layout needs it.
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "seats::Entity")]
+struct SeatRow {
+    id: Uuid,
+    section_id: Uuid,
+    row_label: String,
+    number: String,
+    x: f64,
+    y: f64,
+}
+
+async fn load(pool: &DatabaseConnection, id: EventId) -> Result<EventInfo, BookingError> {
+    let Some(e) = events::Entity::find_by_id(id.0).one(pool).await? else {
         return Err(BookingError::NotFound("event"));
     };
-    let currency = Currency::parse("currency", &e.10)?;
-    let sections: Vec<(Uuid, String, i64)> = sqlx::query_as(
-        "SELECT id, name, price_minor FROM sections WHERE event_id = $1 ORDER BY position",
-    )
-    .bind(id.0)
-    .fetch_all(pool)
-    .await?;
-    let seats: Vec<(Uuid, Uuid, String, String, f64, f64)> = sqlx::query_as(
-        "SELECT id, section_id, row_label, number, x, y FROM seats WHERE event_id = $1 ORDER BY position",
-    )
-    .bind(id.0)
-    .fetch_all(pool)
-    .await?;
+    let currency = Currency::parse("currency", &e.currency)?;
+    let sections = sections::Entity::find()
+        .filter(sections::Column::EventId.eq(id.0))
+        .order_by_asc(sections::Column::Position)
+        .into_partial_model::<SectionRow>()
+        .all(pool)
+        .await?;
+    let seats = seats::Entity::find()
+        .filter(seats::Column::EventId.eq(id.0))
+        .order_by_asc(seats::Column::Position)
+        .into_partial_model::<SeatRow>()
+        .all(pool)
+        .await?;
     let mut sections: Vec<SectionInfo> = sections
         .into_iter()
-        .map(|(sid, name, price)| SectionInfo {
-            id: SectionId(sid),
-            name,
+        .map(|section| SectionInfo {
+            id: SectionId(section.id),
+            name: section.name,
             price: Money {
-                amount_minor: price,
+                amount_minor: section.price_minor,
                 currency: currency.clone(),
             },
             seat_count: 0,
@@ -178,36 +187,36 @@ async fn load(pool: &PgPool, id: EventId) -> Result<EventInfo, BookingError> {
         .map(|(i, s)| (s.id.0, i))
         .collect();
     let mut infos = Vec::with_capacity(seats.len());
-    for (seat_id, section_id, row, number, x, y) in seats {
+    for seat in seats {
         let section = *section_index
-            .get(&section_id)
+            .get(&seat.section_id)
             .ok_or_else(|| BookingError::Internal("seat without section".into()))?;
         sections[section].seat_count += 1;
         infos.push(SeatInfo {
-            id: SeatId(seat_id),
+            id: SeatId(seat.id),
             section,
-            row,
-            number,
-            x,
-            y,
+            row: seat.row_label,
+            number: seat.number,
+            x: seat.x,
+            y: seat.y,
         });
     }
     let index = infos.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
     Ok(EventInfo {
         id,
-        seller: AccountId(e.1),
+        seller: AccountId(e.seller_id),
         details: EventDetails {
-            title: e.2,
-            category: e.3,
-            description: e.4,
-            venue: e.5,
-            starts_at: e.6,
-            sale_starts_at: e.7,
-            sale_ends_at: e.8,
-            max_seats_per_buyer: u32::try_from(e.9).unwrap_or(1),
+            title: e.title,
+            category: e.category,
+            description: e.description,
+            venue: e.venue,
+            starts_at: e.starts_at,
+            sale_starts_at: e.sale_starts_at,
+            sale_ends_at: e.sale_ends_at,
+            max_seats_per_buyer: u32::try_from(e.max_seats_per_buyer).unwrap_or(1),
             currency,
         },
-        created_at: e.11,
+        created_at: e.created_at,
         sections,
         seats: infos,
         index,
@@ -216,45 +225,42 @@ async fn load(pool: &PgPool, id: EventId) -> Result<EventInfo, BookingError> {
 
 /// Stores a new event with all its seats in one transaction.
 pub async fn create_event(
-    pool: &PgPool,
+    pool: &DatabaseConnection,
     seller: AccountId,
     new: NewEvent,
 ) -> Result<EventId, BookingError> {
     let id = EventId::new();
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO events (id, seller_id, title, category, description, venue, starts_at,
-                             sale_starts_at, sale_ends_at, max_seats_per_buyer, currency)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(id.0)
-    .bind(seller.0)
-    .bind(&new.details.title)
-    .bind(&new.details.category)
-    .bind(&new.details.description)
-    .bind(&new.details.venue)
-    .bind(new.details.starts_at)
-    .bind(new.details.sale_starts_at)
-    .bind(new.details.sale_ends_at)
-    .bind(i32::try_from(new.details.max_seats_per_buyer).unwrap_or(i32::MAX))
-    .bind(new.details.currency.as_str())
-    .execute(&mut *tx)
+    let details = &new.details;
+    let tx = pool.begin().await?;
+    events::Entity::insert(events::ActiveModel {
+        id: Set(id.0),
+        seller_id: Set(seller.0),
+        title: Set(details.title.clone()),
+        category: Set(details.category.clone()),
+        description: Set(details.description.clone()),
+        venue: Set(details.venue.clone()),
+        starts_at: Set(details.starts_at),
+        sale_starts_at: Set(details.sale_starts_at),
+        sale_ends_at: Set(details.sale_ends_at),
+        max_seats_per_buyer: Set(i32::try_from(details.max_seats_per_buyer).unwrap_or(i32::MAX)),
+        currency: Set(details.currency.as_str().to_owned()),
+        created_at: NotSet,
+    })
+    .exec_without_returning(&tx)
     .await?;
     let mut position = 0i32;
     let (mut seat_ids, mut seat_sections, mut rows, mut numbers, mut xs, mut ys, mut positions) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut section_rows = Vec::with_capacity(new.sections.len());
     for (i, section) in new.sections.iter().enumerate() {
         let section_id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO sections (id, event_id, name, price_minor, position) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(section_id)
-        .bind(id.0)
-        .bind(&section.name)
-        .bind(section.price_minor)
-        .bind(i32::try_from(i).unwrap_or(i32::MAX))
-        .execute(&mut *tx)
-        .await?;
+        section_rows.push(sections::ActiveModel {
+            id: Set(section_id),
+            event_id: Set(id.0),
+            name: Set(section.name.clone()),
+            price_minor: Set(section.price_minor),
+            position: Set(i32::try_from(i).unwrap_or(i32::MAX)),
+        });
         for row in &section.rows {
             for seat in &row.seats {
                 seat_ids.push(Uuid::now_v7());
@@ -268,21 +274,32 @@ pub async fn create_event(
             }
         }
     }
-    sqlx::query(
+    if !section_rows.is_empty() {
+        // Every section in one statement.
+        sections::Entity::insert_many(section_rows)
+            .exec_without_returning(&tx)
+            .await?;
+    }
+    // Raw SQL: an event has up to tens of thousands of seats, inserted in one statement
+    // with one array parameter per column (UNNEST), which the insert builder cannot
+    // express (a multi-row VALUES would run out of bind parameters).
+    tx.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
         "INSERT INTO seats (id, event_id, section_id, row_label, number, x, y, position)
          SELECT u.id, $1, u.section_id, u.row_label, u.number, u.x, u.y, u.position
          FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::float8[], $7::float8[], $8::int4[])
               AS u(id, section_id, row_label, number, x, y, position)",
-    )
-    .bind(id.0)
-    .bind(&seat_ids)
-    .bind(&seat_sections)
-    .bind(&rows)
-    .bind(&numbers)
-    .bind(&xs)
-    .bind(&ys)
-    .bind(&positions)
-    .execute(&mut *tx)
+        [
+            id.0.into(),
+            seat_ids.into(),
+            seat_sections.into(),
+            rows.into(),
+            numbers.into(),
+            xs.into(),
+            ys.into(),
+            positions.into(),
+        ],
+    ))
     .await?;
     tx.commit().await?;
     metrics::counter!("events_created_total").increment(1);
@@ -292,34 +309,44 @@ pub async fn create_event(
 
 /// Event ids, soonest first.
 pub async fn list_event_ids(
-    pool: &PgPool,
+    pool: &DatabaseConnection,
     offset: i64,
     limit: i64,
 ) -> Result<Vec<EventId>, BookingError> {
-    let ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM events ORDER BY starts_at, id OFFSET $1 LIMIT $2")
-            .bind(offset)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+    let ids: Vec<Uuid> = events::Entity::find()
+        .select_only()
+        .column(events::Column::Id)
+        .order_by_asc(events::Column::StartsAt)
+        .order_by_asc(events::Column::Id)
+        .offset(u64::try_from(offset).unwrap_or(0))
+        .limit(u64::try_from(limit).unwrap_or(0))
+        .into_tuple()
+        .all(pool)
+        .await?;
     Ok(ids.into_iter().map(EventId).collect())
 }
 
 /// Every seat of `event` with its status: SOLD and HELD from Postgres' active bookings
 /// (the source of truth for what is sold), else HELD when Redis holds it.
 pub async fn seat_statuses(
-    pool: &PgPool,
+    pool: &DatabaseConnection,
     holds: &HoldStore,
     event: &EventInfo,
 ) -> Result<Vec<SeatStatus>, BookingError> {
-    let booked: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT bs.seat_id, b.status FROM booking_seats bs JOIN bookings b ON b.id = bs.booking_id
-         WHERE bs.event_id = $1 AND bs.active",
-    )
-    .bind(event.id.0)
-    .fetch_all(pool)
-    .await?;
-    let booked: HashMap<Uuid, String> = booked.into_iter().collect();
+    let booked = booking_seats::Entity::find()
+        .select_only()
+        .column(booking_seats::Column::SeatId)
+        .column(bookings::Column::Status)
+        .join(JoinType::InnerJoin, booking_seats::Relation::Booking.def())
+        .filter(booking_seats::Column::EventId.eq(event.id.0))
+        .filter(booking_seats::Column::Active.eq(true))
+        .into_model::<BookedSeatStatus>()
+        .all(pool)
+        .await?;
+    let booked: HashMap<Uuid, String> = booked
+        .into_iter()
+        .map(|seat| (seat.seat_id, seat.status))
+        .collect();
     let ids: Vec<SeatId> = event.seats.iter().map(|s| s.id).collect();
     let redis = holds.seat_values(&ids).await?;
     Ok(event
@@ -337,6 +364,21 @@ pub async fn seat_statuses(
         .collect())
 }
 
+/// An actively booked seat and its booking's status.
+#[derive(Debug, FromQueryResult)]
+struct BookedSeatStatus {
+    seat_id: Uuid,
+    status: String,
+}
+
+/// One section's confirmed seats and their revenue.
+#[derive(Debug, FromQueryResult)]
+struct SectionSalesRow {
+    section_id: Uuid,
+    seats_sold: i64,
+    revenue_minor: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct SectionSales {
     pub section: usize,
@@ -345,20 +387,36 @@ pub struct SectionSales {
 }
 
 /// Seats sold and revenue per section, counting confirmed bookings only.
-pub async fn sales(pool: &PgPool, event: &EventInfo) -> Result<Vec<SectionSales>, BookingError> {
-    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-        "SELECT s.section_id, count(*)::int8, coalesce(sum(bs.price_minor), 0)::int8
-         FROM booking_seats bs
-         JOIN bookings b ON b.id = bs.booking_id
-         JOIN seats s ON s.id = bs.seat_id
-         WHERE bs.event_id = $1 AND bs.active AND b.status = 'CONFIRMED'
-         GROUP BY s.section_id",
-    )
-    .bind(event.id.0)
-    .fetch_all(pool)
-    .await?;
-    let by_section: HashMap<Uuid, (i64, i64)> =
-        rows.into_iter().map(|(s, n, r)| (s, (n, r))).collect();
+pub async fn sales(
+    pool: &DatabaseConnection,
+    event: &EventInfo,
+) -> Result<Vec<SectionSales>, BookingError> {
+    // sum(bigint) is numeric in Postgres: cast back to bigint.
+    let revenue = Expr::from(Func::cast_as(
+        Func::coalesce([
+            Func::sum(booking_seats::Column::PriceMinor.into_expr()).into(),
+            Expr::val(0i64),
+        ]),
+        Alias::new("int8"),
+    ));
+    let rows = booking_seats::Entity::find()
+        .select_only()
+        .column(seats::Column::SectionId)
+        .column_as(Expr::from(Func::count(Expr::col(Asterisk))), "seats_sold")
+        .column_as(revenue, "revenue_minor")
+        .join(JoinType::InnerJoin, booking_seats::Relation::Booking.def())
+        .join(JoinType::InnerJoin, booking_seats::Relation::Seat.def())
+        .filter(booking_seats::Column::EventId.eq(event.id.0))
+        .filter(booking_seats::Column::Active.eq(true))
+        .filter(bookings::Column::Status.eq(crate::domain::BookingStatus::Confirmed.as_str()))
+        .group_by(seats::Column::SectionId)
+        .into_model::<SectionSalesRow>()
+        .all(pool)
+        .await?;
+    let by_section: HashMap<Uuid, (i64, i64)> = rows
+        .into_iter()
+        .map(|row| (row.section_id, (row.seats_sold, row.revenue_minor)))
+        .collect();
     Ok(event
         .sections
         .iter()

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use sea_orm::DbErr;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -57,13 +58,16 @@ impl BookingError {
     }
 }
 
-impl From<sqlx::Error> for BookingError {
-    fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-                BookingError::Unavailable(format!("database: {error}"))
-            }
-            other => BookingError::Internal(format!("database: {other}")),
+/// A database error the caller may retry (no connection, a connection that broke, a
+/// serialization failure: see `marquee_infra::db::is_transient`) is `Unavailable`;
+/// anything else is `Internal`. Constraint violations that mean something are
+/// classified by the code that expects them, by constraint name.
+impl From<DbErr> for BookingError {
+    fn from(error: DbErr) -> Self {
+        if marquee_infra::db::is_transient(&error) {
+            BookingError::Unavailable(format!("database: {error}"))
+        } else {
+            BookingError::Internal(format!("database: {error}"))
         }
     }
 }

@@ -34,7 +34,7 @@ pub type WalletClient = WalletServiceClient<InterceptedService<Channel, Propagat
 pub struct Api {
     pub bookings: Arc<Bookings>,
     /// The booking database, for accounts.
-    pub pool: sqlx::PgPool,
+    pub pool: sea_orm::DatabaseConnection,
     /// Woken when sign-up wrote its `account.opened` to the outbox.
     pub relay: Relay,
     pub keys: TokenKeys,

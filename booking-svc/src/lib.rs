@@ -6,28 +6,27 @@ pub mod bookings;
 pub mod catalog;
 pub mod changes;
 pub mod domain;
+pub mod entity;
 pub mod error;
 pub mod grpc;
 pub mod holds;
+pub mod migration;
 pub mod seat_relay;
 pub mod startup;
 pub mod wire;
 
 pub use startup::{Application, BookingConfig};
 
-/// booking-svc's schema: `booking-svc/migrations` (the outbox/inbox DDL is added by
-/// `marquee_infra::db::migrate`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
 /// `booking-svc migrate`: creates the database if it is missing and applies every
-/// pending migration, including the outbox/inbox tables; logs what ran. What the
-/// Kubernetes Job runs once per deploy, before replicas with `MIGRATE_ON_START=false`.
+/// pending migration of [`migration::Migrator`], including the outbox/inbox tables;
+/// logs what ran. What the Kubernetes Job runs once per deploy, before replicas with
+/// `MIGRATE_ON_START=false`.
 pub async fn migrate(config: &BookingConfig) -> anyhow::Result<marquee_infra::db::Migrated> {
     use anyhow::Context as _;
-    let pool = marquee_infra::db::connect(&config.database_url, 2)
+    let db = marquee_infra::db::connect(&config.database_url, 2)
         .await
         .context("booking-svc migrate: cannot create or connect to the booking database")?;
-    let migrated = marquee_infra::db::migrate(&pool, &MIGRATOR).await;
-    pool.close().await;
+    let migrated = marquee_infra::db::migrate::<migration::Migrator>(&db).await;
+    db.close().await?;
     migrated
 }

@@ -14,7 +14,7 @@ use marquee_proto::booking::account_service_server::AccountServiceServer;
 use marquee_proto::booking::booking_service_server::BookingServiceServer;
 use marquee_proto::booking::catalog_service_server::CatalogServiceServer;
 use marquee_proto::pay::wallet_service_client::WalletServiceClient;
-use sqlx::PgPool;
+use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Hasher, KnownAccounts};
@@ -121,11 +121,10 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: BookingConfig) -> anyhow::Result<Self> {
-        let pool = marquee_infra::db::prepare(
+        let pool = marquee_infra::db::prepare::<crate::migration::Migrator>(
             "booking-svc",
             &config.database_url,
             config.db_max_connections,
-            &crate::MIGRATOR,
             config.migrate_on_start,
         )
         .await?;
@@ -206,7 +205,8 @@ impl Application {
         self.shell.port()
     }
 
-    pub fn pool(&self) -> PgPool {
+    /// The booking database's connection pool.
+    pub fn pool(&self) -> DatabaseConnection {
         self.api.pool.clone()
     }
 

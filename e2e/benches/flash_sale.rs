@@ -312,7 +312,7 @@ fn statuses(map: &BTreeMap<u16, u64>) -> String {
         .join(" ")
 }
 
-async fn scalar(pool: &sqlx::PgPool, sql: &str) -> i64 {
+async fn scalar(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar::<_, i64>(sql)
         .fetch_one(pool)
         .await

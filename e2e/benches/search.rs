@@ -119,7 +119,11 @@ where
 }
 
 async fn load_postgres(url: &str, events: &[EventDoc]) -> sqlx::PgPool {
-    let pool = marquee_infra::db::connect(url, 16).await.expect("postgres");
+    let pool = marquee_infra::db::connect(url, 16)
+        .await
+        .expect("postgres")
+        .get_postgres_connection_pool()
+        .clone();
     for statement in [
         "CREATE EXTENSION IF NOT EXISTS pg_trgm",
         "CREATE TABLE events (id text PRIMARY KEY, title text NOT NULL, category text NOT NULL,

@@ -125,7 +125,8 @@ impl System {
             .await
             .expect("pay-svc starts");
         let pay_port = pay.port();
-        let pay_pool = pay.pool().clone();
+        // The tests assert on stored rows through sqlx, on the same pool sea-orm uses.
+        let pay_pool = pay.pool().get_postgres_connection_pool().clone();
         serve(
             &mut tasks,
             "pay-svc",
@@ -163,7 +164,7 @@ impl System {
             .await
             .expect("booking-svc starts");
         let booking_port = booking.port();
-        let booking_pool = booking.pool();
+        let booking_pool = booking.pool().get_postgres_connection_pool().clone();
         let booking_stop = stop.child_token();
         let mut booking_tasks = Vec::new();
         serve(

@@ -4,13 +4,14 @@
 //! on real PostgreSQL, Redis and RabbitMQ.
 
 use marquee_e2e::{Options, System};
+use sea_orm_migration::MigratorTrait;
 use sqlx::PgPool;
 
 async fn applied_migrations(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+    sqlx::query_scalar("SELECT count(*) FROM seaql_migrations")
         .fetch_one(pool)
         .await
-        .expect("_sqlx_migrations")
+        .expect("seaql_migrations")
 }
 
 #[tokio::test]
@@ -22,11 +23,11 @@ async fn databases_migrated_by_the_migrate_mode_serve_a_purchase() {
     .await;
     assert_eq!(
         applied_migrations(&sys.booking_pool).await,
-        booking_svc::MIGRATOR.iter().count() as i64
+        booking_svc::migration::Migrator::migrations().len() as i64
     );
     assert_eq!(
         applied_migrations(&sys.pay_pool).await,
-        pay_svc::MIGRATOR.iter().count() as i64
+        pay_svc::migration::Migrator::migrations().len() as i64
     );
 
     let (_, seller) = sys.account("SELLER").await;

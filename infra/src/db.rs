@@ -1,62 +1,92 @@
-//! PostgreSQL plumbing: create the service's database if it is missing, connect a pool,
-//! migrate a service's schema (its sqlx migrations and the outbox/inbox tables) or check
-//! that it is current.
+//! PostgreSQL plumbing through sea-orm: create the service's database if it is missing,
+//! connect a pool, migrate a service's schema (its sea-orm-migration [`MigratorTrait`],
+//! which includes the outbox/inbox migration from [`crate::outbox::migration`]) or
+//! check that it is current, and classify database errors by SQLSTATE and by the
+//! explicit constraint names the migrations give.
 
-use std::collections::HashMap;
-use std::str::FromStr;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    QueryOrder, RuntimeErr, Statement, TransactionTrait,
+};
+use sea_orm_migration::{MigratorTrait, seaql_migrations};
 
 /// Creates the database named in `url` if it does not exist (connecting to the
 /// server's `postgres` database to do so), then returns a pool of `max_connections`.
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)?;
-    ensure_database(&options).await?;
-    open_with(options, max_connections).await
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+    ensure_database(url).await?;
+    open(url, max_connections).await
 }
 
 /// A pool of `max_connections` on the database named in `url`, which must exist.
-pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    open_with(PgConnectOptions::from_str(url)?, max_connections).await
-}
-
-async fn open_with(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
+pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url);
+    options
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         // A broken connection fails its query and is replaced; pinging the server on
         // every acquire would add a round trip to each transaction.
         .test_before_acquire(false)
-        .connect_with(options.log_statements(tracing::log::LevelFilter::Trace))
-        .await?;
-    Ok(pool)
+        // Statements are not logged or put in spans: the request spans say what ran.
+        .sqlx_logging(false)
+        .record_stmt_in_spans(false);
+    Database::connect(options)
+        .await
+        .with_context(|| format!("connecting to {}", redacted(url)))
 }
 
-async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
-    let Some(name) = options.get_database().map(str::to_owned) else {
+/// `url` with its password replaced, for messages.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<unparsable database url>".to_owned(),
+    }
+}
+
+/// The database a URL names and the URL of the same server's `postgres` database.
+fn split_database(url: &str) -> anyhow::Result<Option<(String, String)>> {
+    let mut parsed = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
+    let name = parsed.path().trim_start_matches('/').to_owned();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    parsed.set_path("/postgres");
+    Ok(Some((name, parsed.to_string())))
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let Some((name, admin_url)) = split_database(url)? else {
         return Ok(());
     };
-    let mut admin = options.clone().database("postgres").connect().await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let admin = open(&admin_url, 1).await?;
+    let exists = admin
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT 1 AS found FROM pg_database WHERE datname = $1",
+            [name.clone().into()],
+        ))
+        .await?
+        .is_some();
     if !exists {
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        if let Err(error) = sqlx::query(&format!("CREATE DATABASE {quoted}"))
-            .execute(&mut admin)
+        // DDL with an identifier: the query builder has no CREATE DATABASE.
+        if let Err(error) = admin
+            .execute_unprepared(&format!("CREATE DATABASE {}", quoted(&name)))
             .await
         {
             // Another process may have created it between the check and now.
-            let raced = error
-                .as_database_error()
-                .and_then(|e| e.code())
-                .is_some_and(|c| c == "42P04" || c == "23505");
+            let raced = sqlstate(&error).is_some_and(|c| c == "42P04" || c == "23505");
             if !raced {
                 return Err(error.into());
             }
@@ -66,84 +96,80 @@ async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The pool a service starts with. With `migrate_on_start` (`MIGRATE_ON_START`, the
-/// default) the database is created if missing and migrated ([`migrate`]); without it
-/// nothing is created or migrated, and start-up fails unless the schema is current
+/// The connection a service starts with. With `migrate_on_start` (`MIGRATE_ON_START`,
+/// the default) the database is created if missing and migrated ([`migrate`]); without
+/// it nothing is created or migrated, and start-up fails unless the schema is current
 /// ([`check_schema`]): a separate `<service> migrate` run (a Kubernetes Job) owns that.
-pub async fn prepare(
+pub async fn prepare<M: MigratorTrait>(
     service: &str,
     url: &str,
     max_connections: u32,
-    migrator: &Migrator,
     migrate_on_start: bool,
-) -> anyhow::Result<PgPool> {
+) -> anyhow::Result<DatabaseConnection> {
     if migrate_on_start {
-        let pool = connect(url, max_connections).await?;
-        migrate(&pool, migrator).await?;
-        return Ok(pool);
+        let db = connect(url, max_connections).await?;
+        migrate::<M>(&db).await?;
+        return Ok(db);
     }
-    let pool = open(url, max_connections).await.with_context(|| {
+    let db = open(url, max_connections).await.with_context(|| {
         format!(
             "MIGRATE_ON_START is false, so {service} does not create its database; \
              run `{service} migrate` first"
         )
     })?;
-    check_schema(service, &pool, migrator).await?;
-    Ok(pool)
+    check_schema::<M>(service, &db).await?;
+    Ok(db)
 }
 
 /// What [`migrate`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Migrated {
-    /// The sqlx migrations this run applied: (version, description), in order.
-    pub applied: Vec<(i64, String)>,
-    /// Whether this run created the `outbox` and `inbox` tables.
-    pub outbox_created: bool,
+    /// The names of the migrations this run applied, in order.
+    pub applied: Vec<String>,
 }
 
 impl Migrated {
     pub fn is_empty(&self) -> bool {
-        self.applied.is_empty() && !self.outbox_created
+        self.applied.is_empty()
     }
 }
 
-/// Runs every pending migration of `migrator`, then the outbox/inbox DDL
-/// ([`crate::outbox::migrate`]), and logs what ran ("nothing to apply" when nothing
-/// did). Safe to run concurrently (sqlx and the outbox DDL each take an advisory lock).
-pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<Migrated> {
-    let before = applied_versions(pool).await?;
-    let outbox_existed = outbox_tables_exist(pool).await?;
-    migrator
-        .run(pool)
+/// A transaction-scoped advisory lock key that serialises migrations of one database.
+const MIGRATION_LOCK: i64 = 727_274;
+
+/// Runs every pending migration of `M` in one transaction that first takes an advisory
+/// lock, so replicas migrating at once queue up and a failure applies nothing; logs
+/// what ran ("nothing to apply" when nothing did).
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> anyhow::Result<Migrated> {
+    let tx = db.begin().await?;
+    // Advisory locks have no query-builder form.
+    tx.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock($1)",
+        [MIGRATION_LOCK.into()],
+    ))
+    .await?;
+    let before = applied_names(&tx).await?;
+    M::up(&tx, None)
         .await
         .context("running the database migrations")?;
-    crate::outbox::migrate(pool)
-        .await
-        .context("creating the outbox and inbox tables")?;
-    let after = applied_versions(pool).await?;
-    let applied: Vec<(i64, String)> = migrator
+    let after = applied_names(&tx).await?;
+    tx.commit().await?;
+    let applied: Vec<String> = M::migrations()
         .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
-        .filter(|m| after.contains_key(&m.version) && !before.contains_key(&m.version))
-        .map(|m| (m.version, m.description.to_string()))
+        .map(|m| m.name().to_owned())
+        .filter(|name| after.contains(name) && !before.contains(name))
         .collect();
-    for (version, description) in &applied {
-        tracing::info!(version, description = %description, "migration applied");
+    for name in &applied {
+        tracing::info!(migration = %name, "migration applied");
     }
-    let migrated = Migrated {
-        applied,
-        outbox_created: !outbox_existed,
-    };
-    if migrated.outbox_created {
-        tracing::info!("migration applied: outbox and inbox tables created");
-    }
-    if migrated.is_empty() {
+    if applied.is_empty() {
         tracing::info!(
             migrations = after.len(),
             "schema is current, nothing to apply"
         );
     }
-    Ok(migrated)
+    Ok(Migrated { applied })
 }
 
 /// Why a database's schema is not the one this binary needs.
@@ -155,125 +181,159 @@ pub enum SchemaError {
         "the database schema is not current: migrations {pending} are not applied; run `{service} migrate` first"
     )]
     Pending { service: String, pending: String },
-    #[error(
-        "migration {version} failed part-way or was changed after it was applied; repair the database, then run `{service} migrate`"
-    )]
-    Broken { service: String, version: i64 },
-    #[error("the database has no outbox/inbox tables: run `{service} migrate` first")]
-    NoOutbox { service: String },
 }
 
-/// Checks, without changing anything, that every migration of `migrator` is applied
-/// (with the same checksum) and the outbox/inbox tables exist. Migrations the database
-/// has but this binary does not know (a newer version migrated it) are allowed, so old
-/// replicas keep running while a deploy rolls out.
-pub async fn check_schema(
+/// Checks, without changing anything, that every migration of `M` is applied.
+/// Migrations the database has but this binary does not know (a newer version applied
+/// them) are allowed, so old replicas keep running while a deploy rolls out.
+pub async fn check_schema<M: MigratorTrait>(
     service: &str,
-    pool: &PgPool,
-    migrator: &Migrator,
+    db: &DatabaseConnection,
 ) -> Result<(), SchemaError> {
     let service = service.to_owned();
-    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(pool)
+    let applied = applied_names(db)
         .await
         .map_err(|_| SchemaError::NotMigrated {
             service: service.clone(),
         })?;
-    if !has_table {
+    if applied.is_empty() {
         return Err(SchemaError::NotMigrated { service });
     }
-    let rows: Vec<(i64, Vec<u8>, bool)> =
-        sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
-            .fetch_all(pool)
-            .await
-            .map_err(|_| SchemaError::NotMigrated {
-                service: service.clone(),
-            })?;
-    if let Some((version, _, _)) = rows.iter().find(|(_, _, success)| !success) {
-        return Err(SchemaError::Broken {
-            service,
-            version: *version,
-        });
-    }
-    let applied: HashMap<i64, Vec<u8>> = rows.into_iter().map(|(v, c, _)| (v, c)).collect();
-    let mut pending = Vec::new();
-    for migration in migrator
+    let known: Vec<String> = M::migrations()
         .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
-    {
-        match applied.get(&migration.version) {
-            None => pending.push(format!("{} ({})", migration.version, migration.description)),
-            Some(checksum) if checksum.as_slice() != &*migration.checksum => {
-                return Err(SchemaError::Broken {
-                    service,
-                    version: migration.version,
-                });
-            }
-            Some(_) => {}
-        }
-    }
+        .map(|m| m.name().to_owned())
+        .collect();
+    let pending: Vec<&str> = known
+        .iter()
+        .filter(|name| !applied.contains(*name))
+        .map(String::as_str)
+        .collect();
     if !pending.is_empty() {
         return Err(SchemaError::Pending {
             service,
             pending: pending.join(", "),
         });
     }
-    let unknown = applied
-        .keys()
-        .filter(|v| !migrator.version_exists(**v))
-        .count();
+    let unknown = applied.iter().filter(|name| !known.contains(name)).count();
     if unknown > 0 {
         tracing::warn!(
             unknown,
             "the database has migrations this binary does not know (a newer version applied them)"
         );
     }
-    if !outbox_tables_exist(pool).await.unwrap_or(false) {
-        return Err(SchemaError::NoOutbox { service });
-    }
     Ok(())
 }
 
-/// The applied sqlx migrations by version (none when there is no migrations table).
-async fn applied_versions(pool: &PgPool) -> anyhow::Result<HashMap<i64, bool>> {
-    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(pool)
-        .await?;
-    if !has_table {
-        return Ok(HashMap::new());
+/// The names of the applied migrations (none when there is no migrations table).
+pub async fn applied_names<C: ConnectionTrait>(db: &C) -> Result<HashSet<String>, DbErr> {
+    let exists = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT 1 AS found WHERE to_regclass('seaql_migrations') IS NOT NULL",
+        ))
+        .await?
+        .is_some();
+    if !exists {
+        return Ok(HashSet::new());
     }
-    let rows: Vec<(i64, bool)> = sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
-        .fetch_all(pool)
+    let rows = seaql_migrations::Entity::find()
+        .order_by_asc(seaql_migrations::Column::Version)
+        .all(db)
         .await?;
-    Ok(rows.into_iter().collect())
-}
-
-async fn outbox_tables_exist(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT to_regclass('outbox') IS NOT NULL AND to_regclass('inbox') IS NOT NULL",
-    )
-    .fetch_one(pool)
-    .await
+    Ok(rows.into_iter().map(|row| row.version).collect())
 }
 
 /// Drops a database (tests use it to clean up after themselves).
 pub async fn drop_database(url: &str) -> anyhow::Result<()> {
-    let options = PgConnectOptions::from_str(url)?;
-    let Some(name) = options.get_database().map(str::to_owned) else {
+    let Some((name, admin_url)) = split_database(url)? else {
         return Ok(());
     };
-    let mut admin = options.database("postgres").connect().await?;
-    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-        .execute(&mut admin)
+    let admin = open(&admin_url, 1).await?;
+    // DDL with an identifier: the query builder has no DROP DATABASE.
+    admin
+        .execute_unprepared(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quoted(&name)
+        ))
         .await?;
+    admin.close().await?;
     Ok(())
 }
 
+/// The database's own report of a failed statement: SQLSTATE and, for constraint
+/// violations, the constraint's name (which the migrations always give explicitly).
+fn database_error(error: &DbErr) -> Option<(Option<String>, Option<String>)> {
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => e.as_database_error().map(|d| {
+            (
+                d.code().map(|c| c.into_owned()),
+                d.constraint().map(str::to_owned),
+            )
+        }),
+        _ => None,
+    }
+}
+
+/// The SQLSTATE of `error`, when the database reported one.
+pub fn sqlstate(error: &DbErr) -> Option<String> {
+    database_error(error).and_then(|(code, _)| code)
+}
+
+/// The name of the constraint `error` violated, when it is a constraint violation.
+pub fn violated_constraint(error: &DbErr) -> Option<String> {
+    database_error(error).and_then(|(_, constraint)| constraint)
+}
+
 /// Whether `error` is a unique-constraint violation (SQLSTATE 23505).
-pub fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .and_then(|e| e.code())
-        .is_some_and(|c| c == "23505")
+pub fn is_unique_violation(error: &DbErr) -> bool {
+    sqlstate(error).is_some_and(|c| c == "23505")
+}
+
+/// Whether `error` says the connection or the server failed rather than the statement
+/// (nothing the database reported about the statement itself): worth a retry.
+pub fn is_transient(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(_) | DbErr::Query(_) => match sqlstate(error) {
+            // Class 08 (connection), 40 (serialization, deadlock), 53 (resources),
+            // 57P (operator intervention: shutdown, restart).
+            Some(code) => {
+                code.starts_with("08")
+                    || code.starts_with("40")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+            }
+            None => true,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_url_keeps_everything_but_the_database() {
+        let (name, admin) =
+            split_database("postgres://u:p@127.0.0.1:5432/marquee_booking?sslmode=disable")
+                .unwrap()
+                .unwrap();
+        assert_eq!(name, "marquee_booking");
+        assert_eq!(
+            admin,
+            "postgres://u:p@127.0.0.1:5432/postgres?sslmode=disable"
+        );
+        assert!(
+            split_database("postgres://127.0.0.1:5432")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            redacted("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+    }
 }

@@ -62,16 +62,11 @@ impl Dependency {
         }
     }
 
-    /// PostgreSQL through `pool`: `SELECT 1`.
-    pub fn postgres(pool: sqlx::PgPool) -> Self {
+    /// PostgreSQL through `db`: a ping (`SELECT 1`) on a pooled connection.
+    pub fn postgres(db: sea_orm::DatabaseConnection) -> Self {
         Self::new("postgres", move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i32>("SELECT 1")
-                    .fetch_one(&pool)
-                    .await
-                    .is_ok()
-            }
+            let db = db.clone();
+            async move { db.ping().await.is_ok() }
         })
     }
 

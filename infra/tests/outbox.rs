@@ -2,7 +2,18 @@
 //! removes only what is past its keeping time.
 
 use marquee_infra::outbox::{self, NewMessage};
+use sea_orm::TransactionTrait;
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use uuid::Uuid;
+
+/// A migrator with nothing but the outbox/inbox migration.
+struct OutboxOnly;
+
+impl MigratorTrait for OutboxOnly {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(outbox::migration::Migration)]
+    }
+}
 
 fn database_url() -> String {
     let base = std::env::var("TEST_PG_URL")
@@ -13,19 +24,26 @@ fn database_url() -> String {
 #[tokio::test]
 async fn claims_are_once_only_and_pruning_keeps_recent_rows() {
     let url = database_url();
-    let pool = marquee_infra::db::connect(&url, 2).await.unwrap();
-    outbox::migrate(&pool).await.unwrap();
+    let db = marquee_infra::db::connect(&url, 2).await.unwrap();
+    let first = marquee_infra::db::migrate::<OutboxOnly>(&db).await.unwrap();
+    assert_eq!(first.applied, ["m20260101_000002_outbox_inbox"]);
     // Migrating twice (another replica starting) is harmless.
-    outbox::migrate(&pool).await.unwrap();
+    assert!(
+        marquee_infra::db::migrate::<OutboxOnly>(&db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let pool = db.get_postgres_connection_pool().clone();
 
     let id = Uuid::now_v7();
-    let mut tx = pool.begin().await.unwrap();
-    assert!(outbox::claim(&mut tx, "svc", id).await.unwrap());
-    assert!(!outbox::claim(&mut tx, "svc", id).await.unwrap());
-    assert!(outbox::claim(&mut tx, "other-svc", id).await.unwrap());
+    let tx = db.begin().await.unwrap();
+    assert!(outbox::claim(&tx, "svc", id).await.unwrap());
+    assert!(!outbox::claim(&tx, "svc", id).await.unwrap());
+    assert!(outbox::claim(&tx, "other-svc", id).await.unwrap());
     for _ in 0..3 {
         outbox::enqueue(
-            &mut tx,
+            &tx,
             NewMessage {
                 kind: "thing.happened",
                 saga_id: Uuid::now_v7(),
@@ -54,19 +72,19 @@ async fn claims_are_once_only_and_pruning_keeps_recent_rows() {
     .await
     .unwrap();
 
-    assert_eq!(outbox::prune(&pool).await.unwrap(), (1, 1));
+    assert_eq!(outbox::prune(&db).await.unwrap(), (1, 1));
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(&pool)
         .await
         .unwrap();
     assert_eq!(left, 2, "the recent sent row and the unsent row stay");
-    let mut tx = pool.begin().await.unwrap();
+    let tx = db.begin().await.unwrap();
     assert!(
-        !outbox::claim(&mut tx, "svc", id).await.unwrap(),
+        !outbox::claim(&tx, "svc", id).await.unwrap(),
         "a recent claim is still remembered"
     );
     tx.rollback().await.unwrap();
 
-    pool.close().await;
+    db.close().await.unwrap();
     marquee_infra::db::drop_database(&url).await.unwrap();
 }

@@ -10,11 +10,12 @@ use marquee_infra::db;
 use marquee_infra::outbox::Relay;
 use marquee_infra::service::{Dependency, Shell};
 use marquee_proto::pay::wallet_service_server::WalletServiceServer;
-use sqlx::PgPool;
+use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PayConfig;
 use crate::grpc::WalletApi;
+use crate::migration::Migrator;
 use crate::saga::{self, SagaConsumer};
 
 /// How long start-up waits for RabbitMQ.
@@ -22,19 +23,17 @@ const BUS_CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// How often the relay looks for outbox rows it was not told about.
 const RELAY_POLL: Duration = Duration::from_millis(200);
 
-/// pay-svc's schema: `pay-svc/migrations` (the outbox/inbox DDL is added by
-/// [`db::migrate`]).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
-
 /// `pay-svc migrate`: creates the database if it is missing and applies every pending
 /// migration, including the outbox/inbox tables; logs what ran. What the Kubernetes
 /// Job runs once per deploy, before replicas with `MIGRATE_ON_START=false`.
 pub async fn migrate(config: &PayConfig) -> anyhow::Result<db::Migrated> {
-    let pool = db::connect(&config.database_url, 2)
+    let db = db::connect(&config.database_url, 2)
         .await
         .context("pay-svc migrate: cannot create or connect to the payment database")?;
-    let migrated = db::migrate(&pool, &MIGRATOR).await;
-    pool.close().await;
+    let migrated = db::migrate::<Migrator>(&db).await;
+    if let Err(error) = db.close().await {
+        tracing::warn!(%error, "closing the migration connection failed");
+    }
     migrated
 }
 
@@ -42,7 +41,7 @@ pub async fn migrate(config: &PayConfig) -> anyhow::Result<db::Migrated> {
 pub struct Application {
     shell: Shell,
     port: u16,
-    pool: PgPool,
+    pool: DatabaseConnection,
     bus: Bus,
     relay_stop: CancellationToken,
     wallet: WalletApi,
@@ -61,11 +60,10 @@ impl Application {
     /// schema is current, connects the bus, starts the outbox relay
     /// and the saga consumer, and binds the gRPC (and metrics) listeners.
     pub async fn build(config: PayConfig) -> anyhow::Result<Self> {
-        let pool = db::prepare(
+        let pool = db::prepare::<Migrator>(
             "pay-svc",
             &config.database_url,
             config.db_max_connections,
-            &MIGRATOR,
             config.migrate_on_start,
         )
         .await?;
@@ -102,8 +100,9 @@ impl Application {
         self.port
     }
 
-    /// The payment database pool.
-    pub fn pool(&self) -> &PgPool {
+    /// The payment database pool. Tests that read rows directly use its driver pool
+    /// (`get_postgres_connection_pool()`).
+    pub fn pool(&self) -> &DatabaseConnection {
         &self.pool
     }
 

@@ -2,6 +2,8 @@
 
 use marquee_infra::auth::TokenError;
 use marquee_infra::bus::HandleError;
+use marquee_infra::db;
+use sea_orm::DbErr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayError {
@@ -26,7 +28,7 @@ pub enum PayError {
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] DbErr),
 }
 
 impl From<PayError> for tonic::Status {
@@ -38,7 +40,12 @@ impl From<PayError> for tonic::Status {
             PayError::InvalidArgument(_) => tonic::Status::invalid_argument(error.to_string()),
             PayError::NoWallet => tonic::Status::not_found(error.to_string()),
             PayError::Database(db) if is_permanent(db) => {
-                tracing::error!(%error, "database refused a statement");
+                tracing::error!(
+                    %error,
+                    sqlstate = db::sqlstate(db).as_deref(),
+                    constraint = db::violated_constraint(db).as_deref(),
+                    "database refused a statement"
+                );
                 tonic::Status::internal("internal error")
             }
             PayError::Database(_) => {
@@ -61,6 +68,14 @@ impl From<PayError> for HandleError {
     fn from(error: PayError) -> Self {
         match &error {
             PayError::Database(db) if !is_permanent(db) => HandleError::Transient(error.into()),
+            PayError::Database(db) => {
+                tracing::warn!(
+                    sqlstate = db::sqlstate(db).as_deref(),
+                    constraint = db::violated_constraint(db).as_deref(),
+                    "database refused a statement for good"
+                );
+                HandleError::Permanent(error.into())
+            }
             _ => HandleError::Permanent(error.into()),
         }
     }
@@ -69,24 +84,35 @@ impl From<PayError> for HandleError {
 /// Whether retrying the statement can never succeed. PostgreSQL says so by SQLSTATE
 /// class: 22 (data exception: a NUL byte or untranslatable character in text, a value
 /// out of range), 23 (integrity constraint violation that the code did not turn into
-/// a business outcome) and 42 (syntax error or undefined object: a bug or a missing
-/// migration). Everything else it reports (40001 serialization failure, 40P01
-/// deadlock, 57P01 admin shutdown, 08 connection exceptions, 53 insufficient
-/// resources, ...) may pass. On our side, failing to encode or decode a value is a
-/// bug; I/O, TLS, pool and protocol trouble may pass.
-pub fn is_permanent(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| matches!(code.get(..2), Some("22" | "23" | "42"))),
-        sqlx::Error::Configuration(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::Encode(_)
-        | sqlx::Error::TypeNotFound { .. }
-        | sqlx::Error::RowNotFound => true,
-        _ => false,
+/// a business outcome; [`db::violated_constraint`] names it) and 42 (syntax error or
+/// undefined object: a bug or a missing migration). Everything else it reports
+/// (40001 serialization failure, 40P01 deadlock, 57P01 admin shutdown, 08 connection
+/// exceptions, 53 insufficient resources, ...) may pass. Without a SQLSTATE, trouble
+/// reaching the database (connection, pool, I/O, protocol) may pass; a value sea-orm
+/// cannot convert or a missing column is a bug.
+pub fn is_permanent(error: &DbErr) -> bool {
+    if let Some(code) = db::sqlstate(error) {
+        return matches!(code.get(..2), Some("22" | "23" | "42"));
+    }
+    !matches!(
+        error,
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) | DbErr::Exec(_) | DbErr::Query(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversion_bugs_are_permanent_and_connection_trouble_is_not() {
+        assert!(is_permanent(&DbErr::Type("not a uuid".to_owned())));
+        assert!(is_permanent(&DbErr::RecordNotFound("payment".to_owned())));
+        assert!(!is_permanent(&DbErr::ConnectionAcquire(
+            sea_orm::error::ConnAcquireErr::Timeout
+        )));
+        assert!(!is_permanent(&DbErr::Conn(sea_orm::RuntimeErr::Internal(
+            "connection reset".to_owned()
+        ))));
     }
 }

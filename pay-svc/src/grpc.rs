@@ -6,7 +6,7 @@ use marquee_proto::pay::wallet_service_server::WalletService;
 use marquee_proto::pay::{
     EntryKind as ProtoEntryKind, GetWalletRequest, LedgerEntry as ProtoEntry, Wallet,
 };
-use sqlx::PgPool;
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{AccountId, EntryKind, LedgerEntry, Money, PageSize, WalletView};
@@ -16,13 +16,13 @@ use crate::store;
 /// The WalletService implementation.
 #[derive(Clone)]
 pub struct WalletApi {
-    pool: PgPool,
+    db: DatabaseConnection,
     keys: TokenKeys,
 }
 
 impl WalletApi {
-    pub fn new(pool: PgPool, keys: TokenKeys) -> Self {
-        Self { pool, keys }
+    pub fn new(db: DatabaseConnection, keys: TokenKeys) -> Self {
+        Self { db, keys }
     }
 
     fn caller(&self, metadata: &tonic::metadata::MetadataMap) -> Result<AccountId, PayError> {
@@ -34,8 +34,8 @@ impl WalletApi {
     /// account exists: wallets are opened only by `account.opened` from booking-svc
     /// (or a payment booking-svc asked for), so an unknown account gets NOT_FOUND.
     async fn wallet(&self, account: AccountId, page: PageSize) -> Result<WalletView, PayError> {
-        let mut tx = self.pool.begin().await?;
-        let view = store::wallet_view(&mut tx, account, page).await?;
+        let tx = self.db.begin().await?;
+        let view = store::wallet_view(&tx, account, page).await?;
         tx.commit().await?;
         Ok(view)
     }

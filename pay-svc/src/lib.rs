@@ -6,11 +6,14 @@
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod entity;
 pub mod error;
 pub mod grpc;
+pub mod migration;
 pub mod saga;
 pub mod store;
 
-pub use app::{Application, MIGRATOR, migrate};
+pub use app::{Application, migrate};
 pub use config::PayConfig;
 pub use error::PayError;
+pub use migration::Migrator;

@@ -10,7 +10,7 @@ use marquee_infra::bus::{Envelope, HandleError, Handler};
 use marquee_infra::outbox::{self, NewMessage, Relay};
 use marquee_proto::saga;
 use prost::Message as _;
-use sqlx::{PgConnection, PgPool};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -121,15 +121,15 @@ impl Outcome {
 /// Handles saga messages against the payment database.
 #[derive(Clone)]
 pub struct SagaConsumer {
-    pool: PgPool,
+    db: DatabaseConnection,
     relay: Relay,
     welcome_credit: i64,
 }
 
 impl SagaConsumer {
-    pub fn new(pool: PgPool, relay: Relay, welcome_credit: i64) -> Self {
+    pub fn new(db: DatabaseConnection, relay: Relay, welcome_credit: i64) -> Self {
         Self {
-            pool,
+            db,
             relay,
             welcome_credit,
         }
@@ -152,8 +152,8 @@ impl SagaConsumer {
     /// Handles one message in one transaction; a duplicate message id has no effect.
     pub async fn handle(&self, envelope: Envelope) -> Result<Outcome, PayError> {
         let command = Command::decode(&envelope)?;
-        let mut tx = self.pool.begin().await?;
-        if !outbox::claim(&mut tx, CONSUMER, envelope.message_id).await? {
+        let tx = self.db.begin().await?;
+        if !outbox::claim(&tx, CONSUMER, envelope.message_id).await? {
             tx.commit().await?;
             tracing::info!(message_id = %envelope.message_id, kind = %envelope.kind, "duplicate message skipped");
             return Ok(Outcome::Duplicate);
@@ -162,7 +162,7 @@ impl SagaConsumer {
         let mut opened = None;
         let outcome = match command {
             Command::Open(account) => {
-                if store::ensure_wallet(&mut tx, account, self.welcome_credit).await? {
+                if store::ensure_wallet(&tx, account, self.welcome_credit).await? {
                     opened = Some(account);
                 }
                 Outcome::WalletOpened
@@ -170,12 +170,12 @@ impl SagaConsumer {
             Command::Charge(request) => {
                 // booking-svc vouches for the buyer, so a payment may open the wallet
                 // if its `account.opened` has not been handled yet.
-                if store::ensure_wallet(&mut tx, request.account_id, self.welcome_credit).await? {
+                if store::ensure_wallet(&tx, request.account_id, self.welcome_credit).await? {
                     opened = Some(request.account_id);
                 }
-                self.charge(&mut tx, envelope.saga_id, request).await?
+                self.charge(&tx, envelope.saga_id, request).await?
             }
-            Command::Refund(request) => refund(&mut tx, envelope.saga_id, request).await?,
+            Command::Refund(request) => refund(&tx, envelope.saga_id, request).await?,
         };
         tx.commit().await?;
         if let Some(account) = opened {
@@ -189,7 +189,7 @@ impl SagaConsumer {
     /// Charges the buyer's wallet, which exists (the caller ensured it).
     async fn charge(
         &self,
-        tx: &mut PgConnection,
+        tx: &DatabaseTransaction,
         saga_id: Uuid,
         request: ChargeRequest,
     ) -> Result<Outcome, PayError> {
@@ -280,7 +280,7 @@ impl SagaConsumer {
 }
 
 async fn refund(
-    tx: &mut PgConnection,
+    tx: &DatabaseTransaction,
     saga_id: Uuid,
     request: RefundRequest,
 ) -> Result<Outcome, PayError> {
@@ -396,7 +396,7 @@ fn money(amount_minor: i64, currency: &str) -> marquee_proto::Money {
 /// Enqueues the outcome of a settled payment: PaymentSucceeded when it was captured
 /// (even if since refunded), PaymentFailed with its reason otherwise.
 async fn enqueue_payment_outcome(
-    tx: &mut PgConnection,
+    tx: &DatabaseTransaction,
     saga_id: Uuid,
     payment: &Payment,
 ) -> Result<(), PayError> {
@@ -429,7 +429,7 @@ async fn enqueue_payment_outcome(
 }
 
 async fn enqueue_refund_completed(
-    tx: &mut PgConnection,
+    tx: &DatabaseTransaction,
     saga_id: Uuid,
     booking: BookingId,
     payment: Option<PaymentId>,
@@ -445,7 +445,7 @@ async fn enqueue_refund_completed(
 }
 
 async fn enqueue(
-    tx: &mut PgConnection,
+    tx: &DatabaseTransaction,
     kind: &'static str,
     saga_id: Uuid,
     payload: Vec<u8>,

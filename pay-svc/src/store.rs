@@ -1,44 +1,50 @@
-//! The payment database: wallets, payments and the ledger. Every function takes the
-//! caller's connection (usually a transaction), so an effect, its inbox claim and its
-//! outbox reply commit together.
+//! The payment database: wallets, payments and the ledger, through the sea-orm
+//! entities of [`crate::entity`]. Every function takes the caller's connection
+//! (usually a transaction), so an effect, its inbox claim and its outbox reply commit
+//! together.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DerivePartialModel, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait as _, TryInsertResult,
+};
 use uuid::Uuid;
 
 use crate::domain::{
     AccountId, Amount, BookingId, ChargeRequest, Currency, EntryKind, FailureReason, LedgerEntry,
     Money, PageSize, Payment, PaymentId, PaymentStatus, WALLET_CURRENCY, WalletView,
 };
+use crate::entity::{ledger_entries, payments, wallets};
 use crate::error::PayError;
 
 /// Creates `account`'s wallet if it has none, with a WELCOME_CREDIT entry of
 /// `welcome_credit` KRW. Idempotent and safe under concurrency. Returns whether it
 /// was created now; the caller logs that once its transaction committed.
 pub async fn ensure_wallet(
-    conn: &mut PgConnection,
+    db: &impl ConnectionTrait,
     account: AccountId,
     welcome_credit: i64,
 ) -> Result<bool, PayError> {
-    let created = sqlx::query(
-        "INSERT INTO wallets (account_id, currency, balance_minor) VALUES ($1, $2, $3)
-         ON CONFLICT (account_id) DO NOTHING",
-    )
-    .bind(account.0)
-    .bind(WALLET_CURRENCY)
-    .bind(welcome_credit)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
+    let inserted = wallets::Entity::insert(wallets::ActiveModel {
+        account_id: Set(account.0),
+        currency: Set(WALLET_CURRENCY.to_owned()),
+        balance_minor: Set(welcome_credit),
+        created_at: NotSet,
+        updated_at: NotSet,
+    })
+    .on_conflict_do_nothing()
+    .exec_without_returning(db)
+    .await?;
+    let created = matches!(inserted, TryInsertResult::Inserted(1));
     if created && welcome_credit > 0 {
         let credit = Money {
             amount_minor: welcome_credit,
             currency: Currency::krw(),
         };
         insert_entry(
-            conn,
+            db,
             account,
             EntryKind::WelcomeCredit,
             &credit,
@@ -55,46 +61,51 @@ pub async fn ensure_wallet(
 /// before any charge. `false` when the booking already has a payment; the caller's
 /// transaction then waits for a concurrent one to finish first.
 pub async fn insert_pending_payment(
-    conn: &mut PgConnection,
+    db: &impl ConnectionTrait,
     payment_id: PaymentId,
     request: &ChargeRequest,
 ) -> Result<bool, PayError> {
-    let inserted = sqlx::query(
-        "INSERT INTO payments
-             (payment_id, booking_id, account_id, status, amount_minor, currency, method, idempotency_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(payment_id.0)
-    .bind(request.booking_id.0)
-    .bind(request.account_id.0)
-    .bind(PaymentStatus::Pending.as_str())
-    .bind(request.amount_minor)
-    .bind(&request.currency)
-    .bind(&request.method)
-    .bind(request.booking_id.to_string())
-    .execute(conn)
+    let inserted = payments::Entity::insert(payments::ActiveModel {
+        payment_id: Set(payment_id.0),
+        booking_id: Set(request.booking_id.0),
+        account_id: Set(request.account_id.0),
+        status: Set(PaymentStatus::Pending.as_str().to_owned()),
+        amount_minor: Set(request.amount_minor),
+        currency: Set(request.currency.clone()),
+        method: Set(request.method.clone()),
+        failure_reason: Set(None),
+        idempotency_key: Set(request.booking_id.to_string()),
+        created_at: NotSet,
+        updated_at: NotSet,
+        refunded_at: NotSet,
+    })
+    // No conflict target: a second payment for the booking collides on
+    // `payments_booking_id_key` and `payments_idempotency_key_key` alike.
+    .on_conflict(OnConflict::new().do_nothing().to_owned())
+    .exec_without_returning(db)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(inserted == 1)
 }
 
 /// Settles a pending payment as CAPTURED or FAILED.
 pub async fn settle_payment(
-    conn: &mut PgConnection,
+    db: &impl ConnectionTrait,
     payment_id: PaymentId,
     status: PaymentStatus,
     failure_reason: Option<FailureReason>,
 ) -> Result<(), PayError> {
-    let updated = sqlx::query(
-        "UPDATE payments SET status = $2, failure_reason = $3, updated_at = now()
-         WHERE payment_id = $1 AND status = 'PENDING'",
-    )
-    .bind(payment_id.0)
-    .bind(status.as_str())
-    .bind(failure_reason.map(FailureReason::as_str))
-    .execute(conn)
-    .await?;
-    if updated.rows_affected() != 1 {
+    let updated = payments::Entity::update_many()
+        .col_expr(payments::Column::Status, Expr::value(status.as_str()))
+        .col_expr(
+            payments::Column::FailureReason,
+            Expr::value(failure_reason.map(|r| r.as_str().to_owned())),
+        )
+        .col_expr(payments::Column::UpdatedAt, Expr::current_timestamp())
+        .filter(payments::Column::PaymentId.eq(payment_id.0))
+        .filter(payments::Column::Status.eq(PaymentStatus::Pending.as_str()))
+        .exec(db)
+        .await?;
+    if updated.rows_affected != 1 {
         return Err(PayError::Corrupt(format!(
             "payment {payment_id} is not pending"
         )));
@@ -103,15 +114,22 @@ pub async fn settle_payment(
 }
 
 /// Marks a captured payment REFUNDED.
-pub async fn mark_refunded(conn: &mut PgConnection, payment_id: PaymentId) -> Result<(), PayError> {
-    let updated = sqlx::query(
-        "UPDATE payments SET status = 'REFUNDED', refunded_at = now(), updated_at = now()
-         WHERE payment_id = $1 AND status = 'CAPTURED'",
-    )
-    .bind(payment_id.0)
-    .execute(conn)
-    .await?;
-    if updated.rows_affected() != 1 {
+pub async fn mark_refunded(
+    db: &impl ConnectionTrait,
+    payment_id: PaymentId,
+) -> Result<(), PayError> {
+    let updated = payments::Entity::update_many()
+        .col_expr(
+            payments::Column::Status,
+            Expr::value(PaymentStatus::Refunded.as_str()),
+        )
+        .col_expr(payments::Column::RefundedAt, Expr::current_timestamp())
+        .col_expr(payments::Column::UpdatedAt, Expr::current_timestamp())
+        .filter(payments::Column::PaymentId.eq(payment_id.0))
+        .filter(payments::Column::Status.eq(PaymentStatus::Captured.as_str()))
+        .exec(db)
+        .await?;
+    if updated.rows_affected != 1 {
         return Err(PayError::Corrupt(format!(
             "payment {payment_id} is not captured"
         )));
@@ -119,83 +137,121 @@ pub async fn mark_refunded(conn: &mut PgConnection, payment_id: PaymentId) -> Re
     Ok(())
 }
 
-/// The payment of `booking`, locked until the transaction ends.
-pub async fn payment_for_update(
-    conn: &mut PgConnection,
-    booking: BookingId,
-) -> Result<Option<Payment>, PayError> {
-    let row = sqlx::query(
-        "SELECT payment_id, booking_id, account_id, status, amount_minor, currency, failure_reason
-         FROM payments WHERE booking_id = $1 FOR UPDATE",
-    )
-    .bind(booking.0)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(payment_from_row).transpose()
+/// The stored columns of a payment the saga reads.
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "payments::Entity")]
+struct PaymentRow {
+    payment_id: Uuid,
+    booking_id: Uuid,
+    account_id: Uuid,
+    status: String,
+    amount_minor: i64,
+    currency: String,
+    failure_reason: Option<String>,
 }
 
-fn payment_from_row(row: &PgRow) -> Result<Payment, PayError> {
-    let status: String = row.try_get("status")?;
-    let reason: Option<String> = row.try_get("failure_reason")?;
-    Ok(Payment {
-        payment_id: PaymentId(row.try_get("payment_id")?),
-        booking_id: BookingId(row.try_get("booking_id")?),
-        account_id: AccountId(row.try_get("account_id")?),
-        status: status
-            .parse()
-            .map_err(|e| PayError::Corrupt(format!("{e}")))?,
-        amount_minor: row.try_get("amount_minor")?,
-        currency: row.try_get("currency")?,
-        failure_reason: reason
-            .map(|r| r.parse().map_err(|e| PayError::Corrupt(format!("{e}"))))
-            .transpose()?,
-    })
+impl TryFrom<PaymentRow> for Payment {
+    type Error = PayError;
+
+    fn try_from(row: PaymentRow) -> Result<Self, PayError> {
+        Ok(Payment {
+            payment_id: PaymentId(row.payment_id),
+            booking_id: BookingId(row.booking_id),
+            account_id: AccountId(row.account_id),
+            status: row
+                .status
+                .parse()
+                .map_err(|e| PayError::Corrupt(format!("payment {}: {e}", row.payment_id)))?,
+            amount_minor: row.amount_minor,
+            currency: row.currency,
+            failure_reason: row
+                .failure_reason
+                .map(|r| {
+                    r.parse()
+                        .map_err(|e| PayError::Corrupt(format!("payment {}: {e}", row.payment_id)))
+                })
+                .transpose()?,
+        })
+    }
+}
+
+/// The payment of `booking`, locked until the transaction ends.
+pub async fn payment_for_update(
+    db: &impl ConnectionTrait,
+    booking: BookingId,
+) -> Result<Option<Payment>, PayError> {
+    payments::Entity::find()
+        .filter(payments::Column::BookingId.eq(booking.0))
+        .lock_exclusive()
+        .into_partial_model::<PaymentRow>()
+        .one(db)
+        .await?
+        .map(Payment::try_from)
+        .transpose()
+}
+
+/// A wallet's balance, as an UPDATE ... RETURNING gives it back.
+#[derive(Debug, FromQueryResult)]
+struct Balance {
+    balance_minor: i64,
 }
 
 /// Takes `amount` from `account`'s wallet if it holds that much in `currency`.
 /// Returns the balance after, or `None` when funds are insufficient.
 pub async fn debit(
-    conn: &mut PgConnection,
+    db: &impl ConnectionTrait,
     account: AccountId,
     amount: Amount,
     currency: &Currency,
 ) -> Result<Option<i64>, PayError> {
-    let balance = sqlx::query_scalar(
-        "UPDATE wallets SET balance_minor = balance_minor - $2, updated_at = now()
-         WHERE account_id = $1 AND balance_minor >= $2 AND currency = $3
-         RETURNING balance_minor",
-    )
-    .bind(account.0)
-    .bind(amount.minor())
-    .bind(currency.as_str())
-    .fetch_optional(conn)
-    .await?;
+    let mut update = wallets::Entity::update_many()
+        .col_expr(
+            wallets::Column::BalanceMinor,
+            Expr::col(wallets::Column::BalanceMinor).sub(amount.minor()),
+        )
+        .col_expr(wallets::Column::UpdatedAt, Expr::current_timestamp())
+        .filter(wallets::Column::AccountId.eq(account.0))
+        .filter(wallets::Column::BalanceMinor.gte(amount.minor()))
+        .filter(wallets::Column::Currency.eq(currency.as_str()))
+        .into_query();
+    // One guarded statement that also returns the new balance: no second round trip.
+    update.returning_col(wallets::Column::BalanceMinor);
+    let balance = match db.query_one(&update).await? {
+        Some(row) => Some(Balance::from_query_result(&row, "")?.balance_minor),
+        None => None,
+    };
     Ok(balance)
 }
 
 /// Gives `amount` back to `account`'s wallet. Returns the balance after.
 pub async fn credit(
-    conn: &mut PgConnection,
+    db: &impl ConnectionTrait,
     account: AccountId,
     amount: Amount,
     currency: &Currency,
 ) -> Result<i64, PayError> {
-    let balance: Option<i64> = sqlx::query_scalar(
-        "UPDATE wallets SET balance_minor = balance_minor + $2, updated_at = now()
-         WHERE account_id = $1 AND currency = $3
-         RETURNING balance_minor",
-    )
-    .bind(account.0)
-    .bind(amount.minor())
-    .bind(currency.as_str())
-    .fetch_optional(conn)
-    .await?;
-    balance.ok_or_else(|| PayError::Corrupt(format!("no {currency} wallet for account {account}")))
+    let mut update = wallets::Entity::update_many()
+        .col_expr(
+            wallets::Column::BalanceMinor,
+            Expr::col(wallets::Column::BalanceMinor).add(amount.minor()),
+        )
+        .col_expr(wallets::Column::UpdatedAt, Expr::current_timestamp())
+        .filter(wallets::Column::AccountId.eq(account.0))
+        .filter(wallets::Column::Currency.eq(currency.as_str()))
+        .into_query();
+    // One statement that also returns the new balance: no second round trip.
+    update.returning_col(wallets::Column::BalanceMinor);
+    match db.query_one(&update).await? {
+        Some(row) => Ok(Balance::from_query_result(&row, "")?.balance_minor),
+        None => Err(PayError::Corrupt(format!(
+            "no {currency} wallet for account {account}"
+        ))),
+    }
 }
 
 /// Appends a ledger entry.
 pub async fn insert_entry(
-    conn: &mut PgConnection,
+    db: &impl ConnectionTrait,
     account: AccountId,
     kind: EntryKind,
     amount: &Money,
@@ -204,79 +260,101 @@ pub async fn insert_entry(
     payment: Option<PaymentId>,
 ) -> Result<Uuid, PayError> {
     let entry_id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO ledger_entries
-             (entry_id, account_id, kind, amount_minor, currency, balance_after_minor, booking_id, payment_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(entry_id)
-    .bind(account.0)
-    .bind(kind.as_str())
-    .bind(amount.amount_minor)
-    .bind(amount.currency.as_str())
-    .bind(balance_after_minor)
-    .bind(booking.map(|b| b.0))
-    .bind(payment.map(|p| p.0))
-    .execute(conn)
+    ledger_entries::Entity::insert(ledger_entries::ActiveModel {
+        seq: NotSet,
+        entry_id: Set(entry_id),
+        account_id: Set(account.0),
+        kind: Set(kind.as_str().to_owned()),
+        amount_minor: Set(amount.amount_minor),
+        currency: Set(amount.currency.as_str().to_owned()),
+        balance_after_minor: Set(balance_after_minor),
+        booking_id: Set(booking.map(|b| b.0)),
+        payment_id: Set(payment.map(|p| p.0)),
+        created_at: NotSet,
+    })
+    .exec_without_returning(db)
     .await?;
     Ok(entry_id)
+}
+
+/// A wallet's currency and balance.
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "wallets::Entity")]
+struct WalletRow {
+    currency: String,
+    balance_minor: i64,
+}
+
+/// The columns of a ledger entry GetWallet shows.
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "ledger_entries::Entity")]
+struct EntryRow {
+    entry_id: Uuid,
+    kind: String,
+    amount_minor: i64,
+    currency: String,
+    balance_after_minor: i64,
+    booking_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<EntryRow> for LedgerEntry {
+    type Error = PayError;
+
+    fn try_from(row: EntryRow) -> Result<Self, PayError> {
+        let corrupt = |e: &dyn std::fmt::Display| {
+            PayError::Corrupt(format!("ledger entry {}: {e}", row.entry_id))
+        };
+        let currency: Currency = row.currency.parse().map_err(|e| corrupt(&e))?;
+        Ok(LedgerEntry {
+            entry_id: row.entry_id,
+            kind: row.kind.parse().map_err(|e| corrupt(&e))?,
+            amount: Money {
+                amount_minor: row.amount_minor,
+                currency: currency.clone(),
+            },
+            balance_after: Money {
+                amount_minor: row.balance_after_minor,
+                currency,
+            },
+            booking_id: row.booking_id.map(BookingId),
+            created_at: row.created_at,
+        })
+    }
 }
 
 /// `account`'s wallet with its `page` newest entries; [`PayError::NoWallet`] if it
 /// has none. Never creates one.
 pub async fn wallet_view(
-    conn: &mut PgConnection,
+    db: &impl ConnectionTrait,
     account: AccountId,
     page: PageSize,
 ) -> Result<WalletView, PayError> {
-    let row = sqlx::query("SELECT currency, balance_minor FROM wallets WHERE account_id = $1")
-        .bind(account.0)
-        .fetch_optional(&mut *conn)
+    let wallet = wallets::Entity::find_by_id(account.0)
+        .into_partial_model::<WalletRow>()
+        .one(db)
         .await?
         .ok_or(PayError::NoWallet)?;
-    let currency = currency_of(&row)?;
-    let balance = Money {
-        amount_minor: row.try_get("balance_minor")?,
-        currency,
-    };
-    let rows = sqlx::query(
-        "SELECT entry_id, kind, amount_minor, currency, balance_after_minor, booking_id, created_at
-         FROM ledger_entries WHERE account_id = $1 ORDER BY seq DESC LIMIT $2",
-    )
-    .bind(account.0)
-    .bind(i64::from(page.get()))
-    .fetch_all(conn)
-    .await?;
-    let entries = rows.iter().map(entry_from_row).collect::<Result<_, _>>()?;
+    let currency: Currency = wallet
+        .currency
+        .parse()
+        .map_err(|e| PayError::Corrupt(format!("wallet of account {account}: {e}")))?;
+    let entries = ledger_entries::Entity::find()
+        .filter(ledger_entries::Column::AccountId.eq(account.0))
+        .order_by_desc(ledger_entries::Column::Seq)
+        .limit(u64::from(page.get()))
+        .into_partial_model::<EntryRow>()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(LedgerEntry::try_from)
+        .collect::<Result<_, _>>()?;
     Ok(WalletView {
         account_id: account,
-        balance,
-        entries,
-    })
-}
-
-fn currency_of(row: &PgRow) -> Result<Currency, PayError> {
-    let text: String = row.try_get("currency")?;
-    text.parse().map_err(|e| PayError::Corrupt(format!("{e}")))
-}
-
-fn entry_from_row(row: &PgRow) -> Result<LedgerEntry, PayError> {
-    let kind: String = row.try_get("kind")?;
-    let currency = currency_of(row)?;
-    Ok(LedgerEntry {
-        entry_id: row.try_get("entry_id")?,
-        kind: kind
-            .parse()
-            .map_err(|e| PayError::Corrupt(format!("{e}")))?,
-        amount: Money {
-            amount_minor: row.try_get("amount_minor")?,
-            currency: currency.clone(),
-        },
-        balance_after: Money {
-            amount_minor: row.try_get("balance_after_minor")?,
+        balance: Money {
+            amount_minor: wallet.balance_minor,
             currency,
         },
-        booking_id: row.try_get::<Option<Uuid>, _>("booking_id")?.map(BookingId),
-        created_at: row.try_get::<DateTime<Utc>, _>("created_at")?,
+        entries,
     })
 }

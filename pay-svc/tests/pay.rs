@@ -55,7 +55,8 @@ impl TestApp {
             .expect("build timed out")
             .expect("build pay-svc");
         let port = app.port();
-        let pool = app.pool().clone();
+        // Assertions read rows through sqlx, on the pool sea-orm uses.
+        let pool = app.pool().get_postgres_connection_pool().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_with_shutdown(async {
             let _ = stopped.await;

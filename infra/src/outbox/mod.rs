@@ -5,52 +5,28 @@
 //! publisher confirms and marks them sent. A consumer claims each message id in its
 //! inbox ([`claim`]) in the same transaction as its effect, so a redelivery has none.
 
+pub mod entity;
+pub mod migration;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row};
+use chrono::Utc;
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait, TryInsertResult,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use self::entity::{message, received};
 use crate::bus::{Bus, Envelope};
 use crate::telemetry;
-
-/// Creates the `outbox` and `inbox` tables if missing. Safe to run concurrently.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(727274)")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::raw_sql(
-        r#"
-        CREATE TABLE IF NOT EXISTS outbox (
-            seq           BIGSERIAL PRIMARY KEY,
-            message_id    UUID NOT NULL UNIQUE,
-            kind          TEXT NOT NULL,
-            saga_id       UUID NOT NULL,
-            version       INT NOT NULL,
-            payload       BYTEA NOT NULL,
-            trace_context JSONB NOT NULL DEFAULT '{}',
-            occurred_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-            sent_at       TIMESTAMPTZ
-        );
-        CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
-        CREATE TABLE IF NOT EXISTS inbox (
-            consumer    TEXT NOT NULL,
-            message_id  UUID NOT NULL,
-            received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-            PRIMARY KEY (consumer, message_id)
-        );
-        "#,
-    )
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
-}
 
 /// A message to send, before it has an id.
 #[derive(Debug, Clone)]
@@ -63,39 +39,41 @@ pub struct NewMessage {
 
 /// Adds `message` to the outbox inside the caller's transaction, with the current
 /// span's trace context. Returns its message id.
-pub async fn enqueue(tx: &mut PgConnection, message: NewMessage) -> Result<Uuid, sqlx::Error> {
+pub async fn enqueue<C: ConnectionTrait>(tx: &C, message: NewMessage) -> Result<Uuid, DbErr> {
     let id = Uuid::now_v7();
     let trace = serde_json::to_value(telemetry::current_context_map()).unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO outbox (message_id, kind, saga_id, version, payload, trace_context)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(id)
-    .bind(message.kind)
-    .bind(message.saga_id)
-    .bind(message.version)
-    .bind(&message.payload)
-    .bind(trace)
-    .execute(tx)
+    message::Entity::insert(message::ActiveModel {
+        seq: NotSet,
+        message_id: Set(id),
+        kind: Set(message.kind.to_owned()),
+        saga_id: Set(message.saga_id),
+        version: Set(message.version),
+        payload: Set(message.payload),
+        trace_context: Set(trace),
+        occurred_at: NotSet,
+        sent_at: NotSet,
+    })
+    .exec_without_returning(tx)
     .await?;
     Ok(id)
 }
 
 /// Records that `consumer` handled `message_id`, inside the caller's transaction.
 /// `false` means it already had: skip the effect and ack.
-pub async fn claim(
-    tx: &mut PgConnection,
+pub async fn claim<C: ConnectionTrait>(
+    tx: &C,
     consumer: &str,
     message_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(message_id)
-    .execute(tx)
+) -> Result<bool, DbErr> {
+    let done = received::Entity::insert(received::ActiveModel {
+        consumer: Set(consumer.to_owned()),
+        message_id: Set(message_id),
+        received_at: NotSet,
+    })
+    .on_conflict_do_nothing()
+    .exec_without_returning(tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(matches!(done, TryInsertResult::Inserted(1)))
 }
 
 /// Publishes outbox rows. Wake it with [`Relay::notify`] after committing new rows;
@@ -111,16 +89,21 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-const BATCH: i64 = 256;
+const BATCH: u64 = 256;
 /// How often the relay prunes, and how long rows are kept: sent outbox rows for a day
 /// (for inspection), inbox entries for a week (far longer than any redelivery).
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
-const KEEP_SENT: &str = "1 day";
-const KEEP_INBOX: &str = "7 days";
+const KEEP_SENT: chrono::TimeDelta = chrono::TimeDelta::days(1);
+const KEEP_INBOX: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
 impl Relay {
     /// Starts relaying `pool`'s outbox to `bus` until `shutdown`.
-    pub fn spawn(pool: PgPool, bus: Bus, poll: Duration, shutdown: CancellationToken) -> Self {
+    pub fn spawn(
+        pool: DatabaseConnection,
+        bus: Bus,
+        poll: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
         let notify = Arc::new(Notify::new());
         let relay = Self {
             notify: notify.clone(),
@@ -141,7 +124,7 @@ impl Relay {
                         0
                     }
                 };
-                if sent as i64 == BATCH {
+                if sent as u64 == BATCH {
                     continue;
                 }
                 tokio::select! {
@@ -161,19 +144,18 @@ impl Relay {
 }
 
 /// Deletes sent outbox rows and inbox entries past their keeping time.
-pub async fn prune(pool: &PgPool) -> Result<(u64, u64), sqlx::Error> {
-    let sent = sqlx::query(&format!(
-        "DELETE FROM outbox WHERE sent_at < now() - interval '{KEEP_SENT}'"
-    ))
-    .execute(pool)
-    .await?
-    .rows_affected();
-    let seen = sqlx::query(&format!(
-        "DELETE FROM inbox WHERE received_at < now() - interval '{KEEP_INBOX}'"
-    ))
-    .execute(pool)
-    .await?
-    .rows_affected();
+pub async fn prune<C: ConnectionTrait>(db: &C) -> Result<(u64, u64), DbErr> {
+    let now = Utc::now();
+    let sent = message::Entity::delete_many()
+        .filter(message::Column::SentAt.lt(now - KEEP_SENT))
+        .exec(db)
+        .await?
+        .rows_affected;
+    let seen = received::Entity::delete_many()
+        .filter(received::Column::ReceivedAt.lt(now - KEEP_INBOX))
+        .exec(db)
+        .await?
+        .rows_affected;
     if sent + seen > 0 {
         tracing::info!(
             outbox_rows = sent,
@@ -184,33 +166,33 @@ pub async fn prune(pool: &PgPool) -> Result<(u64, u64), sqlx::Error> {
     Ok((sent, seen))
 }
 
-async fn relay_batch(pool: &PgPool, bus: &Bus) -> anyhow::Result<usize> {
-    let mut tx = pool.begin().await?;
-    let rows = sqlx::query(
-        "SELECT seq, message_id, kind, saga_id, version, payload, trace_context, occurred_at
-         FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(BATCH)
-    .fetch_all(&mut *tx)
-    .await?;
+async fn relay_batch(pool: &DatabaseConnection, bus: &Bus) -> anyhow::Result<usize> {
+    let tx = pool.begin().await?;
+    let rows = message::Entity::find()
+        .filter(message::Column::SentAt.is_null())
+        .order_by_asc(message::Column::Seq)
+        .limit(BATCH)
+        // Replicas relay disjoint batches: a row another relay holds is skipped.
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .all(&tx)
+        .await?;
     if rows.is_empty() {
         return Ok(0);
     }
     let mut envelopes = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let trace: serde_json::Value = row.try_get("trace_context")?;
+    for row in rows {
         let trace_context: HashMap<String, String> =
-            serde_json::from_value(trace).unwrap_or_default();
+            serde_json::from_value(row.trace_context).unwrap_or_default();
         envelopes.push((
-            row.try_get::<i64, _>("seq")?,
+            row.seq,
             Envelope {
-                message_id: row.try_get("message_id")?,
-                kind: row.try_get("kind")?,
-                saga_id: row.try_get("saga_id")?,
-                version: row.try_get("version")?,
-                occurred_at: row.try_get::<DateTime<Utc>, _>("occurred_at")?,
+                message_id: row.message_id,
+                kind: row.kind,
+                saga_id: row.saga_id,
+                version: row.version,
+                occurred_at: row.occurred_at,
                 trace_context,
-                payload: row.try_get("payload")?,
+                payload: row.payload,
             },
         ));
     }
@@ -246,10 +228,13 @@ async fn relay_batch(pool: &PgPool, bus: &Bus) -> anyhow::Result<usize> {
             Err(error) => tracing::warn!(seq, %error, "outbox publish failed"),
         }
     }
-    sqlx::query("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1)")
-        .bind(&sent)
-        .execute(&mut *tx)
-        .await?;
+    if !sent.is_empty() {
+        message::Entity::update_many()
+            .col_expr(message::Column::SentAt, Expr::current_timestamp())
+            .filter(message::Column::Seq.is_in(sent.iter().copied()))
+            .exec(&tx)
+            .await?;
+    }
     tx.commit().await?;
     metrics::counter!("outbox_published_total").increment(sent.len() as u64);
     Ok(sent.len())

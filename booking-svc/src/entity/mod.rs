@@ -1,0 +1,11 @@
+//! sea-orm entities for every table booking-svc owns: one module per table, with the
+//! relations its foreign keys make. The outbox and inbox tables are
+//! `marquee_infra::outbox::entity`'s. The constraint names errors are classified by
+//! are constants next to their table.
+
+pub mod accounts;
+pub mod booking_seats;
+pub mod bookings;
+pub mod events;
+pub mod seats;
+pub mod sections;

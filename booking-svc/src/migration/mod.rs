@@ -1,0 +1,25 @@
+//! booking-svc's schema as sea-orm-migration migrations, applied in order by
+//! `marquee_infra::db::migrate` (the `migrate` mode, or start-up with
+//! `MIGRATE_ON_START`). Every constraint and index has an explicit name; error
+//! classification relies on them (see [`crate::entity`]).
+
+use sea_orm_migration::prelude::*;
+
+pub mod m20260101_000001_accounts_catalog_bookings;
+pub mod m20260101_000003_announce_existing_accounts;
+
+/// Every migration of the booking database, oldest first: accounts, the catalog and
+/// bookings; then the outbox/inbox tables; then the announcement of the accounts that
+/// existed before sign-up wrote `account.opened` (it needs the outbox).
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20260101_000001_accounts_catalog_bookings::Migration),
+            Box::new(marquee_infra::outbox::migration::Migration),
+            Box::new(m20260101_000003_announce_existing_accounts::Migration),
+        ]
+    }
+}

@@ -1,0 +1,474 @@
+//! booking-svc's data layer end to end against the real PostgreSQL, Redis and
+//! RabbitMQ: sign-up and log-in, an event's creation and layout, holds checked out into
+//! bookings (paid and free), the saga replies that move them, cancellation, seat
+//! statuses and sales, and what reconciliation and the sweeper read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use booking_svc::accounts::{self, Hasher, KnownAccounts, NewAccount};
+use booking_svc::bookings::{
+    Bookings, HoldTiming, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_COMPLETED, REFUND_REQUESTED,
+};
+use booking_svc::catalog::{Catalog, EventDetails, NewEvent, NewRow, NewSeat, NewSection};
+use booking_svc::changes::ChangeFeed;
+use booking_svc::domain::{
+    AccountId, BookingId, BookingStatus, Currency, Email, EventId, IdempotencyKey, Password,
+    PaymentMethod, Role, SeatId, SeatSelection, SeatStatus,
+};
+use booking_svc::error::BookingError;
+use booking_svc::holds::{HoldStore, RedisTimeouts};
+use booking_svc::migration::Migrator;
+use chrono::Utc;
+use futures::FutureExt as _;
+use marquee_infra::bus::{Bus, BusConfig, Envelope};
+use marquee_infra::db;
+use marquee_infra::outbox::Relay;
+use marquee_proto::saga;
+use prost::Message as _;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Rig {
+    db: DatabaseConnection,
+    bookings: Arc<Bookings>,
+    relay: Relay,
+    hasher: Hasher,
+}
+
+async fn with_rig<F, Fut>(test: F)
+where
+    F: FnOnce(Rig) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let id = Uuid::new_v4().simple().to_string();
+    let url = format!("{}/test_store_booking_{id}", marquee_testkit::pg_base());
+    let redis_prefix = format!("test:{id}:");
+    let db = db::connect(&url, 4).await.expect("database");
+    db::migrate::<Migrator>(&db).await.expect("migrate");
+    let bus = Bus::connect(
+        BusConfig::new(marquee_testkit::amqp_url(), format!("test.{id}.")),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("bus");
+    let stop = CancellationToken::new();
+    let holds = HoldStore::connect(
+        &marquee_testkit::redis_url(),
+        &redis_prefix,
+        RedisTimeouts::default(),
+    )
+    .await
+    .expect("redis");
+    let relay = Relay::spawn(
+        db.clone(),
+        bus.clone(),
+        Duration::from_millis(200),
+        stop.clone(),
+    );
+    let bookings = Arc::new(Bookings::new(
+        db.clone(),
+        holds,
+        Catalog::default(),
+        relay.clone(),
+        ChangeFeed::spawn(bus.clone(), stop.clone()),
+        HoldTiming {
+            hold_ttl: Duration::from_secs(60),
+            checkout_grace: Duration::from_secs(15),
+        },
+    ));
+    bookings.restore_redis().await.expect("prime redis");
+    let rig = Rig {
+        db: db.clone(),
+        bookings,
+        relay,
+        hasher: Hasher::new(1024).expect("hasher"),
+    };
+    let outcome = std::panic::AssertUnwindSafe(test(rig)).catch_unwind().await;
+    stop.cancel();
+    let _ = bus.delete_topology(&[]).await;
+    bus.shutdown();
+    let _ = db.close().await;
+    let _ = db::drop_database(&url).await;
+    let _ = marquee_testkit::delete_redis_keys(&redis_prefix).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn sign_up(rig: &Rig, email: &str, role: Role) -> AccountId {
+    accounts::sign_up(
+        &rig.db,
+        &rig.hasher,
+        &rig.relay,
+        NewAccount {
+            email: Email::parse(email).expect("email"),
+            password: Password::parse("correct horse").expect("password"),
+            display_name: "Someone".into(),
+            role,
+        },
+    )
+    .await
+    .expect("sign up")
+    .id
+}
+
+fn seats(row: &str, n: usize) -> NewRow {
+    NewRow {
+        label: row.into(),
+        seats: (1..=n)
+            .map(|i| NewSeat {
+                number: i.to_string(),
+                x: i as f64,
+                y: 0.0,
+            })
+            .collect(),
+    }
+}
+
+fn reply(kind: &str, booking: BookingId, payload: Vec<u8>) -> Envelope {
+    Envelope {
+        message_id: Uuid::now_v7(),
+        kind: kind.to_owned(),
+        saga_id: booking.0,
+        version: 1,
+        occurred_at: Utc::now(),
+        trace_context: Default::default(),
+        payload,
+    }
+}
+
+async fn outbox_count(db: &DatabaseConnection, kind: &str, saga: Uuid) -> i64 {
+    db.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT count(*) FROM outbox WHERE kind = $1 AND saga_id = $2",
+        [kind.into(), saga.into()],
+    ))
+    .await
+    .expect("outbox")
+    .expect("a row")
+    .try_get_by_index::<i64>(0)
+    .expect("a count")
+}
+
+fn select(seats: &[SeatId]) -> SeatSelection {
+    SeatSelection::parse(&seats.iter().map(ToString::to_string).collect::<Vec<_>>())
+        .expect("selection")
+}
+
+#[tokio::test]
+async fn accounts_events_bookings_and_the_saga_through_the_database() {
+    with_rig(|rig| async move {
+        // Accounts: sign-up announces the account; an email is unique whatever its case.
+        let seller = sign_up(&rig, "seller@example.com", Role::Seller).await;
+        let buyer = sign_up(&rig, "Buyer@Example.com", Role::Buyer).await;
+        assert_eq!(
+            outbox_count(&rig.db, "account.opened", buyer.0).await,
+            1,
+            "sign-up wrote no account.opened"
+        );
+        let taken = accounts::sign_up(
+            &rig.db,
+            &rig.hasher,
+            &rig.relay,
+            NewAccount {
+                email: Email::parse("BUYER@example.com").expect("email"),
+                password: Password::parse("another one").expect("password"),
+                display_name: "Again".into(),
+                role: Role::Buyer,
+            },
+        )
+        .await;
+        assert!(
+            matches!(taken, Err(BookingError::AlreadyExists(_))),
+            "{taken:?}"
+        );
+        let me = accounts::log_in(&rig.db, &rig.hasher, "BUYER@EXAMPLE.COM", "correct horse")
+            .await
+            .expect("log in");
+        assert_eq!(me.id, buyer);
+        assert_eq!(me.email, "buyer@example.com");
+        assert!(matches!(
+            accounts::log_in(&rig.db, &rig.hasher, "buyer@example.com", "wrong password").await,
+            Err(BookingError::Unauthenticated(_))
+        ));
+        assert_eq!(
+            accounts::get(&rig.db, seller).await.expect("get").role,
+            Role::Seller
+        );
+        assert!(matches!(
+            accounts::get(&rig.db, AccountId::new()).await,
+            Err(BookingError::NotFound(_))
+        ));
+        let known = KnownAccounts::default();
+        assert!(known.exists(&rig.db, buyer).await.expect("exists"));
+        assert!(
+            !known
+                .exists(&rig.db, AccountId::new())
+                .await
+                .expect("exists")
+        );
+
+        // An event: its layout is read back in order.
+        let now = Utc::now();
+        let event = rig
+            .bookings
+            .create_event(
+                seller,
+                NewEvent {
+                    details: EventDetails {
+                        title: "Show".into(),
+                        category: "concert".into(),
+                        description: "A show".into(),
+                        venue: "Hall".into(),
+                        starts_at: now + chrono::Duration::days(2),
+                        sale_starts_at: now - chrono::Duration::hours(1),
+                        sale_ends_at: now + chrono::Duration::hours(1),
+                        currency: Currency::parse("currency", "KRW").expect("currency"),
+                        max_seats_per_buyer: 4,
+                    },
+                    sections: vec![
+                        NewSection {
+                            name: "R".into(),
+                            price_minor: 30_000,
+                            rows: vec![seats("A", 3), seats("B", 2)],
+                        },
+                        NewSection {
+                            name: "Free".into(),
+                            price_minor: 0,
+                            rows: vec![seats("C", 2)],
+                        },
+                    ],
+                },
+            )
+            .await
+            .expect("create event");
+        assert_eq!(event.seller, seller);
+        assert_eq!(event.details.max_seats_per_buyer, 4);
+        let names: Vec<&str> = event.sections.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["R", "Free"]);
+        assert_eq!(event.sections[0].seat_count, 5);
+        assert_eq!(event.sections[1].price.amount_minor, 0);
+        let labels: Vec<String> = event
+            .seats
+            .iter()
+            .map(|s| format!("{}{}", s.row, s.number))
+            .collect();
+        assert_eq!(labels, ["A1", "A2", "A3", "B1", "B2", "C1", "C2"]);
+        assert_eq!(
+            rig.bookings.event_ids(0, 10).await.expect("event ids"),
+            vec![event.id]
+        );
+        assert!(
+            rig.bookings
+                .event_ids(1, 10)
+                .await
+                .expect("page 2")
+                .is_empty()
+        );
+        assert!(matches!(
+            rig.bookings.event(EventId::new()).await,
+            Err(BookingError::NotFound(_))
+        ));
+        let paid: Vec<SeatId> = event.seats[..2].iter().map(|s| s.id).collect();
+        let free = event.seats[5].id;
+
+        // Hold and check out: PENDING_PAYMENT and a payment request; a retry replays.
+        let hold = rig
+            .bookings
+            .hold(buyer, event.id, select(&paid), None)
+            .await
+            .expect("hold");
+        let key = IdempotencyKey::parse("checkout-1").expect("key");
+        let booking = rig
+            .bookings
+            .checkout(buyer, hold.hold_id, PaymentMethod::Wallet, key.clone())
+            .await
+            .expect("checkout");
+        assert_eq!(booking.status, BookingStatus::PendingPayment);
+        assert_eq!(booking.total.amount_minor, 60_000);
+        assert_eq!(booking.seats.len(), 2);
+        assert_eq!(
+            outbox_count(&rig.db, "payment.requested", booking.id.0).await,
+            1
+        );
+        let replayed = rig
+            .bookings
+            .checkout(buyer, hold.hold_id, PaymentMethod::Wallet, key)
+            .await
+            .expect("checkout replayed");
+        assert_eq!(replayed.id, booking.id);
+        assert_eq!(replayed.created_at, booking.created_at);
+        let statuses = rig.bookings.seat_statuses(&event).await.expect("statuses");
+        assert_eq!(
+            &statuses[..3],
+            [SeatStatus::Held, SeatStatus::Held, SeatStatus::Available]
+        );
+
+        // Paid: CONFIRMED once, however often the reply comes.
+        let paid_reply = reply(
+            PAYMENT_SUCCEEDED,
+            booking.id,
+            saga::PaymentSucceeded::default().encode_to_vec(),
+        );
+        rig.bookings.handle(paid_reply.clone()).await.expect("paid");
+        rig.bookings.handle(paid_reply).await.expect("paid again");
+        let confirmed = rig.bookings.get(buyer, booking.id).await.expect("get");
+        assert_eq!(confirmed.status, BookingStatus::Confirmed);
+        assert!(confirmed.updated_at >= confirmed.created_at);
+        let sorted = {
+            let mut ids: Vec<SeatId> = paid.clone();
+            ids.sort_by_key(|s| s.0);
+            ids
+        };
+        let booked: Vec<SeatId> = confirmed.seats.iter().map(|s| s.seat).collect();
+        assert_eq!(booked, sorted, "seats in seat order");
+        assert_eq!(confirmed.seats[0].section, "R");
+        assert!(matches!(
+            rig.bookings.get(seller, booking.id).await,
+            Err(BookingError::NotFound(_))
+        ));
+        let statuses = rig.bookings.seat_statuses(&event).await.expect("statuses");
+        assert_eq!(&statuses[..2], [SeatStatus::Sold, SeatStatus::Sold]);
+        let sales = rig.bookings.sales(&event).await.expect("sales");
+        assert_eq!(sales[0].seats_sold, 2);
+        assert_eq!(sales[0].revenue_minor, 60_000);
+        assert_eq!(sales[1].seats_sold, 0);
+
+        // A free booking is confirmed at once, without a payment request.
+        let free_hold = rig
+            .bookings
+            .hold(buyer, event.id, select(&[free]), None)
+            .await
+            .expect("free hold");
+        let gift = rig
+            .bookings
+            .checkout(
+                buyer,
+                free_hold.hold_id,
+                PaymentMethod::Wallet,
+                IdempotencyKey::parse("checkout-free").expect("key"),
+            )
+            .await
+            .expect("free checkout");
+        assert_eq!(gift.status, BookingStatus::Confirmed);
+        assert!(gift.updated_at > gift.created_at);
+        assert_eq!(
+            outbox_count(&rig.db, "payment.requested", gift.id.0).await,
+            0
+        );
+        let listed = rig.bookings.list(buyer, 0, 10).await.expect("list");
+        let ids: Vec<BookingId> = listed.iter().map(|b| b.id).collect();
+        assert_eq!(ids, [gift.id, booking.id], "newest first");
+        assert_eq!(
+            rig.bookings.list(buyer, 1, 10).await.expect("page").len(),
+            1
+        );
+
+        // The per-buyer limit: 3 seats owned, 2 more is one too many.
+        let over: Vec<SeatId> = event.seats[2..4].iter().map(|s| s.id).collect();
+        let too_many = rig
+            .bookings
+            .hold(buyer, event.id, select(&over), None)
+            .await;
+        assert!(
+            matches!(too_many, Err(BookingError::SeatLimit { .. })),
+            "{too_many:?}"
+        );
+
+        // Cancelling the free booking frees its seat at once; the paid one asks for a
+        // refund and is CANCELLED when it comes back.
+        let cancelled_gift = rig.bookings.cancel(buyer, gift.id).await.expect("cancel");
+        assert_eq!(cancelled_gift.status, BookingStatus::Cancelled);
+        assert_eq!(cancelled_gift.cancel_reason, "cancelled by buyer");
+        let cancelling = rig
+            .bookings
+            .cancel(buyer, booking.id)
+            .await
+            .expect("cancel");
+        assert_eq!(cancelling.status, BookingStatus::Cancelling);
+        assert_eq!(
+            outbox_count(&rig.db, REFUND_REQUESTED, booking.id.0).await,
+            1
+        );
+        let again = rig.bookings.cancel(buyer, booking.id).await.expect("again");
+        assert_eq!(again.status, BookingStatus::Cancelling);
+        assert_eq!(
+            outbox_count(&rig.db, REFUND_REQUESTED, booking.id.0).await,
+            1
+        );
+        rig.bookings
+            .handle(reply(
+                REFUND_COMPLETED,
+                booking.id,
+                saga::RefundCompleted::default().encode_to_vec(),
+            ))
+            .await
+            .expect("refunded");
+        let cancelled = rig.bookings.get(buyer, booking.id).await.expect("get");
+        assert_eq!(cancelled.status, BookingStatus::Cancelled);
+        let statuses = rig.bookings.seat_statuses(&event).await.expect("statuses");
+        assert_eq!(
+            &statuses[..2],
+            [SeatStatus::Available, SeatStatus::Available]
+        );
+        assert_eq!(statuses[5], SeatStatus::Available);
+
+        // A payment that arrives for a cancelled booking is given back.
+        rig.bookings
+            .handle(reply(
+                PAYMENT_SUCCEEDED,
+                booking.id,
+                saga::PaymentSucceeded::default().encode_to_vec(),
+            ))
+            .await
+            .expect("late payment");
+        assert_eq!(
+            outbox_count(&rig.db, REFUND_REQUESTED, booking.id.0).await,
+            2
+        );
+
+        // A failed payment cancels with its reason, and the seats can be booked again.
+        let retry = rig
+            .bookings
+            .hold(buyer, event.id, select(&paid), None)
+            .await
+            .expect("hold again");
+        let second = rig
+            .bookings
+            .checkout(
+                buyer,
+                retry.hold_id,
+                PaymentMethod::Wallet,
+                IdempotencyKey::parse("checkout-2").expect("key"),
+            )
+            .await
+            .expect("checkout again");
+        rig.bookings
+            .handle(reply(
+                PAYMENT_FAILED,
+                second.id,
+                saga::PaymentFailed {
+                    booking_id: second.id.to_string(),
+                    reason: "INSUFFICIENT_FUNDS".into(),
+                }
+                .encode_to_vec(),
+            ))
+            .await
+            .expect("failed");
+        let failed = rig.bookings.get(buyer, second.id).await.expect("get");
+        assert_eq!(failed.status, BookingStatus::Cancelled);
+        assert_eq!(failed.cancel_reason, "payment failed: INSUFFICIENT_FUNDS");
+
+        // What the sweeper and a restore read.
+        rig.bookings.sweep().await.expect("sweep");
+        assert!(!rig.bookings.restore_redis().await.expect("restore"));
+        rig.bookings.reconcile(second.id).await.expect("reconcile");
+        rig.bookings
+            .reconcile(BookingId::new())
+            .await
+            .expect("reconcile nothing");
+    })
+    .await;
+}

@@ -1,0 +1,6 @@
+//! sea-orm entities for every table pay-svc owns: one module per table. The outbox and
+//! inbox tables are `marquee_infra::outbox::entity`'s.
+
+pub mod ledger_entries;
+pub mod payments;
+pub mod wallets;
