@@ -8,11 +8,12 @@ use std::sync::{Arc, RwLock};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
 use marquee_infra::outbox::{self, NewMessage, Relay};
 use marquee_proto::kinds::ACCOUNT_OPENED;
-use sea_orm::sea_query::Func;
+use sea_orm::sea_query::{Expr, Func, PgFunc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::domain::{Account, AccountId, Email, Password, Role};
 use crate::entity::accounts;
@@ -175,53 +176,128 @@ pub async fn get(pool: &DatabaseConnection, id: AccountId) -> Result<Account, Bo
 
 /// How many account ids [`KnownAccounts`] remembers before it starts over.
 const KNOWN_ACCOUNTS_MAX: usize = 100_000;
+/// Most ids one lookup query asks for.
+const LOOKUP_BATCH: usize = 512;
+/// Lookup queries in flight at once; misses arriving meanwhile wait for the next batch.
+const LOOKUPS_IN_FLIGHT: usize = 4;
+/// Misses that may wait for a lookup before callers wait to queue.
+const LOOKUP_QUEUE: usize = 8192;
+
+/// A cache miss waiting for the database's answer.
+type Lookup = (AccountId, oneshot::Sender<Result<bool, BookingError>>);
 
 /// Accounts known to exist. Accounts are never deleted, so a positive answer is
 /// cached for good; a negative one is not (the account may be created meanwhile on
 /// another replica, and caching it would let anyone fill memory). The set is cleared
-/// when it grows past [`KNOWN_ACCOUNTS_MAX`] entries. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+/// when it grows past [`KNOWN_ACCOUNTS_MAX`] entries. Misses are looked up in batches:
+/// when many new buyers arrive at once (an on-sale minute, a restarted replica), the
+/// misses that queue while a query runs are answered by the next query, one
+/// `id = ANY($1)` for up to [`LOOKUP_BATCH`] ids. Cheap to clone.
+#[derive(Debug, Clone)]
 pub struct KnownAccounts {
     ids: Arc<RwLock<HashSet<AccountId>>>,
+    lookups: mpsc::Sender<Lookup>,
 }
 
 impl KnownAccounts {
+    /// The cache, with its lookup task on `pool`; the task ends with the last clone.
+    pub fn spawn(pool: DatabaseConnection) -> Self {
+        let (lookups, queue) = mpsc::channel(LOOKUP_QUEUE);
+        let ids: Arc<RwLock<HashSet<AccountId>>> = Arc::default();
+        tokio::spawn(look_up(ids.clone(), pool, queue));
+        Self { ids, lookups }
+    }
+
     /// Whether `id` names an account, from the cache or else the database.
-    pub async fn exists(
-        &self,
-        pool: &DatabaseConnection,
-        id: AccountId,
-    ) -> Result<bool, BookingError> {
+    pub async fn exists(&self, id: AccountId) -> Result<bool, BookingError> {
         if self.ids.read().is_ok_and(|ids| ids.contains(&id)) {
             return Ok(true);
         }
-        let found = accounts::Entity::find_by_id(id.0)
-            .select_only()
-            .column(accounts::Column::Id)
-            .into_tuple::<uuid::Uuid>()
-            .one(pool)
-            .await?
-            .is_some();
-        if found {
-            self.remember(id);
-        }
-        Ok(found)
+        let stopped = || BookingError::Unavailable("account lookups stopped".into());
+        let (answer, answered) = oneshot::channel();
+        self.lookups
+            .send((id, answer))
+            .await
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
     }
 
-    /// Records that `id` exists (just created, or found).
+    /// Records that `id` exists (just created).
     pub fn remember(&self, id: AccountId) {
-        // A poisoned lock only means another thread panicked mid-insert; the set is
-        // still a valid cache.
-        let mut ids = self.ids.write().unwrap_or_else(|e| e.into_inner());
-        if ids.len() >= KNOWN_ACCOUNTS_MAX {
-            ids.clear();
-        }
-        ids.insert(id);
+        remember_all(&self.ids, [id]);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
         self.ids.read().map(|ids| ids.len()).unwrap_or(0)
+    }
+}
+
+fn remember_all(ids: &RwLock<HashSet<AccountId>>, found: impl IntoIterator<Item = AccountId>) {
+    // A poisoned lock only means another thread panicked mid-insert; the set is still
+    // a valid cache.
+    let mut ids = ids.write().unwrap_or_else(|e| e.into_inner());
+    for id in found {
+        if ids.len() >= KNOWN_ACCOUNTS_MAX {
+            ids.clear();
+        }
+        ids.insert(id);
+    }
+}
+
+/// Answers the queued misses: takes what has queued (up to [`LOOKUP_BATCH`]) once a
+/// query slot is free, so batches grow while the database is busy.
+async fn look_up(
+    ids: Arc<RwLock<HashSet<AccountId>>>,
+    pool: DatabaseConnection,
+    mut queue: mpsc::Receiver<Lookup>,
+) {
+    let slots = Arc::new(Semaphore::new(LOOKUPS_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < LOOKUP_BATCH {
+            match queue.try_recv() {
+                Ok(lookup) => batch.push(lookup),
+                Err(_) => break,
+            }
+        }
+        let (ids, pool) = (ids.clone(), pool.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let wanted: Vec<uuid::Uuid> = batch
+                .iter()
+                .map(|(id, _)| id.0)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let found = accounts::Entity::find()
+                .select_only()
+                .column(accounts::Column::Id)
+                .filter(sea_orm::ExprTrait::eq(
+                    Expr::col(accounts::Column::Id),
+                    PgFunc::any(wanted),
+                ))
+                .into_tuple::<uuid::Uuid>()
+                .all(&pool)
+                .await;
+            match found {
+                Ok(found) => {
+                    let found: HashSet<AccountId> = found.into_iter().map(AccountId).collect();
+                    remember_all(&ids, found.iter().copied());
+                    for (id, answer) in batch {
+                        let _ = answer.send(Ok(found.contains(&id)));
+                    }
+                }
+                Err(error) => {
+                    for (_, answer) in batch {
+                        let _ = answer.send(Err(BookingError::from(error.clone())));
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -231,7 +307,10 @@ mod tests {
 
     #[test]
     fn the_cache_starts_over_when_full() {
-        let known = KnownAccounts::default();
+        let known = KnownAccounts {
+            ids: Arc::default(),
+            lookups: mpsc::channel(1).0,
+        };
         for _ in 0..KNOWN_ACCOUNTS_MAX {
             known.remember(AccountId::new());
         }

@@ -66,7 +66,7 @@ impl Api {
             .role
             .parse()
             .map_err(|_| BookingError::Unauthenticated("invalid token role".into()))?;
-        if !self.known_accounts.exists(&self.pool, id).await? {
+        if !self.known_accounts.exists(id).await? {
             tracing::warn!(account_id = %id, "valid token for an account that does not exist");
             return Err(BookingError::Unauthenticated(
                 "this account does not exist".into(),

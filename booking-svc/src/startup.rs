@@ -188,7 +188,7 @@ impl Application {
             hasher: Hasher::new(config.argon2_memory_kib)?,
             wallet,
             default_max_seats: config.default_max_seats,
-            known_accounts: KnownAccounts::default(),
+            known_accounts: KnownAccounts::spawn(pool.clone()),
         };
         let shell = Shell::bind("booking-svc", config.grpc_addr, config.metrics_addr).await?;
         tracing::info!(addr = %shell.local_addr()?, "booking-svc listening");

@@ -201,14 +201,26 @@ async fn accounts_events_bookings_and_the_saga_through_the_database() {
             accounts::get(&rig.db, AccountId::new()).await,
             Err(BookingError::NotFound(_))
         ));
-        let known = KnownAccounts::default();
-        assert!(known.exists(&rig.db, buyer).await.expect("exists"));
-        assert!(
-            !known
-                .exists(&rig.db, AccountId::new())
-                .await
-                .expect("exists")
-        );
+        let known = KnownAccounts::spawn(rig.db.clone());
+        assert!(known.exists(buyer).await.expect("exists"));
+        assert!(!known.exists(AccountId::new()).await.expect("exists"));
+        // Many misses at once (an on-sale minute) are answered in batches, each
+        // correctly: the accounts that exist, and the ids that name none.
+        let mut existing = vec![seller];
+        for n in 0..40 {
+            existing.push(sign_up(&rig, &format!("crowd{n}@example.com"), Role::Buyer).await);
+        }
+        let cold = KnownAccounts::spawn(rig.db.clone());
+        let asks: Vec<(AccountId, bool)> = existing
+            .iter()
+            .map(|id| (*id, true))
+            .chain((0..2000).map(|_| (AccountId::new(), false)))
+            .chain(existing.iter().map(|id| (*id, true)))
+            .collect();
+        let answers = futures::future::join_all(asks.iter().map(|(id, _)| cold.exists(*id))).await;
+        for ((id, exists), answer) in asks.iter().zip(answers) {
+            assert_eq!(answer.expect("lookup"), *exists, "account {id}");
+        }
 
         // An event: its layout is read back in order.
         let now = Utc::now();
