@@ -37,7 +37,6 @@ use crate::{openapi, proxy, ui};
 const OWN_ROUTES: &[&str] = &[
     "/healthz",
     "/readyz",
-    "/metrics",
     "/openapi.json",
     ui::INDEX,
     ui::SCRIPT,
@@ -60,11 +59,13 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
         channels.push(UpstreamChannels::new(connections));
     }
     let openapi = serde_json::to_vec_pretty(&openapi::document(&routes))?;
+    // Installs the process's Prometheus recorder, so the layers below record from the
+    // first request; the internal metrics listener renders it.
+    let _ = marquee_infra::metrics::prometheus();
     let state = Arc::new(AppState {
         routes: routes.clone(),
         channels,
         keys: TokenKeys::verifier(&config.jwt),
-        metrics: marquee_infra::metrics::prometheus(),
         openapi: openapi.into(),
         upstream_timeout: config.upstream_timeout,
         body_limit: config.body_limit_bytes,
@@ -104,7 +105,6 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
     Ok(Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
         .route(ui::INDEX, get(ui::index))
         .route(ui::SCRIPT, get(ui::script))
@@ -286,17 +286,6 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
 async fn openapi_json(State(state): State<Arc<AppState>>) -> Response {
     (
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
@@ -308,6 +297,7 @@ async fn openapi_json(State(state): State<Arc<AppState>>) -> Response {
 /// A bound, not yet running gateway.
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     router: Router,
     port: u16,
 }
@@ -321,6 +311,14 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
         let port = listener.local_addr()?.port();
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics listener {addr}"))?,
+            ),
+            None => None,
+        };
         tracing::info!(
             addr = %config.listen_addr,
             port,
@@ -332,6 +330,7 @@ impl Application {
         );
         Ok(Self {
             listener,
+            metrics_listener,
             router,
             port,
         })
@@ -339,6 +338,14 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The internal `/metrics` listener's port, if it has one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
@@ -352,10 +359,29 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
+        let stop = tokio_util::sync::CancellationToken::new();
+        let metrics = self.metrics_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "serving metrics");
+            }
+            tokio::spawn(marquee_infra::metrics::serve(
+                listener,
+                stop.clone().cancelled_owned(),
+            ))
+        });
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving http")?;
+            .context("serving http");
+        stop.cancel();
+        if let Some(metrics) = metrics {
+            match metrics.await {
+                Ok(Err(error)) => tracing::warn!(%error, "metrics server failed"),
+                Err(error) => tracing::warn!(%error, "metrics server panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        served?;
         tracing::info!("gateway stopped");
         Ok(())
     }
@@ -561,18 +587,47 @@ mod tests {
                 .expect("request"),
         )
         .await;
-        let (status, _, text) = send(
+        // The public port serves no metrics; the recorder has the requests.
+        let (status, _, _) = send(
             request(Method::GET, "/metrics")
                 .body(Body::empty())
                 .expect("request"),
         )
         .await;
-        assert_eq!(status, StatusCode::OK);
+        assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(
-            text.as_str()
-                .is_some_and(|t| t.contains("gateway_requests_total")),
-            "{text}"
+            marquee_infra::metrics::prometheus()
+                .render()
+                .contains("gateway_requests_total")
         );
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_only_on_the_internal_listener() {
+        let mut config = GatewayConfig::local("http://127.0.0.1:1", "http://127.0.0.1:1", SECRET);
+        config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let app = Application::build(config).await.expect("gateway builds");
+        let (public, internal) = (app.port(), app.metrics_port().expect("a metrics port"));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(app.run_with_shutdown(stop.clone().cancelled_owned()));
+        let client = reqwest::Client::new();
+        let get = |port: u16| {
+            let client = client.clone();
+            async move {
+                client
+                    .get(format!("http://127.0.0.1:{port}/metrics"))
+                    .send()
+                    .await
+                    .expect("the gateway answers")
+            }
+        };
+        assert_eq!(get(public).await.status(), reqwest::StatusCode::NOT_FOUND);
+        let answer = get(internal).await;
+        assert_eq!(answer.status(), reqwest::StatusCode::OK);
+        let text = answer.text().await.expect("metrics text");
+        assert!(text.contains("gateway_requests_total"), "{text}");
+        stop.cancel();
+        served.await.expect("joined").expect("stopped cleanly");
     }
 
     #[tokio::test]

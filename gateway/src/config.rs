@@ -13,6 +13,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub struct GatewayConfig {
     /// `GATEWAY_ADDR`, default `127.0.0.1:8080`.
     pub listen_addr: SocketAddr,
+    /// `GATEWAY_METRICS_ADDR`, default `127.0.0.1:9100`: `/metrics` on an internal
+    /// listener of its own, never on the public port; empty or `off` serves none.
+    pub metrics_addr: Option<SocketAddr>,
     /// `BOOKING_URL`, default `http://127.0.0.1:50051`.
     pub booking_url: String,
     /// `PAY_URL`, default `http://127.0.0.1:50052`.
@@ -45,6 +48,10 @@ impl GatewayConfig {
         let default_addr = SocketAddr::from(([127, 0, 0, 1], 8080));
         let config = Self {
             listen_addr: env.or("GATEWAY_ADDR", default_addr),
+            metrics_addr: env.listen_addr(
+                "GATEWAY_METRICS_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 9100)),
+            ),
             booking_url: env.string("BOOKING_URL", "http://127.0.0.1:50051"),
             pay_url: env.string("PAY_URL", "http://127.0.0.1:50052"),
             realtime_url: env.string("REALTIME_URL", "http://127.0.0.1:50053"),
@@ -75,6 +82,7 @@ impl GatewayConfig {
     ) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
             booking_url: booking_url.into(),
             pay_url: pay_url.into(),
             realtime_url: "http://127.0.0.1:50053".into(),
@@ -105,6 +113,7 @@ impl std::fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayConfig")
             .field("listen_addr", &self.listen_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field("booking_url", &self.booking_url)
             .field("pay_url", &self.pay_url)
             .field("realtime_url", &self.realtime_url)

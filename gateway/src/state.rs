@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::PrometheusHandle;
 use tonic::transport::Channel;
 
 use marquee_infra::auth::TokenKeys;
@@ -19,7 +18,6 @@ pub struct AppState {
     /// One set of lazily connected channels per entry of [`crate::routes::UPSTREAMS`].
     pub channels: Vec<UpstreamChannels>,
     pub keys: TokenKeys,
-    pub metrics: PrometheusHandle,
     pub openapi: bytes::Bytes,
     pub upstream_timeout: Duration,
     pub body_limit: usize,
