@@ -2,7 +2,7 @@
 # measures a flash sale. PostgreSQL, Redis and RabbitMQ are installed/started by
 # scripts/ensure-services.sh when missing.
 
-.PHONY: run test bench services fmt lint
+.PHONY: run test bench services fmt lint k8s
 
 ## Build and start gateway, booking-svc and pay-svc; `make run DEMO=1` also seeds demo data.
 run:
@@ -14,6 +14,7 @@ test: services
 	scripts/ensure-browser.sh
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/check-k8s.sh
 	cargo test --workspace
 
 ## A bounded flash sale through the gateway (BENCH_SEATS, BENCH_BUYERS, BENCH_CONCURRENCY):
@@ -26,6 +27,10 @@ bench: services
 
 services:
 	scripts/ensure-services.sh
+
+## The Kubernetes manifests and the Dockerfile: kustomize builds, schemas, checkov, hadolint.
+k8s:
+	scripts/check-k8s.sh
 
 fmt:
 	cargo fmt --all
