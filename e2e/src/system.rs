@@ -262,6 +262,24 @@ impl System {
         let _ = marquee_infra::db::drop_database(&self.pay_db).await;
     }
 
+    /// Stops the system like [`System::stop`], and says whether every service (gateway
+    /// included) finished its drain within `bound`, e.g. with streams still open.
+    pub async fn stopped_within(mut self, bound: Duration) -> bool {
+        self.shutdown.cancel();
+        let tasks: Vec<_> = self
+            .tasks
+            .drain(..)
+            .chain(self.booking_task.take())
+            .collect();
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut finished = true;
+        for task in tasks {
+            finished &= tokio::time::timeout_at(deadline, task).await.is_ok();
+        }
+        self.stop().await;
+        finished
+    }
+
     /// Sends booking-svc its shutdown signal (what SIGTERM does) and returns at once;
     /// [`System::booking_stopped`] waits for it to finish draining.
     pub fn signal_booking(&self) {

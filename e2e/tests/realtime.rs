@@ -617,3 +617,26 @@ async fn watching_an_unknown_event_is_a_json_404() {
     assert!(bad.body["message"].is_string());
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_with_watchers_connected_ends_their_streams_and_finishes_the_drain() {
+    let system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let mut watchers = Vec::new();
+    for _ in 0..3 {
+        let mut stream = watch(&system, &event_id, None).await;
+        assert_eq!(stream.next().await.event, "snapshot");
+        watchers.push(stream);
+    }
+
+    // What SIGTERM does: the drain must not wait on streams that never end by
+    // themselves; each watcher sees its stream end and would resume elsewhere.
+    assert!(
+        system.stopped_within(Duration::from_secs(10)).await,
+        "the system was still draining 10 s after the signal, with 3 seat watchers open"
+    );
+    for mut stream in watchers {
+        assert!(stream.next_within(Duration::from_secs(2)).await.is_none());
+        assert!(stream.ended, "a watcher's stream did not end");
+    }
+}

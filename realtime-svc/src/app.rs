@@ -74,6 +74,7 @@ impl Application {
                 seats,
                 bookings,
                 keys: TokenKeys::verifier(&config.jwt),
+                draining: stop.clone(),
             },
             stop,
         })
@@ -102,7 +103,8 @@ impl Application {
             stop,
             ..
         } = self;
-        // Open watch streams only end when the hubs stop, so stop them with the signal.
+        // Open watch streams end when `stop` is cancelled (`RealtimeApi::draining`), so
+        // cancel it with the signal: the drain then has no stream left to wait for.
         let signal = {
             let stop = stop.clone();
             async move {

@@ -7,6 +7,7 @@ use futures::{Stream, StreamExt};
 use marquee_infra::auth::TokenKeys;
 use marquee_proto::realtime::realtime_service_server::RealtimeService;
 use marquee_proto::realtime::{BookingUpdate, SeatUpdate, WatchBookingRequest, WatchSeatsRequest};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::bookings::{BookingHub, BookingId};
@@ -20,6 +21,10 @@ pub struct RealtimeApi {
     pub seats: Arc<SeatHub>,
     pub bookings: Arc<BookingHub>,
     pub keys: TokenKeys,
+    /// Cancelled when the service starts draining: open watch streams end then (their
+    /// clients resume elsewhere with `Last-Event-ID`), so the drain does not wait on
+    /// streams that never finish by themselves.
+    pub draining: CancellationToken,
 }
 
 #[tonic::async_trait]
@@ -35,7 +40,10 @@ impl RealtimeService for RealtimeApi {
         let event = EventId::parse(&request.event_id)?;
         let start = Start::parse(&request.last_event_id)?;
         let updates = self.seats.watch(event, start).await?;
-        Ok(Response::new(Box::pin(updates.map(Ok))))
+        let draining = self.draining.clone().cancelled_owned();
+        Ok(Response::new(Box::pin(
+            updates.map(Ok).take_until(draining),
+        )))
     }
 
     async fn watch_booking(
@@ -50,6 +58,9 @@ impl RealtimeService for RealtimeApi {
         )?;
         let id = BookingId::parse(&request.get_ref().booking_id)?;
         let updates = self.bookings.watch(id, authorization).await?;
-        Ok(Response::new(Box::pin(updates.map(Ok))))
+        let draining = self.draining.clone().cancelled_owned();
+        Ok(Response::new(Box::pin(
+            updates.map(Ok).take_until(draining),
+        )))
     }
 }
