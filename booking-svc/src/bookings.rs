@@ -41,6 +41,18 @@ pub use marquee_proto::kinds::{
 
 const CONSUMER: &str = "booking-svc";
 
+/// The longest the sweeper goes between two counts of bookings by status
+/// ([`Bookings::record_stats`]); a faster sweeper counts every 60 passes' time.
+const STATS_EVERY: Duration = Duration::from_secs(15);
+
+/// Every booking status, so a status with no booking reads 0 rather than its last count.
+const STATUSES: [BookingStatus; 4] = [
+    BookingStatus::PendingPayment,
+    BookingStatus::Confirmed,
+    BookingStatus::Cancelling,
+    BookingStatus::Cancelled,
+];
+
 /// Bookings, holds and the catalog they sell from: what the RPCs call. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Bookings {
@@ -1087,14 +1099,60 @@ impl Bookings {
         Ok(true)
     }
 
-    /// Runs [`sweep`](Self::sweep) every `every` until cancelled.
+    /// Records the bookings per status (`bookings{status}`) and the age of the oldest
+    /// one awaiting payment (`bookings_oldest_pending_payment_age_seconds`, 0 when none):
+    /// one grouped query.
+    pub async fn record_stats(&self) -> Result<(), BookingError> {
+        let rows: Vec<(String, i64, Option<DateTime<Utc>>)> = bookings::Entity::find()
+            .select_only()
+            .column(bookings::Column::Status)
+            .column_as(Expr::from(Func::count(Expr::col(Asterisk))), "bookings")
+            .column_as(
+                Expr::from(Func::min(Expr::col(bookings::Column::CreatedAt))),
+                "oldest",
+            )
+            .group_by(bookings::Column::Status)
+            .into_tuple()
+            .all(&self.pool)
+            .await?;
+        for status in STATUSES {
+            let count = rows
+                .iter()
+                .find(|(s, _, _)| s == status.as_str())
+                .map_or(0, |(_, count, _)| *count);
+            // Bookings in each status, across replicas (the database's count).
+            metrics::gauge!("bookings", "status" => status.as_str()).set(count as f64);
+        }
+        let oldest = rows
+            .iter()
+            .find(|(s, _, _)| s == BookingStatus::PendingPayment.as_str())
+            .and_then(|(_, _, oldest)| *oldest);
+        let age = oldest.map_or(0.0, |at| {
+            (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        // How long the oldest booking still awaiting its payment has waited; 0 when none.
+        metrics::gauge!("bookings_oldest_pending_payment_age_seconds").set(age);
+        Ok(())
+    }
+
+    /// Runs [`sweep`](Self::sweep) every `every` until cancelled, and
+    /// [`record_stats`](Self::record_stats) at start and then every 60 × `every`, at
+    /// most [`STATS_EVERY`] apart (15 s at the default 250 ms sweep).
     pub fn spawn_sweeper(
         self: Arc<Self>,
         every: Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
+        let stats_every = every.saturating_mul(60).min(STATS_EVERY);
         tokio::spawn(async move {
+            let mut last_stats: Option<tokio::time::Instant> = None;
             loop {
+                if last_stats.is_none_or(|at| at.elapsed() >= stats_every) {
+                    last_stats = Some(tokio::time::Instant::now());
+                    if let Err(error) = self.record_stats().await {
+                        tracing::warn!(%error, "counting bookings failed");
+                    }
+                }
                 // Redis losing its data is noticed here (its epoch is gone) or by a
                 // script that refused, which wakes this loop.
                 if let Err(error) = self.restore_redis().await {

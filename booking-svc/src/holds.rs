@@ -349,6 +349,64 @@ pub async fn connect(url: &str, timeouts: RedisTimeouts) -> anyhow::Result<Conne
     Ok(client.get_connection_manager_with_config(config).await?)
 }
 
+/// The Lua scripts, by the name their metrics carry (`script` label: a fixed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScriptName {
+    Hold,
+    Claim,
+    Unclaim,
+    Release,
+    MarkSold,
+    Prime,
+    Snapshot,
+    SeatValues,
+}
+
+impl ScriptName {
+    fn as_str(self) -> &'static str {
+        match self {
+            ScriptName::Hold => "hold",
+            ScriptName::Claim => "claim",
+            ScriptName::Unclaim => "unclaim",
+            ScriptName::Release => "release",
+            ScriptName::MarkSold => "mark_sold",
+            ScriptName::Prime => "prime",
+            ScriptName::Snapshot => "snapshot",
+            ScriptName::SeatValues => "seat_values",
+        }
+    }
+}
+
+/// How a script call failed, for `redis_script_errors_total{kind}`.
+fn error_kind(error: &redis::RedisError) -> &'static str {
+    if error.is_timeout() {
+        "timeout"
+    } else if error.code() == Some(NOEPOCH) {
+        "noepoch"
+    } else {
+        "other"
+    }
+}
+
+/// Runs one script call, timing it and counting its failure by kind.
+async fn timed<T>(
+    script: ScriptName,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let script = script.as_str();
+    // Latency of each Lua script call (failed ones too), by script.
+    metrics::histogram!("redis_script_duration_seconds", "script" => script)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(error) = &result {
+        // Failed script calls by script and kind: timeout, noepoch (Redis lost its data), other.
+        metrics::counter!("redis_script_errors_total", "script" => script, "kind" => error_kind(error))
+            .increment(1);
+    }
+    result
+}
+
 fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}{body}").replace("ARGV_STREAM_MAX", &format!("'{STREAM_MAX}'")))
 }
@@ -495,10 +553,12 @@ impl HoldStore {
         for seat in request.seats {
             invocation.arg(seat.to_string());
         }
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut self.redis.clone())
-            .await
-            .map_err(|e| self.lost_or(e))?;
+        let reply: Vec<String> = timed(
+            ScriptName::Hold,
+            invocation.invoke_async(&mut self.redis.clone()),
+        )
+        .await
+        .map_err(|e| self.lost_or(e))?;
         let positions = |rest: &[String]| -> Vec<SeatId> {
             rest.iter()
                 .filter_map(|p| p.parse::<usize>().ok())
@@ -559,16 +619,18 @@ impl HoldStore {
     ) -> Result<Claim, BookingError> {
         let now = Utc::now().timestamp_millis();
         let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX / 2);
-        let reply: Vec<String> = self
-            .claim
-            .key(self.deadlines())
-            .key(self.hold_key(hold))
-            .arg(hold.to_string())
-            .arg(buyer.to_string())
-            .arg(now)
-            .arg(now.saturating_add(grace_ms))
-            .invoke_async(&mut self.redis.clone())
-            .await?;
+        let reply: Vec<String> = timed(
+            ScriptName::Claim,
+            self.claim
+                .key(self.deadlines())
+                .key(self.hold_key(hold))
+                .arg(hold.to_string())
+                .arg(buyer.to_string())
+                .arg(now)
+                .arg(now.saturating_add(grace_ms))
+                .invoke_async(&mut self.redis.clone()),
+        )
+        .await?;
         match reply.as_slice() {
             [outcome, event, seats, expires] if outcome == "claimed" => {
                 let buyer = buyer.to_string();
@@ -584,13 +646,15 @@ impl HoldStore {
     /// Undoes [`claim`](Self::claim): the hold is held again under its own deadline.
     /// Returns whether it was claimed.
     pub async fn unclaim(&self, hold: HoldId) -> Result<bool, BookingError> {
-        let put_back: i64 = self
-            .unclaim
-            .key(self.deadlines())
-            .key(self.hold_key(hold))
-            .arg(hold.to_string())
-            .invoke_async(&mut self.redis.clone())
-            .await?;
+        let put_back: i64 = timed(
+            ScriptName::Unclaim,
+            self.unclaim
+                .key(self.deadlines())
+                .key(self.hold_key(hold))
+                .arg(hold.to_string())
+                .invoke_async(&mut self.redis.clone()),
+        )
+        .await?;
         Ok(put_back == 1)
     }
 
@@ -630,10 +694,12 @@ impl HoldStore {
         for seat in keys.seats {
             invocation.arg(seat.to_string());
         }
-        let reply: Vec<i64> = invocation
-            .invoke_async(&mut self.redis.clone())
-            .await
-            .map_err(|e| self.lost_or(e))?;
+        let reply: Vec<i64> = timed(
+            ScriptName::Release,
+            invocation.invoke_async(&mut self.redis.clone()),
+        )
+        .await
+        .map_err(|e| self.lost_or(e))?;
         Ok(matches!(reply.first(), Some(1)))
     }
 
@@ -744,10 +810,12 @@ impl HoldStore {
         for seat in seats {
             invocation.arg(seat.to_string());
         }
-        let _: i64 = invocation
-            .invoke_async(&mut self.redis.clone())
-            .await
-            .map_err(|e| self.lost_or(e))?;
+        let _: i64 = timed(
+            ScriptName::MarkSold,
+            invocation.invoke_async(&mut self.redis.clone()),
+        )
+        .await
+        .map_err(|e| self.lost_or(e))?;
         Ok(())
     }
 
@@ -789,10 +857,12 @@ impl HoldStore {
             for seat in chunk {
                 invocation.key(self.seat_key(*seat));
             }
-            let part: Vec<String> = invocation
-                .invoke_async(&mut self.redis.clone())
-                .await
-                .map_err(|e| self.lost_or(e))?;
+            let part: Vec<String> = timed(
+                ScriptName::SeatValues,
+                invocation.invoke_async(&mut self.redis.clone()),
+            )
+            .await
+            .map_err(|e| self.lost_or(e))?;
             values.extend(part.into_iter().map(|v| (!v.is_empty()).then_some(v)));
         }
         Ok(values)
@@ -875,7 +945,11 @@ impl HoldStore {
         for seat in seats {
             invocation.arg(seat.to_string());
         }
-        let _: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let _: i64 = timed(
+            ScriptName::Prime,
+            invocation.invoke_async(&mut self.redis.clone()),
+        )
+        .await?;
         Ok(())
     }
 
@@ -893,10 +967,12 @@ impl HoldStore {
         for seat in seats {
             invocation.key(self.seat_key(*seat));
         }
-        let reply: Vec<i64> = invocation
-            .invoke_async(&mut self.redis.clone())
-            .await
-            .map_err(|e| self.lost_or(e))?;
+        let reply: Vec<i64> = timed(
+            ScriptName::Snapshot,
+            invocation.invoke_async(&mut self.redis.clone()),
+        )
+        .await
+        .map_err(|e| self.lost_or(e))?;
         let Some((version, statuses)) = reply.split_first() else {
             return Err(BookingError::Internal("empty seat snapshot".into()));
         };

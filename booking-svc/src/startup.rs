@@ -146,6 +146,7 @@ impl Application {
         )
         .await?;
         let relay = Relay::spawn(
+            "booking-svc",
             pool.clone(),
             bus.clone(),
             Duration::from_millis(200),
@@ -234,7 +235,7 @@ impl Application {
             .add_service(CatalogServiceServer::new(api.clone()))
             .add_service(BookingServiceServer::new(api.clone()))
             .reflect(marquee_proto::DESCRIPTOR_SET)
-            .depends_on(Dependency::postgres(api.pool.clone()))
+            .depends_on(Dependency::postgres("booking", api.pool.clone()))
             .depends_on(redis)
             .depends_on(Dependency::bus(bus.clone()))
             .on_stop(move || {

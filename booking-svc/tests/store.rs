@@ -62,6 +62,7 @@ where
     .await
     .expect("redis");
     let relay = Relay::spawn(
+        "booking-svc",
         db.clone(),
         bus.clone(),
         Duration::from_millis(200),

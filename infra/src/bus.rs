@@ -6,9 +6,13 @@
 //! dead-letter exchange `p` + `dlx`, and per consumer a durable quorum queue with an
 //! explicit `x-delivery-limit` whose rejected or over-delivered messages go to
 //! `<queue>.dlq`.
+//!
+//! Metrics: `bus_connected{connection}` (1 while the supervisor's connection is up) and
+//! `bus_dead_letter_messages{queue}` (depth of each dead-letter queue this bus declared,
+//! read every [`BusConfig::dead_letter_check`] while connected).
 
 use backon::{ExponentialBuilder, Retryable};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +29,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -46,6 +50,8 @@ pub struct BusConfig {
     pub prefetch: u16,
     /// The connection's name as the broker shows it (`rabbitmqctl list_connections name`).
     pub connection_name: String,
+    /// How often the depth of each dead-letter queue is read (15 s by default).
+    pub dead_letter_check: Duration,
 }
 
 impl BusConfig {
@@ -58,6 +64,7 @@ impl BusConfig {
             publish_timeout: Duration::from_secs(5),
             delivery_limit: 5,
             prefetch: 64,
+            dead_letter_check: Duration::from_secs(15),
         }
     }
 
@@ -134,6 +141,37 @@ pub struct Bus {
     config: Arc<BusConfig>,
     live: watch::Receiver<Option<Arc<Live>>>,
     shutdown: CancellationToken,
+    dead_letters: DeadLetters,
+}
+
+/// The dead-letter queues this bus declared, whose depth it reports.
+#[derive(Clone, Default)]
+struct DeadLetters {
+    queues: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    /// Woken when a queue is added, so its gauge appears without waiting a period.
+    added: Arc<Notify>,
+}
+
+impl DeadLetters {
+    fn add(&self, queue: String) {
+        let added = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(queue);
+        if added {
+            self.added.notify_one();
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Bus {
@@ -152,10 +190,18 @@ impl Bus {
         let shutdown = CancellationToken::new();
         let config = Arc::new(config);
         tokio::spawn(supervise(config.clone(), tx, shutdown.clone()));
+        let dead_letters = DeadLetters::default();
+        tokio::spawn(watch_dead_letters(
+            config.clone(),
+            rx.clone(),
+            dead_letters.clone(),
+            shutdown.clone(),
+        ));
         let bus = Self {
             config,
             live: rx,
             shutdown,
+            dead_letters,
         };
         bus.live(wait)
             .await
@@ -281,6 +327,7 @@ impl Bus {
         let channel = live.connection.create_channel().await?;
         declare_queue(&channel, &self.config, &queue, &keys).await?;
         let _ = channel.close(200, ShortString::from("declared")).await;
+        self.dead_letters.add(dead_letter_queue(&queue));
         tokio::spawn(async move {
             loop {
                 if bus.shutdown.is_cancelled() {
@@ -623,7 +670,7 @@ async fn declare_queue(
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    let dead = format!("{queue}.dlq");
+    let dead = dead_letter_queue(queue);
     let quorum = AMQPValue::LongString(LongString::from("quorum"));
     channel
         .queue_declare(
@@ -676,6 +723,79 @@ async fn declare_queue(
     Ok(())
 }
 
+/// The dead-letter queue of `queue`.
+fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dlq")
+}
+
+/// Reports the depth of every dead-letter queue in `dead_letters` each
+/// `config.dead_letter_check` (and at once when one is added), while connected.
+async fn watch_dead_letters(
+    config: Arc<BusConfig>,
+    live: watch::Receiver<Option<Arc<Live>>>,
+    dead_letters: DeadLetters,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = dead_letters.added.notified() => {}
+            () = tokio::time::sleep(config.dead_letter_check) => {}
+        }
+        let current = live.borrow().clone();
+        let Some(current) = current.filter(|l| l.connection.status().connected()) else {
+            continue;
+        };
+        let queues = dead_letters.names();
+        if queues.is_empty() {
+            continue;
+        }
+        match tokio::time::timeout(
+            config.publish_timeout,
+            record_dead_letters(&current, &queues),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "reading dead-letter queue depths failed"),
+            Err(_) => tracing::warn!("reading dead-letter queue depths timed out"),
+        }
+    }
+}
+
+/// One passive `queue.declare` per dead-letter queue, on a channel of its own.
+async fn record_dead_letters(live: &Live, queues: &[String]) -> Result<(), lapin::Error> {
+    let channel = live.connection.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let mut result = Ok(());
+    for queue in queues {
+        match channel
+            .queue_declare(
+                ShortString::from(queue.as_str()),
+                passive,
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(declared) => {
+                // Messages waiting in a dead-letter queue this process declared.
+                metrics::gauge!("bus_dead_letter_messages", "queue" => queue.clone())
+                    .set(f64::from(declared.message_count()));
+            }
+            // A missing queue closes the channel: report the error, try again next time.
+            Err(error) => {
+                result = Err(error);
+                break;
+            }
+        }
+    }
+    let _ = channel.close(200, ShortString::from("bye")).await;
+    result
+}
+
 async fn open(config: &BusConfig) -> Result<Live, lapin::Error> {
     let properties = ConnectionProperties::default()
         .with_connection_name(LongString::from(config.connection_name.as_str()));
@@ -701,6 +821,15 @@ pub fn reconnect_backoff() -> ExponentialBuilder {
         .without_max_times()
 }
 
+fn set_connected(config: &BusConfig, up: bool) {
+    // 1 while this process's connection to the broker is up, 0 while it is not.
+    metrics::gauge!("bus_connected", "connection" => config.connection_name.clone()).set(if up {
+        1.0
+    } else {
+        0.0
+    });
+}
+
 /// Keeps one connection open: connects with exponential backoff, announces it, and
 /// on loss clears it so publishers wait and consumers resubscribe on the next one.
 async fn supervise(
@@ -708,6 +837,8 @@ async fn supervise(
     tx: watch::Sender<Option<Arc<Live>>>,
     shutdown: CancellationToken,
 ) {
+    // Not connected yet: the gauge reads 0 (not absent) while the first connect retries.
+    set_connected(&config, false);
     loop {
         // A fresh backoff for every connection: it starts short again after a loss.
         let connect = (|| open(&config))
@@ -724,11 +855,13 @@ async fn supervise(
                 let live = Arc::new(live);
                 let mut events = live.connection.events_listener();
                 tx.send_replace(Some(live.clone()));
+                set_connected(&config, true);
                 tracing::info!(prefix = %config.prefix, "bus connected");
                 loop {
                     tokio::select! {
                         () = shutdown.cancelled() => {
                             tx.send_replace(None);
+                            set_connected(&config, false);
                             let _ = live.connection.close(200, ShortString::from("shutdown")).await;
                             return;
                         }
@@ -745,10 +878,14 @@ async fn supervise(
                                 tracing::warn!("bus connection closed");
                                 break;
                             }
+                            // Again each second, so a recorder installed after the
+                            // connection came up (the service shell's) has it too.
+                            set_connected(&config, true);
                         }
                     }
                 }
                 tx.send_replace(None);
+                set_connected(&config, false);
             }
             // Unreachable with an unbounded backoff; kept so a bound added later is safe.
             Err(error) => tracing::error!(%error, "bus connect gave up"),

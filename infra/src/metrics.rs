@@ -24,6 +24,13 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// Records `marquee_build_info{service, version} 1`: which build of which service runs.
+/// Set once at start; `version` is the crate version (`CARGO_PKG_VERSION`).
+pub fn build_info(service: &'static str, version: &'static str) {
+    // Always 1; its labels say which service runs which version.
+    metrics::gauge!("marquee_build_info", "service" => service, "version" => version).set(1.0);
+}
+
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,

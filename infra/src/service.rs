@@ -62,11 +62,16 @@ impl Dependency {
         }
     }
 
-    /// PostgreSQL through `db`: a ping (`SELECT 1`) on a pooled connection.
-    pub fn postgres(db: sea_orm::DatabaseConnection) -> Self {
+    /// PostgreSQL through `db`: a ping (`SELECT 1`) on a pooled connection. Each check
+    /// also records the pool's gauges under `pool` (`db_pool_connections{pool, state}`,
+    /// `db_pool_max_connections{pool}`), read before the ping takes a connection.
+    pub fn postgres(pool: &'static str, db: sea_orm::DatabaseConnection) -> Self {
         Self::new("postgres", move || {
             let db = db.clone();
-            async move { db.ping().await.is_ok() }
+            async move {
+                record_pool(pool, &db);
+                db.ping().await.is_ok()
+            }
         })
     }
 
@@ -128,6 +133,22 @@ impl Dependency {
     }
 }
 
+/// Records the connection pool's gauges: connections in use and idle, and its maximum.
+fn record_pool(pool: &'static str, db: &sea_orm::DatabaseConnection) {
+    let connections = db.get_postgres_connection_pool();
+    let open = connections.size();
+    let idle = u32::try_from(connections.num_idle())
+        .unwrap_or(u32::MAX)
+        .min(open);
+    // Pool connections by state: `in_use` (lent out) and `idle` (open, waiting).
+    metrics::gauge!("db_pool_connections", "pool" => pool, "state" => "in_use")
+        .set(f64::from(open - idle));
+    metrics::gauge!("db_pool_connections", "pool" => pool, "state" => "idle").set(f64::from(idle));
+    // The most connections the pool may open.
+    metrics::gauge!("db_pool_max_connections", "pool" => pool)
+        .set(f64::from(connections.options().get_max_connections()));
+}
+
 /// A gRPC server, bound and not yet serving, with its `/metrics` listener.
 pub struct Shell {
     name: &'static str,
@@ -154,7 +175,8 @@ impl std::fmt::Debug for Shell {
 
 impl Shell {
     /// Binds the gRPC listener on `grpc_addr` (port 0 picks a free one) and, when
-    /// given, the `/metrics` listener.
+    /// given, the `/metrics` listener, and records `marquee_build_info` for `name`
+    /// (the workspace's version).
     pub async fn bind(
         name: &'static str,
         grpc_addr: SocketAddr,
@@ -168,6 +190,8 @@ impl Shell {
             }
             None => None,
         };
+        // After the recorder is installed: set once, it must not be lost.
+        crate::metrics::build_info(name, env!("CARGO_PKG_VERSION"));
         Ok(Self {
             name,
             listener,

@@ -70,7 +70,13 @@ impl Application {
 
         let bus = Bus::connect(config.bus.clone(), BUS_CONNECT_WAIT).await?;
         let relay_stop = CancellationToken::new();
-        let relay = Relay::spawn(pool.clone(), bus.clone(), RELAY_POLL, relay_stop.clone());
+        let relay = Relay::spawn(
+            "pay-svc",
+            pool.clone(),
+            bus.clone(),
+            RELAY_POLL,
+            relay_stop.clone(),
+        );
         let consumer = SagaConsumer::new(pool.clone(), relay, config.welcome_credit_minor);
         bus.consume(
             saga::QUEUE,
@@ -131,7 +137,7 @@ impl Application {
         shell
             .add_service(WalletServiceServer::new(wallet))
             .reflect(marquee_proto::DESCRIPTOR_SET)
-            .depends_on(Dependency::postgres(pool))
+            .depends_on(Dependency::postgres("pay", pool))
             .depends_on(Dependency::bus(bus.clone()))
             .on_stop(move || {
                 bus.shutdown();

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, Func, LockBehavior, LockType};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -95,10 +95,16 @@ const BATCH: u64 = 256;
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const KEEP_SENT: chrono::TimeDelta = chrono::TimeDelta::days(1);
 const KEEP_INBOX: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// How often the relay measures its backlog (`outbox_backlog`,
+/// `outbox_oldest_unsent_age_seconds`): on a timer, not per batch.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 impl Relay {
-    /// Starts relaying `pool`'s outbox to `bus` until `shutdown`.
+    /// Starts relaying `pool`'s outbox to `bus` until `shutdown`. `service` labels the
+    /// relay's backlog gauges (services that share a process, as in tests, keep theirs
+    /// apart).
     pub fn spawn(
+        service: &'static str,
         pool: DatabaseConnection,
         bus: Bus,
         poll: Duration,
@@ -110,7 +116,14 @@ impl Relay {
         };
         tokio::spawn(async move {
             let mut last_prune = tokio::time::Instant::now();
+            let mut last_backlog: Option<tokio::time::Instant> = None;
             loop {
+                if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+                    last_backlog = Some(tokio::time::Instant::now());
+                    if let Err(error) = record_backlog(service, &pool).await {
+                        tracing::warn!(%error, "outbox backlog query failed");
+                    }
+                }
                 if last_prune.elapsed() >= PRUNE_EVERY {
                     last_prune = tokio::time::Instant::now();
                     if let Err(error) = prune(&pool).await {
@@ -141,6 +154,38 @@ impl Relay {
     pub fn notify(&self) {
         self.notify.notify_one();
     }
+}
+
+/// The unsent outbox rows: how many, and when the oldest occurred. One query, on the
+/// partial index `outbox_unsent_idx`.
+pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<(i64, Option<DateTime<Utc>>), DbErr> {
+    let row: Option<(i64, Option<DateTime<Utc>>)> = message::Entity::find()
+        .select_only()
+        .column_as(
+            Expr::from(Func::count(Expr::col(message::Column::Seq))),
+            "backlog",
+        )
+        .column_as(
+            Expr::from(Func::min(Expr::col(message::Column::OccurredAt))),
+            "oldest",
+        )
+        .filter(message::Column::SentAt.is_null())
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(row.unwrap_or((0, None)))
+}
+
+async fn record_backlog(service: &'static str, pool: &DatabaseConnection) -> Result<(), DbErr> {
+    let (unsent, oldest) = backlog(pool).await?;
+    let age = oldest.map_or(0.0, |at| {
+        (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+    });
+    // Outbox rows not yet published (including those a relay is publishing now).
+    metrics::gauge!("outbox_backlog", "service" => service).set(unsent as f64);
+    // How long the oldest unpublished row has waited; 0 when none is waiting.
+    metrics::gauge!("outbox_oldest_unsent_age_seconds", "service" => service).set(age);
+    Ok(())
 }
 
 /// Deletes sent outbox rows and inbox entries past their keeping time.
