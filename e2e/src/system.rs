@@ -87,6 +87,8 @@ pub struct System {
     /// Stops booking-svc alone (its SIGTERM); a child of `shutdown`.
     booking_stop: CancellationToken,
     booking_task: Option<tokio::task::JoinHandle<()>>,
+    gateway_stop: CancellationToken,
+    gateway_task: Option<tokio::task::JoinHandle<()>>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -205,10 +207,12 @@ impl System {
             .await
             .expect("gateway starts");
         let base = format!("http://127.0.0.1:{}", gateway.port());
+        let gateway_stop = stop.child_token();
+        let mut gateway_tasks = Vec::new();
         serve(
-            &mut tasks,
+            &mut gateway_tasks,
             "gateway",
-            gateway.run_with_shutdown(stop.clone().cancelled_owned()),
+            gateway.run_with_shutdown(gateway_stop.clone().cancelled_owned()),
         );
 
         let bus_prefix = prefix.clone();
@@ -236,6 +240,8 @@ impl System {
             booking_config,
             booking_stop,
             booking_task: booking_tasks.pop(),
+            gateway_stop,
+            gateway_task: gateway_tasks.pop(),
             booking_db,
             pay_db,
             redis_prefix,
@@ -247,7 +253,12 @@ impl System {
     /// Stops every service and removes the test's databases, queues and exchanges.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        for task in self.tasks.drain(..).chain(self.booking_task.take()) {
+        for task in self
+            .tasks
+            .drain(..)
+            .chain(self.booking_task.take())
+            .chain(self.gateway_task.take())
+        {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
         let _ = self
@@ -270,6 +281,7 @@ impl System {
             .tasks
             .drain(..)
             .chain(self.booking_task.take())
+            .chain(self.gateway_task.take())
             .collect();
         let deadline = tokio::time::Instant::now() + bound;
         let mut finished = true;
@@ -278,6 +290,16 @@ impl System {
         }
         self.stop().await;
         finished
+    }
+
+    /// Sends the gateway alone its shutdown signal (what SIGTERM does) and says whether
+    /// it finished draining within `bound`; the services behind it keep running.
+    pub async fn gateway_stopped_within(&mut self, bound: Duration) -> bool {
+        self.gateway_stop.cancel();
+        match self.gateway_task.take() {
+            Some(task) => tokio::time::timeout(bound, task).await.is_ok(),
+            None => true,
+        }
     }
 
     /// Sends booking-svc its shutdown signal (what SIGTERM does) and returns at once;

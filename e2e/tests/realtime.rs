@@ -640,3 +640,27 @@ async fn stopping_with_watchers_connected_ends_their_streams_and_finishes_the_dr
         assert!(stream.ended, "a watcher's stream did not end");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_stopping_alone_ends_its_sse_streams_and_finishes_the_drain() {
+    let mut system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let mut watchers = Vec::new();
+    for _ in 0..3 {
+        let mut stream = watch(&system, &event_id, None).await;
+        assert_eq!(stream.next().await.event, "snapshot");
+        watchers.push(stream);
+    }
+
+    // realtime-svc keeps streaming; only the gateway got the signal. Its drain must not
+    // wait on the SSE streams, which would otherwise never end.
+    assert!(
+        system.gateway_stopped_within(Duration::from_secs(10)).await,
+        "the gateway was still draining 10 s after the signal, with 3 SSE watchers open"
+    );
+    for mut stream in watchers {
+        assert!(stream.next_within(Duration::from_secs(2)).await.is_none());
+        assert!(stream.ended, "a watcher's stream did not end");
+    }
+    system.stop().await;
+}

@@ -14,6 +14,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -46,6 +47,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The full router with every layer, for serving or for in-process tests.
 pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
+    router_draining_on(config, CancellationToken::new())
+}
+
+/// [`router`], whose SSE streams end when `draining` is cancelled.
+fn router_draining_on(
+    config: &GatewayConfig,
+    draining: CancellationToken,
+) -> anyhow::Result<Router> {
     let routes = Arc::new(RouteTable::marquee()?);
     let mut channels = Vec::with_capacity(UPSTREAMS.len());
     for upstream in UPSTREAMS {
@@ -72,6 +81,7 @@ pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
         sse_client_buffer: config.sse_client_buffer.max(1),
         sse_keep_alive: config.sse_keep_alive,
         sse_renderings: Arc::default(),
+        draining,
     });
 
     let layers = ServiceBuilder::new()
@@ -297,6 +307,7 @@ async fn openapi_json(State(state): State<Arc<AppState>>) -> Response {
 /// A bound, not yet running gateway.
 pub struct Application {
     listener: TcpListener,
+    draining: CancellationToken,
     metrics_listener: Option<TcpListener>,
     router: Router,
     port: u16,
@@ -306,7 +317,9 @@ impl Application {
     /// Builds the route table and upstream channels (connected lazily, so upstreams
     /// need not be up yet) and binds the listener (port 0 picks a free port).
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
-        let router = router(&config)?;
+        let draining = CancellationToken::new();
+        let router = router_draining_on(&config, draining.clone())?;
+        marquee_infra::metrics::build_info("gateway", env!("CARGO_PKG_VERSION"));
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
@@ -330,6 +343,7 @@ impl Application {
         );
         Ok(Self {
             listener,
+            draining,
             metrics_listener,
             router,
             port,
@@ -359,7 +373,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = tokio_util::sync::CancellationToken::new();
+        let stop = CancellationToken::new();
         let metrics = self.metrics_listener.map(|listener| {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "serving metrics");
@@ -369,8 +383,14 @@ impl Application {
                 stop.clone().cancelled_owned(),
             ))
         });
+        // Open SSE streams end with the signal, so the drain has none left to wait for.
+        let draining = self.draining;
+        let signal = async move {
+            shutdown.await;
+            draining.cancel();
+        };
         let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(signal)
             .await
             .context("serving http");
         stop.cancel();

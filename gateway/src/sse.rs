@@ -82,11 +82,15 @@ pub async fn forward(
     let output = route.output.clone();
     let renderings = state.sse_renderings.clone();
     let rpc = route.grpc_path.clone();
+    let draining = state.draining.clone();
     tokio::spawn(async move {
         metrics::gauge!("sse_clients").increment(1.0);
         loop {
             let message = tokio::select! {
                 () = tx.closed() => break,
+                // The gateway is shutting down: end the stream, so the drain does not
+                // wait on it; the client resumes elsewhere with Last-Event-ID.
+                () = draining.cancelled() => break,
                 message = upstream_stream.message() => message,
             };
             let message = match message {

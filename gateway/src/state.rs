@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use marquee_infra::auth::TokenKeys;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub sse_keep_alive: Duration,
     /// JSON renderings of streamed messages, shared by every SSE stream.
     pub sse_renderings: Arc<Renderings>,
+    /// Cancelled when the gateway starts shutting down: open SSE streams end then.
+    pub draining: CancellationToken,
 }
 
 /// An upstream's HTTP/2 connections. Calls take turns, so the framing work of many
