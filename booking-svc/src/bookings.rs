@@ -1103,6 +1103,7 @@ impl Bookings {
     /// one awaiting payment (`bookings_oldest_pending_payment_age_seconds`, 0 when none):
     /// one grouped query.
     pub async fn record_stats(&self) -> Result<(), BookingError> {
+        crate::holds::zero_error_counters();
         let rows: Vec<(String, i64, Option<DateTime<Utc>>)> = bookings::Entity::find()
             .select_only()
             .column(bookings::Column::Status)

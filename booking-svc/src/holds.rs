@@ -363,6 +363,17 @@ enum ScriptName {
 }
 
 impl ScriptName {
+    const ALL: [ScriptName; 8] = [
+        ScriptName::Hold,
+        ScriptName::Claim,
+        ScriptName::Unclaim,
+        ScriptName::Release,
+        ScriptName::MarkSold,
+        ScriptName::Prime,
+        ScriptName::Snapshot,
+        ScriptName::SeatValues,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             ScriptName::Hold => "hold",
@@ -373,6 +384,22 @@ impl ScriptName {
             ScriptName::Prime => "prime",
             ScriptName::Snapshot => "snapshot",
             ScriptName::SeatValues => "seat_values",
+        }
+    }
+}
+
+/// The `kind`s of `redis_script_errors_total`.
+const ERROR_KINDS: [&str; 3] = ["timeout", "noepoch", "other"];
+
+/// Creates every `redis_script_errors_total` series at zero, so a rate over them (and
+/// the alert on it) is defined before the first failure. Idempotent; called with the
+/// periodic booking statistics, since a series made before the recorder is installed
+/// would be lost.
+pub fn zero_error_counters() {
+    for script in ScriptName::ALL {
+        for kind in ERROR_KINDS {
+            metrics::counter!("redis_script_errors_total", "script" => script.as_str(), "kind" => kind)
+                .increment(0);
         }
     }
 }

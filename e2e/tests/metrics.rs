@@ -171,5 +171,87 @@ async fn a_purchase_shows_up_in_the_operational_metrics() {
         assert_eq!(info, Some(1.0), "marquee_build_info for {service}");
     }
 
+    // No drift: every metric an alert uses is one the services export.
+    let text = render();
+    for name in alert_metrics() {
+        assert!(
+            text.lines().any(|line| {
+                line.strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            }),
+            "k8s/observability/alerts.yaml uses {name}, which no service exports"
+        );
+    }
+
     sys.stop().await;
+}
+
+/// The metric names the alert rules' expressions use: every identifier outside label
+/// matchers, grouping clauses and strings that is not a PromQL function or keyword.
+fn alert_metrics() -> Vec<String> {
+    const PROMQL: &[&str] = &[
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "rate",
+        "irate",
+        "increase",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "histogram_quantile",
+        "abs",
+        "clamp_min",
+        "clamp_max",
+        "time",
+        "offset",
+    ];
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../k8s/observability/alerts.yaml"
+    ))
+    .expect("k8s/observability/alerts.yaml");
+    // Label matchers, `by (...)`/`without (...)` lists, strings and range selectors.
+    let matchers =
+        regex::Regex::new(r#"\{[^}]*\}|\b(?:by|without)\s*\([^)]*\)|"[^"]*"|\[[^\]]*\]"#)
+            .expect("regex");
+    let identifier = regex::Regex::new(r"[a-zA-Z_:][a-zA-Z0-9_:]*").expect("regex");
+    let mut names = Vec::new();
+    let mut lines = rules.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(first) = line.trim_start().strip_prefix("expr:") else {
+            continue;
+        };
+        // A folded expression (`expr: >`) continues on the more-indented lines below.
+        let mut expr = first.trim().trim_start_matches('>').to_owned();
+        let indent = line.len() - line.trim_start().len();
+        while let Some(next) = lines.peek() {
+            if next.trim().is_empty() || next.len() - next.trim_start().len() <= indent {
+                break;
+            }
+            expr.push(' ');
+            expr.push_str(next.trim());
+            lines.next();
+        }
+        let bare = matchers.replace_all(&expr, " ");
+        for name in identifier.find_iter(&bare).map(|m| m.as_str()) {
+            if !PROMQL.contains(&name) && !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    assert!(
+        names.len() >= 7,
+        "too few metrics found in the alerts: {names:?}"
+    );
+    names
 }
