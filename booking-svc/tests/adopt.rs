@@ -6,7 +6,8 @@
 
 use futures::FutureExt as _;
 use marquee_infra::db;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement};
+use marquee_testkit::adopt::{SQLX_ERA_OUTBOX, SQLX_MIGRATIONS_TABLE, schema};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sea_orm_migration::MigratorTrait;
 use uuid::Uuid;
 
@@ -107,73 +108,6 @@ END
 $$;
 "#;
 
-/// The outbox and inbox as the old infra created them after sqlx's migrations.
-const OLD_OUTBOX: &str = r#"
-CREATE TABLE IF NOT EXISTS outbox (
-    seq           BIGSERIAL PRIMARY KEY,
-    message_id    UUID NOT NULL UNIQUE,
-    kind          TEXT NOT NULL,
-    saga_id       UUID NOT NULL,
-    version       INT NOT NULL,
-    payload       BYTEA NOT NULL,
-    trace_context JSONB NOT NULL DEFAULT '{}',
-    occurred_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    sent_at       TIMESTAMPTZ
-);
-CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
-CREATE TABLE IF NOT EXISTS inbox (
-    consumer    TEXT NOT NULL,
-    message_id  UUID NOT NULL,
-    received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, message_id)
-);
-"#;
-
-/// sqlx's migrations table, as sqlx creates it.
-const SQLX_MIGRATIONS: &str = r#"
-CREATE TABLE _sqlx_migrations (
-    version        BIGINT PRIMARY KEY,
-    description    TEXT NOT NULL,
-    installed_on   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    success        BOOLEAN NOT NULL,
-    checksum       BYTEA NOT NULL,
-    execution_time BIGINT NOT NULL
-);
-"#;
-
-/// One object of a schema: a constraint, an index or a column, and its definition.
-#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
-struct SchemaItem {
-    kind: String,
-    owner: String,
-    name: String,
-    definition: String,
-}
-
-/// Every constraint, index and column of the public schema but the migration tables'.
-async fn schema(db: &DatabaseConnection) -> Vec<SchemaItem> {
-    SchemaItem::find_by_statement(Statement::from_string(
-        DbBackend::Postgres,
-        "SELECT 'constraint' AS kind, conrelid::regclass::text AS owner, conname AS name,
-                pg_get_constraintdef(oid) AS definition
-         FROM pg_constraint WHERE connamespace = 'public'::regnamespace
-         UNION ALL
-         SELECT 'index', tablename, indexname, indexdef
-         FROM pg_indexes WHERE schemaname = 'public'
-         UNION ALL
-         SELECT 'column', table_name, column_name,
-                concat_ws(' ', data_type, is_nullable, column_default, ordinal_position)
-         FROM information_schema.columns WHERE table_schema = 'public'
-         ORDER BY 1, 2, 3",
-    ))
-    .all(db)
-    .await
-    .expect("schema")
-    .into_iter()
-    .filter(|item| !item.owner.contains("migrations"))
-    .collect()
-}
-
 async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
     db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
         .await
@@ -217,7 +151,7 @@ struct OldData {
 /// confirmed booking of it. With the backfill applied the accounts were announced
 /// (once each); without it, not.
 async fn build_old(db: &DatabaseConnection, applied: &[i64]) -> OldData {
-    db.execute_unprepared(SQLX_MIGRATIONS)
+    db.execute_unprepared(SQLX_MIGRATIONS_TABLE)
         .await
         .expect("_sqlx_migrations");
     db.execute_unprepared(OLD_INIT).await.expect("0001_init");
@@ -231,7 +165,9 @@ async fn build_old(db: &DatabaseConnection, applied: &[i64]) -> OldData {
         .await
         .expect("record the migration");
     }
-    db.execute_unprepared(OLD_OUTBOX).await.expect("old outbox");
+    db.execute_unprepared(SQLX_ERA_OUTBOX)
+        .await
+        .expect("old outbox");
     let (buyer, event, section, seat, booking) = (
         Uuid::new_v4(),
         Uuid::new_v4(),
@@ -329,7 +265,12 @@ async fn a_database_sqlx_migrated_is_adopted_with_explicit_names_and_its_data() 
 
             // The same schema as a new database: columns, constraints, indexes, names.
             assert_eq!(schema(&old).await, expected);
-            let names: Vec<String> = expected.iter().map(|item| item.name.clone()).collect();
+            // Each line is `<kind> <table>.<name> <definition>`.
+            let names: Vec<&str> = expected
+                .iter()
+                .filter_map(|item| item.split_whitespace().nth(1)?.split_once('.'))
+                .map(|(_, name)| name)
+                .collect();
             for name in [
                 "accounts_lower_email_key",
                 "events_sale_window_check",
@@ -340,10 +281,10 @@ async fn a_database_sqlx_migrated_is_adopted_with_explicit_names_and_its_data() 
                 "booking_seats_event_id_active_idx",
                 "outbox_unsent_idx",
             ] {
-                assert!(names.iter().any(|n| n == name), "{name} is missing");
+                assert!(names.contains(&name), "{name} is missing");
             }
             for old_name in ["accounts_email", "events_check", "booking_seats_one_active"] {
-                assert!(!names.iter().any(|n| n == old_name), "{old_name} is left");
+                assert!(!names.contains(&old_name), "{old_name} is left");
             }
             assert_eq!(
                 count(

@@ -618,23 +618,19 @@ async fn watching_an_unknown_event_is_a_json_404() {
     system.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn stopping_with_watchers_connected_ends_their_streams_and_finishes_the_drain() {
-    let system = System::start().await;
-    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
-    let mut watchers = Vec::new();
-    for _ in 0..3 {
-        let mut stream = watch(&system, &event_id, None).await;
+/// `n` seat watchers of `event_id`, each past its snapshot.
+async fn snapshot_watchers(system: &System, event_id: &str, n: usize) -> Vec<SseStream> {
+    let mut watchers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = watch(system, event_id, None).await;
         assert_eq!(stream.next().await.event, "snapshot");
         watchers.push(stream);
     }
+    watchers
+}
 
-    // What SIGTERM does: the drain must not wait on streams that never end by
-    // themselves; each watcher sees its stream end and would resume elsewhere.
-    assert!(
-        system.stopped_within(Duration::from_secs(10)).await,
-        "the system was still draining 10 s after the signal, with 3 seat watchers open"
-    );
+/// Fails unless every stream ends (within 2 s) without another event.
+async fn assert_all_ended(watchers: Vec<SseStream>) {
     for mut stream in watchers {
         assert!(stream.next_within(Duration::from_secs(2)).await.is_none());
         assert!(stream.ended, "a watcher's stream did not end");
@@ -642,15 +638,25 @@ async fn stopping_with_watchers_connected_ends_their_streams_and_finishes_the_dr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_with_watchers_connected_ends_their_streams_and_finishes_the_drain() {
+    let system = System::start().await;
+    let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
+    let watchers = snapshot_watchers(&system, &event_id, 3).await;
+
+    // What SIGTERM does: the drain must not wait on streams that never end by
+    // themselves; each watcher sees its stream end and would resume elsewhere.
+    assert!(
+        system.stopped_within(Duration::from_secs(10)).await,
+        "the system was still draining 10 s after the signal, with 3 seat watchers open"
+    );
+    assert_all_ended(watchers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_gateway_stopping_alone_ends_its_sse_streams_and_finishes_the_drain() {
     let mut system = System::start().await;
     let (_, event_id) = system.seller_event(&[("R", 30_000, 1, 4)], 4).await;
-    let mut watchers = Vec::new();
-    for _ in 0..3 {
-        let mut stream = watch(&system, &event_id, None).await;
-        assert_eq!(stream.next().await.event, "snapshot");
-        watchers.push(stream);
-    }
+    let watchers = snapshot_watchers(&system, &event_id, 3).await;
 
     // realtime-svc keeps streaming; only the gateway got the signal. Its drain must not
     // wait on the SSE streams, which would otherwise never end.
@@ -658,9 +664,6 @@ async fn a_gateway_stopping_alone_ends_its_sse_streams_and_finishes_the_drain() 
         system.gateway_stopped_within(Duration::from_secs(10)).await,
         "the gateway was still draining 10 s after the signal, with 3 SSE watchers open"
     );
-    for mut stream in watchers {
-        assert!(stream.next_within(Duration::from_secs(2)).await.is_none());
-        assert!(stream.ended, "a watcher's stream did not end");
-    }
+    assert_all_ended(watchers).await;
     system.stop().await;
 }

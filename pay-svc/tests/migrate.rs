@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use marquee_infra::db;
+use marquee_testkit::adopt::{SQLX_ERA_OUTBOX, SQLX_MIGRATIONS_TABLE, schema};
 use marquee_testkit::migrate::{self, Binary};
 use marquee_testkit::pg_base;
 use pay_svc::Migrator;
@@ -89,38 +90,10 @@ CREATE UNIQUE INDEX ledger_entries_one_welcome ON ledger_entries (account_id) WH
 CREATE UNIQUE INDEX ledger_entries_one_per_payment ON ledger_entries (payment_id, kind) WHERE payment_id IS NOT NULL;
 "#;
 
-/// What the infra crate's sqlx-era `db::migrate` added after the service's migrations,
-/// and sqlx's own bookkeeping table with the one migration it recorded.
-const SQLX_OUTBOX_AND_BOOKKEEPING: &str = r#"
-CREATE TABLE IF NOT EXISTS outbox (
-    seq           BIGSERIAL PRIMARY KEY,
-    message_id    UUID NOT NULL UNIQUE,
-    kind          TEXT NOT NULL,
-    saga_id       UUID NOT NULL,
-    version       INT NOT NULL,
-    payload       BYTEA NOT NULL,
-    trace_context JSONB NOT NULL DEFAULT '{}',
-    occurred_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    sent_at       TIMESTAMPTZ
-);
-CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
-CREATE TABLE IF NOT EXISTS inbox (
-    consumer    TEXT NOT NULL,
-    message_id  UUID NOT NULL,
-    received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, message_id)
-);
-CREATE TABLE _sqlx_migrations (
-    version        BIGINT PRIMARY KEY,
-    description    TEXT NOT NULL,
-    installed_on   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    success        BOOLEAN NOT NULL,
-    checksum       BYTEA NOT NULL,
-    execution_time BIGINT NOT NULL
-);
-INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-VALUES (20260101000001, 'wallets payments ledger', TRUE, '\x00', 1);
-"#;
+/// sqlx's bookkeeping row for the one pay-svc migration it applied.
+const SQLX_BOOKKEEPING_ROW: &str = "INSERT INTO _sqlx_migrations
+    (version, description, success, checksum, execution_time)
+    VALUES (20260101000001, 'wallets payments ledger', TRUE, '\\x00', 1)";
 
 /// The Postgres-generated or old names the adoption replaces.
 const OLD_NAMES: &[&str] = &[
@@ -145,49 +118,6 @@ where
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
     }
-}
-
-/// The tables' columns, constraints and indexes, as comparable text.
-async fn schema(pool: &PgPool) -> BTreeSet<String> {
-    let columns: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text,
-                column_default::text
-         FROM information_schema.columns WHERE table_schema = 'public'",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("columns");
-    let constraints: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid)
-         FROM pg_constraint WHERE connamespace = 'public'::regnamespace",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("constraints");
-    let indexes: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT tablename::text, indexname::text, indexdef FROM pg_indexes
-         WHERE schemaname = 'public' AND tablename <> 'seaql_migrations'",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("indexes");
-    let mut all = BTreeSet::new();
-    for (table, column, kind, nullable, default) in columns {
-        if table != "seaql_migrations" {
-            all.insert(format!(
-                "column {table}.{column} {kind} {nullable} {default:?}"
-            ));
-        }
-    }
-    for (table, name, definition) in constraints {
-        if table != "seaql_migrations" {
-            all.insert(format!("constraint {table}.{name} {definition}"));
-        }
-    }
-    for (table, name, definition) in indexes {
-        all.insert(format!("index {table}.{name} {definition}"));
-    }
-    all
 }
 
 /// Names of constraints and indexes in the database.
@@ -217,7 +147,7 @@ async fn fresh_schema() -> BTreeSet<String> {
     db::migrate::<Migrator>(&fresh)
         .await
         .expect("migrate fresh");
-    let schema = schema(fresh.get_postgres_connection_pool()).await;
+    let schema = schema(&fresh).await;
     fresh.close().await.expect("close");
     db::drop_database(&url).await.expect("drop fresh database");
     schema
@@ -230,9 +160,11 @@ async fn a_database_migrated_by_sqlx_is_adopted_with_its_data_and_explicit_names
         old.execute_unprepared(SQLX_PAY_SCHEMA)
             .await
             .expect("the sqlx-era schema");
-        old.execute_unprepared(SQLX_OUTBOX_AND_BOOKKEEPING)
-            .await
-            .expect("the sqlx-era outbox and bookkeeping");
+        for ddl in [SQLX_ERA_OUTBOX, SQLX_MIGRATIONS_TABLE, SQLX_BOOKKEEPING_ROW] {
+            old.execute_unprepared(ddl)
+                .await
+                .expect("the sqlx-era outbox and bookkeeping");
+        }
         let pool = old.get_postgres_connection_pool().clone();
         let (account, booking, payment) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         sqlx::query(
@@ -307,7 +239,7 @@ async fn a_database_migrated_by_sqlx_is_adopted_with_its_data_and_explicit_names
         assert_eq!(recorded, migrations() as i64);
 
         // Identical to a database sea-orm migrated from scratch.
-        assert_eq!(schema(&pool).await, fresh_schema().await);
+        assert_eq!(schema(&old).await, fresh_schema().await);
 
         // The data survived.
         let balance: i64 =

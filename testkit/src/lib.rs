@@ -2,6 +2,7 @@
 //! PostgreSQL, Redis and RabbitMQ are, running a service in process, JSON replies, and
 //! removing a test's Redis keys, asking a gRPC server for its health and its services. Nothing here stands in for our infrastructure.
 
+pub mod adopt;
 pub mod grpc;
 pub mod migrate;
 pub mod proxy;

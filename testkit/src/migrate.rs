@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use marquee_infra::bus::{Bus, BusConfig};
-use sqlx::Connection;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tokio::process::Command;
 use uuid::Uuid;
 
@@ -115,30 +115,46 @@ impl Names {
     }
 }
 
-/// The rows of sea-orm-migration's table: one per applied migration.
+/// The migrations recorded as applied in the database at `database_url`.
 async fn applied_migrations(database_url: &str) -> i64 {
-    let mut conn = sqlx::PgConnection::connect(database_url)
+    let db = marquee_infra::db::open(database_url, 1)
         .await
         .expect("connect to the migrated database");
-    let count = sqlx::query_scalar("SELECT count(*) FROM seaql_migrations")
-        .fetch_one(&mut conn)
+    let applied = marquee_infra::db::applied_names(&db)
         .await
-        .expect("seaql_migrations exists");
-    let _ = conn.close().await;
-    count
+        .expect("read seaql_migrations")
+        .len();
+    let _ = db.close().await;
+    i64::try_from(applied).unwrap_or(i64::MAX)
+}
+
+/// Whether `sql` (one boolean column named `answer`, `$1` bound to `value`) is true on
+/// the database at `url`.
+async fn ask(url: &str, sql: &str, value: &str) -> bool {
+    let db = marquee_infra::db::open(url, 1)
+        .await
+        .expect("connect to the database");
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            [value.into()],
+        ))
+        .await
+        .expect("query")
+        .expect("one row");
+    let answer: bool = row.try_get("", "answer").expect("a boolean answer");
+    let _ = db.close().await;
+    answer
 }
 
 async fn table_exists(database_url: &str, table: &str) -> bool {
-    let mut conn = sqlx::PgConnection::connect(database_url)
-        .await
-        .expect("connect to the database");
-    let exists = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(table)
-        .fetch_one(&mut conn)
-        .await
-        .expect("to_regclass");
-    let _ = conn.close().await;
-    exists
+    ask(
+        database_url,
+        "SELECT to_regclass($1) IS NOT NULL AS answer",
+        table,
+    )
+    .await
 }
 
 fn free_port() -> u16 {
@@ -257,19 +273,13 @@ pub async fn an_unknown_argument_prints_the_usage_and_exits_2(binary: Binary) {
     names
         .guarded(async {
             let (code, output) = names.run(names.command(&["migrtae"])).await;
-            let created = {
-                let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base()))
-                    .await
-                    .expect("connect to postgres");
-                let name = names.database_url.rsplit('/').next().unwrap_or_default();
-                sqlx::query_scalar::<_, bool>(
-                    "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-                )
-                .bind(name)
-                .fetch_one(&mut admin)
-                .await
-                .expect("pg_database")
-            };
+            let name = names.database_url.rsplit('/').next().unwrap_or_default();
+            let created = ask(
+                &format!("{}/postgres", pg_base()),
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS answer",
+                name,
+            )
+            .await;
 
             assert_eq!(code, Some(2), "exit code for an unknown argument: {output}");
             assert!(
