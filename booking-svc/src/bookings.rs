@@ -33,7 +33,9 @@ use crate::domain::{
 };
 use crate::entity::{booking_seats, bookings, events};
 use crate::error::BookingError;
-use crate::holds::{Claim, HoldKeys, HoldOutcome, HoldRecord, HoldRequest, HoldState, HoldStore};
+use crate::holds::{
+    Claim, HoldKeys, HoldOutcome, HoldRecord, HoldRequest, HoldState, HoldStore, Partition,
+};
 use crate::wire::{self, bus::SagaReply};
 pub use marquee_proto::kinds::{
     PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED, REFUND_REQUESTED,
@@ -248,7 +250,7 @@ impl Bookings {
             ));
         }
         let (_, total) = price(&info, selection.seats())?;
-        let hold_id = HoldId::new();
+        let hold_id = crate::holds::new_hold_id(event);
         let ttl = chrono::Duration::from_std(self.timing.hold_ttl)
             .unwrap_or(chrono::Duration::minutes(5));
         // Whole milliseconds, as Redis keeps it: a replay for the same key says the same.
@@ -997,9 +999,9 @@ impl Bookings {
         // Holds waiting on their deadline, held or being checked out, across replicas.
         metrics::gauge!("holds_active").set(self.holds.pending().await? as f64);
         let mut released = 0;
-        for hold in self.holds.due(256).await? {
-            let Some(record) = self.holds.get(hold).await? else {
-                self.holds.forget_deadline(hold).await?;
+        for (partition, hold) in self.holds.due(256).await? {
+            let Some(record) = self.holds.get_in(partition, hold).await? else {
+                self.holds.forget_deadline_in(partition, hold).await?;
                 continue;
             };
             match record.state {
@@ -1019,8 +1021,8 @@ impl Bookings {
                         .one(&self.pool)
                         .await?;
                     if booked.is_some() {
-                        self.holds.forget_deadline(hold).await?;
-                    } else if self.holds.unclaim(hold).await? {
+                        self.holds.forget_deadline_in(partition, hold).await?;
+                    } else if self.holds.unclaim_in(partition, hold).await? {
                         // The checkout died (or lost its reply) before writing the
                         // booking: the hold is the buyer's again, so a retry with the
                         // same key completes the checkout; at its own deadline it expires.
@@ -1033,12 +1035,14 @@ impl Bookings {
         Ok(released)
     }
 
-    /// Restores Redis from Postgres if it has lost its data (or was never primed): the
-    /// marks of every active booking, then the epoch that makes the store usable again.
-    /// Until then every seat script refuses, so nothing is held, sold or shown from a
-    /// half-restored store. One replica primes at a time. Returns whether this call did.
+    /// Restores the partitions of the hold store that have lost their data (or were
+    /// never primed) from Postgres: the marks of every active booking of their events,
+    /// then the epoch that makes each usable again. Until then every seat script of a
+    /// lost partition refuses, so nothing is held, sold or shown from a half-restored
+    /// store. One replica primes at a time. Returns whether this call did.
     pub async fn restore_redis(&self) -> Result<bool, BookingError> {
-        if self.holds.epoch().await?.is_some() {
+        let lost = self.holds.lost_partitions().await?;
+        if lost.is_empty() {
             return Ok(false);
         }
         let owner = Uuid::new_v4().to_string();
@@ -1070,6 +1074,11 @@ impl Bookings {
             .into_model::<BookingWithSeats>()
             .all(&self.pool)
             .await?;
+        let lost_set: std::collections::HashSet<Partition> = lost.iter().copied().collect();
+        let rows: Vec<BookingWithSeats> = rows
+            .into_iter()
+            .filter(|row| lost_set.contains(&Partition::of(row.event_id)))
+            .collect();
         let bookings = rows.len();
         for row in rows {
             let seats: Vec<SeatId> = row.seats.into_iter().map(SeatId).collect();
@@ -1085,12 +1094,13 @@ impl Bookings {
                 )
                 .await?;
         }
-        self.holds.finish_priming(base).await?;
+        self.holds.finish_priming(base, &lost).await?;
         metrics::counter!("redis_restores_total").increment(1);
         if had_events {
             tracing::warn!(
                 bookings,
                 base,
+                partitions = lost.len(),
                 "redis had lost its data; restored from postgres"
             );
         } else {

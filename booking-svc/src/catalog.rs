@@ -348,7 +348,7 @@ pub async fn seat_statuses(
         .map(|seat| (seat.seat_id, seat.status))
         .collect();
     let ids: Vec<SeatId> = event.seats.iter().map(|s| s.id).collect();
-    let redis = holds.seat_values(&ids).await?;
+    let redis = holds.seat_values(event.id, &ids).await?;
     Ok(event
         .seats
         .iter()

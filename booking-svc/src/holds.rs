@@ -1,21 +1,29 @@
 //! Seat holds in Redis: the hot path of a flash sale.
 //!
-//! Keys, under the configured prefix `p`:
-//! - `p epoch`            → the seat-version base of this Redis generation. It is written
-//!   last when booking-svc primes Redis from PostgreSQL; while it is missing (Redis lost
-//!   its data, or was never primed) every script that reads or changes seats refuses with
-//!   `NOEPOCH`, so nothing is held, sold or shown from a half-restored store
-//! - `p changes`          → a stream of seat changes (event, version, kind, seats), appended
-//!   by the very script that makes the change; `seat_relay` publishes it
-//! - `p seat:<seat>`      → the hold id holding the seat, or `sold:<booking>` once sold
-//! - `p hold:<hold>`      → hash: buyer, event, seats (comma-separated), expires (ms), state
-//! - `p deadlines`        → sorted set of hold ids by deadline (ms), driven by the sweeper
-//! - `p buyer:<ev>:<acc>` → set of seat ids the buyer holds or owns for the event
-//! - `p seatver:<ev>`     → the event's seat version (starts at the epoch's base)
-//! - `p holdkey:<acc>:<key>` → `hold|expires ms|seats` of the hold an idempotency key made
-//! - `p void:<hold>`      → a hold whose request was answered "not held": it can no longer
-//!   be made, even if its script is still on its way to Redis
-//! - `p priming`          → the lock of the replica re-priming after a loss
+//! The store is split into [`PARTITIONS`] partitions, each with its own hash tag `{hN}`:
+//! an event's keys are all in the partition of its id ([`Partition::of`]), and a hold's
+//! id is made in its event's partition ([`new_hold_id`]), so a hold is found from its id
+//! alone. Every script touches the keys of one partition only, so the store runs
+//! unchanged on a Redis Cluster, where each partition's keys share one hash slot and the
+//! partitions spread over the masters. Keys, under the configured prefix `p` and the
+//! partition's tag `t`:
+//! - `pt epoch`            → the seat-version base of this partition's Redis generation.
+//!   It is written last when booking-svc primes the partition from PostgreSQL; while it
+//!   is missing (Redis, or the cluster node owning the partition, lost its data, or it
+//!   was never primed) every script that reads or changes seats refuses with `NOEPOCH`,
+//!   so nothing is held, sold or shown from a half-restored store
+//! - `pt changes`          → a stream of seat changes (event, version, kind, seats),
+//!   appended by the very script that makes the change; `seat_relay` publishes it
+//! - `pt seat:<seat>`      → the hold id holding the seat, or `sold:<booking>` once sold
+//! - `pt hold:<hold>`      → hash: buyer, event, seats (comma-separated), expires (ms), state
+//! - `pt deadlines`        → sorted set of hold ids by deadline (ms), driven by the sweeper
+//! - `pt buyer:<ev>:<acc>` → set of seat ids the buyer holds or owns for the event
+//! - `pt seatver:<ev>`     → the event's seat version (starts at the epoch's base)
+//! - `pt holdkey:<ev>:<acc>:<key>` → `hold|expires ms|seats` of the hold an idempotency
+//!   key made (a key is scoped to its buyer and event)
+//! - `pt void:<hold>`      → a hold whose request was answered "not held": it can no
+//!   longer be made, even if its script is still on its way to Redis
+//! - `p priming`           → the lock of the replica re-priming after a loss
 //!
 //! Every change is one Lua script, so a hold takes all requested seats or none, and a
 //! release, expiry or sale never races another. A script that changes seats bumps the
@@ -25,21 +33,91 @@
 //! exactly some version.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures::future::try_join_all;
+use marquee_infra::redis_conn::{RedisConn, RedisTarget};
 use redis::{AsyncCommands, Script};
 use tokio::sync::Notify;
+use uuid::Uuid;
+
+pub use marquee_infra::redis_conn::RedisTimeouts;
 
 use crate::domain::{
     AccountId, BookingId, EventId, HoldId, IdempotencyKey, SeatChange, SeatId, SeatStatus,
 };
 use crate::error::BookingError;
 
-/// Most entries the change stream keeps (approximately); the relay publishes them within
-/// milliseconds, so this only bounds memory while the bus is down.
+/// Most entries each partition's change stream keeps (approximately); the relay
+/// publishes them within milliseconds, so this only bounds memory while the bus is down.
 pub const STREAM_MAX: u64 = 100_000;
+
+/// How many partitions (hash tags) the store is split into: a power of two, at most 64
+/// (the seat relay keeps one bit per partition). Changing it moves every key, which the
+/// store treats as a loss: it is re-primed from PostgreSQL and unbooked holds are lost.
+pub const PARTITIONS: u8 = 64;
+const _: () = assert!(PARTITIONS.is_power_of_two() && PARTITIONS <= 64);
+
+/// One partition of the store: the keys of the events whose ids fall in it, and of
+/// their holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition(u8);
+
+impl Partition {
+    /// The partition of an event (or of a hold made by [`new_hold_id`]): the low bits
+    /// of the id's last byte, which are random in the UUIDs Marquee makes (v4 and v7).
+    pub fn of(id: Uuid) -> Self {
+        Self(id.as_bytes()[15] & (PARTITIONS - 1))
+    }
+
+    pub fn all() -> impl Iterator<Item = Self> {
+        (0..PARTITIONS).map(Self)
+    }
+
+    fn bit(self) -> u64 {
+        1 << self.0
+    }
+}
+
+/// `p{hN}`: the start of every key of `partition` under `prefix` (`{hN}` being its hash
+/// tag), e.g. `p{hN}seat:<seat>`. For tools and tests that look at Redis directly.
+pub fn partition_prefix(prefix: &str, partition: Partition) -> String {
+    format!("{prefix}{{h{}}}", partition.0)
+}
+
+/// A new hold id in `event`'s partition, so the hold's keys can be found from its id.
+pub fn new_hold_id(event: EventId) -> HoldId {
+    let mut bytes = *Uuid::now_v7().as_bytes();
+    bytes[15] = (bytes[15] & !(PARTITIONS - 1)) | Partition::of(event.0).0;
+    HoldId(Uuid::from_bytes(bytes))
+}
+
+/// Partitions whose change stream may have entries the seat relay has not read: every
+/// script that may append marks its partition, and the relay reads just those.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    mask: AtomicU64,
+    notify: Notify,
+}
+
+impl Dirty {
+    pub fn mark(&self, partition: Partition) {
+        self.mask.fetch_or(partition.bit(), Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    /// The partitions marked since the last call, as a bit mask (bit `n` is `{hn}`).
+    pub fn take(&self) -> u64 {
+        self.mask.swap(0, Ordering::AcqRel)
+    }
+
+    /// Resolves once a partition is marked (at once if one was since the last wait).
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+}
 
 /// Shared start of every script that reads or changes seats. KEYS[1] is the epoch key,
 /// KEYS[2] the change stream. `announce` bumps an event's seat version (starting from the
@@ -317,38 +395,6 @@ pub enum Claim {
     AlreadyCheckedOut,
 }
 
-/// The Redis client's limits. A hold script runs in microseconds; these bound how long a
-/// caller waits for a Redis that is overloaded or gone before it answers "unavailable".
-/// An expired wait is an ambiguous outcome (the script may still run): every caller of
-/// a changing script is written for that (idempotency keys, voids, the checkout grace).
-#[derive(Debug, Clone, Copy)]
-pub struct RedisTimeouts {
-    /// Per command (`REDIS_RESPONSE_TIMEOUT_MS`, 2 s by default).
-    pub response: Duration,
-    /// Per connection attempt (`REDIS_CONNECT_TIMEOUT_MS`, 1 s by default).
-    pub connect: Duration,
-}
-
-impl Default for RedisTimeouts {
-    fn default() -> Self {
-        Self {
-            response: Duration::from_secs(2),
-            connect: Duration::from_secs(1),
-        }
-    }
-}
-
-/// Opens a supervised Redis connection with `timeouts` (it reconnects by itself).
-pub async fn connect(url: &str, timeouts: RedisTimeouts) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(timeouts.response))
-        .set_connection_timeout(Some(timeouts.connect))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(1));
-    Ok(client.get_connection_manager_with_config(config).await?)
-}
-
 /// The Lua scripts, by the name their metrics carry (`script` label: a fixed set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ScriptName {
@@ -440,7 +486,7 @@ fn script(body: &str) -> Script {
 
 #[derive(Clone)]
 pub struct HoldStore {
-    redis: ConnectionManager,
+    redis: RedisConn,
     prefix: String,
     hold: Script,
     claim: Script,
@@ -452,6 +498,8 @@ pub struct HoldStore {
     seat_values: Script,
     /// Woken when a script finds the epoch missing, so the sweeper restores Redis.
     lost: Arc<Notify>,
+    /// Partitions whose stream may have new entries, for the seat relay.
+    dirty: Arc<Dirty>,
 }
 
 impl std::fmt::Debug for HoldStore {
@@ -479,9 +527,19 @@ fn csv(seats: &[SeatId]) -> String {
 }
 
 impl HoldStore {
-    pub async fn connect(url: &str, prefix: &str, timeouts: RedisTimeouts) -> anyhow::Result<Self> {
+    /// Connects to `target` (one Redis or a Redis Cluster). `prefix` starts every key;
+    /// it may not contain braces (they would change the keys' hash tags).
+    pub async fn connect(
+        target: &RedisTarget,
+        prefix: &str,
+        timeouts: RedisTimeouts,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !prefix.contains(['{', '}']),
+            "REDIS_PREFIX {prefix:?} may not contain braces"
+        );
         Ok(Self {
-            redis: connect(url, timeouts).await?,
+            redis: marquee_infra::redis_conn::connect(target, timeouts).await?,
             prefix: prefix.to_owned(),
             hold: script(HOLD),
             claim: Script::new(CLAIM),
@@ -492,7 +550,18 @@ impl HoldStore {
             snapshot: Script::new(SNAPSHOT),
             seat_values: Script::new(SEAT_VALUES),
             lost: Arc::new(Notify::new()),
+            dirty: Arc::default(),
         })
+    }
+
+    /// The connection, for the seat relay.
+    pub fn connection(&self) -> RedisConn {
+        self.redis.clone()
+    }
+
+    /// The partitions with unread stream entries, for the seat relay.
+    pub fn dirty(&self) -> Arc<Dirty> {
+        self.dirty.clone()
     }
 
     /// Notified whenever a script finds that Redis lost its data.
@@ -515,36 +584,48 @@ impl HoldStore {
         &self.prefix
     }
 
-    fn epoch_key(&self) -> String {
-        format!("{}epoch", self.prefix)
+    fn tagged(&self, partition: Partition) -> String {
+        partition_prefix(&self.prefix, partition)
     }
-    /// The stream every seat change is appended to.
-    pub fn stream_key(&self) -> String {
-        format!("{}changes", self.prefix)
+    fn epoch_key(&self, partition: Partition) -> String {
+        format!("{}epoch", self.tagged(partition))
     }
-    fn deadlines(&self) -> String {
-        format!("{}deadlines", self.prefix)
+    /// The stream `partition`'s seat changes are appended to.
+    pub fn stream_key(&self, partition: Partition) -> String {
+        format!("{}changes", self.tagged(partition))
     }
-    fn hold_key(&self, hold: HoldId) -> String {
-        format!("{}hold:{hold}", self.prefix)
+    fn deadlines(&self, partition: Partition) -> String {
+        format!("{}deadlines", self.tagged(partition))
     }
-    fn seat_key(&self, seat: SeatId) -> String {
-        format!("{}seat:{seat}", self.prefix)
+    fn hold_key(&self, partition: Partition, hold: HoldId) -> String {
+        format!("{}hold:{hold}", self.tagged(partition))
+    }
+    fn seat_key(&self, partition: Partition, seat: SeatId) -> String {
+        format!("{}seat:{seat}", self.tagged(partition))
     }
     fn buyer_key(&self, event: EventId, buyer: AccountId) -> String {
-        format!("{}buyer:{event}:{buyer}", self.prefix)
+        format!(
+            "{}buyer:{event}:{buyer}",
+            self.tagged(Partition::of(event.0))
+        )
     }
     fn version_key(&self, event: EventId) -> String {
-        format!("{}seatver:{event}", self.prefix)
+        format!("{}seatver:{event}", self.tagged(Partition::of(event.0)))
     }
-    fn hold_key_key(&self, buyer: AccountId, key: Option<&IdempotencyKey>) -> String {
+    fn hold_key_key(
+        &self,
+        event: EventId,
+        buyer: AccountId,
+        key: Option<&IdempotencyKey>,
+    ) -> String {
+        let tagged = self.tagged(Partition::of(event.0));
         match key {
-            Some(key) => format!("{}holdkey:{buyer}:{}", self.prefix, key.as_str()),
-            None => format!("{}holdkey:{buyer}:", self.prefix),
+            Some(key) => format!("{tagged}holdkey:{event}:{buyer}:{}", key.as_str()),
+            None => format!("{tagged}holdkey:{event}:{buyer}:"),
         }
     }
-    fn void_key(&self, hold: HoldId) -> String {
-        format!("{}void:{hold}", self.prefix)
+    fn void_key(&self, partition: Partition, hold: HoldId) -> String {
+        format!("{}void:{hold}", self.tagged(partition))
     }
     fn priming_key(&self) -> String {
         format!("{}priming", self.prefix)
@@ -552,20 +633,27 @@ impl HoldStore {
 
     /// Holds every seat of `request` for its buyer, or none of them.
     pub async fn hold(&self, request: HoldRequest<'_>) -> Result<HoldOutcome, BookingError> {
+        let partition = Partition::of(request.event.0);
+        if Partition::of(request.hold.0) != partition {
+            return Err(BookingError::Internal(format!(
+                "hold {} was not made in its event's partition",
+                request.hold
+            )));
+        }
         let mut fingerprint: Vec<String> = request.seats.iter().map(ToString::to_string).collect();
         fingerprint.sort_unstable();
         let mut invocation = self.hold.prepare_invoke();
         invocation
-            .key(self.epoch_key())
-            .key(self.stream_key())
-            .key(self.deadlines())
-            .key(self.hold_key(request.hold))
+            .key(self.epoch_key(partition))
+            .key(self.stream_key(partition))
+            .key(self.deadlines(partition))
+            .key(self.hold_key(partition, request.hold))
             .key(self.buyer_key(request.event, request.buyer))
             .key(self.version_key(request.event))
-            .key(self.hold_key_key(request.buyer, request.key))
-            .key(self.void_key(request.hold));
+            .key(self.hold_key_key(request.event, request.buyer, request.key))
+            .key(self.void_key(partition, request.hold));
         for seat in request.seats {
-            invocation.key(self.seat_key(*seat));
+            invocation.key(self.seat_key(partition, *seat));
         }
         invocation
             .arg(request.hold.to_string())
@@ -580,12 +668,13 @@ impl HoldStore {
         for seat in request.seats {
             invocation.arg(seat.to_string());
         }
-        let reply: Vec<String> = timed(
+        let reply = timed(
             ScriptName::Hold,
-            invocation.invoke_async(&mut self.redis.clone()),
+            invocation.invoke_async::<Vec<String>>(&mut self.redis.clone()),
         )
-        .await
-        .map_err(|e| self.lost_or(e))?;
+        .await;
+        self.dirty.mark(partition);
+        let reply = reply.map_err(|e| self.lost_or(e))?;
         let positions = |rest: &[String]| -> Vec<SeatId> {
             rest.iter()
                 .filter_map(|p| p.parse::<usize>().ok())
@@ -616,9 +705,22 @@ impl HoldStore {
         }
     }
 
+    /// The hold `hold`, if it exists.
     pub async fn get(&self, hold: HoldId) -> Result<Option<HoldRecord>, BookingError> {
-        let fields: std::collections::HashMap<String, String> =
-            self.redis.clone().hgetall(self.hold_key(hold)).await?;
+        self.get_in(Partition::of(hold.0), hold).await
+    }
+
+    /// The hold `hold` as partition `partition` stores it.
+    pub async fn get_in(
+        &self,
+        partition: Partition,
+        hold: HoldId,
+    ) -> Result<Option<HoldRecord>, BookingError> {
+        let fields: std::collections::HashMap<String, String> = self
+            .redis
+            .clone()
+            .hgetall(self.hold_key(partition, hold))
+            .await?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -646,11 +748,12 @@ impl HoldStore {
     ) -> Result<Claim, BookingError> {
         let now = Utc::now().timestamp_millis();
         let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX / 2);
+        let partition = Partition::of(hold.0);
         let reply: Vec<String> = timed(
             ScriptName::Claim,
             self.claim
-                .key(self.deadlines())
-                .key(self.hold_key(hold))
+                .key(self.deadlines(partition))
+                .key(self.hold_key(partition, hold))
                 .arg(hold.to_string())
                 .arg(buyer.to_string())
                 .arg(now)
@@ -673,11 +776,20 @@ impl HoldStore {
     /// Undoes [`claim`](Self::claim): the hold is held again under its own deadline.
     /// Returns whether it was claimed.
     pub async fn unclaim(&self, hold: HoldId) -> Result<bool, BookingError> {
+        self.unclaim_in(Partition::of(hold.0), hold).await
+    }
+
+    /// [`unclaim`](Self::unclaim) in partition `partition`.
+    pub async fn unclaim_in(
+        &self,
+        partition: Partition,
+        hold: HoldId,
+    ) -> Result<bool, BookingError> {
         let put_back: i64 = timed(
             ScriptName::Unclaim,
             self.unclaim
-                .key(self.deadlines())
-                .key(self.hold_key(hold))
+                .key(self.deadlines(partition))
+                .key(self.hold_key(partition, hold))
                 .arg(hold.to_string())
                 .invoke_async(&mut self.redis.clone()),
         )
@@ -694,17 +806,20 @@ impl HoldStore {
         change: SeatChange,
         void_ttl: Duration,
     ) -> Result<bool, BookingError> {
+        // Every key in the event's partition (a hold made before partitions existed
+        // may have an id outside it; its keys are found here all the same).
+        let partition = Partition::of(keys.event.0);
         let mut invocation = self.release.prepare_invoke();
         invocation
-            .key(self.epoch_key())
-            .key(self.stream_key())
-            .key(self.deadlines())
-            .key(self.hold_key(keys.hold))
+            .key(self.epoch_key(partition))
+            .key(self.stream_key(partition))
+            .key(self.deadlines(partition))
+            .key(self.hold_key(partition, keys.hold))
             .key(self.buyer_key(keys.event, keys.buyer))
             .key(self.version_key(keys.event))
-            .key(self.void_key(keys.hold));
+            .key(self.void_key(partition, keys.hold));
         for seat in keys.seats {
-            invocation.key(self.seat_key(*seat));
+            invocation.key(self.seat_key(partition, *seat));
         }
         invocation
             .arg(keys.hold.to_string())
@@ -721,12 +836,13 @@ impl HoldStore {
         for seat in keys.seats {
             invocation.arg(seat.to_string());
         }
-        let reply: Vec<i64> = timed(
+        let reply = timed(
             ScriptName::Release,
-            invocation.invoke_async(&mut self.redis.clone()),
+            invocation.invoke_async::<Vec<i64>>(&mut self.redis.clone()),
         )
-        .await
-        .map_err(|e| self.lost_or(e))?;
+        .await;
+        self.dirty.mark(partition);
+        let reply = reply.map_err(|e| self.lost_or(e))?;
         Ok(matches!(reply.first(), Some(1)))
     }
 
@@ -820,15 +936,16 @@ impl HoldStore {
         event: EventId,
         seats: &[SeatId],
     ) -> Result<(), BookingError> {
+        let partition = Partition::of(event.0);
         let mut invocation = self.mark_sold.prepare_invoke();
         invocation
-            .key(self.epoch_key())
-            .key(self.stream_key())
-            .key(self.deadlines())
-            .key(self.hold_key(hold))
+            .key(self.epoch_key(partition))
+            .key(self.stream_key(partition))
+            .key(self.deadlines(partition))
+            .key(self.hold_key(partition, hold))
             .key(self.version_key(event));
         for seat in seats {
-            invocation.key(self.seat_key(*seat));
+            invocation.key(self.seat_key(partition, *seat));
         }
         invocation
             .arg(hold.to_string())
@@ -837,52 +954,81 @@ impl HoldStore {
         for seat in seats {
             invocation.arg(seat.to_string());
         }
-        let _: i64 = timed(
+        let sold = timed(
             ScriptName::MarkSold,
-            invocation.invoke_async(&mut self.redis.clone()),
+            invocation.invoke_async::<i64>(&mut self.redis.clone()),
         )
-        .await
-        .map_err(|e| self.lost_or(e))?;
+        .await;
+        self.dirty.mark(partition);
+        sold.map_err(|e| self.lost_or(e))?;
         Ok(())
     }
 
     /// Forgets a hold's deadline (its booking now owns the seats).
     pub async fn forget_deadline(&self, hold: HoldId) -> Result<(), BookingError> {
+        self.forget_deadline_in(Partition::of(hold.0), hold).await
+    }
+
+    /// [`forget_deadline`](Self::forget_deadline) in partition `partition`.
+    pub async fn forget_deadline_in(
+        &self,
+        partition: Partition,
+        hold: HoldId,
+    ) -> Result<(), BookingError> {
         let _: i64 = self
             .redis
             .clone()
-            .zrem(self.deadlines(), hold.to_string())
+            .zrem(self.deadlines(partition), hold.to_string())
             .await?;
         Ok(())
     }
 
     /// How many holds have a deadline (held, or checked out and awaiting their booking).
     pub async fn pending(&self) -> Result<u64, BookingError> {
-        Ok(self.redis.clone().zcard(self.deadlines()).await?)
+        let counts = try_join_all(Partition::all().map(|partition| {
+            let mut redis = self.redis.clone();
+            let key = self.deadlines(partition);
+            async move { redis.zcard::<_, u64>(key).await }
+        }))
+        .await?;
+        Ok(counts.iter().sum())
     }
 
-    /// Ids of holds whose deadline has passed, oldest first.
-    pub async fn due(&self, limit: isize) -> Result<Vec<HoldId>, BookingError> {
+    /// Holds whose deadline has passed, oldest first within each partition: at most
+    /// `limit` per partition.
+    pub async fn due(&self, limit: isize) -> Result<Vec<(Partition, HoldId)>, BookingError> {
         let now = Utc::now().timestamp_millis();
-        let ids: Vec<String> = self
-            .redis
-            .clone()
-            .zrangebyscore_limit(self.deadlines(), "-inf", now, 0, limit)
-            .await?;
-        Ok(ids
-            .iter()
-            .filter_map(|s| s.parse().ok().map(HoldId))
-            .collect())
+        let per_partition = try_join_all(Partition::all().map(|partition| {
+            let mut redis = self.redis.clone();
+            let key = self.deadlines(partition);
+            async move {
+                let ids: Vec<String> = redis
+                    .zrangebyscore_limit(key, "-inf", now, 0, limit)
+                    .await?;
+                Ok::<_, redis::RedisError>(
+                    ids.iter()
+                        .filter_map(|s| s.parse().ok().map(|id| (partition, HoldId(id))))
+                        .collect::<Vec<_>>(),
+                )
+            }
+        }))
+        .await?;
+        Ok(per_partition.into_iter().flatten().collect())
     }
 
-    /// What Redis says of each seat: `None` free, `Some(value)` held or sold.
-    pub async fn seat_values(&self, seats: &[SeatId]) -> Result<Vec<Option<String>>, BookingError> {
+    /// What Redis says of each seat of `event`: `None` free, `Some(value)` held or sold.
+    pub async fn seat_values(
+        &self,
+        event: EventId,
+        seats: &[SeatId],
+    ) -> Result<Vec<Option<String>>, BookingError> {
+        let partition = Partition::of(event.0);
         let mut values = Vec::with_capacity(seats.len());
         for chunk in seats.chunks(1000) {
             let mut invocation = self.seat_values.prepare_invoke();
-            invocation.key(self.epoch_key());
+            invocation.key(self.epoch_key(partition));
             for seat in chunk {
-                invocation.key(self.seat_key(*seat));
+                invocation.key(self.seat_key(partition, *seat));
             }
             let part: Vec<String> = timed(
                 ScriptName::SeatValues,
@@ -895,9 +1041,22 @@ impl HoldStore {
         Ok(values)
     }
 
-    /// The epoch's base, or `None` when Redis has lost its data (or was never primed).
-    pub async fn epoch(&self) -> Result<Option<i64>, BookingError> {
-        Ok(self.redis.clone().get(self.epoch_key()).await?)
+    /// The partitions whose epoch is missing: Redis (or the cluster node owning them)
+    /// lost their data, or they were never primed.
+    pub async fn lost_partitions(&self) -> Result<Vec<Partition>, BookingError> {
+        let epochs = try_join_all(Partition::all().map(|partition| {
+            let mut redis = self.redis.clone();
+            let key = self.epoch_key(partition);
+            async move {
+                let epoch: Option<i64> = redis.get(key).await?;
+                Ok::<_, redis::RedisError>((partition, epoch))
+            }
+        }))
+        .await?;
+        Ok(epochs
+            .into_iter()
+            .filter_map(|(partition, epoch)| epoch.is_none().then_some(partition))
+            .collect())
     }
 
     /// Takes the priming lock for `ttl`; `false` if another replica holds it.
@@ -913,21 +1072,28 @@ impl HoldStore {
         Ok(taken.is_some())
     }
 
-    /// Ends priming: the epoch (with `base`) makes the store usable again, and the lock
-    /// is dropped. The epoch is only written if missing, so a second primer changes
-    /// nothing.
-    pub async fn finish_priming(&self, base: i64) -> Result<(), BookingError> {
-        let _: () = redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(self.epoch_key())
-            .arg(base)
-            .arg("NX")
-            .ignore()
-            .del(self.priming_key())
-            .ignore()
-            .query_async(&mut self.redis.clone())
-            .await?;
+    /// Ends priming: the epoch (with `base`) makes each of `partitions` usable again,
+    /// then the lock is dropped. An epoch is only written if missing, so a second primer
+    /// changes nothing.
+    pub async fn finish_priming(
+        &self,
+        base: i64,
+        partitions: &[Partition],
+    ) -> Result<(), BookingError> {
+        try_join_all(partitions.iter().map(|partition| {
+            let key = self.epoch_key(*partition);
+            let mut redis = self.redis.clone();
+            async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(base)
+                    .arg("NX")
+                    .query_async::<Option<String>>(&mut redis)
+                    .await
+            }
+        }))
+        .await?;
+        let _: i64 = self.redis.clone().del(self.priming_key()).await?;
         Ok(())
     }
 
@@ -949,13 +1115,14 @@ impl HoldStore {
         } else {
             hold.to_string()
         };
+        let partition = Partition::of(event.0);
         let mut invocation = self.prime.prepare_invoke();
         invocation
-            .key(self.stream_key())
+            .key(self.stream_key(partition))
             .key(self.version_key(event))
             .key(self.buyer_key(event, buyer));
         for seat in seats {
-            invocation.key(self.seat_key(*seat));
+            invocation.key(self.seat_key(partition, *seat));
         }
         invocation
             .arg(value)
@@ -972,11 +1139,13 @@ impl HoldStore {
         for seat in seats {
             invocation.arg(seat.to_string());
         }
-        let _: i64 = timed(
+        let primed = timed(
             ScriptName::Prime,
-            invocation.invoke_async(&mut self.redis.clone()),
+            invocation.invoke_async::<i64>(&mut self.redis.clone()),
         )
-        .await?;
+        .await;
+        self.dirty.mark(partition);
+        primed?;
         Ok(())
     }
 
@@ -987,12 +1156,13 @@ impl HoldStore {
         event: EventId,
         seats: &[SeatId],
     ) -> Result<(i64, Vec<SeatStatus>), BookingError> {
+        let partition = Partition::of(event.0);
         let mut invocation = self.snapshot.prepare_invoke();
         invocation
-            .key(self.epoch_key())
+            .key(self.epoch_key(partition))
             .key(self.version_key(event));
         for seat in seats {
-            invocation.key(self.seat_key(*seat));
+            invocation.key(self.seat_key(partition, *seat));
         }
         let reply: Vec<i64> = timed(
             ScriptName::Snapshot,
@@ -1017,23 +1187,42 @@ impl HoldStore {
 
 impl HoldStore {
     /// The seat version of each event in `events`, in order (the epoch's base for an
-    /// event that has had no seat change since): one MGET, so realtime-svc can tell whether it missed one.
+    /// event that has had no seat change since): one MGET per partition, so realtime-svc
+    /// can tell whether it missed one.
     pub async fn seat_versions(&self, events: &[EventId]) -> Result<Vec<i64>, BookingError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
+        let mut by_partition: std::collections::BTreeMap<Partition, Vec<usize>> =
+            std::collections::BTreeMap::new();
+        for (i, event) in events.iter().enumerate() {
+            by_partition
+                .entry(Partition::of(event.0))
+                .or_default()
+                .push(i);
         }
-        // The epoch first: an event never changed is at its base, as in a snapshot,
-        // and a store that lost its data answers nothing.
-        let mut keys = vec![self.epoch_key()];
-        keys.extend(events.iter().map(|e| self.version_key(*e)));
-        let versions: Vec<Option<i64>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut self.redis.clone())
-            .await?;
-        let Some((Some(base), versions)) = versions.split_first() else {
-            self.lost.notify_one();
-            return Err(BookingError::RedisLost);
-        };
-        Ok(versions.iter().map(|v| v.unwrap_or(*base)).collect())
+        let groups = try_join_all(by_partition.into_iter().map(|(partition, positions)| {
+            // The epoch first: an event never changed is at its base, as in a snapshot,
+            // and a partition that lost its data answers nothing.
+            let mut keys = vec![self.epoch_key(partition)];
+            keys.extend(positions.iter().map(|&i| self.version_key(events[i])));
+            let mut redis = self.redis.clone();
+            async move {
+                let versions: Vec<Option<i64>> = redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async(&mut redis)
+                    .await?;
+                Ok::<_, redis::RedisError>((positions, versions))
+            }
+        }))
+        .await?;
+        let mut out = vec![0; events.len()];
+        for (positions, versions) in groups {
+            let Some((Some(base), versions)) = versions.split_first() else {
+                self.lost.notify_one();
+                return Err(BookingError::RedisLost);
+            };
+            for (&i, version) in positions.iter().zip(versions) {
+                out[i] = version.unwrap_or(*base);
+            }
+        }
+        Ok(out)
     }
 }

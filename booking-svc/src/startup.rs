@@ -9,6 +9,7 @@ use marquee_infra::bus::{Bus, BusConfig, Handler};
 use marquee_infra::config::{InfraConfig, Settings};
 use marquee_infra::grpc::{PropagateTrace, lazy_channel};
 use marquee_infra::outbox::Relay;
+use marquee_infra::redis_conn::RedisTarget;
 use marquee_infra::service::{Dependency, Shell};
 use marquee_proto::booking::account_service_server::AccountServiceServer;
 use marquee_proto::booking::booking_service_server::BookingServiceServer;
@@ -35,7 +36,8 @@ pub struct BookingConfig {
     /// `MIGRATE_ON_START` (default true): create and migrate the database on start;
     /// when false, only check that the schema is current (`booking-svc migrate` ran).
     pub migrate_on_start: bool,
-    pub redis_url: String,
+    /// `REDIS_URL` (and `REDIS_CLUSTER`): one Redis, or a Redis Cluster's seed nodes.
+    pub redis: RedisTarget,
     /// Prefix of every Redis key (tests use a fresh one each).
     pub redis_prefix: String,
     /// How long a Redis command or connection attempt may take (see [`RedisTimeouts`]).
@@ -68,10 +70,20 @@ impl std::fmt::Debug for BookingConfig {
 }
 
 impl BookingConfig {
+    /// The settings from the environment (and `MARQUEE_CONFIG_FILE`), every bad one
+    /// reported at once.
     pub fn from_env() -> anyhow::Result<Self> {
         let mut env = Settings::load();
-        let infra = InfraConfig::from_settings(&mut env);
-        let config = Self {
+        let config = Self::from_settings(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// The settings read from `env`; a bad one is recorded there, for
+    /// [`Settings::finish`] to report.
+    pub fn from_settings(env: &mut Settings) -> Self {
+        let infra = InfraConfig::from_settings(env);
+        Self {
             grpc_addr: env.or(
                 "BOOKING_GRPC_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 50051)),
@@ -86,7 +98,7 @@ impl BookingConfig {
             ),
             db_max_connections: env.or("BOOKING_DB_MAX_CONNECTIONS", 16),
             migrate_on_start: env.or("MIGRATE_ON_START", true),
-            redis_url: infra.redis_url,
+            redis: infra.redis,
             redis_prefix: env.string("REDIS_PREFIX", "marquee:"),
             redis_timeouts: RedisTimeouts {
                 response: env.millis(
@@ -97,16 +109,14 @@ impl BookingConfig {
             },
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("booking-svc"),
             pay_url: env.string("PAY_URL", "http://127.0.0.1:50052"),
-            jwt: JwtConfig::from_settings(&mut env),
+            jwt: JwtConfig::from_settings(env),
             token_ttl_minutes: env.or("TOKEN_TTL_MINUTES", 60),
             hold_ttl: env.millis("HOLD_TTL_MS", Duration::from_secs(300)),
             checkout_grace: env.millis("CHECKOUT_GRACE_MS", Duration::from_secs(15)),
             sweep_interval: env.millis("HOLD_SWEEP_INTERVAL_MS", Duration::from_millis(250)),
             default_max_seats: env.or("DEFAULT_MAX_SEATS_PER_BUYER", 4),
             argon2_memory_kib: env.or("ARGON2_MEMORY_KIB", 19_456),
-        };
-        env.finish()?;
-        Ok(config)
+        }
     }
 }
 
@@ -131,20 +141,9 @@ impl Application {
         let bus = Bus::connect(config.bus.clone(), Duration::from_secs(10)).await?;
         let shutdown = CancellationToken::new();
         let changes = ChangeFeed::spawn(bus.clone(), shutdown.clone());
-        let holds = HoldStore::connect(
-            &config.redis_url,
-            &config.redis_prefix,
-            config.redis_timeouts,
-        )
-        .await?;
-        seat_relay::spawn(
-            &config.redis_url,
-            config.redis_timeouts,
-            holds.stream_key(),
-            bus.clone(),
-            shutdown.clone(),
-        )
-        .await?;
+        let holds =
+            HoldStore::connect(&config.redis, &config.redis_prefix, config.redis_timeouts).await?;
+        seat_relay::spawn(&holds, bus.clone(), shutdown.clone()).await?;
         let relay = Relay::spawn(
             "booking-svc",
             pool.clone(),
@@ -195,7 +194,7 @@ impl Application {
         tracing::info!(addr = %shell.local_addr()?, "booking-svc listening");
         Ok(Self {
             shell,
-            redis: Dependency::redis(&config.redis_url)?,
+            redis: Dependency::redis(&config.redis)?,
             api,
             bus,
             shutdown,

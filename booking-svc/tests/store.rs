@@ -55,7 +55,7 @@ where
     .expect("bus");
     let stop = CancellationToken::new();
     let holds = HoldStore::connect(
-        &marquee_testkit::redis_url(),
+        &marquee_infra::redis_conn::RedisTarget::Single(marquee_testkit::redis_url()),
         &redis_prefix,
         RedisTimeouts::default(),
     )

@@ -244,7 +244,7 @@ async fn main() {
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         metrics_addr: None,
         booking_url: "http://127.0.0.1:9".into(),
-        redis_url: redis_url.clone(),
+        redis: marquee_infra::redis_conn::RedisTarget::Single(redis_url.clone()),
         redis_prefix: redis_prefix.clone(),
         bus: BusConfig::new(amqp_url.clone(), prefix.clone()).named(format!("{prefix}search-svc")),
         jwt: "bench-secret".into(),

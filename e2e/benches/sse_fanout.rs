@@ -204,7 +204,13 @@ async fn seat_version(sys: &System, event_id: &str) -> i64 {
         .await
         .expect("redis connection");
     let version: Option<i64> = redis::cmd("GET")
-        .arg(format!("{}seatver:{event_id}", sys.redis_prefix))
+        .arg(format!(
+            "{}seatver:{event_id}",
+            booking_svc::holds::partition_prefix(
+                &sys.redis_prefix,
+                booking_svc::holds::Partition::of(event_id.parse().expect("event id")),
+            )
+        ))
         .query_async(&mut conn)
         .await
         .expect("seat version");

@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 pub const JWT_SECRET: &str = "test-secret-for-marquee";
 
-use marquee_testkit::{Reply, amqp_url, delete_redis_keys, pg_base, redis_url, serve};
+use marquee_infra::redis_conn::RedisTarget;
+use marquee_testkit::{Reply, amqp_url, delete_redis_keys_in, pg_base, redis_url, serve};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -30,7 +31,10 @@ pub struct Options {
     pub realtime_gap_timeout: Duration,
     /// Seat changes realtime-svc keeps per event for `Last-Event-ID` resumes.
     pub realtime_resume_buffer: usize,
-    /// Where booking-svc finds Redis (a delaying proxy in fault tests); the local one
+    /// Where the services find Redis: the local one by default, a real Redis Cluster
+    /// in the cluster tests (`marquee_testkit::redis_cluster`).
+    pub redis: Option<RedisTarget>,
+    /// Where booking-svc alone finds Redis (a delaying proxy in fault tests); `redis`
     /// by default.
     pub booking_redis_url: Option<String>,
     /// booking-svc's Redis command timeout.
@@ -57,6 +61,7 @@ impl Default for Options {
             sse_client_buffer: 256,
             realtime_gap_timeout: Duration::from_millis(500),
             realtime_resume_buffer: 4096,
+            redis: None,
             booking_redis_url: None,
             redis_response_timeout: Duration::from_secs(2),
             checkout_grace: Duration::from_secs(15),
@@ -76,6 +81,8 @@ pub struct System {
     booking_db: String,
     pay_db: String,
     pub redis_prefix: String,
+    /// The Redis the services use.
+    pub redis: RedisTarget,
     /// Prefix of every bus name and connection name of this system.
     pub bus_prefix: String,
     /// gRPC ports of the realtime-svc replicas.
@@ -104,6 +111,10 @@ impl System {
         let pay_db = format!("{}/test_pay_{id}", pg_base());
         let prefix = format!("test.{id}.");
         let redis_prefix = format!("test:{id}:");
+        let redis = options
+            .redis
+            .clone()
+            .unwrap_or_else(|| RedisTarget::Single(redis_url()));
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
 
@@ -141,7 +152,10 @@ impl System {
             database_url: booking_db.clone(),
             db_max_connections: options.booking_connections,
             migrate_on_start: options.migrate_on_start,
-            redis_url: options.booking_redis_url.clone().unwrap_or_else(redis_url),
+            redis: match &options.booking_redis_url {
+                Some(url) => RedisTarget::Single(url.clone()),
+                None => redis.clone(),
+            },
             redis_prefix: redis_prefix.clone(),
             redis_timeouts: booking_svc::holds::RedisTimeouts {
                 response: options.redis_response_timeout,
@@ -245,6 +259,7 @@ impl System {
             booking_db,
             pay_db,
             redis_prefix,
+            redis,
             shutdown: stop,
             tasks,
         }
@@ -268,7 +283,7 @@ impl System {
         self.bus.shutdown();
         self.booking_pool.close().await;
         self.pay_pool.close().await;
-        let _ = delete_redis_keys(&self.redis_prefix).await;
+        let _ = delete_redis_keys_in(&self.redis, &self.redis_prefix).await;
         let _ = marquee_infra::db::drop_database(&self.booking_db).await;
         let _ = marquee_infra::db::drop_database(&self.pay_db).await;
     }

@@ -1,5 +1,6 @@
 //! A crowd at the same seats: 200 concurrent buyers over REST for 50 seats. Every seat
-//! is sold at most once, SOLD seats match confirmed bookings, and money is conserved.
+//! is sold at most once, SOLD seats match confirmed bookings, and money is conserved;
+//! with the hold store on the local Redis and on a real three-master Redis Cluster.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -12,9 +13,19 @@ const BUYERS: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_buyers_fifty_seats() {
+    crowd(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_buyers_fifty_seats_on_a_redis_cluster() {
+    crowd(Some(marquee_testkit::redis_cluster::redis_cluster())).await;
+}
+
+async fn crowd(redis: Option<marquee_infra::redis_conn::RedisTarget>) {
     let sys = System::start_with(Options {
         booking_connections: 20,
         pay_connections: 10,
+        redis,
         ..Options::default()
     })
     .await;

@@ -432,7 +432,13 @@ async fn checkout_enforces_the_per_buyer_limit_from_postgres_when_redis_forgot()
         .await
         .expect("redis");
     let () = redis::cmd("DEL")
-        .arg(format!("{}buyer:{event_id}:{ana_id}", system.redis_prefix))
+        .arg(format!(
+            "{}buyer:{event_id}:{ana_id}",
+            booking_svc::holds::partition_prefix(
+                &system.redis_prefix,
+                booking_svc::holds::Partition::of(event_id.parse().expect("event id")),
+            )
+        ))
         .query_async(&mut redis)
         .await
         .expect("del");

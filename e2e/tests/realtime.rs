@@ -348,7 +348,10 @@ async fn an_unannounced_change_on_a_quiet_event_is_noticed_and_repaired() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis reachable");
-    let prefix = &system.redis_prefix;
+    let prefix = &booking_svc::holds::partition_prefix(
+        &system.redis_prefix,
+        booking_svc::holds::Partition::of(event_id.parse().expect("event id")),
+    );
     let _: () = redis::AsyncCommands::set(
         &mut redis,
         format!("{prefix}seat:{}", seats[1]),
@@ -400,7 +403,10 @@ async fn a_seat_version_gone_back_in_booking_svc_resyncs_every_watcher() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis reachable");
-    let prefix = &system.redis_prefix;
+    let prefix = &booking_svc::holds::partition_prefix(
+        &system.redis_prefix,
+        booking_svc::holds::Partition::of(event_id.parse().expect("event id")),
+    );
     let _: () = redis::AsyncCommands::del(
         &mut redis,
         &[

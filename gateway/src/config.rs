@@ -43,10 +43,20 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// The settings from the environment (and `MARQUEE_CONFIG_FILE`), every bad one
+    /// reported at once.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut env = Settings::load();
+        let config = Self::from_settings(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// The settings read from `env`; a bad one is recorded there, for
+    /// [`Settings::finish`] to report.
+    pub fn from_settings(env: &mut Settings) -> Self {
         let default_addr = SocketAddr::from(([127, 0, 0, 1], 8080));
-        let config = Self {
+        Self {
             listen_addr: env.or("GATEWAY_ADDR", default_addr),
             metrics_addr: env.listen_addr(
                 "GATEWAY_METRICS_ADDR",
@@ -56,7 +66,7 @@ impl GatewayConfig {
             pay_url: env.string("PAY_URL", "http://127.0.0.1:50052"),
             realtime_url: env.string("REALTIME_URL", "http://127.0.0.1:50053"),
             search_url: env.string("SEARCH_URL", "http://127.0.0.1:50054"),
-            jwt: JwtConfig::from_settings(&mut env),
+            jwt: JwtConfig::from_settings(env),
             body_limit_bytes: env.or("GATEWAY_BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT),
             upstream_timeout: env.millis("UPSTREAM_TIMEOUT_MS", Duration::from_secs(10)),
             cors_allowed_origins: env
@@ -69,9 +79,7 @@ impl GatewayConfig {
             sse_client_buffer: env.or("SSE_CLIENT_BUFFER", 256),
             sse_keep_alive: env.millis("SSE_KEEP_ALIVE_MS", Duration::from_secs(15)),
             upstream_connections: env.or("UPSTREAM_CONNECTIONS", 4),
-        };
-        env.finish()?;
-        Ok(config)
+        }
     }
 
     /// Local defaults with an ephemeral port, for tests.

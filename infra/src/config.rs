@@ -1,8 +1,12 @@
 //! Typed configuration with local defaults: every service reads its settings through
 //! [`Settings`], from the environment over an optional JSON file (`MARQUEE_CONFIG_FILE`,
 //! e.g. a mounted Kubernetes ConfigMap), and reports every bad setting at once, each
-//! with its variable's name.
+//! with its variable's name. [`Settings`] also records every setting read through it
+//! ([`Settings::specs`]), from which `e2e/tests/settings_snapshot.rs` generates
+//! `k8s/ci/settings.json`, the list of what each service reads that the manifests'
+//! check (`k8s/ci/validate.py`) holds the Kubernetes manifests to.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -37,12 +41,100 @@ pub enum ConfigError {
 /// or booleans); a variable set in the environment wins over the file.
 pub const CONFIG_FILE_VAR: &str = "MARQUEE_CONFIG_FILE";
 
+/// The variables a service reads outside [`Settings`], each with where it is read and
+/// what unset means. Every service reads all of them (each calls `telemetry::init` and
+/// `Settings::load`); none is required and none has a default value.
+/// `e2e/tests/settings_snapshot.rs` adds them to each service's list, and fails on a
+/// `std::env::var("...")` in a service's or infra's source that is not listed here.
+pub const READ_OUTSIDE_SETTINGS: &[(&str, &str)] = &[
+    (
+        CONFIG_FILE_VAR,
+        "Settings::load: a JSON file of settings; unset, none",
+    ),
+    (
+        "LOG_FORMAT",
+        "telemetry::init: `json` logs JSON lines; anything else, or unset, plain text",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "telemetry::init: where traces are exported (OTLP/gRPC); unset, nowhere",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "telemetry::init: as OTEL_EXPORTER_OTLP_ENDPOINT, for traces alone (wins over it)",
+    ),
+    (
+        "RUST_LOG",
+        "telemetry::init (tracing-subscriber's EnvFilter): the log filter; unset, info",
+    ),
+];
+
+/// One setting read through [`Settings`], as [`Settings::specs`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SettingSpec {
+    /// The environment variable (also the key in `MARQUEE_CONFIG_FILE`).
+    pub name: String,
+    /// The value used when it is unset, spelt as the variable would be; `None` when
+    /// there is none: it is required, unset means "none", or it is a secret (whose
+    /// default is never recorded).
+    pub default: Option<String>,
+    /// Whether the service refuses to start without it (outside development mode).
+    pub required: bool,
+    /// Whether its value is a secret.
+    pub secret: bool,
+}
+
+impl SettingSpec {
+    fn optional(name: &str, default: Option<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            default,
+            required: false,
+            secret: false,
+        }
+    }
+}
+
+/// What a bare [`Settings::lookup`] cannot know, for the variables read through it
+/// rather than through a typed accessor (`auth::JwtConfig::from_lookup` reads the token
+/// settings so): their default, whether they are required, whether secret. A lookup of
+/// a name not described here is listed by [`Settings::undescribed`], on which the
+/// settings snapshot test fails.
+fn described_lookup(name: &str) -> Option<SettingSpec> {
+    use crate::auth::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_KEY_ID};
+    let (default, required, secret) = match name {
+        // Required outside development mode (MARQUEE_DEV), which signs with a public one.
+        "JWT_SECRET" => (None, true, true),
+        // `kid:secret,...`; unset, no previous key.
+        "JWT_PREVIOUS_SECRETS" => (None, false, true),
+        "JWT_KEY_ID" => (Some(DEFAULT_KEY_ID), false, false),
+        "JWT_ISSUER" => (Some(DEFAULT_ISSUER), false, false),
+        "JWT_AUDIENCE" => (Some(DEFAULT_AUDIENCE), false, false),
+        DEV_MODE_VAR => (Some("false"), false, false),
+        _ => return None,
+    };
+    Some(SettingSpec {
+        name: name.to_owned(),
+        default: default.map(str::to_owned),
+        required,
+        secret,
+    })
+}
+
 /// Where a service's settings come from, and what was wrong with them so far. Read
 /// every setting, then call [`Settings::finish`]: it reports every bad one at once.
+/// Every setting read is recorded with its default ([`Settings::specs`]).
 #[derive(Debug, Default)]
 pub struct Settings {
     file: HashMap<String, String>,
     errors: Vec<ConfigError>,
+    /// Read the file alone, never the process environment ([`Settings::from_json_only`]).
+    ignore_environment: bool,
+    /// Every setting read so far (in a `RefCell`: [`Settings::lookup`] records too, and
+    /// takes `&self`).
+    read: RefCell<Vec<SettingSpec>>,
+    /// The names [`Settings::lookup`] read that `described_lookup` does not know.
+    undescribed: RefCell<Vec<String>>,
 }
 
 impl Settings {
@@ -69,17 +161,70 @@ impl Settings {
         })?;
         Ok(Self {
             file,
-            errors: Vec::new(),
+            ..Self::default()
         })
     }
 
+    /// Settings from a JSON object alone, never the process environment: what a
+    /// service reads and its defaults, whatever the environment of the test that asks
+    /// ([`Settings::specs`]).
+    pub fn from_json_only(json: &str) -> Result<Self, ConfigError> {
+        let mut settings = Self::from_json(json)?;
+        settings.ignore_environment = true;
+        Ok(settings)
+    }
+
     /// The raw value of `name`: the environment's, else the file's; `None` if unset or
-    /// empty.
+    /// empty. Recorded as read; its default and whether it is required or secret are
+    /// known only for the names `described_lookup` describes.
     pub fn lookup(&self, name: &str) -> Option<String> {
-        std::env::var(name)
-            .ok()
+        match described_lookup(name) {
+            Some(spec) => self.note(spec),
+            None => {
+                self.note(SettingSpec::optional(name, None));
+                let mut undescribed = self.undescribed.borrow_mut();
+                if !undescribed.iter().any(|n| n == name) {
+                    undescribed.push(name.to_owned());
+                }
+            }
+        }
+        self.value(name)
+    }
+
+    /// Every setting read so far, sorted by name. One name read with two different
+    /// defaults is listed twice.
+    pub fn specs(&self) -> Vec<SettingSpec> {
+        let mut specs = self.read.borrow().clone();
+        specs.sort();
+        specs.dedup();
+        specs
+    }
+
+    /// The names read with a bare [`Settings::lookup`] whose default (and whether they
+    /// are required or secret) nothing describes, sorted.
+    pub fn undescribed(&self) -> Vec<String> {
+        let mut names = self.undescribed.borrow().clone();
+        names.sort();
+        names
+    }
+
+    /// The value of `name`, unrecorded.
+    fn value(&self, name: &str) -> Option<String> {
+        let from_environment = if self.ignore_environment {
+            None
+        } else {
+            std::env::var(name).ok()
+        };
+        from_environment
             .or_else(|| self.file.get(name).cloned())
             .filter(|v| !v.trim().is_empty())
+    }
+
+    fn note(&self, spec: SettingSpec) {
+        let mut read = self.read.borrow_mut();
+        if !read.contains(&spec) {
+            read.push(spec);
+        }
     }
 
     /// Records a bad setting found by the caller.
@@ -90,10 +235,20 @@ impl Settings {
     /// `name` parsed as `T`, or `default` when unset (a bad value is recorded).
     pub fn or<T>(&mut self, name: &str, default: T) -> T
     where
+        T: FromStr + std::fmt::Display,
+        T::Err: std::fmt::Display,
+    {
+        self.note(SettingSpec::optional(name, Some(default.to_string())));
+        self.parse_or(name, default)
+    }
+
+    /// `name` parsed as `T`, or `default`, unrecorded.
+    fn parse_or<T>(&mut self, name: &str, default: T) -> T
+    where
         T: FromStr,
         T::Err: std::fmt::Display,
     {
-        match self.lookup(name) {
+        match self.value(name) {
             None => default,
             Some(value) => match value.trim().parse() {
                 Ok(parsed) => parsed,
@@ -111,7 +266,8 @@ impl Settings {
 
     /// `name` as a string, or `default`.
     pub fn string(&mut self, name: &str, default: &str) -> String {
-        self.lookup(name).unwrap_or_else(|| default.to_owned())
+        self.note(SettingSpec::optional(name, Some(default.to_owned())));
+        self.value(name).unwrap_or_else(|| default.to_owned())
     }
 
     /// `name` as whole milliseconds, or `default`.
@@ -122,9 +278,10 @@ impl Settings {
 
     /// An optional listen address: `off` serves nothing, unset gives `default`.
     pub fn listen_addr(&mut self, name: &str, default: SocketAddr) -> Option<SocketAddr> {
-        match self.lookup(name) {
+        self.note(SettingSpec::optional(name, Some(default.to_string())));
+        match self.value(name) {
             Some(value) if value.trim().eq_ignore_ascii_case("off") => None,
-            _ => Some(self.or(name, default)),
+            _ => Some(self.parse_or(name, default)),
         }
     }
 
@@ -214,7 +371,8 @@ pub fn dev_mode() -> Result<bool, ConfigError> {
 /// `auth::JwtConfig::from_settings`.)
 #[derive(Debug, Clone)]
 pub struct InfraConfig {
-    pub redis_url: String,
+    /// `REDIS_URL`, and `REDIS_CLUSTER=true` when it lists a Redis Cluster's seed nodes.
+    pub redis: crate::redis_conn::RedisTarget,
     pub amqp_url: String,
     /// Prefix of every exchange and queue name (tests use a fresh one each).
     pub bus_prefix: String,
@@ -223,9 +381,44 @@ pub struct InfraConfig {
 impl InfraConfig {
     pub fn from_settings(env: &mut Settings) -> Self {
         Self {
-            redis_url: env.string("REDIS_URL", "redis://127.0.0.1:6379"),
-            amqp_url: env.string("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-            bus_prefix: env.string("BUS_PREFIX", "marquee."),
+            redis: {
+                let url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
+                let cluster = env.or("REDIS_CLUSTER", false);
+                crate::redis_conn::RedisTarget::parse(&url, cluster).unwrap_or_else(|reason| {
+                    env.record(ConfigError::Invalid {
+                        name: "REDIS_URL".to_owned(),
+                        value: url.clone(),
+                        reason,
+                    });
+                    crate::redis_conn::RedisTarget::Single(url)
+                })
+            },
+            amqp_url: env.string("AMQP_URL", DEFAULT_AMQP_URL),
+            bus_prefix: env.string("BUS_PREFIX", DEFAULT_BUS_PREFIX),
+        }
+    }
+}
+
+/// `AMQP_URL`'s default: RabbitMQ on this machine.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// `BUS_PREFIX`'s default.
+pub const DEFAULT_BUS_PREFIX: &str = "marquee.";
+
+/// Where the message bus is (`AMQP_URL`, `BUS_PREFIX`), alone: the shared settings of a
+/// service on the bus that has no Redis, which therefore neither reads `REDIS_URL` nor
+/// must be given it.
+#[derive(Debug, Clone)]
+pub struct BusSettings {
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name (tests use a fresh one each).
+    pub bus_prefix: String,
+}
+
+impl BusSettings {
+    pub fn from_settings(env: &mut Settings) -> Self {
+        Self {
+            amqp_url: env.string("AMQP_URL", DEFAULT_AMQP_URL),
+            bus_prefix: env.string("BUS_PREFIX", DEFAULT_BUS_PREFIX),
         }
     }
 }
@@ -258,6 +451,66 @@ mod tests {
         assert!(error.contains("TEST_CFG_PORT"), "{error}");
         assert!(error.contains("TEST_CFG_MS"), "{error}");
         assert!(error.starts_with("2 settings are invalid"), "{error}");
+    }
+
+    #[test]
+    fn every_setting_read_is_recorded_with_its_default() {
+        let mut env = Settings::from_json_only(r#"{"TEST_REC_ADDR": "off"}"#).unwrap();
+        let _: u16 = env.or("TEST_REC_PORT", 80);
+        let _ = env.millis("TEST_REC_MS", Duration::from_secs(2));
+        let _ = env.string("TEST_REC_NAME", "");
+        let default_addr = SocketAddr::from(([127, 0, 0, 1], 9100));
+        assert_eq!(env.listen_addr("TEST_REC_ADDR", default_addr), None);
+        let _ = env.listen_addr("TEST_REC_ADDR", default_addr);
+        let _ = env.lookup("JWT_SECRET");
+        let _ = env.lookup("JWT_ISSUER");
+        let _ = env.lookup("TEST_REC_RAW");
+        let spec = |name: &str, default: Option<&str>| SettingSpec {
+            name: name.to_owned(),
+            default: default.map(str::to_owned),
+            required: false,
+            secret: false,
+        };
+        assert_eq!(
+            env.specs(),
+            vec![
+                spec("JWT_ISSUER", Some(crate::auth::DEFAULT_ISSUER)),
+                SettingSpec {
+                    required: true,
+                    secret: true,
+                    ..spec("JWT_SECRET", None)
+                },
+                spec("TEST_REC_ADDR", Some("127.0.0.1:9100")),
+                spec("TEST_REC_MS", Some("2000")),
+                spec("TEST_REC_NAME", Some("")),
+                spec("TEST_REC_PORT", Some("80")),
+                spec("TEST_REC_RAW", None),
+            ],
+            "sorted, each once, the defaults spelt as a variable would be"
+        );
+        assert_eq!(env.undescribed(), ["TEST_REC_RAW"]);
+    }
+
+    #[test]
+    fn a_secret_is_recorded_without_its_value() {
+        let env = Settings::from_json_only(r#"{"JWT_PREVIOUS_SECRETS": "k0:hunter2"}"#).unwrap();
+        assert_eq!(
+            env.lookup("JWT_PREVIOUS_SECRETS").as_deref(),
+            Some("k0:hunter2")
+        );
+        let specs = format!("{:?}", env.specs());
+        assert!(!specs.contains("hunter2"), "{specs}");
+        assert!(env.specs()[0].secret);
+    }
+
+    #[test]
+    fn from_json_only_ignores_the_environment() {
+        // PATH is set wherever tests run.
+        let with_environment = Settings::from_json("{}").unwrap();
+        assert!(with_environment.lookup("PATH").is_some());
+        let file_only = Settings::from_json_only(r#"{"TEST_REC_FILE": "1"}"#).unwrap();
+        assert_eq!(file_only.lookup("PATH"), None);
+        assert_eq!(file_only.lookup("TEST_REC_FILE").as_deref(), Some("1"));
     }
 
     #[test]

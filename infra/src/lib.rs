@@ -9,6 +9,7 @@ pub mod errors;
 pub mod grpc;
 pub mod metrics;
 pub mod outbox;
+pub mod redis_conn;
 pub mod service;
 pub mod telemetry;
 

@@ -75,25 +75,22 @@ impl Dependency {
         })
     }
 
-    /// Redis at `url`: `PING` on a connection of the check's own, opened again after a
-    /// failure.
-    pub fn redis(url: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let slot: Arc<tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>> =
-            Arc::default();
+    /// Redis at `target` (one server or a cluster): `PING` on a connection of the
+    /// check's own, opened again after a failure.
+    pub fn redis(target: &crate::redis_conn::RedisTarget) -> anyhow::Result<Self> {
+        let target = target.clone();
+        let slot: Arc<tokio::sync::Mutex<Option<crate::redis_conn::RedisConn>>> = Arc::default();
         Ok(Self::new("redis", move || {
-            let (client, slot) = (client.clone(), slot.clone());
+            let (target, slot) = (target.clone(), slot.clone());
             async move {
                 let mut slot = slot.lock().await;
                 let pinged = tokio::time::timeout(CHECK_TIMEOUT / 2, async {
                     if slot.is_none() {
-                        let config = redis::AsyncConnectionConfig::new()
-                            .set_connection_timeout(Some(CHECK_TIMEOUT / 2))
-                            .set_response_timeout(Some(CHECK_TIMEOUT / 2));
-                        *slot = client
-                            .get_multiplexed_async_connection_with_config(&config)
-                            .await
-                            .ok();
+                        let timeouts = crate::redis_conn::RedisTimeouts {
+                            response: CHECK_TIMEOUT / 2,
+                            connect: CHECK_TIMEOUT / 2,
+                        };
+                        *slot = crate::redis_conn::connect(&target, timeouts).await.ok();
                     }
                     match slot.as_mut() {
                         Some(connection) => redis::cmd("PING")

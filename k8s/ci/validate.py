@@ -11,54 +11,66 @@ Run by scripts/check-k8s.sh as
    preserves unknown fields nor sets additionalProperties rejects unknown ones, which
    is what the API server's pruning would silently drop). CEL rules
    (x-kubernetes-validations) are not evaluated here.
-3. Marquee's own rules, which a schema cannot express:
+3. Marquee's own rules, which a schema cannot express, against k8s/ci/settings.json:
+   what each binary reads in each mode (serve, or `<binary> migrate`), with each
+   setting's default and whether it is required or secret, generated from the
+   services' config loaders by e2e/tests/settings_snapshot.rs (which fails when the
+   code and the file differ). For every container of the Marquee image:
+   - its command is one of the image's binaries, with no argument (serve) or
+     `migrate` for a binary that has a migrate mode;
+   - every variable it is given (env, and the data of its envFrom ConfigMaps) is one
+     its binary reads in that mode, or an OTEL_* variable (IMPLICIT_PREFIXES), so a
+     misspelt or misplaced setting fails here instead of being silently ignored;
+   - it is given every setting its binary cannot do without in a pod: those with no
+     default (required), and, when serving, those whose default is wrong in a pod
+     (wrong_in_a_pod: a loopback address or URL, a path into the build tree); a
+     migration Job, whose binary connects to its database alone, only the required
+     settings and the database URL (*_DATABASE_URL);
+   - a secret setting (JWT_SECRET, JWT_PREVIOUS_SECRETS) comes from a Secret
+     (secretKeyRef), never a literal or a ConfigMap;
    - MARQUEE_DEV is never set (it allows the public development JWT secret);
-   - every Marquee container gets JWT_SECRET from a Secret, and is given the settings
-     whose defaults are wrong in a pod (loopback listeners and dependencies, the
-     synonyms path; MIGRATE_ON_START=false in the Deployments);
-   - every variable a Marquee container is given (env and envFrom ConfigMaps) is a
-     name its service's source (that crate's src/ and infra/src/) mentions, so a
-     misspelt setting fails here instead of being silently ignored;
-   - listen addresses (*_ADDR) are not loopback;
-   - a Marquee container's command is one of the image's binaries;
-   - the prod overlay contains no Secret (Secrets there are created out of band).
-Any problem is printed and the exit status is 1.
+   - a serving binary that reads MIGRATE_ON_START is given MIGRATE_ON_START=false (the
+     migration Job migrates);
+   - listen addresses (*_ADDR) are not loopback.
+   And the prod overlay contains no Secret (Secrets there are created out of band).
+Any problem is printed, naming the object, the container and the variable, and the
+exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import pathlib
-import re
 import sys
+import urllib.parse
 
 import jsonschema
 import kubernetes_validate
 import yaml
 
 BINARIES = ("gateway", "booking-svc", "pay-svc", "realtime-svc", "search-svc")
-# What each workload must be given, because the service's default would be wrong in
-# a pod: loopback listeners and loopback dependencies, the build tree's synonyms path,
-# migrating on start. JWT_SECRET has no default at all outside development mode.
-REQUIRED = {
-    "gateway": ["GATEWAY_ADDR", "BOOKING_URL", "PAY_URL", "REALTIME_URL", "SEARCH_URL"],
-    "booking-svc": [
-        "BOOKING_GRPC_ADDR", "BOOKING_METRICS_ADDR", "BOOKING_DATABASE_URL", "REDIS_URL",
-        "AMQP_URL", "PAY_URL", "MIGRATE_ON_START",
-    ],
-    "pay-svc": ["PAY_GRPC_ADDR", "PAY_METRICS_ADDR", "PAY_DATABASE_URL", "AMQP_URL", "MIGRATE_ON_START"],
-    "realtime-svc": ["REALTIME_GRPC_ADDR", "REALTIME_METRICS_ADDR", "BOOKING_URL", "AMQP_URL"],
-    "search-svc": [
-        "SEARCH_GRPC_ADDR", "SEARCH_METRICS_ADDR", "BOOKING_URL", "REDIS_URL", "AMQP_URL",
-        "SEARCH_SYNONYMS",
-    ],
-}
-REQUIRED_FOR_MIGRATE = {"booking-svc": ["BOOKING_DATABASE_URL"], "pay-svc": ["PAY_DATABASE_URL"]}
+# What each binary reads, by mode: generated from the code (see the docstring).
+SETTINGS_SNAPSHOT = "k8s/ci/settings.json"
+REGENERATE = "UPDATE_SETTINGS_SNAPSHOT=1 cargo test -p marquee-e2e --test settings_snapshot"
 
-# Variables read by libraries rather than by a literal in our source.
-IMPLICIT_VARS = {"RUST_LOG", "MARQUEE_CONFIG_FILE"}
-IMPLICIT_PREFIXES = ("OTEL_",)
+# Variables a library reads by itself, which no Marquee code names, so the snapshot
+# cannot list them. Every other variable a service reads, RUST_LOG (read through
+# tracing-subscriber's EnvFilter) included, is in the snapshot.
+IMPLICIT_PREFIXES = (
+    # The OpenTelemetry SDK and OTLP exporter read the standard OTEL_* variables
+    # (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS and
+    # _TIMEOUT, OTEL_BSP_*, OTEL_TRACES_SAMPLER, ...) once telemetry::init turns the
+    # export on (infra/src/telemetry.rs).
+    "OTEL_",
+)
+# The database URL is the one setting of a migration Job whose default (loopback)
+# matters: `<binary> migrate` connects to its database and nothing else.
+MIGRATE_USES_SUFFIX = "_DATABASE_URL"
+# The source tree a default path points into (e2e/tests/settings_snapshot.rs writes
+# it so); the image has none of it.
+WORKSPACE_MARK = "<workspace>/"
 
 
 def load_docs(path: pathlib.Path) -> list[dict]:
@@ -128,21 +140,69 @@ def split_api_version(api_version: str) -> tuple[str, str]:
 
 # --- Marquee's rules --------------------------------------------------------------
 
-LITERAL = re.compile(r'"([A-Z][A-Z0-9_]{2,})"')
+
+def load_settings(path: pathlib.Path) -> tuple[dict[str, dict[str, dict[str, dict]]], list[str]]:
+    """binary -> mode -> setting name -> its entry in the snapshot; and any problem."""
+    try:
+        data = json.loads(path.read_text())
+        snapshot = {
+            binary: {mode: {e["name"]: e for e in entries} for mode, entries in modes.items()}
+            for binary, modes in data["binaries"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return {}, [f"{path}: cannot read the settings snapshot ({error}); regenerate it: {REGENERATE}"]
+    problems = [
+        f"{path}: has no `serve` settings for {binary}; regenerate it: {REGENERATE}"
+        for binary in BINARIES
+        if "serve" not in snapshot.get(binary, {})
+    ]
+    return snapshot, problems
 
 
-def names_read(repo: pathlib.Path, crate: str) -> set[str]:
-    """Every UPPER_CASE string literal in the crate's and infra's non-test source."""
-    names = set(IMPLICIT_VARS)
-    for src in (repo / crate / "src", repo / "infra" / "src"):
-        for path in src.rglob("*.rs"):
-            if path.name in ("tests.rs", "proptests.rs"):
-                continue
-            text = path.read_text()
-            # Unit tests sit at the end of a module, after #[cfg(test)].
-            text = text.split("#[cfg(test)]", 1)[0]
-            names.update(LITERAL.findall(text))
-    return names
+def host_of(value: str) -> str | None:
+    """The host of an address (host:port, [v6]:port) or of a URL."""
+    value = value.strip()
+    if "://" in value:
+        try:
+            return urllib.parse.urlsplit(value).hostname
+        except ValueError:
+            return None
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    if value.count(":") > 1:  # a bare IPv6 address
+        return value
+    return value.rsplit(":", 1)[0] if ":" in value else value
+
+
+def is_loopback(value: str) -> bool:
+    """Whether an address, a URL or a comma-separated list of them names loopback."""
+    for part in value.split(","):
+        host = (host_of(part) or "").lower()
+        if host in ("localhost", "::1", "0:0:0:0:0:0:0:1") or host.startswith("127."):
+            return True
+    return False
+
+
+def is_build_tree_path(value: str) -> bool:
+    """Whether a default is a path into the source tree the binary was built from."""
+    if value.startswith(WORKSPACE_MARK) or "/work/" in value:
+        return True
+    # A relative path (search-svc/synonyms.txt) resolves against the working directory.
+    return "/" in value and "://" not in value and not value.startswith("/")
+
+
+def wrong_in_a_pod(entry: dict) -> str | None:
+    """Why a binary cannot run in a pod without this setting, or None."""
+    default = entry.get("default")
+    if entry.get("required"):
+        return "the binary refuses to start without it"
+    if default is None:
+        return None
+    if is_loopback(default):
+        return f"its default {default} is loopback, only right on a laptop"
+    if is_build_tree_path(default):
+        return f"its default {default} is a path in the build tree, which the image does not have"
+    return None
 
 
 def marquee_binary(container: dict) -> str | None:
@@ -156,14 +216,21 @@ def marquee_binary(container: dict) -> str | None:
     return command[0][len(prefix):] if command[0].startswith(prefix) else ""
 
 
-def check_marquee(overlay: str, docs: list[dict], repo: pathlib.Path) -> list[str]:
+def describe_source(source: str, value: object) -> str:
+    """Where a variable's value comes from: `env`, `env, secretKeyRef`, `ConfigMap x`."""
+    if isinstance(value, dict):
+        kind = next(iter(value), "valueFrom")
+        return f"{source}, {kind}"
+    return f"{source}, a literal value" if source == "env" else source
+
+
+def check_marquee(overlay: str, docs: list[dict], snapshot: dict) -> list[str]:
     problems = []
     configmaps = {
         d["metadata"]["name"]: d.get("data") or {} for d in docs if d.get("kind") == "ConfigMap"
     }
     if overlay == "prod":
         problems += [f"{overlay}: {kn(d)}: the prod overlay must not contain a Secret" for d in docs if d.get("kind") == "Secret"]
-    read_cache: dict[str, set[str]] = {}
     for doc in docs:
         template = (doc.get("spec") or {}).get("template")
         if doc.get("kind") not in ("Deployment", "StatefulSet", "Job", "DaemonSet") or not template:
@@ -173,48 +240,71 @@ def check_marquee(overlay: str, docs: list[dict], repo: pathlib.Path) -> list[st
             if binary is None:
                 continue
             where = f"{overlay}: {kn(doc)} container {container['name']}"
-            if binary not in BINARIES:
-                problems.append(f"{where}: command {container.get('command')} is not one of /usr/local/bin/{{{','.join(BINARIES)}}}")
-            settings: dict[str, object] = {}
+            # name -> (value, or its valueFrom; where it comes from)
+            given: dict[str, tuple[object, str]] = {}
             for source in container.get("envFrom", []):
                 ref = source.get("configMapRef")
                 if ref:
                     if ref["name"] not in configmaps:
                         problems.append(f"{where}: envFrom ConfigMap {ref['name']} is not in the overlay")
-                    settings.update({k: v for k, v in configmaps.get(ref["name"], {}).items()})
+                    for name, value in configmaps.get(ref["name"], {}).items():
+                        given[name] = (value, f"ConfigMap {ref['name']}")
                 else:
                     problems.append(f"{where}: envFrom other than a ConfigMap ({source}): secrets go through secretKeyRef")
             for env in container.get("env", []):
-                settings[env["name"]] = env.get("value", env.get("valueFrom"))
-            if "MARQUEE_DEV" in settings:
+                given[env["name"]] = (env.get("value", env.get("valueFrom")), "env")
+
+            if "MARQUEE_DEV" in given:
                 problems.append(f"{where}: sets MARQUEE_DEV (development mode: the public JWT secret)")
-            jwt = settings.get("JWT_SECRET")
-            if not (isinstance(jwt, dict) and "secretKeyRef" in jwt):
-                problems.append(f"{where}: JWT_SECRET must come from a Secret (secretKeyRef)")
+            for name, (value, _) in given.items():
+                if name.endswith("_ADDR") and isinstance(value, str) and is_loopback(value):
+                    problems.append(f"{where}: {name}={value} listens on loopback only")
+
+            if binary not in BINARIES:
+                problems.append(f"{where}: command {container.get('command')} is not one of /usr/local/bin/{{{','.join(BINARIES)}}}")
+                continue
             args = (container.get("command") or [])[1:] + (container.get("args") or [])
             if args == ["migrate"]:
-                required = REQUIRED_FOR_MIGRATE.get(binary)
-                if required is None:
-                    problems.append(f"{where}: {binary} has no migrate mode")
-                    required = []
+                mode = "migrate"
             elif args:
                 problems.append(f"{where}: {binary} takes no arguments but `migrate`, got {args}")
-                required = []
+                continue
             else:
-                required = REQUIRED.get(binary, [])
-                if settings.get("MIGRATE_ON_START", "false") != "false":
-                    problems.append(f"{where}: MIGRATE_ON_START must be false (the migrate Job migrates)")
-            for name in required:
-                if name not in settings:
-                    problems.append(f"{where}: {name} is not set (the default is only right on a laptop)")
-            known = read_cache.setdefault(binary, names_read(repo, binary)) if binary in BINARIES else None
-            for name, value in settings.items():
-                if known is not None and name not in known and not name.startswith(IMPLICIT_PREFIXES):
-                    problems.append(f"{where}: sets {name}, which {binary} never reads")
-                if name.endswith("_ADDR") and isinstance(value, str):
-                    host = value.rsplit(":", 1)[0].strip("[]")
-                    if host in ("127.0.0.1", "localhost", "::1"):
-                        problems.append(f"{where}: {name}={value} listens on loopback only")
+                mode = "serve"
+            reads = snapshot.get(binary, {}).get(mode)
+            if reads is None:
+                if mode == "migrate" and binary in snapshot:
+                    problems.append(f"{where}: {binary} has no migrate mode")
+                continue  # a binary missing from the snapshot is reported once, on loading it
+            run = f"`{binary}{' migrate' if mode == 'migrate' else ''}`"
+
+            for name, (value, source) in given.items():
+                entry = reads.get(name)
+                if entry is None:
+                    if not name.startswith(IMPLICIT_PREFIXES):
+                        problems.append(
+                            f"{where}: sets {name} ({describe_source(source, value)}), which {run} never reads "
+                            f"({SETTINGS_SNAPSHOT}): a misspelt setting, or another service's"
+                        )
+                elif entry.get("secret") and not (isinstance(value, dict) and "secretKeyRef" in value):
+                    problems.append(
+                        f"{where}: {name} is a secret: it must come from a Secret (secretKeyRef), "
+                        f"not {describe_source(source, value)}"
+                    )
+            for name, entry in sorted(reads.items()):
+                if mode == "migrate" and not entry.get("required") and not name.endswith(MIGRATE_USES_SUFFIX):
+                    continue
+                reason = wrong_in_a_pod(entry)
+                if reason and name not in given:
+                    secret = " (from a Secret, secretKeyRef)" if entry.get("secret") else ""
+                    problems.append(f"{where}: {name} is not set{secret}: {reason} ({SETTINGS_SNAPSHOT})")
+            if mode == "serve" and "MIGRATE_ON_START" in reads:
+                value = given.get("MIGRATE_ON_START", (None, ""))[0]
+                if value != "false":
+                    shown = "unset (default true)" if value is None else repr(value)
+                    problems.append(
+                        f"{where}: MIGRATE_ON_START must be false (the migration Job migrates), is {shown}"
+                    )
     return problems
 
 
@@ -230,8 +320,8 @@ def main() -> int:
     args = parser.parse_args()
 
     crds = load_crds(args.crds)
+    snapshot, problems = load_settings(args.repo / SETTINGS_SNAPSHOT)
     versions = [v.strip() for v in args.k8s_versions.split(",") if v.strip()]
-    problems: list[str] = []
     counts = {"builtin": 0, "custom": 0}
     for item in args.built:
         overlay, _, path = item.partition("=")
@@ -260,7 +350,7 @@ def main() -> int:
                     problems.append(f"{overlay}: {kn(doc)} (Kubernetes {k8s}) at {at}: {error.message}")
                 except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as error:
                     problems.append(f"{overlay}: {kn(doc)} (Kubernetes {k8s}): {error}")
-        problems += check_marquee(overlay, docs, args.repo)
+        problems += check_marquee(overlay, docs, snapshot)
 
     for problem in problems:
         print(f"FAIL {problem}")

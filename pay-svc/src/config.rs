@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use marquee_infra::auth::JwtConfig;
 use marquee_infra::bus::BusConfig;
-use marquee_infra::config::{ConfigError, InfraConfig, Settings};
+use marquee_infra::config::{BusSettings, ConfigError, Settings};
 
 /// Everything pay-svc needs to start.
 #[derive(Clone)]
@@ -48,22 +48,31 @@ impl std::fmt::Debug for PayConfig {
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/marquee_pay";
 
 impl PayConfig {
+    /// The settings from the environment (and `MARQUEE_CONFIG_FILE`), every bad one
+    /// reported at once.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut env = Settings::load();
-        let infra = InfraConfig::from_settings(&mut env);
-        let config = Self {
+        let config = Self::from_settings(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// The settings read from `env`; a bad one is recorded there, for
+    /// [`Settings::finish`] to report. pay-svc has no Redis: of the shared settings
+    /// it reads the bus's alone.
+    pub fn from_settings(env: &mut Settings) -> Self {
+        let bus = BusSettings::from_settings(env);
+        Self {
             grpc_addr: env.or("PAY_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052))),
             metrics_addr: env
                 .listen_addr("PAY_METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9102))),
             database_url: env.string("PAY_DATABASE_URL", DEFAULT_DATABASE_URL),
             db_max_connections: env.or("PAY_DB_MAX_CONNECTIONS", 10),
             migrate_on_start: env.or("MIGRATE_ON_START", true),
-            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("pay-svc"),
+            bus: BusConfig::new(bus.amqp_url, bus.bus_prefix).named("pay-svc"),
             consumer_concurrency: env.or("PAY_CONSUMER_CONCURRENCY", 16),
-            jwt: JwtConfig::from_settings(&mut env),
+            jwt: JwtConfig::from_settings(env),
             welcome_credit_minor: env.or("PAY_WELCOME_CREDIT_MINOR", 100_000),
-        };
-        env.finish()?;
-        Ok(config)
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use marquee_infra::auth::JwtConfig;
 use marquee_infra::bus::BusConfig;
-use marquee_infra::config::{ConfigError, InfraConfig, Settings};
+use marquee_infra::config::{BusSettings, ConfigError, Settings};
 
 #[derive(Clone)]
 pub struct RealtimeConfig {
@@ -48,10 +48,21 @@ impl std::fmt::Debug for RealtimeConfig {
 }
 
 impl RealtimeConfig {
+    /// The settings from the environment (and `MARQUEE_CONFIG_FILE`), every bad one
+    /// reported at once.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut env = Settings::load();
-        let infra = InfraConfig::from_settings(&mut env);
-        let config = Self {
+        let config = Self::from_settings(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// The settings read from `env`; a bad one is recorded there, for
+    /// [`Settings::finish`] to report. realtime-svc has no Redis: of the shared settings
+    /// it reads the bus's alone.
+    pub fn from_settings(env: &mut Settings) -> Self {
+        let bus = BusSettings::from_settings(env);
+        Self {
             grpc_addr: env.or(
                 "REALTIME_GRPC_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 50053)),
@@ -61,15 +72,13 @@ impl RealtimeConfig {
                 SocketAddr::from(([127, 0, 0, 1], 9103)),
             ),
             booking_url: env.string("BOOKING_URL", "http://127.0.0.1:50051"),
-            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("realtime-svc"),
-            jwt: JwtConfig::from_settings(&mut env),
+            bus: BusConfig::new(bus.amqp_url, bus.bus_prefix).named("realtime-svc"),
+            jwt: JwtConfig::from_settings(env),
             resume_buffer: env.or("REALTIME_RESUME_BUFFER", 4096),
             gap_timeout: env.millis("REALTIME_GAP_TIMEOUT_MS", Duration::from_millis(500)),
             idle_evict: env.millis("REALTIME_IDLE_EVICT_MS", Duration::from_secs(60)),
             version_check: env.millis("REALTIME_VERSION_CHECK_MS", Duration::from_secs(1)),
-        };
-        env.finish()?;
-        Ok(config)
+        }
     }
 
     /// Local defaults with ephemeral ports, for tests.

@@ -54,7 +54,7 @@ impl Application {
         let synonyms = Synonyms::load(&config.synonyms_path)?;
         tracing::info!(path = %config.synonyms_path.display(), terms = synonyms.len(), "synonyms loaded");
         let index = Arc::new(SearchIndex::new(synonyms)?);
-        let rankings = Rankings::connect(&config.redis_url, &config.redis_prefix).await?;
+        let rankings = Rankings::connect(&config.redis, &config.redis_prefix).await?;
         let catalog = Catalog::new(&config.booking_url)?;
 
         let bus = Bus::connect(config.bus.clone(), BUS_CONNECT_WAIT).await?;
@@ -158,7 +158,7 @@ impl Application {
             .reflect(marquee_proto::DESCRIPTOR_SET)
             .depends_on(built)
             .depends_on(Dependency::bus(bus.clone()))
-            .depends_on(Dependency::redis(&config.redis_url)?)
+            .depends_on(Dependency::redis(&config.redis)?)
             .on_stop(move || {
                 stop.cancel();
                 bus.shutdown();

@@ -20,8 +20,8 @@ pub struct SearchConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// `BOOKING_URL`: where the catalog is read from for a rebuild.
     pub booking_url: String,
-    /// `REDIS_URL`, `REDIS_PREFIX`: the rankings store.
-    pub redis_url: String,
+    /// `REDIS_URL` (and `REDIS_CLUSTER`), `REDIS_PREFIX`: the rankings store.
+    pub redis: marquee_infra::redis_conn::RedisTarget,
     pub redis_prefix: String,
     /// `AMQP_URL`, `BUS_PREFIX`: catalog change events.
     pub bus: BusConfig,
@@ -54,11 +54,21 @@ impl std::fmt::Debug for SearchConfig {
 }
 
 impl SearchConfig {
+    /// The settings from the environment (and `MARQUEE_CONFIG_FILE`), every bad one
+    /// reported at once.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut env = Settings::load();
-        let infra = InfraConfig::from_settings(&mut env);
+        let config = Self::from_settings(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// The settings read from `env`; a bad one is recorded there, for
+    /// [`Settings::finish`] to report.
+    pub fn from_settings(env: &mut Settings) -> Self {
+        let infra = InfraConfig::from_settings(env);
         let interval: u64 = env.or("SEARCH_REBUILD_INTERVAL_SECS", 600);
-        let config = Self {
+        Self {
             grpc_addr: env.or(
                 "SEARCH_GRPC_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 50054)),
@@ -68,15 +78,13 @@ impl SearchConfig {
                 SocketAddr::from(([127, 0, 0, 1], 9104)),
             ),
             booking_url: env.string("BOOKING_URL", "http://127.0.0.1:50051"),
-            redis_url: infra.redis_url,
+            redis: infra.redis,
             redis_prefix: env.string("REDIS_PREFIX", "marquee:"),
             bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("search-svc"),
-            jwt: JwtConfig::from_settings(&mut env),
+            jwt: JwtConfig::from_settings(env),
             synonyms_path: PathBuf::from(env.string("SEARCH_SYNONYMS", DEFAULT_SYNONYMS)),
             rebuild_on_start: env.or("SEARCH_REBUILD_ON_START", true),
             rebuild_interval: (interval > 0).then(|| Duration::from_secs(interval)),
-        };
-        env.finish()?;
-        Ok(config)
+        }
     }
 }

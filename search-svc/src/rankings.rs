@@ -2,13 +2,14 @@
 //! per user, item and hour so that a user counts once an hour, and a ranking that sums
 //! the last 24 hourly buckets weighted by age (half-life [`HALF_LIFE_HOURS`]).
 //!
-//! Keys, under the configured prefix: `search:rank:{kind}:{hour}` (ZSET member → count,
-//! kept 25 hours) and `search:seen:{kind}:{hour}:{user}:{member}` (kept 1 hour past its
-//! bucket). `hour` is hours since the Unix epoch.
+//! Keys, under the configured prefix and the hash tag of their kind `{search:<kind>}`
+//! (so each script's keys share one Redis Cluster slot): `rank:<hour>` (ZSET member →
+//! count, kept 25 hours), `seen:<hour>:<user>:<member>` (kept 1 hour past its bucket)
+//! and `scratch:<uuid>` (a ranking being summed). `hour` is hours since the Unix epoch.
 
 use chrono::{DateTime, Utc};
+use marquee_infra::redis_conn::{RedisConn, RedisTarget, RedisTimeouts};
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use crate::error::SearchError;
 
@@ -66,7 +67,7 @@ impl Kind {
 /// The ranking store. Cheap to clone.
 #[derive(Clone)]
 pub struct Rankings {
-    redis: ConnectionManager,
+    redis: RedisConn,
     prefix: String,
     record: Script,
     top: Script,
@@ -90,9 +91,14 @@ pub fn decay(age_hours: i64) -> f64 {
 }
 
 impl Rankings {
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, SearchError> {
-        let client = redis::Client::open(url)?;
-        let redis = ConnectionManager::new(client).await?;
+    /// Connects to `target` (one Redis or a Redis Cluster). `prefix` starts every key;
+    /// it may not contain braces (they would change the keys' hash tags).
+    pub async fn connect(target: &RedisTarget, prefix: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !prefix.contains(['{', '}']),
+            "REDIS_PREFIX {prefix:?} may not contain braces"
+        );
+        let redis = marquee_infra::redis_conn::connect(target, RedisTimeouts::default()).await?;
         Ok(Self {
             redis,
             prefix: prefix.to_owned(),
@@ -101,8 +107,13 @@ impl Rankings {
         })
     }
 
+    /// `p{search:<kind>}`: the prefix and hash tag of `kind`'s keys.
+    fn tagged(&self, kind: Kind) -> String {
+        format!("{}{{search:{}}}", self.prefix, kind.as_str())
+    }
+
     fn bucket(&self, kind: Kind, hour: i64) -> String {
-        format!("{}search:rank:{}:{hour}", self.prefix, kind.as_str())
+        format!("{}rank:{hour}", self.tagged(kind))
     }
 
     /// Counts `member` for `user` in the hour of `at`, unless `user` was already
@@ -115,11 +126,7 @@ impl Rankings {
         at: DateTime<Utc>,
     ) -> Result<bool, SearchError> {
         let hour = hour_of(at);
-        let seen = format!(
-            "{}search:seen:{}:{hour}:{user}:{member}",
-            self.prefix,
-            kind.as_str()
-        );
+        let seen = format!("{}seen:{hour}:{user}:{member}", self.tagged(kind));
         // The marker outlives its hour so a late duplicate cannot count twice.
         let seen_ttl = (hour + 1) * 3600 - at.timestamp() + SEEN_TTL_SECS;
         let counted: i64 = self
@@ -151,8 +158,8 @@ impl Rankings {
             invocation.arg(decay(age));
         }
         invocation.key(format!(
-            "{}search:scratch:{}",
-            self.prefix,
+            "{}scratch:{}",
+            self.tagged(kind),
             uuid::Uuid::new_v4().simple()
         ));
         let flat: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;

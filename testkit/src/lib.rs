@@ -6,6 +6,7 @@ pub mod adopt;
 pub mod grpc;
 pub mod migrate;
 pub mod proxy;
+pub mod redis_cluster;
 
 use marquee_infra::config::{env_or, env_string};
 use serde_json::Value;
@@ -70,9 +71,32 @@ pub fn serve(
     }));
 }
 
-/// Deletes every Redis key under `prefix`.
+/// Deletes every Redis key under `prefix` from the local Redis.
 pub async fn delete_redis_keys(prefix: &str) -> redis::RedisResult<()> {
-    let client = redis::Client::open(redis_url())?;
+    delete_keys_on(&redis_url(), prefix, false).await
+}
+
+/// Deletes every Redis key under `prefix` from `target` (every node of a cluster).
+pub async fn delete_redis_keys_in(
+    target: &marquee_infra::redis_conn::RedisTarget,
+    prefix: &str,
+) -> redis::RedisResult<()> {
+    use marquee_infra::redis_conn::RedisTarget;
+    match target {
+        RedisTarget::Single(url) => delete_keys_on(url, prefix, false).await,
+        RedisTarget::Cluster(urls) => {
+            for url in urls {
+                delete_keys_on(url, prefix, true).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Deletes the keys under `prefix` that the server at `url` holds; on a cluster node
+/// one key per command (one command's keys must share a slot).
+async fn delete_keys_on(url: &str, prefix: &str, cluster: bool) -> redis::RedisResult<()> {
+    let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let mut cursor: u64 = 0;
     loop {
@@ -84,7 +108,13 @@ pub async fn delete_redis_keys(prefix: &str) -> redis::RedisResult<()> {
             .arg(1000)
             .query_async(&mut conn)
             .await?;
-        if !keys.is_empty() {
+        if cluster {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("UNLINK").arg(key).ignore();
+            }
+            let () = pipe.query_async(&mut conn).await?;
+        } else if !keys.is_empty() {
             let () = redis::cmd("UNLINK")
                 .arg(&keys)
                 .query_async(&mut conn)

@@ -35,7 +35,7 @@ impl System {
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),
             metrics_addr: None,
             booking_url: "http://127.0.0.1:9".into(),
-            redis_url: redis_url(),
+            redis: marquee_infra::redis_conn::RedisTarget::Single(redis_url()),
             redis_prefix: redis_prefix.clone(),
             bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}search-svc")),
             jwt: JWT_SECRET.into(),
