@@ -15,13 +15,14 @@ pub mod seat_relay;
 pub mod startup;
 pub mod wire;
 
-pub use startup::{Application, BookingConfig};
+pub use startup::{Application, BookingConfig, MigrateConfig};
 
 /// `booking-svc migrate`: creates the database if it is missing and applies every
 /// pending migration of [`migration::Migrator`], including the outbox/inbox tables;
 /// logs what ran. What the Kubernetes Job runs once per deploy, before replicas with
-/// `MIGRATE_ON_START=false`.
-pub async fn migrate(config: &BookingConfig) -> anyhow::Result<marquee_infra::db::Migrated> {
+/// `MIGRATE_ON_START=false`. It reads [`MigrateConfig`] alone, not the whole
+/// [`BookingConfig`].
+pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<marquee_infra::db::Migrated> {
     use anyhow::Context as _;
     let db = marquee_infra::db::connect(&config.database_url, 2)
         .await

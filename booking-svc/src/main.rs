@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use booking_svc::{Application, BookingConfig};
+use booking_svc::{Application, BookingConfig, MigrateConfig};
 
 // mimalloc: the services allocate many small, short-lived buffers per request.
 #[global_allocator]
@@ -23,11 +23,12 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
     };
     let telemetry = marquee_infra::telemetry::init("booking-svc");
-    let config = BookingConfig::from_env()?;
+    // Each mode loads only its own settings: `migrate` needs the database URL alone,
+    // not the token key, Redis or the bus that serving requires.
     if migrate {
-        booking_svc::migrate(&config).await?;
+        booking_svc::migrate(&MigrateConfig::from_env()?).await?;
     } else {
-        Application::build(config)
+        Application::build(BookingConfig::from_env()?)
             .await?
             .run_until_stopped()
             .await?;

@@ -92,10 +92,7 @@ impl BookingConfig {
                 "BOOKING_METRICS_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 9101)),
             ),
-            database_url: env.string(
-                "BOOKING_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/marquee_booking",
-            ),
+            database_url: database_url(env),
             db_max_connections: env.or("BOOKING_DB_MAX_CONNECTIONS", 16),
             migrate_on_start: env.or("MIGRATE_ON_START", true),
             redis: infra.redis,
@@ -116,6 +113,48 @@ impl BookingConfig {
             sweep_interval: env.millis("HOLD_SWEEP_INTERVAL_MS", Duration::from_millis(250)),
             default_max_seats: env.or("DEFAULT_MAX_SEATS_PER_BUYER", 4),
             argon2_memory_kib: env.or("ARGON2_MEMORY_KIB", 19_456),
+        }
+    }
+}
+
+/// `BOOKING_DATABASE_URL`'s default: PostgreSQL on this machine.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/marquee_booking";
+
+/// `BOOKING_DATABASE_URL`, read alike by both modes.
+fn database_url(env: &mut Settings) -> String {
+    env.string("BOOKING_DATABASE_URL", DEFAULT_DATABASE_URL)
+}
+
+/// What `booking-svc migrate` reads: the database alone. It needs no token key, Redis
+/// or bus, so the migration Job is given none of them.
+#[derive(Clone)]
+pub struct MigrateConfig {
+    /// `BOOKING_DATABASE_URL`; the database is created if missing.
+    pub database_url: String,
+}
+
+impl std::fmt::Debug for MigrateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold the database password.
+        f.debug_struct("MigrateConfig").finish_non_exhaustive()
+    }
+}
+
+impl MigrateConfig {
+    /// The settings from the environment (and `MARQUEE_CONFIG_FILE`), every bad one
+    /// reported at once.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let mut env = Settings::load();
+        let config = Self::from_settings(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// The settings read from `env`; a bad one is recorded there, for
+    /// [`Settings::finish`] to report.
+    pub fn from_settings(env: &mut Settings) -> Self {
+        Self {
+            database_url: database_url(env),
         }
     }
 }

@@ -130,9 +130,11 @@ impl System {
             welcome_credit_minor: crate::WELCOME_CREDIT_MINOR,
         };
         if !options.migrate_on_start {
-            pay_svc::migrate(&pay_config)
-                .await
-                .expect("pay-svc migrate");
+            pay_svc::migrate(&pay_svc::MigrateConfig {
+                database_url: pay_db.clone(),
+            })
+            .await
+            .expect("pay-svc migrate");
         }
         let pay = pay_svc::Application::build(pay_config)
             .await
@@ -172,9 +174,11 @@ impl System {
             argon2_memory_kib: options.argon2_memory_kib,
         };
         if !options.migrate_on_start {
-            booking_svc::migrate(&booking_config)
-                .await
-                .expect("booking-svc migrate");
+            booking_svc::migrate(&booking_svc::MigrateConfig {
+                database_url: booking_db.clone(),
+            })
+            .await
+            .expect("booking-svc migrate");
         }
         let booking = booking_svc::Application::build(booking_config.clone())
             .await

@@ -47,11 +47,10 @@ fn binaries() -> Vec<(&'static str, Vec<(&'static str, Loader)>)> {
                 ("serve", |env| {
                     booking_svc::BookingConfig::from_settings(env);
                 }),
-                // booking-svc/src/main.rs loads the whole config (from_env) before it
-                // looks at the mode, so `booking-svc migrate` reads what serving does,
-                // though it uses only the database URL.
+                // booking-svc/src/main.rs loads only the mode's config: `booking-svc
+                // migrate` reads its database URL alone.
                 ("migrate", |env| {
-                    booking_svc::BookingConfig::from_settings(env);
+                    booking_svc::MigrateConfig::from_settings(env);
                 }),
             ],
         ),
@@ -61,9 +60,9 @@ fn binaries() -> Vec<(&'static str, Vec<(&'static str, Loader)>)> {
                 ("serve", |env| {
                     pay_svc::PayConfig::from_settings(env);
                 }),
-                // As booking-svc: pay-svc/src/main.rs loads the whole config first.
+                // As booking-svc: `pay-svc migrate` reads its database URL alone.
                 ("migrate", |env| {
-                    pay_svc::PayConfig::from_settings(env);
+                    pay_svc::MigrateConfig::from_settings(env);
                 }),
             ],
         ),

@@ -21,11 +21,11 @@ Run by scripts/check-k8s.sh as
    - every variable it is given (env, and the data of its envFrom ConfigMaps) is one
      its binary reads in that mode, or an OTEL_* variable (IMPLICIT_PREFIXES), so a
      misspelt or misplaced setting fails here instead of being silently ignored;
-   - it is given every setting its binary cannot do without in a pod: those with no
-     default (required), and, when serving, those whose default is wrong in a pod
-     (wrong_in_a_pod: a loopback address or URL, a path into the build tree); a
-     migration Job, whose binary connects to its database alone, only the required
-     settings and the database URL (*_DATABASE_URL);
+   - it is given every setting its binary cannot do without in a pod, in that mode:
+     those with no default (required), and those whose default is wrong in a pod
+     (wrong_in_a_pod: a loopback address or URL, a path into the build tree). A
+     migration Job is held to its binary's `migrate` entry, which lists the database
+     URL alone (and the variables read outside Settings);
    - a secret setting (JWT_SECRET, JWT_PREVIOUS_SECRETS) comes from a Secret
      (secretKeyRef), never a literal or a ConfigMap;
    - MARQUEE_DEV is never set (it allows the public development JWT secret);
@@ -65,9 +65,6 @@ IMPLICIT_PREFIXES = (
     # export on (infra/src/telemetry.rs).
     "OTEL_",
 )
-# The database URL is the one setting of a migration Job whose default (loopback)
-# matters: `<binary> migrate` connects to its database and nothing else.
-MIGRATE_USES_SUFFIX = "_DATABASE_URL"
 # The source tree a default path points into (e2e/tests/settings_snapshot.rs writes
 # it so); the image has none of it.
 WORKSPACE_MARK = "<workspace>/"
@@ -292,8 +289,6 @@ def check_marquee(overlay: str, docs: list[dict], snapshot: dict) -> list[str]:
                         f"not {describe_source(source, value)}"
                     )
             for name, entry in sorted(reads.items()):
-                if mode == "migrate" and not entry.get("required") and not name.endswith(MIGRATE_USES_SUFFIX):
-                    continue
                 reason = wrong_in_a_pod(entry)
                 if reason and name not in given:
                     secret = " (from a Secret, secretKeyRef)" if entry.get("secret") else ""

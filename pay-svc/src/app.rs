@@ -13,7 +13,7 @@ use marquee_proto::pay::wallet_service_server::WalletServiceServer;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::PayConfig;
+use crate::config::{MigrateConfig, PayConfig};
 use crate::grpc::WalletApi;
 use crate::migration::Migrator;
 use crate::saga::{self, SagaConsumer};
@@ -25,8 +25,9 @@ const RELAY_POLL: Duration = Duration::from_millis(200);
 
 /// `pay-svc migrate`: creates the database if it is missing and applies every pending
 /// migration, including the outbox/inbox tables; logs what ran. What the Kubernetes
-/// Job runs once per deploy, before replicas with `MIGRATE_ON_START=false`.
-pub async fn migrate(config: &PayConfig) -> anyhow::Result<db::Migrated> {
+/// Job runs once per deploy, before replicas with `MIGRATE_ON_START=false`. It reads
+/// [`MigrateConfig`] alone, not the whole [`PayConfig`].
+pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<db::Migrated> {
     let db = db::connect(&config.database_url, 2)
         .await
         .context("pay-svc migrate: cannot create or connect to the payment database")?;

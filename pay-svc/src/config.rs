@@ -66,13 +66,52 @@ impl PayConfig {
             grpc_addr: env.or("PAY_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052))),
             metrics_addr: env
                 .listen_addr("PAY_METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9102))),
-            database_url: env.string("PAY_DATABASE_URL", DEFAULT_DATABASE_URL),
+            database_url: database_url(env),
             db_max_connections: env.or("PAY_DB_MAX_CONNECTIONS", 10),
             migrate_on_start: env.or("MIGRATE_ON_START", true),
             bus: BusConfig::new(bus.amqp_url, bus.bus_prefix).named("pay-svc"),
             consumer_concurrency: env.or("PAY_CONSUMER_CONCURRENCY", 16),
             jwt: JwtConfig::from_settings(env),
             welcome_credit_minor: env.or("PAY_WELCOME_CREDIT_MINOR", 100_000),
+        }
+    }
+}
+
+/// `PAY_DATABASE_URL`, read alike by both modes.
+fn database_url(env: &mut Settings) -> String {
+    env.string("PAY_DATABASE_URL", DEFAULT_DATABASE_URL)
+}
+
+/// What `pay-svc migrate` reads: the database alone. It needs no token key or bus, so
+/// the migration Job is given neither.
+#[derive(Clone)]
+pub struct MigrateConfig {
+    /// `PAY_DATABASE_URL`; the database is created if missing.
+    pub database_url: String,
+}
+
+impl std::fmt::Debug for MigrateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold the database password.
+        f.debug_struct("MigrateConfig").finish_non_exhaustive()
+    }
+}
+
+impl MigrateConfig {
+    /// The settings from the environment (and `MARQUEE_CONFIG_FILE`), every bad one
+    /// reported at once.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut env = Settings::load();
+        let config = Self::from_settings(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// The settings read from `env`; a bad one is recorded there, for
+    /// [`Settings::finish`] to report.
+    pub fn from_settings(env: &mut Settings) -> Self {
+        Self {
+            database_url: database_url(env),
         }
     }
 }

@@ -14,6 +14,6 @@ pub mod saga;
 pub mod store;
 
 pub use app::{Application, migrate};
-pub use config::PayConfig;
+pub use config::{MigrateConfig, PayConfig};
 pub use error::PayError;
 pub use migration::Migrator;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use pay_svc::{Application, PayConfig};
+use pay_svc::{Application, MigrateConfig, PayConfig};
 
 // mimalloc: the services allocate many small, short-lived buffers per request.
 #[global_allocator]
@@ -23,11 +23,12 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
     };
     let _telemetry = marquee_infra::telemetry::init("pay-svc");
-    let config = PayConfig::from_env()?;
+    // Each mode loads only its own settings: `migrate` needs the database URL alone,
+    // not the token key or the bus that serving requires.
     if migrate {
-        pay_svc::migrate(&config).await?;
+        pay_svc::migrate(&MigrateConfig::from_env()?).await?;
     } else {
-        Application::build(config)
+        Application::build(PayConfig::from_env()?)
             .await?
             .run_until_stopped()
             .await?;

@@ -78,6 +78,24 @@ impl Names {
         command
     }
 
+    /// `<binary> migrate` as the migration Job runs it: its database URL and the log
+    /// filter alone, outside development mode and without `JWT_SECRET` (nor any of the
+    /// Redis or bus settings [`Names::command`] sets), since migrating reads nothing else.
+    fn migrate_command(&self) -> Command {
+        let mut command = Command::new(self.binary.path);
+        command
+            .arg("migrate")
+            .env("RUST_LOG", "info")
+            .env(self.var("DATABASE_URL"), &self.database_url)
+            .env_remove("MARQUEE_DEV")
+            .env_remove("JWT_SECRET")
+            .env_remove("JWT_PREVIOUS_SECRETS")
+            .env_remove("MARQUEE_CONFIG_FILE")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
     /// Runs `test`, then removes this test's database and names, also when it failed.
     async fn guarded(&self, test: impl std::future::Future<Output = ()>) {
         let outcome = std::panic::AssertUnwindSafe(test).catch_unwind().await;
@@ -164,8 +182,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The Job's `migrate` twice (the second applies nothing), then a replica that does not
-/// migrate serves from that database.
+/// The Job's `migrate` twice (the second applies nothing), given its database URL alone,
+/// then a replica that does not migrate serves from that database.
 pub async fn migrate_twice_is_a_no_op_and_a_replica_that_does_not_migrate_serves(binary: Binary) {
     let names = Names::new(binary);
     names
@@ -173,7 +191,7 @@ pub async fn migrate_twice_is_a_no_op_and_a_replica_that_does_not_migrate_serves
             let migrations = (binary.migrations)() as i64;
 
             // The Job's first run: creates the database and applies everything.
-            let (code, first) = names.run(names.command(&["migrate"])).await;
+            let (code, first) = names.run(names.migrate_command()).await;
             assert_eq!(code, Some(0), "first migrate failed: {first}");
             let applied = applied_migrations(&names.database_url).await;
             assert_eq!(applied, migrations, "first migrate applied: {first}");
@@ -188,7 +206,7 @@ pub async fn migrate_twice_is_a_no_op_and_a_replica_that_does_not_migrate_serves
             );
 
             // The second run: nothing to do, and it says so.
-            let (code, second) = names.run(names.command(&["migrate"])).await;
+            let (code, second) = names.run(names.migrate_command()).await;
             assert_eq!(code, Some(0), "second migrate failed: {second}");
             assert_eq!(
                 applied_migrations(&names.database_url).await,
