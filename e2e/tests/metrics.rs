@@ -188,6 +188,16 @@ async fn a_purchase_shows_up_in_the_operational_metrics() {
 
     eventually("sse_clients", &[], wait, |v| v >= 1.0).await;
     eventually("realtime_seat_watchers", &[], wait, |v| v >= 1.0).await;
+    // The watched feed applied the hold's and the sale's seat changes, timed from their
+    // commit in Redis.
+    eventually("realtime_seat_changes_applied_total", &[], wait, |v| {
+        v >= 2.0
+    })
+    .await;
+    eventually("realtime_seat_apply_lag_seconds_count", &[], wait, |v| {
+        v >= 2.0
+    })
+    .await;
     drop(watcher);
 
     // Cancelled after payment: the refund leg of the saga.
@@ -216,6 +226,22 @@ async fn a_purchase_shows_up_in_the_operational_metrics() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eventually("search_catalog_updates_total", &[], wait, |v| v >= 1.0).await;
+    // The change was timed to searchable, and the index's last update is recent.
+    eventually("search_index_update_lag_seconds_count", &[], wait, |v| {
+        v >= 1.0
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    eventually(
+        "search_index_last_update_timestamp_seconds",
+        &[],
+        wait,
+        |t| (now - 60.0..=now + 60.0).contains(&t),
+    )
+    .await;
     search.stop().await;
 
     // No drift: every metric an alert or a dashboard uses is one the services export.

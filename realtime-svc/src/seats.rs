@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::Stream;
 use marquee_infra::grpc::PropagateTrace;
@@ -102,6 +102,10 @@ struct FeedState {
     pending: BTreeMap<i64, SeatsChanged>,
     /// Since when a version has been missing.
     gap_since: Option<Instant>,
+    /// Since when the feed has known of a missing version (a change waiting for an
+    /// earlier one, or booking-svc's version ahead of it): unlike `gap_since`, never
+    /// backdated to force a re-read, so it times the wait for a metric.
+    waiting_since: Option<Instant>,
     /// A snapshot re-read is due or running.
     resync: bool,
     /// The snapshot of `version`, built once for every watcher that needs it.
@@ -134,6 +138,7 @@ impl Feed {
                 recent: VecDeque::new(),
                 pending: BTreeMap::new(),
                 gap_since: None,
+                waiting_since: None,
                 resync: false,
                 snapshot: None,
                 idle_since: None,
@@ -173,6 +178,8 @@ impl Feed {
 
     /// Applies the next changes that are due, broadcasting each.
     fn drain(&self, state: &mut FeedState) {
+        let now = SystemTime::now();
+        let mut applied = 0u64;
         while let Some(entry) = state.pending.first_entry() {
             let version = *entry.key();
             if version <= state.version {
@@ -183,6 +190,12 @@ impl Feed {
                 break;
             }
             let change = entry.remove();
+            if let Some(lag) = change.changed_at.as_ref().and_then(|at| lag_since(now, at)) {
+                // Seconds from a seat change's commit in booking-svc's Redis (its
+                // `changed_at`) to its application to the feed.
+                metrics::histogram!("realtime_seat_apply_lag_seconds").record(lag);
+            }
+            applied += 1;
             for seat in &change.seat_ids {
                 if let Some(i) = state.index.get(seat) {
                     state.seats[*i].status = change.status;
@@ -209,10 +222,22 @@ impl Feed {
             }
             let _ = self.tx.send(update);
         }
+        if applied > 0 {
+            // Seat changes (`seats.changed` versions) applied to the feeds, in version order.
+            metrics::counter!("realtime_seat_changes_applied_total").increment(applied);
+        }
         if state.pending.is_empty() {
             state.gap_since = None;
-        } else if state.gap_since.is_none() {
-            state.gap_since = Some(Instant::now());
+            if let Some(since) = state.waiting_since.take() {
+                record_gap_wait(since, "arrived");
+            }
+        } else {
+            if state.gap_since.is_none() {
+                state.gap_since = Some(Instant::now());
+            }
+            if state.waiting_since.is_none() {
+                state.waiting_since = Some(Instant::now());
+            }
         }
     }
 
@@ -238,6 +263,9 @@ impl Feed {
     fn install(&self, snapshot: SeatSnapshot) {
         let mut state = self.state();
         let had = state.version;
+        if let Some(since) = state.waiting_since.take() {
+            record_gap_wait(since, "resynced");
+        }
         state.resync = false;
         state.loaded = true;
         state.installs += 1;
@@ -259,9 +287,11 @@ impl Feed {
         // the feed had changes newer than this snapshot, or such leftovers, the snapshot
         // is read once more after the gap timeout: a delayed change is never lost, and a
         // version that was never made costs one more read, not a loop.
-        let stale = !state.pending.is_empty() || state.version < had;
+        let leftovers = !state.pending.is_empty();
+        let stale = leftovers || state.version < had;
         state.pending.clear();
         state.gap_since = stale.then(Instant::now);
+        state.waiting_since = leftovers.then(Instant::now);
     }
 
     fn is_loaded(&self) -> bool {
@@ -298,6 +328,9 @@ impl Feed {
             if state.gap_since.is_none() {
                 state.gap_since = Some(Instant::now());
             }
+            if state.waiting_since.is_none() {
+                state.waiting_since = Some(Instant::now());
+            }
             return VersionCheck::Behind;
         }
         VersionCheck::InStep
@@ -333,6 +366,38 @@ impl Feed {
         let mut state = self.state();
         state.loaded.then(|| self.snapshot_of(&mut state))
     }
+}
+
+/// Seconds from `at` (a change's commit time) to `now`, 0 if `at` is ahead (the clocks
+/// of booking-svc's Redis and of this pod differ); `None` for an invalid timestamp.
+fn lag_since(now: SystemTime, at: &prost_types::Timestamp) -> Option<f64> {
+    let at = SystemTime::UNIX_EPOCH.checked_add(Duration::new(
+        u64::try_from(at.seconds).ok()?,
+        u32::try_from(at.nanos).ok()?,
+    ))?;
+    Some(now.duration_since(at).unwrap_or_default().as_secs_f64())
+}
+
+/// Registers the feeds' counter and histograms, so that they are exported (at zero)
+/// before the first change or missing version.
+fn register_feed_metrics() {
+    metrics::counter!("realtime_seat_changes_applied_total").increment(0);
+    let _ = metrics::histogram!("realtime_seat_apply_lag_seconds");
+    for outcome in GAP_WAIT_OUTCOMES {
+        let _ = metrics::histogram!("realtime_seat_gap_wait_seconds", "outcome" => outcome);
+    }
+}
+
+/// How a wait for a missing version ends: the change came, or a snapshot replaced the
+/// feed's state.
+const GAP_WAIT_OUTCOMES: [&str; 2] = ["arrived", "resynced"];
+
+/// Records how long a feed knew of a missing version before it `ended` ("arrived": the
+/// change came; "resynced": a snapshot replaced the feed's state).
+fn record_gap_wait(since: Instant, ended: &'static str) {
+    // Seconds a feed waited for a missing seat version, by how the wait ended.
+    metrics::histogram!("realtime_seat_gap_wait_seconds", "outcome" => ended)
+        .record(since.elapsed().as_secs_f64());
 }
 
 /// A feed's position when a version check asked booking-svc about it.
@@ -380,6 +445,7 @@ impl SeatHub {
         gap_timeout: Duration,
         idle_evict: Duration,
     ) -> Arc<Self> {
+        register_feed_metrics();
         Arc::new(Self {
             feeds: Mutex::new(HashMap::new()),
             catalog,
@@ -946,6 +1012,74 @@ mod tests {
         let before = feed.state().gap_since;
         assert_eq!(feed.check_version(0, asked), VersionCheck::InStep);
         assert_eq!(feed.state().gap_since, before);
+    }
+
+    #[test]
+    fn a_missing_version_is_timed_until_it_arrives_or_a_snapshot_replaces_it() {
+        let feed = feed_at(1);
+        feed.offer(held(3, "a"));
+        assert!(feed.state().waiting_since.is_some(), "2 is missing");
+        feed.offer(held(2, "b"));
+        assert!(feed.state().waiting_since.is_none(), "2 arrived");
+
+        feed.offer(held(5, "a"));
+        assert!(feed.state().waiting_since.is_some(), "4 is missing");
+        feed.install(SeatSnapshot {
+            event_id: event().0.to_string(),
+            version: 5,
+            seats: Vec::new(),
+        });
+        assert!(feed.state().waiting_since.is_none(), "resynced");
+
+        // booking-svc's version ahead of the feed starts a wait too.
+        let asked = feed.sample().expect("loaded");
+        assert_eq!(feed.check_version(6, asked), VersionCheck::Behind);
+        assert!(feed.state().waiting_since.is_some());
+        feed.offer(held(6, "a"));
+        assert!(feed.state().waiting_since.is_none());
+
+        // A re-read forced at once (versions went back) is no wait for a version.
+        let asked = feed.sample().expect("loaded");
+        assert_eq!(feed.check_version(0, asked), VersionCheck::WentBack);
+        assert!(feed.state().waiting_since.is_none());
+    }
+
+    #[test]
+    fn the_apply_lag_runs_from_the_commit_time_and_is_never_negative() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
+        let at = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        assert_eq!(lag_since(now, &at(1_700_000_000, 0)), Some(0.5));
+        assert_eq!(
+            lag_since(now, &at(1_700_000_001, 0)),
+            Some(0.0),
+            "clock skew"
+        );
+        assert_eq!(lag_since(now, &at(-1, 0)), None);
+        assert_eq!(lag_since(now, &at(1, -1)), None);
+    }
+
+    #[test]
+    fn applied_changes_their_lag_and_gap_waits_are_exported() {
+        let handle = marquee_infra::metrics::prometheus();
+        let feed = feed_at(1);
+        let mut change = held(3, "a");
+        change.changed_at = Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        });
+        feed.offer(change);
+        feed.offer(held(2, "b"));
+        let text = handle.render();
+        for series in [
+            "realtime_seat_changes_applied_total ",
+            "realtime_seat_apply_lag_seconds_count ",
+            "realtime_seat_gap_wait_seconds_count{outcome=\"arrived\"} ",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(series)),
+                "{series}missing from {text}"
+            );
+        }
     }
 
     #[test]

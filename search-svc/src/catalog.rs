@@ -165,6 +165,8 @@ pub fn follow(
     index: Arc<SearchIndex>,
     stop: CancellationToken,
 ) -> Arc<dyn Fn(Envelope) + Send + Sync> {
+    // Exported (at zero) before the first change arrives.
+    let _ = metrics::histogram!("search_index_update_lag_seconds");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -207,15 +209,21 @@ fn changed_event(envelope: &Envelope) -> Result<EventDoc, SearchError> {
 async fn apply(index: &Arc<SearchIndex>, envelopes: Vec<Envelope>) -> Result<(), SearchError> {
     let mut events: Vec<EventDoc> = Vec::with_capacity(envelopes.len());
     let mut position: HashMap<String, usize> = HashMap::with_capacity(envelopes.len());
+    // When booking-svc published each change applied (the envelope's `occurred_at`;
+    // the time of receipt when the message lacks it).
+    let mut published: Vec<DateTime<Utc>> = Vec::with_capacity(envelopes.len());
     for envelope in &envelopes {
         match changed_event(envelope) {
-            Ok(event) => match position.get(&event.id) {
-                Some(&at) => events[at] = event,
-                None => {
-                    position.insert(event.id.clone(), events.len());
-                    events.push(event);
+            Ok(event) => {
+                published.push(envelope.occurred_at);
+                match position.get(&event.id) {
+                    Some(&at) => events[at] = event,
+                    None => {
+                        position.insert(event.id.clone(), events.len());
+                        events.push(event);
+                    }
                 }
-            },
+            }
             Err(error) => {
                 tracing::warn!(%error, message_id = %envelope.message_id, "catalog change skipped");
             }
@@ -227,6 +235,14 @@ async fn apply(index: &Arc<SearchIndex>, envelopes: Vec<Envelope>) -> Result<(),
     let count = events.len();
     let index = index.clone();
     tokio::task::spawn_blocking(move || index.upsert(&events)).await??;
+    // Committed and the reader reloaded: searches see the changes from now on.
+    let now = Utc::now();
+    for at in published {
+        // 0 if `at` is ahead: booking-svc's clock and this pod's differ.
+        let lag = (now - at).to_std().unwrap_or_default().as_secs_f64();
+        // Seconds from booking-svc publishing a catalog change to its being searchable.
+        metrics::histogram!("search_index_update_lag_seconds").record(lag);
+    }
     metrics::counter!("search_catalog_updates_total").increment(count as u64);
     metrics::histogram!("search_catalog_batch_events").record(count as f64);
     tracing::debug!(
@@ -284,6 +300,30 @@ mod tests {
             Some("renamed title")
         );
         assert!(index.get("b").is_some());
+    }
+
+    #[tokio::test]
+    async fn an_applied_batch_exports_its_lag_and_the_index_update_time() {
+        let handle = marquee_infra::metrics::prometheus();
+        let index = Arc::new(SearchIndex::new(Synonyms::default()).expect("index"));
+        let before = Utc::now().timestamp() as f64;
+        let mut late = changed("lagged", "published a minute ago");
+        late.occurred_at = Utc::now() - chrono::Duration::seconds(60);
+        apply(&index, vec![late]).await.expect("applied");
+        let text = handle.render();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        };
+        let updated = value("search_index_last_update_timestamp_seconds");
+        assert!(
+            updated.is_some_and(|t| t >= before),
+            "last update {updated:?}, before {before}"
+        );
+        assert!(value("search_index_update_lag_seconds_count").is_some_and(|n| n >= 1.0));
+        // The minute-old change landed beyond the largest bucket.
+        let sum = value("search_index_update_lag_seconds_sum");
+        assert!(sum.is_some_and(|s| s >= 60.0), "lag sum {sum:?}");
     }
 
     #[tokio::test]

@@ -729,6 +729,13 @@ impl Suggester {
     }
 }
 
+/// Records that the serving index changed, searchable from now on.
+fn mark_updated() {
+    // Unix time of the last catalog change applied to the serving index, or rebuild swapped in.
+    metrics::gauge!("search_index_last_update_timestamp_seconds")
+        .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+}
+
 /// The index search-svc serves: the current version, swapped whole by a rebuild.
 pub struct SearchIndex {
     current: ArcSwap<IndexVersion>,
@@ -807,6 +814,9 @@ impl SearchIndex {
             journal.extend_from_slice(events);
         }
         metrics::gauge!("search_index_events").set(self.current.load().len() as f64);
+        if !events.is_empty() {
+            mark_updated();
+        }
         Ok(())
     }
 
@@ -842,6 +852,7 @@ impl SearchIndex {
         drop(rebuild);
         metrics::gauge!("search_index_events").set(size as f64);
         metrics::counter!("search_index_rebuilds_total").increment(1);
+        mark_updated();
         tracing::info!(version = %name, events = size, replayed = journal.len(), "index swapped");
         Ok((name, size))
     }
