@@ -22,6 +22,8 @@ wait_port() {
 missing=()
 command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql postgresql-client)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# redis-cli joins the test Redis Cluster (testkit::redis_cluster).
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
