@@ -27,6 +27,7 @@ pub fn payment_requested(
         buyer_id: buyer.to_string(),
         amount: money(total),
         method: method.as_str().to_owned(),
+        card_token: String::new(),
     }
     .encode_to_vec()
 }
