@@ -14,7 +14,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     cargo build --release --locked --bins \
     && mkdir -p /out \
     && cp target/release/gateway target/release/booking-svc target/release/pay-svc \
-          target/release/realtime-svc target/release/search-svc /out/
+          target/release/realtime-svc target/release/search-svc target/release/psp-sandbox /out/
 
 # --- run: glibc and CA certificates only, no shell, no package manager
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -2,7 +2,8 @@
 //! payment saga.
 //!
 //! PENDING_PAYMENT ─payment.succeeded→ CONFIRMED ─cancel→ CANCELLING ─refund.completed→ CANCELLED
-//!        └──────payment.failed──────→ CANCELLED
+//!        ├──────payment.failed──────→ CANCELLED
+//!        └──payment deadline passed─→ CANCELLED (the sweeper, [`Bookings::cancel_overdue`])
 //!
 //! Postgres decides; Redis follows. After each committed transition the seats' Redis
 //! marks are reconciled from the booking's state ([`reconcile`]), idempotently, so a
@@ -29,7 +30,7 @@ use crate::catalog::{self, Catalog, EventInfo, NewEvent, SectionSales};
 use crate::changes::ChangeFeed;
 use crate::domain::{
     AccountId, BookedSeat, Booking, BookingId, BookingMoved, BookingStatus, EventId, HoldGranted,
-    HoldId, IdempotencyKey, Money, PaymentMethod, SeatId, SeatSelection, SeatStatus,
+    HoldId, IdempotencyKey, Money, Payment, SeatId, SeatSelection, SeatStatus,
 };
 use crate::entity::{booking_seats, bookings, events};
 use crate::error::BookingError;
@@ -46,6 +47,13 @@ const CONSUMER: &str = "booking-svc";
 /// The longest the sweeper goes between two counts of bookings by status
 /// ([`Bookings::record_stats`]); a faster sweeper counts every 60 passes' time.
 const STATS_EVERY: Duration = Duration::from_secs(15);
+
+/// At most this many bookings are cancelled for their payment deadline in one sweep
+/// pass, oldest first; the rest wait for the next pass (250 ms later by default).
+const DEADLINE_BATCH: u64 = 100;
+
+/// The cancel reason of a booking whose payment did not come back in time.
+pub const DEADLINE_REASON: &str = "payment deadline passed";
 
 /// Every booking status, so a status with no booking reads 0 rather than its last count.
 const STATUSES: [BookingStatus; 4] = [
@@ -66,7 +74,7 @@ pub struct Bookings {
     timing: HoldTiming,
 }
 
-/// How long holds last.
+/// How long holds, and bookings awaiting their payment, last.
 #[derive(Debug, Clone, Copy)]
 pub struct HoldTiming {
     /// From a hold until it expires.
@@ -74,6 +82,30 @@ pub struct HoldTiming {
     /// How long a claimed hold may go without its booking before the sweeper puts it
     /// back (a checkout that crashed, or whose Redis reply was lost).
     pub checkout_grace: Duration,
+    /// From a booking's creation until the sweeper cancels it if it is still
+    /// PENDING_PAYMENT (`PAYMENT_DEADLINE_MS`).
+    pub payment_deadline: Duration,
+}
+
+/// Why a booking ended CANCELLED, for `bookings_cancelled_total{reason}`.
+#[derive(Debug, Clone, Copy)]
+enum CancelledBy {
+    PaymentFailed,
+    PaymentDeadline,
+    Buyer,
+}
+
+impl CancelledBy {
+    fn count(self) {
+        let reason = match self {
+            CancelledBy::PaymentFailed => "payment_failed",
+            CancelledBy::PaymentDeadline => "payment_deadline",
+            CancelledBy::Buyer => "buyer",
+        };
+        // Bookings that reached CANCELLED, by why: pay-svc refused the payment, no
+        // payment came back before the deadline, or the buyer cancelled (refunded).
+        metrics::counter!("bookings_cancelled_total", "reason" => reason).increment(1);
+    }
 }
 
 /// A booking with the seats it holds or owns, for bringing Redis in line with it.
@@ -385,7 +417,7 @@ impl Bookings {
         &self,
         buyer: AccountId,
         hold: HoldId,
-        method: PaymentMethod,
+        payment: Payment,
         key: IdempotencyKey,
     ) -> Result<Booking, BookingError> {
         // The first attempt finds its hold live and claims it; a retry finds the hold
@@ -400,7 +432,7 @@ impl Bookings {
             Claim::AlreadyCheckedOut => return self.await_concurrent(buyer, hold, &key).await,
         };
         let info = self.catalog.event(&self.pool, record.event).await?;
-        match self.insert_booking(&info, &record, method, &key).await {
+        match self.insert_booking(&info, &record, &payment, &key).await {
             Ok(booking) => {
                 self.relay.notify();
                 let moved = |status, updated_at| BookingMoved {
@@ -414,7 +446,8 @@ impl Bookings {
                 self.changes
                     .booking(moved(BookingStatus::PendingPayment, booking.created_at));
                 metrics::counter!("bookings_total", "status" => "PENDING_PAYMENT").increment(1);
-                tracing::info!(booking_id = %booking.id, hold_id = %hold, total = booking.total.amount_minor, "booking created");
+                // The card token is never logged (not even redacted: nothing needs it).
+                tracing::info!(booking_id = %booking.id, hold_id = %hold, total = booking.total.amount_minor, method = booking.method.as_str(), "booking created");
                 if booking.status == BookingStatus::Confirmed {
                     // Nothing to pay: confirmed in the same transaction.
                     self.changes
@@ -528,9 +561,10 @@ impl Bookings {
         &self,
         info: &EventInfo,
         record: &HoldRecord,
-        method: PaymentMethod,
+        payment: &Payment,
         key: &IdempotencyKey,
     ) -> Result<Booking, InsertError> {
+        let method = payment.method();
         let (prices, total) = price(info, &record.seats).map_err(InsertError::Other)?;
         let id = BookingId::new();
         let tx = self.pool.begin().await.map_err(InsertError::db)?;
@@ -604,7 +638,7 @@ impl Bookings {
         let mut updated_at = created_at;
         if total.amount_minor == 0 {
             // A free booking (an invitation, free entry) has nothing to pay: it moves
-            // on to CONFIRMED at once, without a payment request.
+            // on to CONFIRMED at once, without a payment request, whatever the method.
             updated_at = set_status(
                 &tx,
                 id,
@@ -629,7 +663,10 @@ impl Bookings {
                     kind: PAYMENT_REQUESTED,
                     saga_id: id.0,
                     version: 1,
-                    payload: wire::bus::payment_requested(id, record.buyer, &total, method),
+                    // With a card, the token is in this payload and nowhere else:
+                    // PaymentRequested is written once, here, and never sent again
+                    // (the relay resends the row itself), so the booking does not keep it.
+                    payload: wire::bus::payment_requested(id, record.buyer, &total, payment),
                 },
             )
             .await
@@ -842,6 +879,7 @@ impl Bookings {
             });
             metrics::counter!("bookings_total", "status" => status.as_str()).increment(1);
         }
+        CancelledBy::Buyer.count();
         tracing::info!(booking_id = %id, "free booking cancelled without a refund");
         self.reconcile_until_done(id).await;
         self.get_any(id).await
@@ -857,10 +895,14 @@ impl Bookings {
             .await
             .map_err(transient)?;
         let mut effect = Effect::None;
+        let mut cancelled_by = None;
         if fresh {
             effect = match reply {
                 SagaReply::PaymentSucceeded => self.on_payment_succeeded(&tx, booking_id).await?,
                 SagaReply::PaymentFailed { reason } => {
+                    // Only from PENDING_PAYMENT: a booking the deadline already
+                    // cancelled keeps its status and its reason.
+                    cancelled_by = Some(CancelledBy::PaymentFailed);
                     let reason = format!("payment failed: {reason}");
                     move_status(
                         &tx,
@@ -872,15 +914,20 @@ impl Bookings {
                     .await?
                     .map_or(Effect::None, Effect::Moved)
                 }
-                SagaReply::RefundCompleted => move_status(
-                    &tx,
-                    booking_id,
-                    BookingStatus::Cancelling,
-                    BookingStatus::Cancelled,
-                    "cancelled by buyer",
-                )
-                .await?
-                .map_or(Effect::None, Effect::Moved),
+                // Only from CANCELLING: a booking already CANCELLED (e.g. by its payment
+                // deadline, whose late payment was refunded) stays as it is.
+                SagaReply::RefundCompleted => {
+                    cancelled_by = Some(CancelledBy::Buyer);
+                    move_status(
+                        &tx,
+                        booking_id,
+                        BookingStatus::Cancelling,
+                        BookingStatus::Cancelled,
+                        "cancelled by buyer",
+                    )
+                    .await?
+                    .map_or(Effect::None, Effect::Moved)
+                }
             };
         }
         tx.commit().await.map_err(transient)?;
@@ -888,6 +935,11 @@ impl Bookings {
             Effect::Moved(moved) => {
                 let status = moved.status;
                 metrics::counter!("bookings_total", "status" => status.as_str()).increment(1);
+                if status == BookingStatus::Cancelled
+                    && let Some(by) = cancelled_by
+                {
+                    by.count();
+                }
                 tracing::info!(booking_id = %booking_id, status = status.as_str(), "booking moved");
                 self.changes.booking(moved);
             }
@@ -993,9 +1045,82 @@ impl Bookings {
         }
     }
 
+    /// One pass of the sweeper: releases holds whose time is up (a hold checked out
+    /// long ago whose booking was never written is released too), then cancels the
+    /// bookings whose payment deadline passed ([`cancel_overdue`](Self::cancel_overdue)).
+    /// Both run even if the other failed (the first error is returned). Returns how many
+    /// holds were released.
+    pub async fn sweep(&self) -> Result<usize, BookingError> {
+        let released = self.sweep_holds().await;
+        let overdue = self.cancel_overdue().await;
+        let released = released?;
+        overdue?;
+        Ok(released)
+    }
+
+    /// Cancels bookings still PENDING_PAYMENT `payment_deadline` after their creation,
+    /// at most `DEADLINE_BATCH` (100) per call, oldest first (`bookings_status_created_at_idx`).
+    /// Each one in its own transaction, guarded by its status (so a payment reply or
+    /// another replica's sweeper that got there first wins): PENDING_PAYMENT → CANCELLED
+    /// with [`DEADLINE_REASON`], its seats no longer active; then the change is
+    /// announced and the seats are released in Redis (reconcile). Returns how many.
+    ///
+    /// No `refund.requested` is sent: nothing is known to have been charged. pay-svc's
+    /// answer may still come: a later `payment.failed` finds the booking no longer
+    /// PENDING_PAYMENT and changes nothing; a later `payment.succeeded` finds it
+    /// CANCELLED and requests the refund ([`Self::handle`]), and the `refund.completed`
+    /// that answers it finds it CANCELLED, not CANCELLING, and changes nothing either.
+    /// pay-svc follows the same rule (a refund request for a card payment still being
+    /// resolved is refunded once it is captured).
+    pub async fn cancel_overdue(&self) -> Result<usize, BookingError> {
+        use sea_orm::ExprTrait as _;
+        let deadline_ms = self.timing.payment_deadline.as_secs_f64() * 1000.0;
+        // The database's clock, as `created_at` was written with it.
+        let overdue: Vec<Uuid> = bookings::Entity::find()
+            .select_only()
+            .column(bookings::Column::Id)
+            .filter(bookings::Column::Status.eq(BookingStatus::PendingPayment.as_str()))
+            .filter(
+                Expr::col(bookings::Column::CreatedAt).lt(Expr::cust_with_values(
+                    "now() - $1 * interval '1 millisecond'",
+                    [deadline_ms],
+                )),
+            )
+            .order_by_asc(bookings::Column::CreatedAt)
+            .limit(DEADLINE_BATCH)
+            .into_tuple()
+            .all(&self.pool)
+            .await?;
+        let mut cancelled = 0;
+        for id in overdue.into_iter().map(BookingId) {
+            let tx = self.pool.begin().await?;
+            let moved = transition(
+                &tx,
+                id,
+                BookingStatus::PendingPayment,
+                BookingStatus::Cancelled,
+                DEADLINE_REASON,
+            )
+            .await?;
+            tx.commit().await?;
+            let Some(moved) = moved else {
+                // Paid, failed or cancelled by another replica meanwhile.
+                continue;
+            };
+            cancelled += 1;
+            metrics::counter!("bookings_total", "status" => BookingStatus::Cancelled.as_str())
+                .increment(1);
+            CancelledBy::PaymentDeadline.count();
+            tracing::info!(booking_id = %id, "payment deadline passed; booking cancelled");
+            self.changes.booking(moved);
+            self.reconcile_until_done(id).await;
+        }
+        Ok(cancelled)
+    }
+
     /// Releases holds whose time is up; a hold checked out long ago whose booking was
     /// never written is released too. Returns how many were released.
-    pub async fn sweep(&self) -> Result<usize, BookingError> {
+    async fn sweep_holds(&self) -> Result<usize, BookingError> {
         // Holds waiting on their deadline, held or being checked out, across replicas.
         metrics::gauge!("holds_active").set(self.holds.pending().await? as f64);
         let mut released = 0;
@@ -1226,6 +1351,7 @@ async fn enqueue_refund<C: ConnectionTrait>(
 
 /// Moves a booking from `from` to `to` if it is in `from`; a cancelled booking's seats
 /// stop being active. `None` when it was not in `from` (already moved: a duplicate).
+/// For the saga handler: a database error is transient ([`transition`]).
 async fn move_status(
     tx: &DatabaseTransaction,
     id: BookingId,
@@ -1233,6 +1359,19 @@ async fn move_status(
     to: BookingStatus,
     reason: &str,
 ) -> Result<Option<BookingMoved>, HandleError> {
+    transition(tx, id, from, to, reason)
+        .await
+        .map_err(transient)
+}
+
+/// What [`move_status`] does, with the database's error.
+async fn transition(
+    tx: &DatabaseTransaction,
+    id: BookingId,
+    from: BookingStatus,
+    to: BookingStatus,
+    reason: &str,
+) -> Result<Option<BookingMoved>, DbErr> {
     let moved = set_status(
         tx,
         id,
@@ -1241,13 +1380,12 @@ async fn move_status(
         Some(reason),
         Expr::current_timestamp(),
     )
-    .await
-    .map_err(transient)?;
+    .await?;
     let Some(moved) = moved else {
         return Ok(None);
     };
     if to == BookingStatus::Cancelled {
-        deactivate_seats(tx, id).await.map_err(transient)?;
+        deactivate_seats(tx, id).await?;
     }
     Ok(Some(BookingMoved {
         id,

@@ -359,15 +359,21 @@ impl FromStr for BookingStatus {
     }
 }
 
+/// How a booking is paid, as stored (`bookings.payment_method`,
+/// `bookings_payment_method_check`) and sent in `payment.requested`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentMethod {
+    /// The buyer's Marquee wallet, debited by pay-svc.
     Wallet,
+    /// A card, charged by pay-svc through the payment provider with a [`CardToken`].
+    Card,
 }
 
 impl PaymentMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             PaymentMethod::Wallet => "WALLET",
+            PaymentMethod::Card => "CARD",
         }
     }
 }
@@ -377,9 +383,96 @@ impl FromStr for PaymentMethod {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "WALLET" => Ok(PaymentMethod::Wallet),
+            "CARD" => Ok(PaymentMethod::Card),
             other => Err(BookingError::Internal(format!(
                 "unknown payment method {other:?}"
             ))),
+        }
+    }
+}
+
+/// The payment provider's token for a buyer's card (its checkout widget makes one):
+/// `tok_` followed by 1 to 64 of `[A-Za-z0-9_]`. Not a card number, which Marquee never
+/// sees; still never logged in full: `Debug` shows its first characters only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CardToken(String);
+
+impl CardToken {
+    const PREFIX: &'static str = "tok_";
+
+    /// Parses the request field `cardToken` (trimmed).
+    pub fn parse(value: &str) -> Result<Self, BookingError> {
+        let value = value.trim();
+        storable("cardToken", value, Lines::One)?;
+        if value.is_empty() {
+            return Err(BookingError::invalid("cardToken", "is required with CARD"));
+        }
+        let valid = value.strip_prefix(Self::PREFIX).is_some_and(|rest| {
+            (1..=64).contains(&rest.len())
+                && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        if valid {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(BookingError::invalid(
+                "cardToken",
+                "must be tok_ followed by 1 to 64 letters, digits or underscores",
+            ))
+        }
+    }
+
+    /// The whole token, for the payment request alone.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What logs may show: the prefix and at most four characters, never more than half
+    /// of what follows the prefix, so even a short token is never shown whole.
+    pub fn redacted(&self) -> String {
+        let rest = self.0.len() - Self::PREFIX.len();
+        let shown = &self.0[..Self::PREFIX.len() + (rest / 2).min(4)];
+        format!("{shown}…")
+    }
+}
+
+impl fmt::Debug for CardToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CardToken({})", self.redacted())
+    }
+}
+
+/// How a checkout pays: the method the buyer chose with what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payment {
+    Wallet,
+    Card(CardToken),
+}
+
+impl Payment {
+    /// A checkout's method and card token, parsed together: the token is required with
+    /// CARD and refused with WALLET (both a 400 naming `cardToken`).
+    pub fn parse(method: PaymentMethod, card_token: &str) -> Result<Self, BookingError> {
+        match method {
+            PaymentMethod::Card => CardToken::parse(card_token).map(Payment::Card),
+            PaymentMethod::Wallet if card_token.trim().is_empty() => Ok(Payment::Wallet),
+            PaymentMethod::Wallet => Err(BookingError::invalid(
+                "cardToken",
+                "must be empty with WALLET (only CARD takes a card token)",
+            )),
+        }
+    }
+
+    pub fn method(&self) -> PaymentMethod {
+        match self {
+            Payment::Wallet => PaymentMethod::Wallet,
+            Payment::Card(_) => PaymentMethod::Card,
+        }
+    }
+
+    pub fn card_token(&self) -> Option<&CardToken> {
+        match self {
+            Payment::Wallet => None,
+            Payment::Card(token) => Some(token),
         }
     }
 }
@@ -534,6 +627,68 @@ mod tests {
         assert!(SeatSelection::parse(&[id.clone(), id.clone()]).is_err());
         assert!(SeatSelection::parse(&["nope".into()]).is_err());
         assert_eq!(SeatSelection::parse(&[id]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn card_tokens_go_with_card_only_and_are_never_shown_whole() {
+        let token = CardToken::parse(" tok_approve ").expect("token");
+        assert_eq!(token.expose(), "tok_approve");
+        assert_eq!(format!("{token:?}"), "CardToken(tok_app…)");
+        let long = format!("tok_{}", "a".repeat(64));
+        assert!(CardToken::parse(&long).is_ok());
+        for bad in [
+            "",
+            "tok_",
+            "tok-abc",
+            "TOK_abc",
+            "4111111111111111",
+            "tok_a b",
+            "tok_ä",
+            "tok_a\0",
+            &format!("tok_{}", "a".repeat(65)),
+        ] {
+            let error = CardToken::parse(bad).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    BookingError::InvalidArgument {
+                        field: "cardToken",
+                        ..
+                    }
+                ),
+                "{bad:?}: {error}"
+            );
+            // The reason never repeats what was sent.
+            assert!(
+                bad.len() <= 4 || !error.to_string().contains(bad),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            Payment::parse(PaymentMethod::Card, "tok_approve").expect("card"),
+            Payment::Card(token)
+        );
+        assert_eq!(
+            Payment::parse(PaymentMethod::Wallet, " ").expect("wallet"),
+            Payment::Wallet
+        );
+        for (method, token) in [
+            (PaymentMethod::Card, ""),
+            (PaymentMethod::Card, "tok_"),
+            (PaymentMethod::Wallet, "tok_approve"),
+        ] {
+            let error = Payment::parse(method, token).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    BookingError::InvalidArgument {
+                        field: "cardToken",
+                        ..
+                    }
+                ),
+                "{method:?} {token:?}: {error}"
+            );
+        }
     }
 
     #[test]

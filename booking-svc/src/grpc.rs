@@ -299,8 +299,11 @@ impl BookingService for Api {
         let key = idempotency_key(&request, &request.get_ref().idempotency_key)?;
         let req = request.into_inner();
         let hold = HoldId::parse("holdId", &req.hold_id)?;
-        let method = wire::api::payment_method(req.payment_method)?;
-        let booking = self.bookings.checkout(caller.id, hold, method, key).await?;
+        let payment = wire::api::payment(req.payment_method, &req.card_token)?;
+        let booking = self
+            .bookings
+            .checkout(caller.id, hold, payment, key)
+            .await?;
         Ok(Response::new(wire::api::booking_pb(&booking)))
     }
 

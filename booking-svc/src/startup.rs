@@ -50,6 +50,9 @@ pub struct BookingConfig {
     pub hold_ttl: Duration,
     /// How long a claimed hold may go without its booking before it is put back.
     pub checkout_grace: Duration,
+    /// `PAYMENT_DEADLINE_MS` (default 5 minutes): a booking still awaiting its payment
+    /// this long after its creation is cancelled by the sweeper.
+    pub payment_deadline: Duration,
     pub sweep_interval: Duration,
     pub default_max_seats: u32,
     /// argon2id memory cost in KiB (OWASP's 19 MiB by default).
@@ -64,6 +67,7 @@ impl std::fmt::Debug for BookingConfig {
             .field("redis_prefix", &self.redis_prefix)
             .field("bus_prefix", &self.bus.prefix)
             .field("hold_ttl", &self.hold_ttl)
+            .field("payment_deadline", &self.payment_deadline)
             .field("jwt", &self.jwt)
             .finish_non_exhaustive()
     }
@@ -110,6 +114,7 @@ impl BookingConfig {
             token_ttl_minutes: env.or("TOKEN_TTL_MINUTES", 60),
             hold_ttl: env.millis("HOLD_TTL_MS", Duration::from_secs(300)),
             checkout_grace: env.millis("CHECKOUT_GRACE_MS", Duration::from_secs(15)),
+            payment_deadline: env.millis("PAYMENT_DEADLINE_MS", Duration::from_secs(300)),
             sweep_interval: env.millis("HOLD_SWEEP_INTERVAL_MS", Duration::from_millis(250)),
             default_max_seats: env.or("DEFAULT_MAX_SEATS_PER_BUYER", 4),
             argon2_memory_kib: env.or("ARGON2_MEMORY_KIB", 19_456),
@@ -199,6 +204,7 @@ impl Application {
             HoldTiming {
                 hold_ttl: config.hold_ttl,
                 checkout_grace: config.checkout_grace,
+                payment_deadline: config.payment_deadline,
             },
         ));
         bookings.restore_redis().await?;

@@ -1,20 +1,23 @@
 //! booking-svc's data layer end to end against the real PostgreSQL, Redis and
 //! RabbitMQ: sign-up and log-in, an event's creation and layout, holds checked out into
 //! bookings (paid and free), the saga replies that move them, cancellation, seat
-//! statuses and sales, and what reconciliation and the sweeper read.
+//! statuses and sales, and what reconciliation and the sweeper read; card checkouts and
+//! the payment deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use booking_svc::accounts::{self, Hasher, KnownAccounts, NewAccount};
 use booking_svc::bookings::{
-    Bookings, HoldTiming, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_COMPLETED, REFUND_REQUESTED,
+    Bookings, DEADLINE_REASON, HoldTiming, PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED,
+    REFUND_COMPLETED, REFUND_REQUESTED,
 };
+use booking_svc::catalog::EventInfo;
 use booking_svc::catalog::{Catalog, EventDetails, NewEvent, NewRow, NewSeat, NewSection};
 use booking_svc::changes::ChangeFeed;
 use booking_svc::domain::{
-    AccountId, BookingId, BookingStatus, Currency, Email, EventId, IdempotencyKey, Password,
-    PaymentMethod, Role, SeatId, SeatSelection, SeatStatus,
+    AccountId, BookingId, BookingStatus, CardToken, Currency, Email, EventId, IdempotencyKey,
+    Password, Payment, PaymentMethod, Role, SeatId, SeatSelection, SeatStatus,
 };
 use booking_svc::error::BookingError;
 use booking_svc::holds::{HoldStore, RedisTimeouts};
@@ -24,6 +27,7 @@ use futures::FutureExt as _;
 use marquee_infra::bus::{Bus, BusConfig, Envelope};
 use marquee_infra::db;
 use marquee_infra::outbox::Relay;
+use marquee_proto::booking as pb;
 use marquee_proto::saga;
 use prost::Message as _;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -37,7 +41,22 @@ struct Rig {
     hasher: Hasher,
 }
 
+/// What the rig runs with unless a test says otherwise.
+const TIMING: HoldTiming = HoldTiming {
+    hold_ttl: Duration::from_secs(60),
+    checkout_grace: Duration::from_secs(15),
+    payment_deadline: Duration::from_secs(60),
+};
+
 async fn with_rig<F, Fut>(test: F)
+where
+    F: FnOnce(Rig) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    with_rig_timing(TIMING, test).await;
+}
+
+async fn with_rig_timing<F, Fut>(timing: HoldTiming, test: F)
 where
     F: FnOnce(Rig) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -74,10 +93,7 @@ where
         Catalog::default(),
         relay.clone(),
         ChangeFeed::spawn(bus.clone(), stop.clone()),
-        HoldTiming {
-            hold_ttl: Duration::from_secs(60),
-            checkout_grace: Duration::from_secs(15),
-        },
+        timing,
     ));
     bookings.restore_redis().await.expect("prime redis");
     let rig = Rig {
@@ -296,7 +312,7 @@ async fn accounts_events_bookings_and_the_saga_through_the_database() {
         let key = IdempotencyKey::parse("checkout-1").expect("key");
         let booking = rig
             .bookings
-            .checkout(buyer, hold.hold_id, PaymentMethod::Wallet, key.clone())
+            .checkout(buyer, hold.hold_id, Payment::Wallet, key.clone())
             .await
             .expect("checkout");
         assert_eq!(booking.status, BookingStatus::PendingPayment);
@@ -308,7 +324,7 @@ async fn accounts_events_bookings_and_the_saga_through_the_database() {
         );
         let replayed = rig
             .bookings
-            .checkout(buyer, hold.hold_id, PaymentMethod::Wallet, key)
+            .checkout(buyer, hold.hold_id, Payment::Wallet, key)
             .await
             .expect("checkout replayed");
         assert_eq!(replayed.id, booking.id);
@@ -360,7 +376,7 @@ async fn accounts_events_bookings_and_the_saga_through_the_database() {
             .checkout(
                 buyer,
                 free_hold.hold_id,
-                PaymentMethod::Wallet,
+                Payment::Wallet,
                 IdempotencyKey::parse("checkout-free").expect("key"),
             )
             .await
@@ -453,7 +469,7 @@ async fn accounts_events_bookings_and_the_saga_through_the_database() {
             .checkout(
                 buyer,
                 retry.hold_id,
-                PaymentMethod::Wallet,
+                Payment::Wallet,
                 IdempotencyKey::parse("checkout-2").expect("key"),
             )
             .await
@@ -482,6 +498,361 @@ async fn accounts_events_bookings_and_the_saga_through_the_database() {
             .reconcile(BookingId::new())
             .await
             .expect("reconcile nothing");
+    })
+    .await;
+}
+
+/// An event on sale now: section "R" (4 seats at 30,000) and section "Free" (2 seats).
+async fn on_sale(rig: &Rig, seller: AccountId) -> Arc<EventInfo> {
+    let now = Utc::now();
+    rig.bookings
+        .create_event(
+            seller,
+            NewEvent {
+                details: EventDetails {
+                    title: "Show".into(),
+                    category: "concert".into(),
+                    description: String::new(),
+                    venue: "Hall".into(),
+                    starts_at: now + chrono::Duration::days(2),
+                    sale_starts_at: now - chrono::Duration::hours(1),
+                    sale_ends_at: now + chrono::Duration::hours(1),
+                    currency: Currency::parse("currency", "KRW").expect("currency"),
+                    max_seats_per_buyer: 4,
+                },
+                sections: vec![
+                    NewSection {
+                        name: "R".into(),
+                        price_minor: 30_000,
+                        rows: vec![seats("A", 4)],
+                    },
+                    NewSection {
+                        name: "Free".into(),
+                        price_minor: 0,
+                        rows: vec![seats("F", 2)],
+                    },
+                ],
+            },
+        )
+        .await
+        .expect("create event")
+}
+
+/// Holds `seats` for `buyer` and checks them out with `payment`.
+async fn buy(
+    rig: &Rig,
+    buyer: AccountId,
+    event: &EventInfo,
+    seats: &[SeatId],
+    payment: Payment,
+    key: &str,
+) -> booking_svc::domain::Booking {
+    let hold = rig
+        .bookings
+        .hold(buyer, event.id, select(seats), None)
+        .await
+        .expect("hold");
+    rig.bookings
+        .checkout(
+            buyer,
+            hold.hold_id,
+            payment,
+            IdempotencyKey::parse(key).expect("key"),
+        )
+        .await
+        .expect("checkout")
+}
+
+fn card(token: &str) -> Payment {
+    Payment::Card(CardToken::parse(token).expect("token"))
+}
+
+/// The one `payment.requested` of a booking, decoded from its outbox row.
+async fn payment_requested(db: &DatabaseConnection, booking: BookingId) -> saga::PaymentRequested {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT payload FROM outbox WHERE kind = $1 AND saga_id = $2",
+            [PAYMENT_REQUESTED.into(), booking.0.into()],
+        ))
+        .await
+        .expect("outbox")
+        .expect("a payment.requested row");
+    let payload: Vec<u8> = row.try_get_by_index(0).expect("payload");
+    saga::PaymentRequested::decode(payload.as_slice()).expect("a PaymentRequested")
+}
+
+#[tokio::test]
+async fn a_card_checkout_sends_its_token_and_a_bad_token_names_card_token() {
+    with_rig(|rig| async move {
+        let seller = sign_up(&rig, "seller@example.com", Role::Seller).await;
+        let buyer = sign_up(&rig, "buyer@example.com", Role::Buyer).await;
+        let event = on_sale(&rig, seller).await;
+
+        // CARD: the booking records the method, and the payment request carries the
+        // method and the token (it is kept nowhere else).
+        let booking = buy(
+            &rig,
+            buyer,
+            &event,
+            &[event.seats[0].id],
+            card("tok_approve"),
+            "card-1",
+        )
+        .await;
+        assert_eq!(booking.status, BookingStatus::PendingPayment);
+        assert_eq!(booking.method, PaymentMethod::Card);
+        let stored = rig.bookings.get(buyer, booking.id).await.expect("get");
+        assert_eq!(stored.method, PaymentMethod::Card);
+        assert_eq!(
+            booking_svc::wire::api::booking_pb(&stored).payment_method,
+            pb::PaymentMethod::Card as i32
+        );
+        let requested = payment_requested(&rig.db, booking.id).await;
+        assert_eq!(requested.method, "CARD");
+        assert_eq!(requested.card_token, "tok_approve");
+        assert_eq!(requested.booking_id, booking.id.to_string());
+        assert_eq!(requested.buyer_id, buyer.to_string());
+        assert_eq!(
+            requested.amount.as_ref().map(|m| m.amount_minor),
+            Some(30_000)
+        );
+        // A wallet payment has no token.
+        let wallet = buy(
+            &rig,
+            buyer,
+            &event,
+            &[event.seats[1].id],
+            Payment::Wallet,
+            "wallet-1",
+        )
+        .await;
+        let requested = payment_requested(&rig.db, wallet.id).await;
+        assert_eq!(requested.method, "WALLET");
+        assert_eq!(requested.card_token, "");
+
+        // A free booking is confirmed without a payment, whatever the method.
+        let free = buy(
+            &rig,
+            buyer,
+            &event,
+            &[event.seats[4].id],
+            card("tok_approve"),
+            "card-free",
+        )
+        .await;
+        assert_eq!(free.status, BookingStatus::Confirmed);
+        assert_eq!(free.method, PaymentMethod::Card);
+        assert_eq!(outbox_count(&rig.db, PAYMENT_REQUESTED, free.id.0).await, 0);
+
+        // The database takes only the methods there are.
+        let refused = rig
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "UPDATE bookings SET payment_method = 'BITCOIN' WHERE id = $1",
+                [booking.id.0.into()],
+            ))
+            .await
+            .expect_err("an unknown method");
+        assert_eq!(
+            db::violated_constraint(&refused).as_deref(),
+            Some("bookings_payment_method_check")
+        );
+
+        // At the edge: CARD without a token, WALLET with one, a malformed token: each a
+        // 400 naming cardToken, without the token in the message.
+        let card_method = pb::PaymentMethod::Card as i32;
+        let wallet_method = pb::PaymentMethod::Wallet as i32;
+        for (method, token) in [
+            (card_method, ""),
+            (card_method, "  "),
+            (wallet_method, "tok_approve"),
+            (card_method, "4111111111111111"),
+            (card_method, "tok_has space"),
+            (card_method, "tok_"),
+        ] {
+            let error = booking_svc::wire::api::payment(method, token).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    BookingError::InvalidArgument {
+                        field: "cardToken",
+                        ..
+                    }
+                ),
+                "{method} {token:?}: {error}"
+            );
+            let status = tonic::Status::from(error);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().starts_with("cardToken: "), "{status:?}");
+            // The message never repeats a token sent.
+            assert!(
+                token.trim().len() <= 4 || !status.message().contains(token),
+                "{status:?}"
+            );
+        }
+        let unknown = booking_svc::wire::api::payment(0, "").unwrap_err();
+        assert!(
+            matches!(
+                unknown,
+                BookingError::InvalidArgument {
+                    field: "paymentMethod",
+                    ..
+                }
+            ),
+            "{unknown}"
+        );
+        assert_eq!(
+            booking_svc::wire::api::payment(card_method, "tok_decline_1").expect("card"),
+            card("tok_decline_1")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_booking_past_its_payment_deadline_is_cancelled_and_a_late_payment_refunded() {
+    let deadline = Duration::from_millis(400);
+    let timing = HoldTiming {
+        payment_deadline: deadline,
+        ..TIMING
+    };
+    with_rig_timing(timing, |rig| async move {
+        let seller = sign_up(&rig, "seller@example.com", Role::Seller).await;
+        let buyer = sign_up(&rig, "buyer@example.com", Role::Buyer).await;
+        let other = sign_up(&rig, "other@example.com", Role::Buyer).await;
+        let event = on_sale(&rig, seller).await;
+        let late_seats = [event.seats[0].id, event.seats[1].id];
+        let late = buy(&rig, buyer, &event, &late_seats, card("tok_slow"), "late").await;
+        let paid = buy(
+            &rig,
+            buyer,
+            &event,
+            &[event.seats[2].id],
+            Payment::Wallet,
+            "paid",
+        )
+        .await;
+        rig.bookings
+            .handle(reply(
+                PAYMENT_SUCCEEDED,
+                paid.id,
+                saga::PaymentSucceeded::default().encode_to_vec(),
+            ))
+            .await
+            .expect("paid");
+        // Before its deadline a pending booking is left alone (checked only while the
+        // deadline is surely ahead, should this machine be slow).
+        rig.bookings.sweep().await.expect("sweep");
+        if Utc::now() - late.created_at < chrono::Duration::milliseconds(200) {
+            let pending = rig.bookings.get(buyer, late.id).await.expect("get");
+            assert_eq!(pending.status, BookingStatus::PendingPayment);
+        }
+
+        // After it, the sweeper cancels it with the reason.
+        let started = std::time::Instant::now();
+        let cancelled = loop {
+            rig.bookings.sweep().await.expect("sweep");
+            let booking = rig.bookings.get(buyer, late.id).await.expect("get");
+            if booking.status != BookingStatus::PendingPayment {
+                break booking;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "still pending long after its deadline"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(cancelled.status, BookingStatus::Cancelled);
+        assert_eq!(cancelled.cancel_reason, DEADLINE_REASON);
+        assert_eq!(cancelled.cancel_reason, "payment deadline passed");
+        assert!(
+            cancelled.updated_at - cancelled.created_at
+                >= chrono::Duration::from_std(deadline).expect("deadline")
+        );
+        // Nothing is refunded for it: nothing is known to have been charged.
+        assert_eq!(outbox_count(&rig.db, REFUND_REQUESTED, late.id.0).await, 0);
+        // The paid booking is not touched.
+        let confirmed = rig.bookings.get(buyer, paid.id).await.expect("get");
+        assert_eq!(confirmed.status, BookingStatus::Confirmed);
+        // Its seats are free again in Redis (and no longer active in Postgres): the
+        // snapshot shows them available and someone else can hold them.
+        let (_, snapshot) = rig.bookings.seat_snapshot(&event).await.expect("snapshot");
+        assert_eq!(
+            &snapshot[..3],
+            [
+                SeatStatus::Available,
+                SeatStatus::Available,
+                SeatStatus::Sold
+            ]
+        );
+        let again = rig
+            .bookings
+            .hold(other, event.id, select(&late_seats), None)
+            .await
+            .expect("the seats can be held again");
+        rig.bookings
+            .release(other, again.hold_id)
+            .await
+            .expect("release");
+        // A second pass finds nothing more to cancel.
+        assert_eq!(rig.bookings.cancel_overdue().await.expect("sweep"), 0);
+
+        // pay-svc's late answer. A failure changes nothing: the status and the reason
+        // stay the deadline's.
+        rig.bookings
+            .handle(reply(
+                PAYMENT_FAILED,
+                late.id,
+                saga::PaymentFailed {
+                    booking_id: late.id.to_string(),
+                    reason: "CARD_DECLINED".into(),
+                }
+                .encode_to_vec(),
+            ))
+            .await
+            .expect("late failure");
+        let after_failure = rig.bookings.get(buyer, late.id).await.expect("get");
+        assert_eq!(after_failure.status, BookingStatus::Cancelled);
+        assert_eq!(after_failure.cancel_reason, DEADLINE_REASON);
+        assert_eq!(after_failure.updated_at, cancelled.updated_at);
+        assert_eq!(outbox_count(&rig.db, REFUND_REQUESTED, late.id.0).await, 0);
+
+        // A success is given back: exactly one refund request, however often the same
+        // reply is delivered.
+        let late_payment = reply(
+            PAYMENT_SUCCEEDED,
+            late.id,
+            saga::PaymentSucceeded::default().encode_to_vec(),
+        );
+        rig.bookings
+            .handle(late_payment.clone())
+            .await
+            .expect("late payment");
+        rig.bookings
+            .handle(late_payment)
+            .await
+            .expect("late payment again");
+        assert_eq!(outbox_count(&rig.db, REFUND_REQUESTED, late.id.0).await, 1);
+        // The refund's completion finds the booking CANCELLED already: nothing moves.
+        rig.bookings
+            .handle(reply(
+                REFUND_COMPLETED,
+                late.id,
+                saga::RefundCompleted::default().encode_to_vec(),
+            ))
+            .await
+            .expect("refund completed");
+        let settled = rig.bookings.get(buyer, late.id).await.expect("get");
+        assert_eq!(settled.status, BookingStatus::Cancelled);
+        assert_eq!(settled.cancel_reason, DEADLINE_REASON);
+        assert_eq!(settled.updated_at, cancelled.updated_at);
+        let (_, snapshot) = rig.bookings.seat_snapshot(&event).await.expect("snapshot");
+        assert_eq!(
+            &snapshot[..2],
+            [SeatStatus::Available, SeatStatus::Available]
+        );
     })
     .await;
 }

@@ -61,6 +61,7 @@ impl System {
             token_ttl_minutes: 60,
             hold_ttl: Duration::from_secs(300),
             checkout_grace: Duration::from_secs(15),
+            payment_deadline: Duration::from_secs(300),
             sweep_interval: Duration::from_millis(500),
             default_max_seats: 4,
             argon2_memory_kib: 1024,

@@ -128,6 +128,7 @@ impl System {
             consumer_concurrency: 16,
             jwt: options.jwt.clone(),
             welcome_credit_minor: crate::WELCOME_CREDIT_MINOR,
+            psp: pay_svc::PspConfig::default(),
         };
         if !options.migrate_on_start {
             pay_svc::migrate(&pay_svc::MigrateConfig {
@@ -169,6 +170,7 @@ impl System {
             token_ttl_minutes: 60,
             hold_ttl: options.hold_ttl,
             checkout_grace: options.checkout_grace,
+            payment_deadline: Duration::from_secs(300),
             sweep_interval: Duration::from_millis(100),
             default_max_seats: 4,
             argon2_memory_kib: options.argon2_memory_kib,

@@ -325,6 +325,12 @@ mod tests {
         assert_eq!(names, vec!["pageSize", "pageToken"]);
 
         let schemas = &doc["components"]["schemas"];
+        // A checkout pays by WALLET or by CARD with the payment provider's token.
+        let checkout = &schemas["marquee.booking.v1.CreateBookingRequest"]["properties"];
+        assert_eq!(checkout["cardToken"]["type"], "string");
+        let methods = checkout["paymentMethod"]["enum"].as_array().expect("enum");
+        assert!(methods.contains(&Json::from("WALLET")), "{methods:?}");
+        assert!(methods.contains(&Json::from("CARD")), "{methods:?}");
         let booking = &schemas["marquee.booking.v1.Booking"]["properties"];
         assert_eq!(booking["status"]["type"], "string");
         assert_eq!(booking["createdAt"]["format"], "date-time");

@@ -374,6 +374,20 @@ mod tests {
         )
         .expect("ok");
         assert_eq!(field(&ok, "payment_method"), Value::EnumNumber(1));
+        // A card: the method by name and the payment provider's token, in lowerCamel
+        // or in the proto's own name.
+        for body in [
+            &br#"{"holdId": "h", "paymentMethod": "CARD", "cardToken": "tok_approve"}"#[..],
+            br#"{"holdId": "h", "payment_method": "CARD", "card_token": "tok_approve"}"#,
+        ] {
+            let card = build_request(&create, &[], None, body).expect("card");
+            assert_eq!(field(&card, "payment_method"), Value::EnumNumber(2));
+            assert_eq!(
+                field(&card, "card_token"),
+                Value::String("tok_approve".into())
+            );
+        }
+        assert!(build_request(&create, &[], None, br#"{"cardToken": 42}"#).is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Wiring: database, bus, outbox relay, saga consumer, gRPC and metrics servers.
+//! Wiring: database, bus, outbox relay, saga consumer, the PSP resolver, gRPC and
+//! metrics servers.
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{MigrateConfig, PayConfig};
 use crate::grpc::WalletApi;
 use crate::migration::Migrator;
+use crate::psp::PspClient;
+use crate::resolver::{Resolver, Wake};
 use crate::saga::{self, SagaConsumer};
 
 /// How long start-up waits for RabbitMQ.
@@ -45,6 +48,7 @@ pub struct Application {
     pool: DatabaseConnection,
     bus: Bus,
     relay_stop: CancellationToken,
+    resolver_stop: CancellationToken,
     wallet: WalletApi,
 }
 
@@ -58,7 +62,7 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     /// Connects and (with `migrate_on_start`) migrates the database, or checks that its
-    /// schema is current, connects the bus, starts the outbox relay
+    /// schema is current, connects the bus, starts the outbox relay, the PSP resolver
     /// and the saga consumer, and binds the gRPC (and metrics) listeners.
     pub async fn build(config: PayConfig) -> anyhow::Result<Self> {
         let pool = db::prepare::<Migrator>(
@@ -78,7 +82,18 @@ impl Application {
             RELAY_POLL,
             relay_stop.clone(),
         );
-        let consumer = SagaConsumer::new(pool.clone(), relay, config.welcome_credit_minor);
+        let psp = PspClient::new(&config.psp).context("pay-svc: cannot build the psp client")?;
+        let wake = Wake::default();
+        let resolver_stop = CancellationToken::new();
+        Resolver::new(
+            pool.clone(),
+            psp,
+            relay.clone(),
+            config.psp.max_confirms,
+            wake.clone(),
+        )
+        .spawn(config.psp.resolve_interval, resolver_stop.clone());
+        let consumer = SagaConsumer::new(pool.clone(), relay, config.welcome_credit_minor, wake);
         bus.consume(
             saga::QUEUE,
             saga::ROUTING_KEYS,
@@ -98,6 +113,7 @@ impl Application {
             pool,
             bus,
             relay_stop,
+            resolver_stop,
             wallet,
         })
     }
@@ -120,7 +136,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting,
-    /// drains, and stops the consumer and the relay. Messages in flight finish; unsent
+    /// drains, and stops the consumer, the resolver and the relay. Messages in flight
+    /// finish; a PSP step in flight is rolled back and redone (by inquiry) later; unsent
     /// outbox rows go out on the next start. Health is SERVING while PostgreSQL and
     /// RabbitMQ answer.
     pub async fn run_with_shutdown(
@@ -132,6 +149,7 @@ impl Application {
             pool,
             bus,
             relay_stop,
+            resolver_stop,
             wallet,
             ..
         } = self;
@@ -142,6 +160,7 @@ impl Application {
             .depends_on(Dependency::bus(bus.clone()))
             .on_stop(move || {
                 bus.shutdown();
+                resolver_stop.cancel();
                 relay_stop.cancel();
             });
         shell.serve(shutdown).await

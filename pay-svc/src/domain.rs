@@ -146,13 +146,18 @@ pub struct UnknownValue {
 }
 
 string_enum!(
-    /// Where a payment stands. PENDING exists only inside the charging transaction
-    /// (the wallet settles at once); a PSP charge may later leave it visible.
+    /// Where a payment stands. A wallet payment is PENDING only inside its charging
+    /// transaction; a card payment stays PENDING until the payment provider's answer
+    /// is known. REFUNDING: captured, the PSP cancel is under way (then REFUNDED).
+    /// VOIDING: the PSP charged a different amount; the payment failed and the charge
+    /// is being cancelled (then FAILED).
     PaymentStatus {
         Pending => "PENDING",
         Captured => "CAPTURED",
         Failed => "FAILED",
+        Refunding => "REFUNDING",
         Refunded => "REFUNDED",
+        Voiding => "VOIDING",
     }
 );
 
@@ -169,18 +174,127 @@ string_enum!(
     /// How a buyer pays.
     PaymentMethod {
         Wallet => "WALLET",
+        Card => "CARD",
     }
 );
 
 string_enum!(
-    /// Why a payment failed; sent to booking-svc as `PaymentFailed.reason`.
-    FailureReason {
-        InsufficientFunds => "INSUFFICIENT_FUNDS",
-        UnsupportedMethod => "UNSUPPORTED_METHOD",
-        InvalidAmount => "INVALID_AMOUNT",
-        UnsupportedCurrency => "UNSUPPORTED_CURRENCY",
+    /// What a card ledger entry records: money the PSP captured or gave back.
+    CardEntryKind {
+        Capture => "CAPTURE",
+        Refund => "REFUND",
     }
 );
+
+/// Why a payment failed; sent to booking-svc as `PaymentFailed.reason` (machine
+/// readable, UPPER_SNAKE).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    InsufficientFunds,
+    UnsupportedMethod,
+    InvalidAmount,
+    UnsupportedCurrency,
+    /// CARD without a usable card token.
+    InvalidCardToken,
+    /// The payment provider never recorded the charge after every confirm allowed.
+    ProviderUnavailable,
+    /// The payment provider charged a different amount (it is cancelled).
+    ProviderAmountMismatch,
+    /// The payment provider reports the charge cancelled, not by us.
+    ProviderCanceled,
+    /// The payment provider declined the card, with its code.
+    Declined(DeclineCode),
+}
+
+impl FailureReason {
+    /// The reasons that are not a PSP's decline code.
+    pub const FIXED: &'static [FailureReason] = &[
+        Self::InsufficientFunds,
+        Self::UnsupportedMethod,
+        Self::InvalidAmount,
+        Self::UnsupportedCurrency,
+        Self::InvalidCardToken,
+        Self::ProviderUnavailable,
+        Self::ProviderAmountMismatch,
+        Self::ProviderCanceled,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            Self::UnsupportedMethod => "UNSUPPORTED_METHOD",
+            Self::InvalidAmount => "INVALID_AMOUNT",
+            Self::UnsupportedCurrency => "UNSUPPORTED_CURRENCY",
+            Self::InvalidCardToken => "INVALID_CARD_TOKEN",
+            Self::ProviderUnavailable => "PSP_UNAVAILABLE",
+            Self::ProviderAmountMismatch => "PSP_AMOUNT_MISMATCH",
+            Self::ProviderCanceled => "PSP_CANCELED",
+            Self::Declined(code) => code.as_str(),
+        }
+    }
+
+    /// A bounded metric label: every decline code is `CARD_DECLINED`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            Self::UnsupportedMethod => "UNSUPPORTED_METHOD",
+            Self::InvalidAmount => "INVALID_AMOUNT",
+            Self::UnsupportedCurrency => "UNSUPPORTED_CURRENCY",
+            Self::InvalidCardToken => "INVALID_CARD_TOKEN",
+            Self::ProviderUnavailable => "PSP_UNAVAILABLE",
+            Self::ProviderAmountMismatch => "PSP_AMOUNT_MISMATCH",
+            Self::ProviderCanceled => "PSP_CANCELED",
+            Self::Declined(_) => "CARD_DECLINED",
+        }
+    }
+}
+
+impl FromStr for FailureReason {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(fixed) = Self::FIXED.iter().find(|r| r.as_str() == s) {
+            return Ok(fixed.clone());
+        }
+        DeclineCode::parse(s)
+            .map(Self::Declined)
+            .ok_or_else(|| UnknownValue {
+                kind: "FailureReason",
+                value: s.to_owned(),
+            })
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A payment provider's decline code: 1 to 64 of `A-Z`, `0-9`, `_`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeclineCode(String);
+
+impl DeclineCode {
+    /// What stands for a code the PSP sent that is not UPPER_SNAKE.
+    pub const FALLBACK: &'static str = "CARD_DECLINED";
+
+    pub fn parse(code: &str) -> Option<Self> {
+        let valid = (1..=64).contains(&code.len())
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        valid.then(|| Self(code.to_owned()))
+    }
+
+    /// The PSP's code, or [`Self::FALLBACK`] when it is not UPPER_SNAKE.
+    pub fn from_psp(code: &str) -> Self {
+        Self::parse(code).unwrap_or_else(|| Self(Self::FALLBACK.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// A payment request as received: identities parsed, the rest still to be judged,
 /// because a bad amount or method is a business outcome (FAILED), not a bad message.
@@ -191,6 +305,8 @@ pub struct ChargeRequest {
     pub amount_minor: i64,
     pub currency: String,
     pub method: String,
+    /// With CARD: the PSP's card token.
+    pub card_token: String,
 }
 
 /// A charge that may be attempted.
@@ -216,12 +332,20 @@ impl ChargeRequest {
         if currency.as_str() != WALLET_CURRENCY {
             return Err(FailureReason::UnsupportedCurrency);
         }
+        if method == PaymentMethod::Card && !valid_card_token(&self.card_token) {
+            return Err(FailureReason::InvalidCardToken);
+        }
         Ok(ValidCharge {
             amount,
             currency,
             method,
         })
     }
+}
+
+/// A card token as the PSP issues them: 1 to 200 printable ASCII characters.
+fn valid_card_token(token: &str) -> bool {
+    (1..=200).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A refund request as received.
@@ -242,6 +366,10 @@ pub struct Payment {
     pub amount_minor: i64,
     pub currency: String,
     pub failure_reason: Option<FailureReason>,
+    /// As stored (`WALLET`, `CARD`).
+    pub method: String,
+    /// CARD: a refund arrived while the charge was undecided.
+    pub refund_wanted: bool,
 }
 
 /// One ledger line.
@@ -296,6 +424,7 @@ mod tests {
             amount_minor: amount,
             currency: currency.to_owned(),
             method: method.to_owned(),
+            card_token: String::new(),
         }
     }
 
@@ -307,9 +436,13 @@ mod tests {
         for k in EntryKind::ALL {
             assert_eq!(k.as_str().parse::<EntryKind>(), Ok(*k));
         }
-        for r in FailureReason::ALL {
-            assert_eq!(r.as_str().parse::<FailureReason>(), Ok(*r));
+        for r in FailureReason::FIXED {
+            assert_eq!(r.as_str().parse::<FailureReason>().as_ref(), Ok(r));
         }
+        let declined = FailureReason::Declined(DeclineCode::from_psp("REJECT_CARD_PAYMENT"));
+        assert_eq!("REJECT_CARD_PAYMENT".parse::<FailureReason>(), Ok(declined));
+        assert_eq!(DeclineCode::from_psp("잔액 부족").as_str(), "CARD_DECLINED");
+        assert!("".parse::<FailureReason>().is_err());
         assert!("captured".parse::<PaymentStatus>().is_err());
     }
 
@@ -324,9 +457,18 @@ mod tests {
             })
         );
         assert_eq!(
-            request(5_000, "KRW", "CARD").validate(),
+            request(5_000, "KRW", "PAYPAL").validate(),
             Err(FailureReason::UnsupportedMethod)
         );
+        assert_eq!(
+            request(5_000, "KRW", "CARD").validate(),
+            Err(FailureReason::InvalidCardToken)
+        );
+        let card = ChargeRequest {
+            card_token: "tok_approve".to_owned(),
+            ..request(5_000, "KRW", "CARD")
+        };
+        assert_eq!(card.validate().map(|c| c.method), Ok(PaymentMethod::Card));
         assert_eq!(
             request(0, "KRW", "WALLET").validate(),
             Err(FailureReason::InvalidAmount)

@@ -1,7 +1,8 @@
 //! pay-svc: money. It owns the wallet ledger and the payments of the booking saga:
 //! it consumes PaymentRequested / RefundRequested from the bus, charges or refunds the
-//! buyer's wallet in one transaction with its inbox claim and outbox reply, and serves
-//! the read-only `WalletService` over gRPC.
+//! buyer's wallet in one transaction with its inbox claim and outbox reply, charges and
+//! refunds cards through the payment provider (recorded first, then driven by the
+//! resolver, never charged twice), and serves the read-only `WalletService` over gRPC.
 
 pub mod app;
 pub mod config;
@@ -10,10 +11,12 @@ pub mod entity;
 pub mod error;
 pub mod grpc;
 pub mod migration;
+pub mod psp;
+pub mod resolver;
 pub mod saga;
 pub mod store;
 
 pub use app::{Application, migrate};
-pub use config::{MigrateConfig, PayConfig};
+pub use config::{MigrateConfig, PayConfig, PspConfig};
 pub use error::PayError;
 pub use migration::Migrator;

@@ -15,9 +15,11 @@ use uuid::Uuid;
 
 use crate::domain::{
     AccountId, Amount, BookingId, ChargeRequest, Currency, EntryKind, FailureReason, Money,
-    Payment, PaymentId, PaymentStatus, RefundRequest,
+    Payment, PaymentId, PaymentMethod, PaymentStatus, RefundRequest,
 };
+use crate::entity::payments;
 use crate::error::PayError;
+use crate::resolver::Wake;
 use crate::store;
 pub use marquee_proto::kinds::{
     ACCOUNT_OPENED, PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED,
@@ -62,6 +64,7 @@ impl Command {
                     amount_minor: amount.amount_minor,
                     currency: amount.currency,
                     method: m.method,
+                    card_token: m.card_token,
                 }))
             }
             ACCOUNT_OPENED => {
@@ -84,37 +87,57 @@ impl Command {
 }
 
 /// What handling one message did, for metrics once it committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Duplicate,
     /// The account's wallet exists now (opened by this message or before).
     WalletOpened,
     Captured,
     Failed(FailureReason),
+    /// A card payment was recorded PENDING; the resolver charges it.
+    CardPending,
     /// The booking already had a payment; its outcome was sent again.
     PaymentReplayed,
+    /// The booking's card payment is still undecided; its outcome follows.
+    PaymentInFlight,
     Refunded,
+    /// A card refund was recorded (REFUNDING); the resolver cancels at the PSP.
+    RefundStarted,
+    /// The card payment is undecided: refunded once captured.
+    RefundDeferred,
+    /// A card refund is already under way; its completion follows.
+    RefundInFlight,
     RefundReplayed,
     NothingToRefund,
 }
 
 impl Outcome {
-    fn record(self) {
+    fn record(&self) {
         match self {
             Self::Captured => {
                 metrics::counter!("payments_total", "outcome" => "captured").increment(1)
             }
             Self::Failed(reason) => metrics::counter!(
-                "payments_total", "outcome" => "failed", "reason" => reason.as_str()
+                "payments_total", "outcome" => "failed", "reason" => reason.label()
             )
             .increment(1),
             Self::Refunded => metrics::counter!("refunds_total").increment(1),
             Self::Duplicate
             | Self::WalletOpened
+            | Self::CardPending
             | Self::PaymentReplayed
+            | Self::PaymentInFlight
+            | Self::RefundStarted
+            | Self::RefundDeferred
+            | Self::RefundInFlight
             | Self::RefundReplayed
             | Self::NothingToRefund => {}
         }
+    }
+
+    /// Whether the resolver has new work.
+    fn wakes_resolver(&self) -> bool {
+        matches!(self, Self::CardPending | Self::RefundStarted)
     }
 }
 
@@ -124,14 +147,17 @@ pub struct SagaConsumer {
     db: DatabaseConnection,
     relay: Relay,
     welcome_credit: i64,
+    resolver: Wake,
 }
 
 impl SagaConsumer {
-    pub fn new(db: DatabaseConnection, relay: Relay, welcome_credit: i64) -> Self {
+    /// `resolver` is woken when a card payment or refund was recorded.
+    pub fn new(db: DatabaseConnection, relay: Relay, welcome_credit: i64, resolver: Wake) -> Self {
         Self {
             db,
             relay,
             welcome_credit,
+            resolver,
         }
     }
 
@@ -182,6 +208,9 @@ impl SagaConsumer {
             tracing::info!(account_id = %account, welcome_credit = self.welcome_credit, "wallet created");
         }
         self.relay.notify();
+        if outcome.wakes_resolver() {
+            self.resolver.wake();
+        }
         outcome.record();
         Ok(outcome)
     }
@@ -203,6 +232,14 @@ impl SagaConsumer {
                         request.booking_id
                     ))
                 })?;
+            if existing.status == PaymentStatus::Pending {
+                tracing::info!(
+                    booking_id = %request.booking_id,
+                    payment_id = %existing.payment_id,
+                    "payment still undecided; its outcome follows when it resolves"
+                );
+                return Ok(Outcome::PaymentInFlight);
+            }
             tracing::info!(
                 booking_id = %request.booking_id,
                 payment_id = %existing.payment_id,
@@ -214,6 +251,19 @@ impl SagaConsumer {
         }
         let settled = match request.validate() {
             Err(reason) => Err(reason),
+            Ok(charge) if charge.method == PaymentMethod::Card => {
+                // Charged by the resolver once this commits, never here: the PSP call
+                // must not be inside the transaction that records the payment.
+                store::schedule_now(tx, payment_id).await?;
+                tracing::info!(
+                    booking_id = %request.booking_id,
+                    payment_id = %payment_id,
+                    account_id = %request.account_id,
+                    amount_minor = request.amount_minor,
+                    "card payment recorded; charging through the payment provider"
+                );
+                return Ok(Outcome::CardPending);
+            }
             Ok(charge) => {
                 match store::debit(tx, request.account_id, charge.amount, &charge.currency).await? {
                     None => Err(FailureReason::InsufficientFunds),
@@ -248,9 +298,17 @@ impl SagaConsumer {
             },
             amount_minor: request.amount_minor,
             currency: request.currency.clone(),
-            failure_reason: settled.as_ref().err().copied(),
+            failure_reason: settled.as_ref().err().cloned(),
+            method: request.method.clone(),
+            refund_wanted: false,
         };
-        store::settle_payment(tx, payment_id, payment.status, payment.failure_reason).await?;
+        store::settle_payment(
+            tx,
+            payment_id,
+            payment.status,
+            payment.failure_reason.as_ref(),
+        )
+        .await?;
         enqueue_payment_outcome(tx, saga_id, &payment).await?;
         match payment.failure_reason {
             None => {
@@ -305,6 +363,11 @@ async fn refund(
         .currency
         .parse()
         .map_err(|e| PayError::Corrupt(format!("payment {}: {e}", payment.payment_id)));
+    if payment.method == PaymentMethod::Card.as_str()
+        && let Some(outcome) = card_refund(tx, &payment).await?
+    {
+        return Ok(outcome);
+    }
     match payment.status {
         PaymentStatus::Captured => {
             let currency = currency?;
@@ -363,7 +426,7 @@ async fn refund(
             .await?;
             Ok(Outcome::RefundReplayed)
         }
-        PaymentStatus::Failed => {
+        PaymentStatus::Failed | PaymentStatus::Voiding => {
             tracing::warn!(booking_id = %payment.booking_id, payment_id = %payment.payment_id, "refund requested for a failed payment; completing with nothing refunded");
             let none = Money {
                 amount_minor: 0,
@@ -379,11 +442,56 @@ async fn refund(
             .await?;
             Ok(Outcome::NothingToRefund)
         }
-        PaymentStatus::Pending => Err(PayError::Corrupt(format!(
-            "wallet payment {} is still pending",
-            payment.payment_id
+        PaymentStatus::Pending | PaymentStatus::Refunding => Err(PayError::Corrupt(format!(
+            "wallet payment {} is {}",
+            payment.payment_id, payment.status
         ))),
     }
+}
+
+/// A refund of a card payment, where it differs from a wallet's: CAPTURED → REFUNDING
+/// with the cancel's idempotency key stored before the resolver's first call; PENDING
+/// → remembered, refunded once captured (or completed with nothing if it fails);
+/// REFUNDING → already under way. `None`: as a wallet payment (REFUNDED replays the
+/// completion, FAILED and VOIDING complete with nothing refunded).
+async fn card_refund(
+    tx: &DatabaseTransaction,
+    payment: &Payment,
+) -> Result<Option<Outcome>, PayError> {
+    let outcome = match payment.status {
+        PaymentStatus::Captured => {
+            let change = payments::ActiveModel {
+                status: sea_orm::ActiveValue::Set(PaymentStatus::Refunding.as_str().to_owned()),
+                psp_cancel_key: sea_orm::ActiveValue::Set(Some(Uuid::now_v7().to_string())),
+                psp_tries: sea_orm::ActiveValue::Set(0),
+                next_attempt_at: sea_orm::ActiveValue::Set(Some(chrono::Utc::now())),
+                ..Default::default()
+            };
+            store::update_payment(tx, payment.payment_id, PaymentStatus::Captured, change).await?;
+            tracing::info!(booking_id = %payment.booking_id, payment_id = %payment.payment_id, "card refund recorded; cancelling at the payment provider");
+            Outcome::RefundStarted
+        }
+        PaymentStatus::Pending => {
+            if !payment.refund_wanted {
+                let change = payments::ActiveModel {
+                    refund_wanted: sea_orm::ActiveValue::Set(true),
+                    ..Default::default()
+                };
+                store::update_payment(tx, payment.payment_id, PaymentStatus::Pending, change)
+                    .await?;
+            }
+            tracing::info!(booking_id = %payment.booking_id, payment_id = %payment.payment_id, "refund requested while the card payment is undecided; refunding once captured");
+            Outcome::RefundDeferred
+        }
+        PaymentStatus::Refunding => {
+            tracing::info!(booking_id = %payment.booking_id, payment_id = %payment.payment_id, "card refund already under way");
+            Outcome::RefundInFlight
+        }
+        PaymentStatus::Refunded | PaymentStatus::Failed | PaymentStatus::Voiding => {
+            return Ok(None);
+        }
+    };
+    Ok(Some(outcome))
 }
 
 fn money(amount_minor: i64, currency: &str) -> marquee_proto::Money {
@@ -395,13 +503,14 @@ fn money(amount_minor: i64, currency: &str) -> marquee_proto::Money {
 
 /// Enqueues the outcome of a settled payment: PaymentSucceeded when it was captured
 /// (even if since refunded), PaymentFailed with its reason otherwise.
-async fn enqueue_payment_outcome(
+pub(crate) async fn enqueue_payment_outcome(
     tx: &DatabaseTransaction,
     saga_id: Uuid,
     payment: &Payment,
 ) -> Result<(), PayError> {
-    let (kind, payload) = match (payment.status, payment.failure_reason) {
-        (PaymentStatus::Captured | PaymentStatus::Refunded, _) => (
+    let (kind, payment_failure) = (payment.status, payment.failure_reason.as_ref());
+    let (kind, payload) = match (kind, payment_failure) {
+        (PaymentStatus::Captured | PaymentStatus::Refunding | PaymentStatus::Refunded, _) => (
             PAYMENT_SUCCEEDED,
             saga::PaymentSucceeded {
                 booking_id: payment.booking_id.to_string(),
@@ -410,7 +519,7 @@ async fn enqueue_payment_outcome(
             }
             .encode_to_vec(),
         ),
-        (PaymentStatus::Failed, Some(reason)) => (
+        (PaymentStatus::Failed | PaymentStatus::Voiding, Some(reason)) => (
             PAYMENT_FAILED,
             saga::PaymentFailed {
                 booking_id: payment.booking_id.to_string(),
@@ -428,7 +537,7 @@ async fn enqueue_payment_outcome(
     enqueue(tx, kind, saga_id, payload).await
 }
 
-async fn enqueue_refund_completed(
+pub(crate) async fn enqueue_refund_completed(
     tx: &DatabaseTransaction,
     saga_id: Uuid,
     booking: BookingId,

@@ -5,7 +5,9 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
+use sea_orm::sea_query::{
+    Asterisk, Expr, ExprTrait as _, Func, LockBehavior, LockType, OnConflict,
+};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DerivePartialModel, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QuerySelect, QueryTrait as _, TryInsertResult,
@@ -13,10 +15,11 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::domain::{
-    AccountId, Amount, BookingId, ChargeRequest, Currency, EntryKind, FailureReason, LedgerEntry,
-    Money, PageSize, Payment, PaymentId, PaymentStatus, WALLET_CURRENCY, WalletView,
+    AccountId, Amount, BookingId, CardEntryKind, ChargeRequest, Currency, EntryKind, FailureReason,
+    LedgerEntry, Money, PageSize, Payment, PaymentId, PaymentMethod, PaymentStatus,
+    WALLET_CURRENCY, WalletView,
 };
-use crate::entity::{ledger_entries, payments, wallets};
+use crate::entity::{card_ledger_entries, ledger_entries, payments, wallets};
 use crate::error::PayError;
 
 /// Creates `account`'s wallet if it has none, with a WELCOME_CREDIT entry of
@@ -58,14 +61,21 @@ pub async fn ensure_wallet(
 }
 
 /// Records a new payment in PENDING under its idempotency key (the booking id),
-/// before any charge. `false` when the booking already has a payment; the caller's
-/// transaction then waits for a concurrent one to finish first.
+/// before any charge. A CARD payment also gets its PSP order id (the booking id) and
+/// the idempotency key of its confirms (the payment id), stored before the first
+/// call. `false` when the booking already has a payment; the caller's transaction
+/// then waits for a concurrent one to finish first.
 pub async fn insert_pending_payment(
     db: &impl ConnectionTrait,
     payment_id: PaymentId,
     request: &ChargeRequest,
 ) -> Result<bool, PayError> {
+    let card = request.method == PaymentMethod::Card.as_str();
+    let when_card = |value: String| if card { Set(Some(value)) } else { Set(None) };
     let inserted = payments::Entity::insert(payments::ActiveModel {
+        psp_order_id: when_card(request.booking_id.to_string()),
+        card_token: when_card(request.card_token.clone()),
+        psp_confirm_key: when_card(payment_id.to_string()),
         payment_id: Set(payment_id.0),
         booking_id: Set(request.booking_id.0),
         account_id: Set(request.account_id.0),
@@ -78,6 +88,7 @@ pub async fn insert_pending_payment(
         created_at: NotSet,
         updated_at: NotSet,
         refunded_at: NotSet,
+        ..Default::default()
     })
     // No conflict target: a second payment for the booking collides on
     // `payments_booking_id_key` and `payments_idempotency_key_key` alike.
@@ -92,7 +103,7 @@ pub async fn settle_payment(
     db: &impl ConnectionTrait,
     payment_id: PaymentId,
     status: PaymentStatus,
-    failure_reason: Option<FailureReason>,
+    failure_reason: Option<&FailureReason>,
 ) -> Result<(), PayError> {
     let updated = payments::Entity::update_many()
         .col_expr(payments::Column::Status, Expr::value(status.as_str()))
@@ -148,6 +159,8 @@ struct PaymentRow {
     amount_minor: i64,
     currency: String,
     failure_reason: Option<String>,
+    method: String,
+    refund_wanted: bool,
 }
 
 impl TryFrom<PaymentRow> for Payment {
@@ -171,6 +184,8 @@ impl TryFrom<PaymentRow> for Payment {
                         .map_err(|e| PayError::Corrupt(format!("payment {}: {e}", row.payment_id)))
                 })
                 .transpose()?,
+            method: row.method,
+            refund_wanted: row.refund_wanted,
         })
     }
 }
@@ -188,6 +203,104 @@ pub async fn payment_for_update(
         .await?
         .map(Payment::try_from)
         .transpose()
+}
+
+/// Has the resolver work on a card payment now.
+pub async fn schedule_now(
+    db: &impl ConnectionTrait,
+    payment_id: PaymentId,
+) -> Result<(), PayError> {
+    payments::Entity::update_many()
+        .col_expr(payments::Column::NextAttemptAt, Expr::current_timestamp())
+        .col_expr(payments::Column::UpdatedAt, Expr::current_timestamp())
+        .filter(payments::Column::PaymentId.eq(payment_id.0))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The card payment whose PSP work is due soonest, locked until the transaction ends;
+/// one another transaction holds is skipped, so two resolvers never work one payment.
+pub async fn next_due_payment(
+    db: &impl ConnectionTrait,
+) -> Result<Option<payments::Model>, PayError> {
+    Ok(payments::Entity::find()
+        .filter(Expr::col(payments::Column::NextAttemptAt).lte(Expr::current_timestamp()))
+        .order_by_asc(payments::Column::NextAttemptAt)
+        .limit(1)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .one(db)
+        .await?)
+}
+
+/// Applies the columns set in `change` to payment `payment_id` if it is still in
+/// `expected` (the caller holds its lock); `updated_at` is set too.
+pub async fn update_payment(
+    db: &impl ConnectionTrait,
+    payment_id: PaymentId,
+    expected: PaymentStatus,
+    mut change: payments::ActiveModel,
+) -> Result<(), PayError> {
+    change.updated_at = Set(Utc::now());
+    let updated = payments::Entity::update_many()
+        .set(change)
+        .filter(payments::Column::PaymentId.eq(payment_id.0))
+        .filter(payments::Column::Status.eq(expected.as_str()))
+        .exec(db)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(PayError::Corrupt(format!(
+            "payment {payment_id} is not {expected}"
+        )));
+    }
+    Ok(())
+}
+
+/// Appends a card ledger entry: money the PSP captured or gave back. A second entry
+/// of a kind for one payment is refused (`card_ledger_entries_one_kind_per_payment_key`).
+pub async fn insert_card_entry(
+    db: &impl ConnectionTrait,
+    payment_id: PaymentId,
+    booking: BookingId,
+    kind: CardEntryKind,
+    amount: Amount,
+    currency: &str,
+    psp_payment_key: &str,
+) -> Result<(), PayError> {
+    card_ledger_entries::Entity::insert(card_ledger_entries::ActiveModel {
+        seq: NotSet,
+        payment_id: Set(payment_id.0),
+        booking_id: Set(booking.0),
+        kind: Set(kind.as_str().to_owned()),
+        amount_minor: Set(amount.minor()),
+        currency: Set(currency.to_owned()),
+        psp_payment_key: Set(psp_payment_key.to_owned()),
+        created_at: NotSet,
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Card payments awaiting the PSP's answer to their charge: how many, and since when
+/// the oldest waits.
+pub async fn pending_card_payments(
+    db: &impl ConnectionTrait,
+) -> Result<(i64, Option<DateTime<Utc>>), PayError> {
+    let row: Option<(i64, Option<DateTime<Utc>>)> = payments::Entity::find()
+        .select_only()
+        .column_as(Expr::from(Func::count(Expr::col(Asterisk))), "pending")
+        .column_as(
+            Expr::from(Func::min(Expr::col(payments::Column::CreatedAt))),
+            "oldest",
+        )
+        // The resolver's partial index: only payments with PSP work.
+        .filter(payments::Column::NextAttemptAt.is_not_null())
+        .filter(payments::Column::Status.eq(PaymentStatus::Pending.as_str()))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(row.unwrap_or((0, None)))
 }
 
 /// A wallet's balance, as an UPDATE ... RETURNING gives it back.

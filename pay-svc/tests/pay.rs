@@ -49,6 +49,7 @@ impl TestApp {
             consumer_concurrency: 16,
             jwt: JWT_SECRET.into(),
             welcome_credit_minor: 100_000,
+            psp: pay_svc::PspConfig::default(),
         };
         let app = tokio::time::timeout(Duration::from_secs(30), Application::build(config))
             .await
@@ -115,6 +116,7 @@ impl TestApp {
                 currency: "KRW".to_owned(),
             }),
             method: method.to_owned(),
+            card_token: String::new(),
         };
         let envelope = envelope("payment.requested", booking, payload.encode_to_vec());
         self.publish(&envelope).await;
@@ -369,7 +371,8 @@ async fn insufficient_funds_and_bad_requests_fail_without_touching_the_balance()
     let buyer = Uuid::new_v4();
     let cases = [
         (100_001, "WALLET", "INSUFFICIENT_FUNDS"),
-        (1_000, "CARD", "UNSUPPORTED_METHOD"),
+        (1_000, "PAYPAL", "UNSUPPORTED_METHOD"),
+        (1_000, "CARD", "INVALID_CARD_TOKEN"),
         (0, "WALLET", "INVALID_AMOUNT"),
     ];
     for (amount, method, reason) in cases {

@@ -102,6 +102,7 @@ async fn every_bad_setting_from_the_environment_and_the_config_file_is_named_at_
         .env_remove("JWT_PREVIOUS_SECRETS")
         .env_remove("MARQUEE_DEV")
         .env_remove("PAY_DATABASE_URL")
+        .env_remove("PSP_SECRET_KEY")
         .env("MARQUEE_CONFIG_FILE", &file)
         .env("PAY_CONSUMER_CONCURRENCY", "-3")
         .env("PAY_GRPC_ADDR", "127.0.0.1:0")
@@ -119,15 +120,17 @@ async fn every_bad_setting_from_the_environment_and_the_config_file_is_named_at_
 
     let status = status.unwrap_or_else(|| panic!("pay-svc started with bad settings: {stderr}"));
     assert!(!status.success(), "{stderr}");
-    // One refusal names all three: the file's bad value, the environment's, the missing one.
+    // One refusal names all four: the file's bad value, the environment's, the missing
+    // secrets (the token key and the payment provider's key).
     for name in [
         "PAY_DB_MAX_CONNECTIONS",
         "PAY_CONSUMER_CONCURRENCY",
         "JWT_SECRET",
+        "PSP_SECRET_KEY",
     ] {
         assert!(stderr.contains(name), "{name} is not named: {stderr}");
     }
-    assert!(stderr.contains("3 settings are invalid"), "{stderr}");
+    assert!(stderr.contains("4 settings are invalid"), "{stderr}");
 }
 
 async fn cleanup(database_url: &str, bus: &BusConfig) {

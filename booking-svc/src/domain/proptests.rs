@@ -156,6 +156,21 @@ proptest! {
     }
 
     #[test]
+    fn card_token(raw in prop_oneof![any_text(), "[ ]{0,1}tok_[A-Za-z0-9_]{0,66}[ ]{0,1}"]) {
+        match CardToken::parse(&raw) {
+            Ok(token) => {
+                prop_assert_eq!(CardToken::parse(token.expose()).ok(), Some(token.clone()));
+                let rest = token.expose().strip_prefix("tok_").unwrap_or_default();
+                prop_assert!((1..=64).contains(&rest.len()));
+                prop_assert!(rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                let shown = format!("{:?}", token);
+                prop_assert!(!shown.contains(token.expose()), "{}", shown);
+            }
+            Err(error) => prop_assert!(names(&error, "cardToken"), "{:?}: {}", raw, error),
+        }
+    }
+
+    #[test]
     fn seat_selection(
         raw in prop::collection::vec(any_text(), 0..4),
         ids in prop::collection::vec(any::<u128>(), 0..70),
@@ -219,7 +234,9 @@ proptest! {
         for role in [Role::Buyer, Role::Seller, Role::Admin] {
             prop_assert_eq!(role.as_str().parse::<Role>().ok(), Some(role));
         }
-        prop_assert_eq!(PaymentMethod::Wallet.as_str().parse::<PaymentMethod>().ok(), Some(PaymentMethod::Wallet));
+        for method in [PaymentMethod::Wallet, PaymentMethod::Card] {
+            prop_assert_eq!(method.as_str().parse::<PaymentMethod>().ok(), Some(method));
+        }
         // Anything else is refused, and nothing panics.
         if let Ok(status) = raw.parse::<BookingStatus>() {
             prop_assert_eq!(status.as_str(), raw.as_str());

@@ -1,7 +1,9 @@
 //! `bookings`: one per checked-out hold (`bookings_hold_id_key`), at most one per
 //! buyer and idempotency key ([`IDEMPOTENCY_KEY`]); a buyer's are listed newest first
 //! (`bookings_buyer_id_created_at_idx`). The status is one of PENDING_PAYMENT,
-//! CONFIRMED, CANCELLING, CANCELLED (`bookings_status_check`).
+//! CONFIRMED, CANCELLING, CANCELLED (`bookings_status_check`); the sweeper finds those
+//! past their payment deadline by status and age (`bookings_status_created_at_idx`).
+//! The payment method is WALLET or CARD (`bookings_payment_method_check`).
 
 use sea_orm::entity::prelude::*;
 

@@ -9,8 +9,8 @@ use crate::catalog::{
     EventDetails, EventInfo, NewEvent, NewRow, NewSeat, NewSection, SectionSales,
 };
 use crate::domain::{
-    self, Account, AccountId, Booking, Currency, EventId, HoldGranted, Money, PaymentMethod, Role,
-    SeatId, SeatStatus,
+    self, Account, AccountId, Booking, Currency, EventId, HoldGranted, Money, Payment,
+    PaymentMethod, Role, SeatId, SeatStatus,
 };
 use crate::error::BookingError;
 
@@ -57,6 +57,7 @@ pub fn booking_pb(b: &Booking) -> pb::Booking {
         total: money(&b.total),
         payment_method: match b.method {
             PaymentMethod::Wallet => pb::PaymentMethod::Wallet as i32,
+            PaymentMethod::Card => pb::PaymentMethod::Card as i32,
         },
         cancel_reason: b.cancel_reason.clone(),
         created_at: timestamp(b.created_at),
@@ -200,8 +201,18 @@ pub fn sign_up_role(role: i32) -> Result<Role, BookingError> {
 pub fn payment_method(method: i32) -> Result<PaymentMethod, BookingError> {
     match pb::PaymentMethod::try_from(method) {
         Ok(pb::PaymentMethod::Wallet) => Ok(PaymentMethod::Wallet),
-        _ => Err(BookingError::invalid("paymentMethod", "must be WALLET")),
+        Ok(pb::PaymentMethod::Card) => Ok(PaymentMethod::Card),
+        _ => Err(BookingError::invalid(
+            "paymentMethod",
+            "must be WALLET or CARD",
+        )),
     }
+}
+
+/// A checkout's `paymentMethod` and `cardToken`: a token is required with CARD and
+/// refused with WALLET ([`Payment::parse`]).
+pub fn payment(method: i32, card_token: &str) -> Result<Payment, BookingError> {
+    Payment::parse(payment_method(method)?, card_token)
 }
 
 /// At most this many events in one `GetSeatVersions`.

@@ -11,23 +11,26 @@ use uuid::Uuid;
 
 use super::{event_pb, money, status_pb, timestamp};
 use crate::catalog::EventInfo;
-use crate::domain::{
-    AccountId, BookingId, BookingMoved, Money, PaymentMethod, SeatChange, SeatsChanged,
-};
+use crate::domain::{AccountId, BookingId, BookingMoved, Money, Payment, SeatChange, SeatsChanged};
 
-/// `payment.requested`: charge `total` for `booking` to `buyer` by `method`.
+/// `payment.requested`: charge `total` for `booking` to `buyer` as `payment` says; with
+/// a card, its token travels in `card_token` (a PSP token, never a card number). The
+/// outbox row is the only place booking-svc keeps the token.
 pub fn payment_requested(
     booking: BookingId,
     buyer: AccountId,
     total: &Money,
-    method: PaymentMethod,
+    payment: &Payment,
 ) -> Vec<u8> {
     saga::PaymentRequested {
         booking_id: booking.to_string(),
         buyer_id: buyer.to_string(),
         amount: money(total),
-        method: method.as_str().to_owned(),
-        card_token: String::new(),
+        method: payment.method().as_str().to_owned(),
+        card_token: payment
+            .card_token()
+            .map(|token| token.expose().to_owned())
+            .unwrap_or_default(),
     }
     .encode_to_vec()
 }

@@ -6,9 +6,11 @@
 use sea_orm_migration::prelude::*;
 
 pub mod m20260101_000001_wallets_payments_ledger;
+pub mod m20260301_000001_card_payments;
 
 /// Every migration of the payment database, oldest first: the wallet, payment and
-/// ledger tables, then the outbox/inbox tables the saga replies go through.
+/// ledger tables, then the outbox/inbox tables the saga replies go through, then card
+/// payments through the payment provider.
 pub struct Migrator;
 
 #[async_trait::async_trait]
@@ -17,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20260101_000001_wallets_payments_ledger::Migration),
             Box::new(marquee_infra::outbox::migration::Migration),
+            Box::new(m20260301_000001_card_payments::Migration),
         ]
     }
 }
