@@ -15,7 +15,8 @@ pub mod seat_relay;
 pub mod startup;
 pub mod wire;
 
-pub use startup::{Application, BookingConfig, MigrateConfig};
+pub use marquee_infra::db::MigrateConfig;
+pub use startup::{Application, BookingConfig, migrate_config};
 
 /// `booking-svc migrate`: creates the database if it is missing and applies every
 /// pending migration of [`migration::Migrator`], including the outbox/inbox tables;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use booking_svc::{Application, BookingConfig, MigrateConfig};
+use booking_svc::{Application, BookingConfig};
 
 // mimalloc: the services allocate many small, short-lived buffers per request.
 #[global_allocator]
@@ -26,7 +26,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     // Each mode loads only its own settings: `migrate` needs the database URL alone,
     // not the token key, Redis or the bus that serving requires.
     if migrate {
-        booking_svc::migrate(&MigrateConfig::from_env()?).await?;
+        let mut env = marquee_infra::config::Settings::load();
+        let config = booking_svc::migrate_config(&mut env);
+        env.finish()?;
+        booking_svc::migrate(&config).await?;
     } else {
         Application::build(BookingConfig::from_env()?)
             .await?

@@ -7,6 +7,7 @@ use std::time::Duration;
 use marquee_infra::auth::{JwtConfig, TokenKeys};
 use marquee_infra::bus::{Bus, BusConfig, Handler};
 use marquee_infra::config::{InfraConfig, Settings};
+use marquee_infra::db::MigrateConfig;
 use marquee_infra::grpc::{PropagateTrace, lazy_channel};
 use marquee_infra::outbox::Relay;
 use marquee_infra::redis_conn::RedisTarget;
@@ -96,7 +97,7 @@ impl BookingConfig {
                 "BOOKING_METRICS_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 9101)),
             ),
-            database_url: database_url(env),
+            database_url: migrate_config(env).database_url,
             db_max_connections: env.or("BOOKING_DB_MAX_CONNECTIONS", 16),
             migrate_on_start: env.or("MIGRATE_ON_START", true),
             redis: infra.redis,
@@ -125,43 +126,9 @@ impl BookingConfig {
 /// `BOOKING_DATABASE_URL`'s default: PostgreSQL on this machine.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/marquee_booking";
 
-/// `BOOKING_DATABASE_URL`, read alike by both modes.
-fn database_url(env: &mut Settings) -> String {
-    env.string("BOOKING_DATABASE_URL", DEFAULT_DATABASE_URL)
-}
-
-/// What `booking-svc migrate` reads: the database alone. It needs no token key, Redis
-/// or bus, so the migration Job is given none of them.
-#[derive(Clone)]
-pub struct MigrateConfig {
-    /// `BOOKING_DATABASE_URL`; the database is created if missing.
-    pub database_url: String,
-}
-
-impl std::fmt::Debug for MigrateConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may hold the database password.
-        f.debug_struct("MigrateConfig").finish_non_exhaustive()
-    }
-}
-
-impl MigrateConfig {
-    /// The settings from the environment (and `MARQUEE_CONFIG_FILE`), every bad one
-    /// reported at once.
-    pub fn from_env() -> anyhow::Result<Self> {
-        let mut env = Settings::load();
-        let config = Self::from_settings(&mut env);
-        env.finish()?;
-        Ok(config)
-    }
-
-    /// The settings read from `env`; a bad one is recorded there, for
-    /// [`Settings::finish`] to report.
-    pub fn from_settings(env: &mut Settings) -> Self {
-        Self {
-            database_url: database_url(env),
-        }
-    }
+/// What `migrate` mode reads (serving reads the same URL through it): `BOOKING_DATABASE_URL` alone.
+pub fn migrate_config(env: &mut Settings) -> MigrateConfig {
+    MigrateConfig::from_settings(env, "BOOKING_DATABASE_URL", DEFAULT_DATABASE_URL)
 }
 
 /// booking-svc, built and listening, not yet serving.

@@ -50,7 +50,7 @@ fn binaries() -> Vec<(&'static str, Vec<(&'static str, Loader)>)> {
                 // booking-svc/src/main.rs loads only the mode's config: `booking-svc
                 // migrate` reads its database URL alone.
                 ("migrate", |env| {
-                    booking_svc::MigrateConfig::from_settings(env);
+                    booking_svc::migrate_config(env);
                 }),
             ],
         ),
@@ -62,7 +62,7 @@ fn binaries() -> Vec<(&'static str, Vec<(&'static str, Loader)>)> {
                 }),
                 // As booking-svc: `pay-svc migrate` reads its database URL alone.
                 ("migrate", |env| {
-                    pay_svc::MigrateConfig::from_settings(env);
+                    pay_svc::migrate_config(env);
                 }),
             ],
         ),

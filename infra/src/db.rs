@@ -121,6 +121,31 @@ pub async fn prepare<M: MigratorTrait>(
     Ok(db)
 }
 
+/// What a service's `migrate` mode reads: its database URL alone (no token key, Redis
+/// or bus), so a migration Job is given nothing else.
+#[derive(Clone)]
+pub struct MigrateConfig {
+    /// The database; created if missing.
+    pub database_url: String,
+}
+
+impl std::fmt::Debug for MigrateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold the database password.
+        f.debug_struct("MigrateConfig").finish_non_exhaustive()
+    }
+}
+
+impl MigrateConfig {
+    /// The database URL from `var` (default `default`) in `env`; a bad setting is
+    /// recorded there, for [`Settings::finish`](crate::config::Settings::finish).
+    pub fn from_settings(env: &mut crate::config::Settings, var: &str, default: &str) -> Self {
+        Self {
+            database_url: env.string(var, default),
+        }
+    }
+}
+
 /// What [`migrate`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Migrated {

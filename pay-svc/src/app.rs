@@ -14,12 +14,13 @@ use marquee_proto::pay::wallet_service_server::WalletServiceServer;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MigrateConfig, PayConfig};
+use crate::config::PayConfig;
 use crate::grpc::WalletApi;
 use crate::migration::Migrator;
 use crate::psp::PspClient;
 use crate::resolver::{Resolver, Wake};
 use crate::saga::{self, SagaConsumer};
+use marquee_infra::db::MigrateConfig;
 
 /// How long start-up waits for RabbitMQ.
 const BUS_CONNECT_WAIT: Duration = Duration::from_secs(10);

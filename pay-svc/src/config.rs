@@ -6,6 +6,7 @@ use std::time::Duration;
 use marquee_infra::auth::JwtConfig;
 use marquee_infra::bus::BusConfig;
 use marquee_infra::config::{BusSettings, ConfigError, DEV_MODE_VAR, Settings, parse_dev_mode};
+use marquee_infra::db::MigrateConfig;
 use secrecy::SecretString;
 
 /// Everything pay-svc needs to start.
@@ -178,7 +179,7 @@ impl PayConfig {
             grpc_addr: env.or("PAY_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052))),
             metrics_addr: env
                 .listen_addr("PAY_METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9102))),
-            database_url: database_url(env),
+            database_url: migrate_config(env).database_url,
             db_max_connections: env.or("PAY_DB_MAX_CONNECTIONS", 10),
             migrate_on_start: env.or("MIGRATE_ON_START", true),
             bus: BusConfig::new(bus.amqp_url, bus.bus_prefix).named("pay-svc"),
@@ -190,41 +191,7 @@ impl PayConfig {
     }
 }
 
-/// `PAY_DATABASE_URL`, read alike by both modes.
-fn database_url(env: &mut Settings) -> String {
-    env.string("PAY_DATABASE_URL", DEFAULT_DATABASE_URL)
-}
-
-/// What `pay-svc migrate` reads: the database alone. It needs no token key or bus, so
-/// the migration Job is given neither.
-#[derive(Clone)]
-pub struct MigrateConfig {
-    /// `PAY_DATABASE_URL`; the database is created if missing.
-    pub database_url: String,
-}
-
-impl std::fmt::Debug for MigrateConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may hold the database password.
-        f.debug_struct("MigrateConfig").finish_non_exhaustive()
-    }
-}
-
-impl MigrateConfig {
-    /// The settings from the environment (and `MARQUEE_CONFIG_FILE`), every bad one
-    /// reported at once.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let mut env = Settings::load();
-        let config = Self::from_settings(&mut env);
-        env.finish()?;
-        Ok(config)
-    }
-
-    /// The settings read from `env`; a bad one is recorded there, for
-    /// [`Settings::finish`] to report.
-    pub fn from_settings(env: &mut Settings) -> Self {
-        Self {
-            database_url: database_url(env),
-        }
-    }
+/// What `migrate` mode reads (serving reads the same URL through it): `PAY_DATABASE_URL` alone.
+pub fn migrate_config(env: &mut Settings) -> MigrateConfig {
+    MigrateConfig::from_settings(env, "PAY_DATABASE_URL", DEFAULT_DATABASE_URL)
 }

@@ -17,6 +17,7 @@ pub mod saga;
 pub mod store;
 
 pub use app::{Application, migrate};
-pub use config::{MigrateConfig, PayConfig, PspConfig};
+pub use config::{PayConfig, PspConfig, migrate_config};
 pub use error::PayError;
+pub use marquee_infra::db::MigrateConfig;
 pub use migration::Migrator;

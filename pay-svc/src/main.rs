@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use pay_svc::{Application, MigrateConfig, PayConfig};
+use pay_svc::{Application, PayConfig};
 
 // mimalloc: the services allocate many small, short-lived buffers per request.
 #[global_allocator]
@@ -26,7 +26,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     // Each mode loads only its own settings: `migrate` needs the database URL alone,
     // not the token key or the bus that serving requires.
     if migrate {
-        pay_svc::migrate(&MigrateConfig::from_env()?).await?;
+        let mut env = marquee_infra::config::Settings::load();
+        let config = pay_svc::migrate_config(&mut env);
+        env.finish()?;
+        pay_svc::migrate(&config).await?;
     } else {
         Application::build(PayConfig::from_env()?)
             .await?
