@@ -4,9 +4,6 @@
 //! net (captured - refunded) equals pay-svc's card ledger and the amounts of the card
 //! payments pay-svc reports captured and not refunded.
 
-#[path = "support/psp.rs"]
-mod psp;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +19,14 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use psp::Psp;
+use marquee_testkit::psp::{SECRET_KEY, Sandbox};
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const WAIT: Duration = Duration::from_secs(20);
 const REPLY_QUEUE: &str = "test.replies";
+/// When the sandbox answers `tok_slow` (its `PSP_SLOW_MS`).
+const SLOW_MS: u64 = 1_200;
 
 /// How pay-svc talks to the PSP in a test.
 #[derive(Clone, Copy)]
@@ -52,12 +51,12 @@ struct TestApp {
     replies: mpsc::Receiver<Envelope>,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    psp: Psp,
+    psp: Sandbox,
 }
 
 impl TestApp {
     async fn spawn(tuning: Tuning) -> Self {
-        let psp = Psp::start().await;
+        let psp = Sandbox::start(Duration::from_millis(SLOW_MS)).await;
         let database_url = format!("{PG}/pay_card_test_{}", Uuid::new_v4().simple());
         let prefix = format!("test.{}.", Uuid::new_v4());
         let config = PayConfig {
@@ -72,7 +71,7 @@ impl TestApp {
             welcome_credit_minor: 100_000,
             psp: PspConfig {
                 url: psp.url(),
-                secret_key: psp::SECRET_KEY.into(),
+                secret_key: SECRET_KEY.into(),
                 timeout: Duration::from_millis(tuning.timeout_ms),
                 max_confirms: tuning.max_confirms,
                 resolve_interval: Duration::from_millis(50),
@@ -389,10 +388,10 @@ async fn dropped_and_undecided_answers_are_resolved_by_inquiry() {
 
 #[tokio::test]
 async fn a_slow_psp_past_the_timeout_charges_once() {
-    // The sandbox answers tok_slow after PSP_SLOW_MS (psp::SLOW_MS); the client gives up
+    // The sandbox answers tok_slow after PSP_SLOW_MS (SLOW_MS); the client gives up
     // well before.
     let mut app = TestApp::spawn(Tuning {
-        timeout_ms: psp::SLOW_MS / 4,
+        timeout_ms: SLOW_MS / 4,
         ..Tuning::default()
     })
     .await;

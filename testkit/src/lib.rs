@@ -6,6 +6,7 @@ pub mod adopt;
 pub mod grpc;
 pub mod migrate;
 pub mod proxy;
+pub mod psp;
 pub mod redis_cluster;
 
 use marquee_infra::config::{env_or, env_string};
