@@ -127,8 +127,9 @@ pub struct Money {
     pub wallets: i64,
     /// Sum of every wallet's balance.
     pub balances: i64,
+    /// Captured wallet payments (card payments move no wallet money: [`CardMoney`]).
     pub captured_count: i64,
-    /// Sum of the captured payments.
+    /// Sum of the captured wallet payments.
     pub captured: i64,
 }
 
@@ -141,7 +142,7 @@ impl Money {
                 .expect("wallets");
         let (captured_count, captured): (i64, i64) = sqlx::query_as(
             "SELECT count(*), coalesce(sum(amount_minor), 0)::int8 FROM payments
-             WHERE status = 'CAPTURED'",
+             WHERE status = 'CAPTURED' AND method = 'WALLET'",
         )
         .fetch_one(pay_db)
         .await
@@ -175,5 +176,57 @@ impl Money {
             self.issued(),
             self.wallets
         );
+    }
+}
+
+/// The card side of the money check: pay-svc's card ledger, the card payments it reports
+/// captured, and the sandbox PSP's own ledger must agree, with no order charged twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CardMoney {
+    /// pay-svc's card ledger: captures and refunds.
+    pub ledger_captured: i64,
+    pub ledger_refunded: i64,
+    /// Card payments pay-svc reports CAPTURED (not refunded).
+    pub reported: i64,
+    /// The PSP's ledger.
+    pub psp: marquee_testkit::psp::Ledger,
+}
+
+impl CardMoney {
+    pub async fn check(pay_db: &PgPool, psp: &marquee_testkit::psp::Sandbox) -> Self {
+        let (ledger_captured, ledger_refunded): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(amount_minor) FILTER (WHERE kind = 'CAPTURE'), 0)::int8,
+                    coalesce(sum(amount_minor) FILTER (WHERE kind = 'REFUND'), 0)::int8
+             FROM card_ledger_entries",
+        )
+        .fetch_one(pay_db)
+        .await
+        .expect("card ledger");
+        let reported: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(amount_minor), 0)::int8 FROM payments
+             WHERE method = 'CARD' AND status = 'CAPTURED'",
+        )
+        .fetch_one(pay_db)
+        .await
+        .expect("captured card payments");
+        Self {
+            ledger_captured,
+            ledger_refunded,
+            reported,
+            psp: psp.ledger().await,
+        }
+    }
+
+    /// Both ledgers agree, what pay-svc reports captured is the PSP's net, and no order
+    /// was charged twice.
+    pub fn conserved(&self) -> bool {
+        self.psp.double_charges == 0
+            && (self.ledger_captured, self.ledger_refunded)
+                == (self.psp.captured, self.psp.refunded)
+            && self.reported == self.psp.net
+    }
+
+    pub fn assert_conserved(&self) {
+        assert!(self.conserved(), "card money differs: {self:?}");
     }
 }

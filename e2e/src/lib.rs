@@ -14,6 +14,6 @@ pub mod checks;
 pub mod search;
 pub mod system;
 
-pub use checks::{Money, Oversell, WELCOME_CREDIT_MINOR};
+pub use checks::{CardMoney, Money, Oversell, WELCOME_CREDIT_MINOR};
 pub use marquee_testkit::Reply;
 pub use system::{JWT_SECRET, Options, SseEvent, SseStream, System, event_body};

@@ -15,6 +15,7 @@ use uuid::Uuid;
 pub const JWT_SECRET: &str = "test-secret-for-marquee";
 
 use marquee_infra::redis_conn::RedisTarget;
+use marquee_testkit::psp::Sandbox;
 use marquee_testkit::{Reply, amqp_url, delete_redis_keys_in, pg_base, redis_url, serve};
 
 #[derive(Debug, Clone)]
@@ -48,6 +49,12 @@ pub struct Options {
     /// service's `migrate` mode (`booking_svc::migrate`, `pay_svc::migrate`), then the
     /// services start with `MIGRATE_ON_START=false`.
     pub migrate_on_start: bool,
+    /// booking-svc's `PAYMENT_DEADLINE_MS`: a booking unpaid this long is cancelled.
+    pub payment_deadline: Duration,
+    /// When the sandbox PSP answers `tok_slow` (its `PSP_SLOW_MS`).
+    pub psp_slow: Duration,
+    /// How long pay-svc waits for the PSP before the outcome is unknown (`PSP_TIMEOUT_MS`).
+    pub psp_timeout: Duration,
 }
 
 impl Default for Options {
@@ -67,6 +74,9 @@ impl Default for Options {
             checkout_grace: Duration::from_secs(15),
             jwt: JwtConfig::new(JWT_SECRET),
             migrate_on_start: true,
+            payment_deadline: Duration::from_secs(300),
+            psp_slow: Duration::from_millis(1500),
+            psp_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -89,6 +99,8 @@ pub struct System {
     pub realtime_ports: Vec<u16>,
     pub booking_port: u16,
     pub pay_port: u16,
+    /// The sandbox payment provider pay-svc charges cards through.
+    pub psp: Sandbox,
     /// How booking-svc was configured (a restart binds the same port).
     booking_config: booking_svc::BookingConfig,
     /// Stops booking-svc alone (its SIGTERM); a child of `shutdown`.
@@ -118,6 +130,7 @@ impl System {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
 
+        let psp = Sandbox::start(options.psp_slow).await;
         let pay_config = pay_svc::PayConfig {
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),
             metrics_addr: None,
@@ -128,7 +141,13 @@ impl System {
             consumer_concurrency: 16,
             jwt: options.jwt.clone(),
             welcome_credit_minor: crate::WELCOME_CREDIT_MINOR,
-            psp: pay_svc::PspConfig::default(),
+            psp: pay_svc::PspConfig {
+                url: psp.url(),
+                secret_key: marquee_testkit::psp::SECRET_KEY.into(),
+                timeout: options.psp_timeout,
+                max_confirms: 3,
+                resolve_interval: Duration::from_millis(100),
+            },
         };
         if !options.migrate_on_start {
             pay_svc::migrate(&pay_svc::MigrateConfig {
@@ -170,7 +189,7 @@ impl System {
             token_ttl_minutes: 60,
             hold_ttl: options.hold_ttl,
             checkout_grace: options.checkout_grace,
-            payment_deadline: Duration::from_secs(300),
+            payment_deadline: options.payment_deadline,
             sweep_interval: Duration::from_millis(100),
             default_max_seats: 4,
             argon2_memory_kib: options.argon2_memory_kib,
@@ -257,6 +276,7 @@ impl System {
             realtime_ports,
             booking_port,
             pay_port,
+            psp,
             booking_config,
             booking_stop,
             booking_task: booking_tasks.pop(),
@@ -292,6 +312,7 @@ impl System {
         let _ = delete_redis_keys_in(&self.redis, &self.redis_prefix).await;
         let _ = marquee_infra::db::drop_database(&self.booking_db).await;
         let _ = marquee_infra::db::drop_database(&self.pay_db).await;
+        self.psp.stop_for_good().await;
     }
 
     /// Stops the system like [`System::stop`], and says whether every service (gateway

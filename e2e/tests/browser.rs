@@ -120,7 +120,7 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
     println!("{out}");
 
     // What the pages showed is what the system holds: the seat is sold to Ana, the
-    // second seat (held and released by Ben) is free again, Ana paid once.
+    // second seat is sold to Ben by card, Ana paid once from her wallet.
     let after = system.seats(&event_id).await;
     let status_of = |id: &str| {
         after
@@ -130,7 +130,11 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
             .unwrap_or_default()
     };
     assert_eq!(status_of(cheap[0]), "SOLD");
-    assert_eq!(status_of(cheap[1]), "AVAILABLE");
+    // Held, released, then bought by Ben with the sandbox's approving test card.
+    assert_eq!(status_of(cheap[1]), "SOLD");
+    let card = marquee_e2e::CardMoney::check(&system.pay_pool, &system.psp).await;
+    card.assert_conserved();
+    assert_eq!(card.psp.net, 40_000, "{card:?}");
     let me = system.get("/v1/me", Some(&a_token)).await;
     assert_eq!(
         me.str("/walletBalance/amountMinor"),

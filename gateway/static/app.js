@@ -4,7 +4,7 @@
 // drawn as SVG from each seat's x/y and kept live by EventSource on
 // /v1/events/{id}/seats:watch (a `snapshot` event replaces every status, a `changes`
 // event applies its changes in version order) → log in → click available seats to
-// select them → "Hold selected seats" (POST holds) → "Check out with wallet"
+// select them → "Hold selected seats" (POST holds) → choose wallet or a test card → "Check out"
 // (POST /v1/bookings with an Idempotency-Key) → the booking's status is watched over
 // /v1/bookings/{id}:watch until it is CONFIRMED or CANCELLED.
 'use strict';
@@ -505,13 +505,17 @@ function checkout() {
   return busy(async () => {
     if (!state.hold) return;
     clearMessage();
+    // The wallet, or a card token: the sandbox provider's test cards pick its behaviour
+    // (a real provider's checkout widget would make the token; Marquee never sees a
+    // card number).
+    const choice = $('#payment').value;
+    const body = choice === 'WALLET'
+      ? { holdId: state.hold.holdId, paymentMethod: 'WALLET' }
+      : { holdId: state.hold.holdId, paymentMethod: 'CARD', cardToken: choice };
     // One key per hold: a retry after a lost answer returns the same booking.
-    const booking = await api(
-      'POST',
-      '/v1/bookings',
-      { holdId: state.hold.holdId, paymentMethod: 'WALLET' },
-      { 'Idempotency-Key': state.hold.idempotencyKey },
-    );
+    const booking = await api('POST', '/v1/bookings', body, {
+      'Idempotency-Key': state.hold.idempotencyKey,
+    });
     showBooking(booking);
     watchBooking(booking.bookingId);
   });
@@ -531,7 +535,8 @@ function showBooking(booking) {
   if (booking.status === 'CONFIRMED') {
     closeBookingStream();
     state.hold = null;
-    showMessage(`Booking confirmed: ${money(booking.total)} paid from your wallet.`, 'info');
+    const paidBy = booking.paymentMethod === 'CARD' ? 'by card' : 'from your wallet';
+    showMessage(`Booking confirmed: ${money(booking.total)} paid ${paidBy}.`, 'info');
     loadMe().catch((error) => showMessage(error.message));
   } else if (booking.status === 'CANCELLED') {
     closeBookingStream();

@@ -226,6 +226,26 @@ async function main() {
     await whenSeen(a, `${seat(SEAT2)}[data-status="AVAILABLE"]`, LIVE_MS * 2);
     log('B released the second seat; A shows it AVAILABLE');
 
+    // B buys it with the sandbox's approving test card: the booking confirms, A sees the
+    // seat sold, and B's wallet is untouched.
+    await b.click(seat(SEAT2));
+    await b.waitForSelector(`${seat(SEAT2)}.selected`);
+    await b.click('[data-testid="hold"]');
+    await b.waitForSelector(`${seat(SEAT2)}[data-mine="true"]`);
+    await b.selectOption('[data-testid="payment"]', 'tok_approve');
+    const cardAnswer = b.waitForResponse((r) => r.url().endsWith('/v1/bookings') && r.request().method() === 'POST');
+    await b.click('[data-testid="checkout"]');
+    const carded = await cardAnswer;
+    const cardBody = await carded.json();
+    check(carded.status() === 202 && cardBody.paymentMethod === 'CARD', `B: card checkout answered ${carded.status()} ${JSON.stringify(cardBody)}`);
+    check(carded.request().postDataJSON().cardToken === 'tok_approve', 'B: the card token was not sent');
+    await whenSeen(b, '[data-testid="booking-status"][data-status="CONFIRMED"]', CONFIRM_MS);
+    await whenSeen(a, `${seat(SEAT2)}[data-status="SOLD"]`, LIVE_MS * 2);
+    const paid = await b.textContent('[data-testid="message"]');
+    check(/paid by card/.test(paid), `B: message "${paid}"`);
+    check((await b.textContent('[data-testid="balance"]')).includes(won(WALLET)), 'B: the wallet was charged for a card payment');
+    log(`B: paid by card; "${paid}"`);
+
     check(problems.length === 0, `page problems:\n${problems.join('\n')}`);
   } finally {
     if (SCREENSHOT_DIR) {
