@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# One image with all five Marquee binaries; each Kubernetes workload picks its binary
-# with `command` (k8s/base). Build from the repository root:
+# One image with all six Marquee binaries (the five services and psp-sandbox, the
+# sandbox payment provider, which only non-prod overlays run); each Kubernetes workload
+# picks its binary with `command` (k8s/base, k8s/overlays/dev/sandbox-psp.yaml). Build
+# from the repository root:
 #   docker build -t marquee:dev .
 
 # --- build: every binary of the workspace, release profile, exactly the locked deps
@@ -19,7 +21,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 # --- run: glibc and CA certificates only, no shell, no package manager
 FROM gcr.io/distroless/cc-debian12:nonroot
 LABEL org.opencontainers.image.title="marquee" \
-      org.opencontainers.image.description="Marquee: gateway, booking-svc, pay-svc, realtime-svc and search-svc" \
+      org.opencontainers.image.description="Marquee: gateway, booking-svc, pay-svc, realtime-svc, search-svc and the psp-sandbox payment provider" \
       org.opencontainers.image.licenses="MIT"
 COPY --from=builder /out/ /usr/local/bin/
 # search-svc's compiled-in default path points into the build tree; SEARCH_SYNONYMS
@@ -28,6 +30,7 @@ COPY search-svc/synonyms.txt /usr/share/marquee/synonyms.txt
 ENV SEARCH_SYNONYMS=/usr/share/marquee/synonyms.txt
 # The uid the manifests run as (runAsUser: 10001); it owns nothing in the image.
 USER 10001:10001
-# gateway 8080; gRPC 50051-50054 (booking, pay, realtime, search); metrics 9101-9104.
-EXPOSE 8080 50051 50052 50053 50054 9101 9102 9103 9104
+# gateway 8080; gRPC 50051-50054 (booking, pay, realtime, search); metrics 9100-9104;
+# psp-sandbox's HTTP 50060.
+EXPOSE 8080 50051 50052 50053 50054 50060 9100 9101 9102 9103 9104
 ENTRYPOINT ["/usr/local/bin/gateway"]

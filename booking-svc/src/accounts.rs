@@ -167,6 +167,30 @@ pub async fn log_in(
     account(row)
 }
 
+/// Makes the account with `email` an ADMIN (`booking-svc grant-admin`); granting it
+/// again changes nothing. The role is in the token, so the admin logs in again to use
+/// it. An unknown email is NOT_FOUND; sign-up never makes admins.
+pub async fn grant_admin(
+    pool: &DatabaseConnection,
+    email: &str,
+) -> Result<AccountId, BookingError> {
+    let email = Email::parse(email)?;
+    let updated = accounts::Entity::update_many()
+        .col_expr(accounts::Column::Role, Expr::value(Role::Admin.as_str()))
+        .filter(sea_orm::ExprTrait::eq(
+            Func::lower(accounts::Column::Email.into_expr()),
+            email.as_str(),
+        ))
+        .exec_with_returning(pool)
+        .await?;
+    let row = updated
+        .into_iter()
+        .next()
+        .ok_or(BookingError::NotFound("account"))?;
+    tracing::info!(account_id = %row.id, "account granted the admin role");
+    Ok(AccountId(row.id))
+}
+
 pub async fn get(pool: &DatabaseConnection, id: AccountId) -> Result<Account, BookingError> {
     let row = accounts::Entity::find_by_id(id.0).one(pool).await?;
     row.map(account)

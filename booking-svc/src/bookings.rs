@@ -8,6 +8,10 @@
 //! Postgres decides; Redis follows. After each committed transition the seats' Redis
 //! marks are reconciled from the booking's state ([`reconcile`]), idempotently, so a
 //! redelivered message or a retried step repairs whatever a crash left behind.
+//!
+//! Every transaction of the saga also records what it did in the saga timeline
+//! ([`crate::steps`]: the status change, the message sent or received), before it
+//! commits, so the timeline shows exactly the steps that took effect.
 
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use std::sync::Arc;
@@ -30,13 +34,14 @@ use crate::catalog::{self, Catalog, EventInfo, NewEvent, SectionSales};
 use crate::changes::ChangeFeed;
 use crate::domain::{
     AccountId, BookedSeat, Booking, BookingId, BookingMoved, BookingStatus, EventId, HoldGranted,
-    HoldId, IdempotencyKey, Money, Payment, SeatId, SeatSelection, SeatStatus,
+    HoldId, IdempotencyKey, Money, Payment, SagaStep, SeatId, SeatSelection, SeatStatus,
 };
 use crate::entity::{booking_seats, bookings, events};
 use crate::error::BookingError;
 use crate::holds::{
     Claim, HoldKeys, HoldOutcome, HoldRecord, HoldRequest, HoldState, HoldStore, Partition,
 };
+use crate::steps::{self, Steps};
 use crate::wire::{self, bus::SagaReply};
 pub use marquee_proto::kinds::{
     PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED, REFUND_REQUESTED,
@@ -54,6 +59,13 @@ const DEADLINE_BATCH: u64 = 100;
 
 /// The cancel reason of a booking whose payment did not come back in time.
 pub const DEADLINE_REASON: &str = "payment deadline passed";
+
+/// Why a payment that succeeded for an already cancelled booking is refunded.
+const PAID_AFTER_CANCELLATION: &str = "paid after cancellation";
+
+/// The statuses a saga waits in before it ends (CONFIRMED and CANCELLED are where it
+/// rests), for `saga_bookings` and `saga_oldest_age_seconds`.
+const RUNNING: [BookingStatus; 2] = [BookingStatus::PendingPayment, BookingStatus::Cancelling];
 
 /// Every booking status, so a status with no booking reads 0 rather than its last count.
 const STATUSES: [BookingStatus; 4] = [
@@ -634,6 +646,8 @@ impl Bookings {
         ))
         .await
         .map_err(InsertError::classify)?;
+        let mut steps = Steps::new(id);
+        steps.created(method, &total);
         let mut status = BookingStatus::PendingPayment;
         let mut updated_at = created_at;
         if total.amount_minor == 0 {
@@ -656,8 +670,13 @@ impl Bookings {
             })?
             .updated_at;
             status = BookingStatus::Confirmed;
+            steps.status(
+                Some(BookingStatus::PendingPayment),
+                BookingStatus::Confirmed,
+                "nothing to pay",
+            );
         } else {
-            outbox::enqueue(
+            let message = outbox::enqueue(
                 &tx,
                 NewMessage {
                     kind: PAYMENT_REQUESTED,
@@ -671,7 +690,9 @@ impl Bookings {
             )
             .await
             .map_err(InsertError::db)?;
+            steps.sent(PAYMENT_REQUESTED, message);
         }
+        steps.write(&tx).await.map_err(InsertError::db)?;
         tx.commit().await.map_err(InsertError::db)?;
         let seats = record
             .seats
@@ -691,6 +712,7 @@ impl Bookings {
             created_at,
             updated_at,
             seats,
+            history: Vec::new(),
         })
     }
 
@@ -739,6 +761,7 @@ impl Bookings {
             created_at: row.created_at,
             updated_at: row.updated_at,
             seats,
+            history: Vec::new(),
         })
     }
 
@@ -756,6 +779,25 @@ impl Bookings {
         } else {
             Err(BookingError::NotFound("booking"))
         }
+    }
+
+    /// The caller's booking with its status history (see [`steps::history`]).
+    pub async fn get_with_history(
+        &self,
+        buyer: AccountId,
+        id: BookingId,
+    ) -> Result<Booking, BookingError> {
+        let mut booking = self.get(buyer, id).await?;
+        booking.history = steps::history(&self.pool, id).await?;
+        Ok(booking)
+    }
+
+    /// Any booking with the steps booking-svc recorded for its saga, oldest first
+    /// (for the admin timeline, which merges pay-svc's in).
+    pub async fn saga(&self, id: BookingId) -> Result<(Booking, Vec<SagaStep>), BookingError> {
+        let booking = self.get_any(id).await?;
+        let steps = steps::read(&self.pool, id).await?;
+        Ok((booking, steps))
     }
 
     /// The caller's bookings, newest first.
@@ -813,7 +855,17 @@ impl Bookings {
         .await?
         .map(|row| row.updated_at);
         if moved.is_some() {
-            enqueue_refund(&tx, id, booking.buyer, "cancelled by buyer").await?;
+            let reason = "cancelled by buyer";
+            let message = enqueue_refund(&tx, id, booking.buyer, reason).await?;
+            let mut steps = Steps::new(id);
+            steps.status(
+                Some(BookingStatus::Confirmed),
+                BookingStatus::Cancelling,
+                reason,
+            );
+            steps.note(steps::REFUND, "requested", reason);
+            steps.sent(REFUND_REQUESTED, message);
+            steps.write(&tx).await?;
         }
         tx.commit().await?;
         self.relay.notify();
@@ -864,6 +916,18 @@ impl Bookings {
         .ok_or(BookingError::NotFound("booking"))?
         .updated_at;
         deactivate_seats(&tx, id).await?;
+        let mut steps = Steps::new(id);
+        steps.status(
+            Some(BookingStatus::Confirmed),
+            BookingStatus::Cancelling,
+            reason,
+        );
+        steps.status(
+            Some(BookingStatus::Cancelling),
+            BookingStatus::Cancelled,
+            reason,
+        );
+        steps.write(&tx).await?;
         tx.commit().await?;
         for (status, updated_at, cancel_reason) in [
             (BookingStatus::Cancelling, cancelling_at, ""),
@@ -896,6 +960,8 @@ impl Bookings {
             .map_err(transient)?;
         let mut effect = Effect::None;
         let mut cancelled_by = None;
+        // The status the booking had to be in for the reply to move it.
+        let mut from = BookingStatus::PendingPayment;
         if fresh {
             effect = match reply {
                 SagaReply::PaymentSucceeded => self.on_payment_succeeded(&tx, booking_id).await?,
@@ -918,6 +984,7 @@ impl Bookings {
                 // deadline, whose late payment was refunded) stays as it is.
                 SagaReply::RefundCompleted => {
                     cancelled_by = Some(CancelledBy::Buyer);
+                    from = BookingStatus::Cancelling;
                     move_status(
                         &tx,
                         booking_id,
@@ -929,6 +996,22 @@ impl Bookings {
                     .map_or(Effect::None, Effect::Moved)
                 }
             };
+            let mut steps = Steps::new(booking_id);
+            match &effect {
+                Effect::Moved(moved) => {
+                    steps.received(&envelope.kind, envelope.message_id, "applied");
+                    steps.status(Some(from), moved.status, &moved.cancel_reason);
+                }
+                Effect::Refunding(message) => {
+                    steps.received(&envelope.kind, envelope.message_id, "booking cancelled");
+                    steps.note(steps::REFUND, "requested", PAID_AFTER_CANCELLATION);
+                    steps.sent(REFUND_REQUESTED, *message);
+                }
+                Effect::None => {
+                    steps.received(&envelope.kind, envelope.message_id, "ignored");
+                }
+            }
+            steps.write(&tx).await.map_err(transient)?;
         }
         tx.commit().await.map_err(transient)?;
         match effect {
@@ -944,7 +1027,7 @@ impl Bookings {
                 self.changes.booking(moved);
             }
             // Only this path writes to the outbox, so only it wakes the relay.
-            Effect::Refunding => self.relay.notify(),
+            Effect::Refunding(_) => self.relay.notify(),
             Effect::None => {}
         }
         // Redis follows Postgres, on every delivery (a redelivery repairs a lost step).
@@ -978,10 +1061,11 @@ impl Bookings {
         match row {
             Some(row) if row.status == BookingStatus::Cancelled.as_str() => {
                 tracing::warn!(booking_id = %id, "payment succeeded for a cancelled booking; refunding");
-                enqueue_refund(tx, id, AccountId(row.buyer_id), "paid after cancellation")
-                    .await
-                    .map_err(|e| HandleError::Transient(e.into()))?;
-                Ok(Effect::Refunding)
+                let message =
+                    enqueue_refund(tx, id, AccountId(row.buyer_id), PAID_AFTER_CANCELLATION)
+                        .await
+                        .map_err(|e| HandleError::Transient(e.into()))?;
+                Ok(Effect::Refunding(message))
             }
             _ => Ok(Effect::None),
         }
@@ -1102,6 +1186,20 @@ impl Bookings {
                 DEADLINE_REASON,
             )
             .await?;
+            if moved.is_some() {
+                let mut steps = Steps::new(id);
+                steps.note(
+                    steps::DEADLINE,
+                    "passed",
+                    &format!("no payment outcome within {deadline_ms:.0} ms of checkout"),
+                );
+                steps.status(
+                    Some(BookingStatus::PendingPayment),
+                    BookingStatus::Cancelled,
+                    DEADLINE_REASON,
+                );
+                steps.write(&tx).await?;
+            }
             tx.commit().await?;
             let Some(moved) = moved else {
                 // Paid, failed or cancelled by another replica meanwhile.
@@ -1234,12 +1332,15 @@ impl Bookings {
         Ok(true)
     }
 
-    /// Records the bookings per status (`bookings{status}`) and the age of the oldest
-    /// one awaiting payment (`bookings_oldest_pending_payment_age_seconds`, 0 when none):
-    /// one grouped query.
+    /// Records the bookings per status (`bookings{status}`), the age of the oldest
+    /// one awaiting payment (`bookings_oldest_pending_payment_age_seconds`, 0 when none),
+    /// and for the sagas still running (the non-terminal statuses) how many there are
+    /// (`saga_bookings{status}`) and how long the oldest has been in its status
+    /// (`saga_oldest_age_seconds{status}`, 0 when none): one grouped query.
     pub async fn record_stats(&self) -> Result<(), BookingError> {
         crate::holds::zero_error_counters();
-        let rows: Vec<(String, i64, Option<DateTime<Utc>>)> = bookings::Entity::find()
+        type Row = (String, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let rows: Vec<Row> = bookings::Entity::find()
             .select_only()
             .column(bookings::Column::Status)
             .column_as(Expr::from(Func::count(Expr::col(Asterisk))), "bookings")
@@ -1247,27 +1348,41 @@ impl Bookings {
                 Expr::from(Func::min(Expr::col(bookings::Column::CreatedAt))),
                 "oldest",
             )
+            // `updated_at` is written by every status change: the oldest is the
+            // booking that has been in this status longest.
+            .column_as(
+                Expr::from(Func::min(Expr::col(bookings::Column::UpdatedAt))),
+                "oldest_in_status",
+            )
             .group_by(bookings::Column::Status)
             .into_tuple()
             .all(&self.pool)
             .await?;
+        let now = Utc::now();
+        let age = |at: Option<DateTime<Utc>>| {
+            at.map_or(0.0, |at| {
+                (now - at).num_milliseconds().max(0) as f64 / 1000.0
+            })
+        };
+        let row = |status: BookingStatus| rows.iter().find(|row| row.0 == status.as_str());
         for status in STATUSES {
-            let count = rows
-                .iter()
-                .find(|(s, _, _)| s == status.as_str())
-                .map_or(0, |(_, count, _)| *count);
+            let count = row(status).map_or(0, |row| row.1);
             // Bookings in each status, across replicas (the database's count).
             metrics::gauge!("bookings", "status" => status.as_str()).set(count as f64);
         }
-        let oldest = rows
-            .iter()
-            .find(|(s, _, _)| s == BookingStatus::PendingPayment.as_str())
-            .and_then(|(_, _, oldest)| *oldest);
-        let age = oldest.map_or(0.0, |at| {
-            (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
-        });
+        for status in RUNNING {
+            let found = row(status);
+            // Sagas still running, by the status they wait in (the database's count).
+            metrics::gauge!("saga_bookings", "status" => status.as_str())
+                .set(found.map_or(0, |row| row.1) as f64);
+            // How long the saga that has waited longest in this status has waited;
+            // 0 when none waits.
+            metrics::gauge!("saga_oldest_age_seconds", "status" => status.as_str())
+                .set(age(found.and_then(|row| row.3)));
+        }
+        let oldest = row(BookingStatus::PendingPayment).and_then(|row| row.2);
         // How long the oldest booking still awaiting its payment has waited; 0 when none.
-        metrics::gauge!("bookings_oldest_pending_payment_age_seconds").set(age);
+        metrics::gauge!("bookings_oldest_pending_payment_age_seconds").set(age(oldest));
         Ok(())
     }
 
@@ -1324,19 +1439,20 @@ fn booked_seat(event: &EventInfo, seat: SeatId, price_minor: i64) -> BookedSeat 
 enum Effect {
     /// The booking moved to another status.
     Moved(BookingMoved),
-    /// A refund was requested through the outbox.
-    Refunding,
+    /// A refund was requested through the outbox (this message id).
+    Refunding(Uuid),
     /// A duplicate or a reply with nothing left to do.
     None,
 }
 
+/// Enqueues a RefundRequested; returns its message id.
 async fn enqueue_refund<C: ConnectionTrait>(
     tx: &C,
     booking: BookingId,
     buyer: AccountId,
     reason: &str,
-) -> Result<(), BookingError> {
-    outbox::enqueue(
+) -> Result<Uuid, BookingError> {
+    let id = outbox::enqueue(
         tx,
         NewMessage {
             kind: REFUND_REQUESTED,
@@ -1346,7 +1462,7 @@ async fn enqueue_refund<C: ConnectionTrait>(
         },
     )
     .await?;
-    Ok(())
+    Ok(id)
 }
 
 /// Moves a booking from `from` to `to` if it is in `from`; a cancelled booking's seats

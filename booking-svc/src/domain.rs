@@ -264,6 +264,73 @@ pub struct Booking {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub seats: Vec<BookedSeat>,
+    /// The status changes, oldest first; read only for a single booking's view
+    /// (`Bookings::get`), empty elsewhere.
+    pub history: Vec<StatusChange>,
+}
+
+/// One status change of a booking, as its buyer sees it (no internal detail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub status: BookingStatus,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Which service recorded a saga step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepService {
+    Booking,
+    Pay,
+}
+
+impl StepService {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepService::Booking => "booking-svc",
+            StepService::Pay => "pay-svc",
+        }
+    }
+}
+
+/// One recorded step of a booking's saga, from either service (booking-svc's
+/// `saga_steps`, pay-svc's `payment_steps`). Text fields are empty when they do not
+/// apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaStep {
+    pub at: DateTime<Utc>,
+    pub service: StepService,
+    /// `status`, `message_sent`, `message_received`, `psp_call`, `wallet`, `refund`,
+    /// `deadline`.
+    pub kind: String,
+    pub attempt: i32,
+    pub outcome: String,
+    pub detail: String,
+    pub message_type: String,
+    pub message_id: Option<Uuid>,
+    pub trace_id: String,
+    pub from_status: String,
+    pub to_status: String,
+    pub reason: String,
+    pub operation: String,
+    pub http_status: Option<i32>,
+}
+
+/// A booking and its saga's steps from both services, merged oldest first.
+#[derive(Debug, Clone)]
+pub struct SagaTimeline {
+    pub booking: Booking,
+    pub steps: Vec<SagaStep>,
+}
+
+impl SagaTimeline {
+    /// Merges pay-svc's steps into booking-svc's, in time order (a stable sort: steps
+    /// of one service recorded at the same instant keep their recorded order).
+    pub fn merged(booking: Booking, mut steps: Vec<SagaStep>, pay: Vec<SagaStep>) -> Self {
+        steps.extend(pay);
+        steps.sort_by_key(|step| step.at);
+        Self { booking, steps }
+    }
 }
 
 /// A booking's status after a committed transition.

@@ -9,8 +9,9 @@ use marquee_infra::auth::TokenKeys;
 use marquee_infra::grpc::PropagateTrace;
 use marquee_proto::booking::{
     self as pb, account_service_server::AccountService, booking_service_server::BookingService,
-    catalog_service_server::CatalogService,
+    catalog_service_server::CatalogService, saga_admin_service_server::SagaAdminService,
 };
+use marquee_proto::pay::payment_admin_service_client::PaymentAdminServiceClient;
 use marquee_proto::pay::wallet_service_client::WalletServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -22,12 +23,14 @@ use crate::accounts::{self, Hasher, KnownAccounts, NewAccount};
 use crate::bookings::Bookings;
 use crate::domain::{
     self, AccountId, BookingId, Email, EventId, HoldId, IdempotencyKey, Lines, Password, Role,
-    SeatId, SeatSelection,
+    SagaTimeline, SeatId, SeatSelection,
 };
 use crate::error::BookingError;
 use crate::wire;
 
 pub type WalletClient = WalletServiceClient<InterceptedService<Channel, PropagateTrace>>;
+/// pay-svc's internal admin service, on the same channel as [`WalletClient`].
+pub type PayAdminClient = PaymentAdminServiceClient<InterceptedService<Channel, PropagateTrace>>;
 
 /// Everything the RPCs need; shared by the three services.
 #[derive(Clone)]
@@ -40,6 +43,8 @@ pub struct Api {
     pub keys: TokenKeys,
     pub hasher: Hasher,
     pub wallet: WalletClient,
+    /// pay-svc's steps of a saga, for the admin timeline.
+    pub pay_admin: PayAdminClient,
     pub default_max_seats: u32,
     /// Accounts known to exist, checked for every authenticated RPC.
     pub known_accounts: KnownAccounts,
@@ -74,6 +79,15 @@ impl Api {
         }
         Ok(Caller { id, role })
     }
+}
+
+/// A request to pay-svc carrying the caller's token, which pay-svc verifies itself.
+fn forwarding<T, U>(from: &Request<T>, message: U) -> Request<U> {
+    let mut request = Request::new(message);
+    if let Some(auth) = from.metadata().get("authorization") {
+        request.metadata_mut().insert("authorization", auth.clone());
+    }
+    request
 }
 
 /// The request's idempotency key: the field, else the `Idempotency-Key` header.
@@ -149,13 +163,10 @@ impl AccountService for Api {
     async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Result<Response<pb::Me>, Status> {
         let caller = self.caller(&request).await?;
         let account = accounts::get(&self.pool, caller.id).await?;
-        let mut wallet_request =
-            Request::new(marquee_proto::pay::GetWalletRequest { page_size: 1 });
-        if let Some(auth) = request.metadata().get("authorization") {
-            wallet_request
-                .metadata_mut()
-                .insert("authorization", auth.clone());
-        }
+        let wallet_request = forwarding(
+            &request,
+            marquee_proto::pay::GetWalletRequest { page_size: 1 },
+        );
         // A new account's wallet is opened by pay-svc once it consumed the sign-up's
         // account.opened; until then there is no balance to show, which is not an error.
         let wallet_balance = match self.wallet.clone().get_wallet(wallet_request).await {
@@ -313,7 +324,7 @@ impl BookingService for Api {
     ) -> Result<Response<pb::Booking>, Status> {
         let caller = self.caller(&request).await?;
         let id = BookingId::parse("bookingId", &request.get_ref().booking_id)?;
-        let booking = self.bookings.get(caller.id, id).await?;
+        let booking = self.bookings.get_with_history(caller.id, id).await?;
         Ok(Response::new(wire::api::booking_pb(&booking)))
     }
 
@@ -345,6 +356,46 @@ impl BookingService for Api {
         let id = BookingId::parse("bookingId", &request.get_ref().booking_id)?;
         let booking = self.bookings.cancel(caller.id, id).await?;
         Ok(Response::new(wire::api::booking_pb(&booking)))
+    }
+}
+
+#[tonic::async_trait]
+impl SagaAdminService for Api {
+    /// booking-svc's steps and pay-svc's (asked with the caller's token), merged.
+    async fn get_saga_timeline(
+        &self,
+        request: Request<pb::GetSagaTimelineRequest>,
+    ) -> Result<Response<pb::SagaTimeline>, Status> {
+        let caller = self.caller(&request).await?;
+        if caller.role != Role::Admin {
+            return Err(
+                BookingError::PermissionDenied("only admins can read saga timelines").into(),
+            );
+        }
+        let id = BookingId::parse("bookingId", &request.get_ref().booking_id)?;
+        let (booking, steps) = self.bookings.saga(id).await?;
+        let asked = forwarding(
+            &request,
+            marquee_proto::pay::ListPaymentStepsRequest {
+                booking_id: id.to_string(),
+            },
+        );
+        let pay = match self.pay_admin.clone().list_payment_steps(asked).await {
+            Ok(reply) => wire::api::pay_steps(reply.into_inner().steps)?,
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                return Err(BookingError::PermissionDenied(
+                    "pay-svc refused this caller its payment steps",
+                )
+                .into());
+            }
+            Err(status) => {
+                return Err(
+                    BookingError::Unavailable(format!("pay-svc: {}", status.message())).into(),
+                );
+            }
+        };
+        let timeline = SagaTimeline::merged(booking, steps, pay);
+        Ok(Response::new(wire::api::saga_timeline_pb(&timeline)))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod holds;
 pub mod migration;
 pub mod seat_relay;
 pub mod startup;
+pub mod steps;
 pub mod wire;
 
 pub use marquee_infra::db::MigrateConfig;
@@ -31,4 +32,24 @@ pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<marquee_infra::db
     let migrated = marquee_infra::db::migrate::<migration::Migrator>(&db).await;
     db.close().await?;
     migrated
+}
+
+/// `booking-svc grant-admin <email>`: makes an existing account an ADMIN, the only
+/// way one is made (sign-up refuses the role). Idempotent. The account logs in again
+/// to get a token with the role. Reads [`MigrateConfig`] alone (the database URL).
+pub async fn grant_admin(config: &MigrateConfig, email: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    // `open`, not `connect`: the database must exist already (it holds the account).
+    let db = marquee_infra::db::open(&config.database_url, 1)
+        .await
+        .context("booking-svc grant-admin: cannot connect to the booking database")?;
+    let granted = accounts::grant_admin(&db, email).await;
+    db.close().await?;
+    match granted {
+        Ok(_) => Ok(()),
+        Err(error::BookingError::NotFound(_)) => {
+            anyhow::bail!("booking-svc grant-admin: no account with email {email:?}")
+        }
+        Err(error) => Err(anyhow::anyhow!("booking-svc grant-admin: {error}")),
+    }
 }

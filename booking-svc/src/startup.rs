@@ -8,6 +8,7 @@ use marquee_infra::auth::{JwtConfig, TokenKeys};
 use marquee_infra::bus::{Bus, BusConfig, Handler};
 use marquee_infra::config::{InfraConfig, Settings};
 use marquee_infra::db::MigrateConfig;
+use marquee_infra::dead_letters::{DeadLetters, grpc::DeadLetterAdmin};
 use marquee_infra::grpc::{PropagateTrace, lazy_channel};
 use marquee_infra::outbox::Relay;
 use marquee_infra::redis_conn::RedisTarget;
@@ -15,6 +16,8 @@ use marquee_infra::service::{Dependency, Shell};
 use marquee_proto::booking::account_service_server::AccountServiceServer;
 use marquee_proto::booking::booking_service_server::BookingServiceServer;
 use marquee_proto::booking::catalog_service_server::CatalogServiceServer;
+use marquee_proto::booking::saga_admin_service_server::SagaAdminServiceServer;
+use marquee_proto::pay::payment_admin_service_client::PaymentAdminServiceClient;
 use marquee_proto::pay::wallet_service_client::WalletServiceClient;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
@@ -109,7 +112,9 @@ impl BookingConfig {
                 ),
                 connect: env.millis("REDIS_CONNECT_TIMEOUT_MS", RedisTimeouts::default().connect),
             },
-            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix).named("booking-svc"),
+            bus: BusConfig::new(infra.amqp_url, infra.bus_prefix)
+                .named("booking-svc")
+                .with_outbox_publish_copies(marquee_infra::outbox::publish_copies(env)),
             pay_url: env.string("PAY_URL", "http://127.0.0.1:50052"),
             jwt: JwtConfig::from_settings(env),
             token_ttl_minutes: env.or("TOKEN_TTL_MINUTES", 60),
@@ -138,6 +143,7 @@ pub struct Application {
     api: Api,
     bus: Bus,
     shutdown: CancellationToken,
+    dead_letters: DeadLetterAdmin,
 }
 
 impl Application {
@@ -190,8 +196,12 @@ impl Application {
             handler,
         )
         .await?;
-        let wallet =
-            WalletServiceClient::with_interceptor(lazy_channel(&config.pay_url)?, PropagateTrace);
+        // One channel to pay-svc for both of its clients.
+        let pay_channel = lazy_channel(&config.pay_url)?;
+        let wallet = WalletServiceClient::with_interceptor(pay_channel.clone(), PropagateTrace);
+        // The dead letters' admin service merges in pay-svc's over the same channel.
+        let dead_letter_peer = pay_channel.clone();
+        let pay_admin = PaymentAdminServiceClient::with_interceptor(pay_channel, PropagateTrace);
         let api = Api {
             bookings,
             pool: pool.clone(),
@@ -199,9 +209,14 @@ impl Application {
             keys: TokenKeys::from_config(&config.jwt, token_ttl(config.token_ttl_minutes)),
             hasher: Hasher::new(config.argon2_memory_kib)?,
             wallet,
+            pay_admin,
             default_max_seats: config.default_max_seats,
             known_accounts: KnownAccounts::spawn(pool.clone()),
         };
+        // Keeps what the queues above dead-letter (`dead_letters`), after their declaration.
+        let kept = DeadLetters::new("booking-svc", pool.clone(), api.relay.clone());
+        kept.keep(&bus, shutdown.clone()).await?;
+        let dead_letters = DeadLetterAdmin::new(kept, api.keys.clone()).with_peer(dead_letter_peer);
         let shell = Shell::bind("booking-svc", config.grpc_addr, config.metrics_addr).await?;
         tracing::info!(addr = %shell.local_addr()?, "booking-svc listening");
         Ok(Self {
@@ -210,6 +225,7 @@ impl Application {
             api,
             bus,
             shutdown,
+            dead_letters,
         })
     }
 
@@ -240,11 +256,14 @@ impl Application {
             api,
             bus,
             shutdown,
+            dead_letters,
         } = self;
         shell
             .add_service(AccountServiceServer::new(api.clone()))
             .add_service(CatalogServiceServer::new(api.clone()))
             .add_service(BookingServiceServer::new(api.clone()))
+            .add_service(dead_letters.into_server())
+            .add_service(SagaAdminServiceServer::new(api.clone()))
             .reflect(marquee_proto::DESCRIPTOR_SET)
             .depends_on(Dependency::postgres("booking", api.pool.clone()))
             .depends_on(redis)

@@ -601,6 +601,41 @@ impl System {
         assert_eq!(wallet.status, 200, "{:?}", wallet.body);
         wallet.str("/balance/amountMinor").parse().expect("balance")
     }
+
+    /// An ADMIN: signs up (as a buyer: sign-up never makes admins), is granted the
+    /// role by the operator command's library function (`booking-svc grant-admin`) on
+    /// this system's booking database, and logs in again for a token carrying it.
+    /// Returns (account id, token).
+    pub async fn admin(&self) -> (String, String) {
+        let email = format!("admin-{}@example.com", Uuid::new_v4().simple());
+        let password = "correct horse battery";
+        let signed = self
+            .post(
+                "/v1/accounts",
+                None,
+                json!({"email": email, "password": password, "displayName": "Admin", "role": "BUYER"}),
+            )
+            .await;
+        assert_eq!(signed.status, 201, "sign-up: {:?}", signed.body);
+        booking_svc::grant_admin(
+            &booking_svc::MigrateConfig {
+                database_url: self.booking_db.clone(),
+            },
+            &email,
+        )
+        .await
+        .expect("grant-admin");
+        let session = self
+            .post(
+                "/v1/sessions",
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(session.status, 201, "log-in: {:?}", session.body);
+        assert_eq!(session.str("/account/role"), "ADMIN", "{:?}", session.body);
+        (signed.str("/accountId"), session.str("/accessToken"))
+    }
 }
 
 /// One Server-Sent Event as a client sees it.

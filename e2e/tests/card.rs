@@ -181,10 +181,13 @@ async fn the_four_uncertain_outcomes_are_resolved_by_inquiry_and_never_charge_tw
 
 #[tokio::test]
 async fn a_payment_that_completes_after_the_deadline_is_refunded_and_the_seat_stays_free() {
-    // The booking's deadline (1 s) passes while the PSP is still answering (3 s).
+    // The booking's deadline (1 s) passes while the PSP is still answering (3 s), and
+    // pay-svc waits for that answer (a shorter timeout could let an inquiry capture it
+    // before the deadline: the sandbox records tok_slow's charge at once).
     let sys = System::start_with(Options {
         payment_deadline: Duration::from_secs(1),
         psp_slow: Duration::from_secs(3),
+        psp_timeout: Duration::from_secs(5),
         ..Options::default()
     })
     .await;

@@ -120,6 +120,19 @@ async fn a_purchase_shows_up_in_the_operational_metrics() {
         .await;
     }
 
+    // Each service's dead-letter keeper counts the letters it stored: none.
+    for service in ["booking-svc", "pay-svc"] {
+        for state in ["PENDING", "REDRIVEN"] {
+            eventually(
+                "dead_letters_stored",
+                &[("service", service), ("state", state)],
+                wait,
+                |v| v == 0.0,
+            )
+            .await;
+        }
+    }
+
     // The pools, from the health checks (each second).
     for pool in ["booking", "pay"] {
         eventually("db_pool_max_connections", &[("pool", pool)], wait, |v| {
@@ -157,6 +170,17 @@ async fn a_purchase_shows_up_in_the_operational_metrics() {
         |v| v >= 0.0,
     )
     .await;
+    // The sagas still running, by the status they wait in (none left by now).
+    for status in ["PENDING_PAYMENT", "CANCELLING"] {
+        eventually("saga_bookings", &[("status", status)], wait, |v| v >= 0.0).await;
+        eventually(
+            "saga_oldest_age_seconds",
+            &[("status", status)],
+            wait,
+            |v| v >= 0.0,
+        )
+        .await;
+    }
 
     // The hold went through the Lua script, timed.
     let holds = sample(

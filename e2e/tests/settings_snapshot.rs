@@ -78,6 +78,12 @@ fn binaries() -> Vec<(&'static str, Vec<(&'static str, Loader)>)> {
                 search_svc::SearchConfig::from_settings(env);
             })],
         ),
+        (
+            "psp-sandbox",
+            vec![("serve", |env| {
+                psp_sandbox::PspConfig::from_settings(env);
+            })],
+        ),
     ]
 }
 
@@ -301,6 +307,7 @@ fn every_variable_read_outside_settings_is_declared() {
         "pay-svc",
         "realtime-svc",
         "search-svc",
+        "psp-sandbox",
     ] {
         let mut files = Vec::new();
         collect_rs(&root.join(crate_dir).join("src"), &mut files);

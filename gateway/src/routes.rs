@@ -23,30 +23,32 @@ pub const SUCCESS_CODE_EXTENSION: &str = "marquee.api.v1.success_code";
 /// Full name of the field option naming a streamed message's SSE `id:`.
 pub const SSE_EVENT_ID_EXTENSION: &str = "marquee.api.v1.sse_event_id";
 
-/// Which proto package is served by which upstream. Index = [`Route::upstream`].
+/// Which proto packages are served by which upstream. Index = [`Route::upstream`].
+/// `marquee.admin.v1` (dead letters) is served by booking-svc, which merges in
+/// pay-svc's: pay-svc's instance of it is never routed from outside.
 pub const UPSTREAMS: &[Upstream] = &[
     Upstream {
         name: "booking",
-        package: "marquee.booking.v1",
+        packages: &["marquee.booking.v1", "marquee.admin.v1"],
     },
     Upstream {
         name: "pay",
-        package: "marquee.pay.v1",
+        packages: &["marquee.pay.v1"],
     },
     Upstream {
         name: "realtime",
-        package: "marquee.realtime.v1",
+        packages: &["marquee.realtime.v1"],
     },
     Upstream {
         name: "search",
-        package: "marquee.search.v1",
+        packages: &["marquee.search.v1"],
     },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upstream {
     pub name: &'static str,
-    pub package: &'static str,
+    pub packages: &'static [&'static str],
 }
 
 /// Where the request body goes.
@@ -149,7 +151,7 @@ impl RouteTable {
         for service in pool.services() {
             let Some(upstream) = upstreams
                 .iter()
-                .position(|u| u.package == service.package_name())
+                .position(|u| u.packages.contains(&service.package_name()))
             else {
                 continue;
             };
@@ -462,7 +464,8 @@ mod tests {
             assert!(
                 UPSTREAMS
                     .iter()
-                    .any(|u| route.grpc_path.starts_with(&format!("/{}.", u.package))),
+                    .flat_map(|u| u.packages.iter())
+                    .any(|p| route.grpc_path.starts_with(&format!("/{p}."))),
                 "{}",
                 route.grpc_path
             );

@@ -52,6 +52,10 @@ pub struct BusConfig {
     pub connection_name: String,
     /// How often the depth of each dead-letter queue is read (15 s by default).
     pub dead_letter_check: Duration,
+    /// `OUTBOX_PUBLISH_COPIES` (chaos testing only, default 1): how many times the
+    /// outbox relay publishes each row, every copy with the same message id, so that
+    /// consumers see every message delivered that many times.
+    pub outbox_publish_copies: u32,
 }
 
 impl BusConfig {
@@ -65,12 +69,20 @@ impl BusConfig {
             delivery_limit: 5,
             prefetch: 64,
             dead_letter_check: Duration::from_secs(15),
+            outbox_publish_copies: 1,
         }
     }
 
     /// The same settings under another connection name.
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.connection_name = name.into();
+        self
+    }
+
+    /// The same settings with the outbox relay publishing each row `copies` times
+    /// (at least once); see [`BusConfig::outbox_publish_copies`].
+    pub fn with_outbox_publish_copies(mut self, copies: u32) -> Self {
+        self.outbox_publish_copies = copies.max(1);
         self
     }
 
@@ -142,6 +154,65 @@ pub struct Bus {
     live: watch::Receiver<Option<Arc<Live>>>,
     shutdown: CancellationToken,
     dead_letters: DeadLetters,
+    failures: Failures,
+}
+
+/// The last handler error of each message whose handling failed in this process and
+/// has not succeeded since, by (queue, message id): what the dead-letter keeper
+/// records as the letter's error. Bounded; a message that failed in another replica
+/// is recorded with the broker's reason instead.
+#[derive(Clone, Default)]
+struct Failures {
+    last: Arc<std::sync::Mutex<HashMap<(String, Uuid), Failure>>>,
+}
+
+/// A handler's failures of one message in this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The last error the handler returned.
+    pub error: String,
+    /// Deliveries the handler failed.
+    pub attempts: i64,
+}
+
+/// The most failures [`Failures`] keeps: beyond it, an arbitrary one is forgotten.
+const FAILURES_KEPT: usize = 10_000;
+
+impl Failures {
+    fn record(&self, queue: &str, id: Uuid, error: String) {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (queue.to_owned(), id);
+        if !last.contains_key(&key) && last.len() >= FAILURES_KEPT {
+            let forget = last.keys().next().cloned();
+            if let Some(forget) = forget {
+                last.remove(&forget);
+            }
+        }
+        let failure = last.entry(key).or_insert(Failure {
+            error: String::new(),
+            attempts: 0,
+        });
+        failure.error = error;
+        failure.attempts += 1;
+    }
+
+    fn clear(&self, queue: &str, id: Uuid) {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(queue.to_owned(), id));
+    }
+
+    fn get(&self, queue: &str, id: Uuid) -> Option<Failure> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(queue.to_owned(), id))
+            .cloned()
+    }
 }
 
 /// The dead-letter queues this bus declared, whose depth it reports.
@@ -202,6 +273,7 @@ impl Bus {
             live: rx,
             shutdown,
             dead_letters,
+            failures: Failures::default(),
         };
         bus.live(wait)
             .await
@@ -416,6 +488,256 @@ impl Bus {
     }
 }
 
+/// A message read from a dead-letter queue, as the dead-letter keeper receives it.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The queue that dead-lettered it (full name).
+    pub queue: String,
+    /// The broker's reason for its latest dead-lettering: `rejected` (a handler refused
+    /// it for good), `delivery_limit`, `expired`...
+    pub reason: String,
+    /// The exchange and routing key it was published with.
+    pub exchange: String,
+    pub routing_key: String,
+    /// Its message id; a fresh one if it had no valid id.
+    pub message_id: Uuid,
+    /// Its type (the routing key when it had none).
+    pub kind: String,
+    /// Its envelope, when it had a valid one.
+    pub envelope: Option<Envelope>,
+    pub payload: Vec<u8>,
+    /// How its handler failed in this process, if it did (the last error).
+    pub failure: Option<Failure>,
+    /// Deliveries before it was dead-lettered as the broker counted them, when it says.
+    pub delivery_count: Option<i64>,
+}
+
+/// Stores one dead letter; `Ok` acks it, an error leaves it in its queue for later.
+pub type DeadLetterHandler = Arc<dyn Fn(DeadLetter) -> HandlerFuture + Send + Sync>;
+
+/// How long a dead letter whose keeper failed waits before it is offered again.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
+
+impl Bus {
+    /// The dead-letter queues of the queues this bus consumes (full names).
+    pub fn dead_letter_queues(&self) -> Vec<String> {
+        self.dead_letters.names()
+    }
+
+    /// Consumes dead-letter queue `dead_letter_queue` (one of
+    /// [`dead_letter_queues`](Self::dead_letter_queues)) until the bus shuts down,
+    /// resubscribing after every reconnect. Each message is acked after `handler`
+    /// returned `Ok`; on an error it is requeued after a pause, never dropped.
+    pub async fn keep_dead_letters(
+        &self,
+        dead_letter_queue: &str,
+        handler: DeadLetterHandler,
+    ) -> Result<(), BusError> {
+        let live = self.live(self.config.publish_timeout).await?;
+        let channel = live.connection.create_channel().await?;
+        declare_dead_letter_queue(&channel, dead_letter_queue).await?;
+        let _ = channel.close(200, ShortString::from("declared")).await;
+        let bus = self.clone();
+        let queue = dead_letter_queue.to_owned();
+        tokio::spawn(async move {
+            loop {
+                if bus.shutdown.is_cancelled() {
+                    return;
+                }
+                let live = tokio::select! {
+                    () = bus.shutdown.cancelled() => return,
+                    live = bus.live(Duration::from_secs(3600)) => live,
+                };
+                let Ok(live) = live else { continue };
+                match keep_once(&bus, &live, &queue, handler.clone()).await {
+                    Ok(()) => {
+                        tracing::warn!(queue = %queue, "dead-letter stream ended; resubscribing")
+                    }
+                    Err(error) => {
+                        tracing::warn!(queue = %queue, %error, "dead-letter consumer failed; resubscribing");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(())
+    }
+}
+
+async fn declare_dead_letter_queue(channel: &Channel, queue: &str) -> Result<(), lapin::Error> {
+    channel
+        .queue_declare(
+            ShortString::from(queue),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            table(&[(
+                "x-queue-type",
+                AMQPValue::LongString(LongString::from("quorum")),
+            )]),
+        )
+        .await
+        .map(|_| ())
+}
+
+async fn keep_once(
+    bus: &Bus,
+    live: &Live,
+    queue: &str,
+    handler: DeadLetterHandler,
+) -> Result<(), lapin::Error> {
+    let channel = live.connection.create_channel().await?;
+    declare_dead_letter_queue(&channel, queue).await?;
+    channel.basic_qos(16, BasicQosOptions::default()).await?;
+    let consumer = channel
+        .basic_consume(
+            ShortString::from(queue),
+            ShortString::from(""),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue = %queue, "dead-letter keeper subscribed");
+    let deliveries = consumer.take_until(bus.shutdown.clone().cancelled_owned());
+    deliveries
+        .for_each_concurrent(4, |delivery| {
+            let handler = handler.clone();
+            async move {
+                let delivery = match delivery {
+                    Ok(d) => d,
+                    Err(error) => {
+                        tracing::warn!(queue = %queue, %error, "dead-letter delivery error");
+                        return;
+                    }
+                };
+                let letter = dead_letter_of(queue, &delivery, &bus.failures);
+                let id = letter.message_id;
+                let from = letter.queue.clone();
+                let acked = match handler(letter).await {
+                    Ok(()) => {
+                        bus.failures.clear(&from, id);
+                        delivery.acker.ack(BasicAckOptions::default()).await
+                    }
+                    Err(error) => {
+                        tracing::warn!(queue = %queue, message_id = %id, %error, "storing a dead letter failed; requeueing");
+                        tokio::time::sleep(DEAD_LETTER_RETRY).await;
+                        delivery
+                            .acker
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                multiple: false,
+                            })
+                            .await
+                    }
+                };
+                if let Err(error) = acked {
+                    // Redelivered: storing a letter is idempotent.
+                    tracing::warn!(queue = %queue, message_id = %id, %error, "dead-letter ack failed");
+                }
+            }
+        })
+        .await;
+    let _ = channel.close(200, ShortString::from("bye")).await;
+    Ok(())
+}
+
+fn int_of(value: &AMQPValue) -> Option<i64> {
+    match value {
+        AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongLongInt(v) => Some(*v),
+        _ => None,
+    }
+}
+
+fn str_of(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Reads a dead-lettered delivery: its envelope, and from the broker's `x-death`
+/// history (most recent first) the queue, reason, exchange and routing key of its
+/// latest dead-lettering.
+fn dead_letter_of(
+    dead_letter_queue: &str,
+    delivery: &lapin::message::Delivery,
+    failures: &Failures,
+) -> DeadLetter {
+    let props = &delivery.properties;
+    let empty = FieldTable::default();
+    let headers = props.headers().as_ref().unwrap_or(&empty);
+    let latest = match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(deaths)) => deaths.as_slice().iter().find_map(|d| match d {
+            AMQPValue::FieldTable(t) => Some(t.clone()),
+            _ => None,
+        }),
+        _ => None,
+    };
+    let death = |key: &str| {
+        latest
+            .as_ref()
+            .and_then(|t| t.inner().get(key).and_then(str_of))
+    };
+    let queue = header_str(headers, "x-last-death-queue")
+        .or_else(|| death("queue"))
+        .unwrap_or_else(|| {
+            dead_letter_queue
+                .strip_suffix(".dlq")
+                .unwrap_or(dead_letter_queue)
+                .to_owned()
+        });
+    let reason = header_str(headers, "x-last-death-reason")
+        .or_else(|| death("reason"))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let exchange = header_str(headers, "x-last-death-exchange")
+        .or_else(|| death("exchange"))
+        .unwrap_or_else(|| delivery.exchange.as_str().to_owned());
+    let routing_key = latest
+        .as_ref()
+        .and_then(|t| match t.inner().get("routing-keys") {
+            Some(AMQPValue::FieldArray(keys)) => keys.as_slice().iter().find_map(str_of),
+            _ => None,
+        })
+        .unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
+    let envelope = envelope_of(delivery);
+    let message_id = envelope
+        .as_ref()
+        .map(|e| e.message_id)
+        .or_else(|| {
+            props
+                .message_id()
+                .as_ref()
+                .and_then(|id| id.as_str().parse().ok())
+        })
+        .unwrap_or_else(Uuid::now_v7);
+    let kind = props
+        .kind()
+        .as_ref()
+        .map(|k| k.as_str().to_owned())
+        .unwrap_or_else(|| routing_key.clone());
+    let delivery_count = headers.inner().get("x-delivery-count").and_then(int_of);
+    DeadLetter {
+        failure: failures.get(&queue, message_id),
+        queue,
+        reason,
+        exchange,
+        routing_key,
+        message_id,
+        kind,
+        envelope,
+        payload: delivery.data.clone(),
+        delivery_count,
+    }
+}
+
 async fn subscribe_once(
     config: &BusConfig,
     live: &Live,
@@ -558,6 +880,7 @@ async fn consume_once(
         .for_each_concurrent(concurrency, |delivery| {
             let handler = handler.clone();
             let queue = queue.to_owned();
+            let failures = bus.failures.clone();
             async move {
                 let delivery = match delivery {
                     Ok(d) => d,
@@ -566,7 +889,7 @@ async fn consume_once(
                         return;
                     }
                 };
-                handle_delivery(&queue, delivery, handler).await;
+                handle_delivery(&queue, delivery, handler, &failures).await;
             }
         })
         .await;
@@ -574,7 +897,12 @@ async fn consume_once(
     Ok(())
 }
 
-async fn handle_delivery(queue: &str, delivery: lapin::message::Delivery, handler: Handler) {
+async fn handle_delivery(
+    queue: &str,
+    delivery: lapin::message::Delivery,
+    handler: Handler,
+    failures: &Failures,
+) {
     let Some(envelope) = envelope_of(&delivery) else {
         tracing::warn!(queue = %queue, "message without a valid envelope; dead-lettering");
         let _ = delivery
@@ -598,10 +926,12 @@ async fn handle_delivery(queue: &str, delivery: lapin::message::Delivery, handle
     let result = handler(envelope).instrument(span.clone()).await;
     let acked = match result {
         Ok(()) => {
+            failures.clear(queue, id);
             metrics::counter!("bus_messages_consumed_total", "queue" => queue.to_owned(), "outcome" => "ack").increment(1);
             delivery.acker.ack(BasicAckOptions::default()).await
         }
         Err(HandleError::Transient(error)) => {
+            failures.record(queue, id, format!("{error:#}"));
             span.in_scope(|| tracing::warn!(kind = %kind, message_id = %id, %error, "handler failed; requeueing"));
             metrics::counter!("bus_messages_consumed_total", "queue" => queue.to_owned(), "outcome" => "requeue").increment(1);
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -614,6 +944,7 @@ async fn handle_delivery(queue: &str, delivery: lapin::message::Delivery, handle
                 .await
         }
         Err(HandleError::Permanent(error)) => {
+            failures.record(queue, id, format!("{error:#}"));
             span.in_scope(|| tracing::error!(kind = %kind, message_id = %id, %error, "handler rejected message; dead-lettering"));
             metrics::counter!("bus_messages_consumed_total", "queue" => queue.to_owned(), "outcome" => "dead_letter").increment(1);
             delivery

@@ -111,6 +111,9 @@ fn described_lookup(name: &str) -> Option<SettingSpec> {
         "JWT_ISSUER" => (Some(DEFAULT_ISSUER), false, false),
         "JWT_AUDIENCE" => (Some(DEFAULT_AUDIENCE), false, false),
         DEV_MODE_VAR => (Some("false"), false, false),
+        // pay-svc's key at the payment provider; required outside development mode,
+        // which uses the sandbox's public key.
+        "PSP_SECRET_KEY" => (None, true, true),
         _ => return None,
     };
     Some(SettingSpec {

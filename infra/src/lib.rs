@@ -5,6 +5,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod db;
+pub mod dead_letters;
 pub mod errors;
 pub mod grpc;
 pub mod metrics;

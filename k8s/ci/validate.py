@@ -32,7 +32,9 @@ Run by scripts/check-k8s.sh as
    - a serving binary that reads MIGRATE_ON_START is given MIGRATE_ON_START=false (the
      migration Job migrates);
    - listen addresses (*_ADDR) are not loopback.
-   And the prod overlay contains no Secret (Secrets there are created out of band).
+   And the prod overlay contains no Secret (Secrets there are created out of band),
+   runs no sandbox payment provider (psp-sandbox) and does not point pay-svc's
+   PSP_URL at it.
 Any problem is printed, naming the object, the container and the variable, and the
 exit status is 1.
 """
@@ -50,7 +52,10 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-BINARIES = ("gateway", "booking-svc", "pay-svc", "realtime-svc", "search-svc")
+BINARIES = ("gateway", "booking-svc", "pay-svc", "realtime-svc", "search-svc", "psp-sandbox")
+# The sandbox payment provider: never in prod, where pay-svc's PSP_URL names the real
+# provider (k8s/overlays/dev/sandbox-psp.yaml).
+SANDBOX_BINARY = "psp-sandbox"
 # What each binary reads, by mode: generated from the code (see the docstring).
 SETTINGS_SNAPSHOT = "k8s/ci/settings.json"
 REGENERATE = "UPDATE_SETTINGS_SNAPSHOT=1 cargo test -p marquee-e2e --test settings_snapshot"
@@ -256,6 +261,13 @@ def check_marquee(overlay: str, docs: list[dict], snapshot: dict) -> list[str]:
             for name, (value, _) in given.items():
                 if name.endswith("_ADDR") and isinstance(value, str) and is_loopback(value):
                     problems.append(f"{where}: {name}={value} listens on loopback only")
+
+            if overlay == "prod":
+                if binary == SANDBOX_BINARY:
+                    problems.append(f"{where}: runs the sandbox payment provider, which prod never runs")
+                psp_url = given.get("PSP_URL", (None, ""))[0]
+                if isinstance(psp_url, str) and (host_of(psp_url) or "").split(".")[0] == SANDBOX_BINARY:
+                    problems.append(f"{where}: PSP_URL={psp_url} names the sandbox payment provider: prod names the real one")
 
             if binary not in BINARIES:
                 problems.append(f"{where}: command {container.get('command')} is not one of /usr/local/bin/{{{','.join(BINARIES)}}}")

@@ -8,8 +8,10 @@ use anyhow::Context as _;
 use marquee_infra::auth::TokenKeys;
 use marquee_infra::bus::Bus;
 use marquee_infra::db;
+use marquee_infra::dead_letters::{DeadLetters, grpc::DeadLetterAdmin};
 use marquee_infra::outbox::Relay;
 use marquee_infra::service::{Dependency, Shell};
+use marquee_proto::pay::payment_admin_service_server::PaymentAdminServiceServer;
 use marquee_proto::pay::wallet_service_server::WalletServiceServer;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +53,7 @@ pub struct Application {
     relay_stop: CancellationToken,
     resolver_stop: CancellationToken,
     wallet: WalletApi,
+    dead_letters: DeadLetterAdmin,
 }
 
 impl std::fmt::Debug for Application {
@@ -94,6 +97,7 @@ impl Application {
             wake.clone(),
         )
         .spawn(config.psp.resolve_interval, resolver_stop.clone());
+        let kept = DeadLetters::new("pay-svc", pool.clone(), relay.clone());
         let consumer = SagaConsumer::new(pool.clone(), relay, config.welcome_credit_minor, wake);
         bus.consume(
             saga::QUEUE,
@@ -102,10 +106,15 @@ impl Application {
             consumer.into_handler(),
         )
         .await?;
+        // Keeps what the saga queue dead-letters (`dead_letters`), after its declaration.
+        kept.keep(&bus, relay_stop.clone()).await?;
 
         let shell = Shell::bind("pay-svc", config.grpc_addr, config.metrics_addr).await?;
         let port = shell.local_addr()?.port();
         let keys = TokenKeys::verifier(&config.jwt);
+        // Reached by booking-svc only, which merges these letters into its own (the
+        // gateway routes `marquee.admin.v1` to booking-svc).
+        let dead_letters = DeadLetterAdmin::new(kept, keys.clone());
         let wallet = WalletApi::new(pool.clone(), keys);
         tracing::info!(port, prefix = %config.bus.prefix, "pay-svc started");
         Ok(Self {
@@ -116,6 +125,7 @@ impl Application {
             relay_stop,
             resolver_stop,
             wallet,
+            dead_letters,
         })
     }
 
@@ -152,10 +162,13 @@ impl Application {
             relay_stop,
             resolver_stop,
             wallet,
+            dead_letters,
             ..
         } = self;
         shell
+            .add_service(PaymentAdminServiceServer::new(wallet.clone()))
             .add_service(WalletServiceServer::new(wallet))
+            .add_service(dead_letters.into_server())
             .reflect(marquee_proto::DESCRIPTOR_SET)
             .depends_on(Dependency::postgres("pay", pool))
             .depends_on(Dependency::bus(bus.clone()))

@@ -95,9 +95,8 @@ impl PspConfig {
                 reason: "expected an http:// or https:// URL".to_owned(),
             });
         }
-        // Read as a plain string: infra's `described_lookup` does not know it yet, so
-        // the settings snapshot cannot mark it secret or required; it is checked here.
-        let secret = env.string("PSP_SECRET_KEY", "");
+        // Described by infra (secret, required outside development mode).
+        let secret = env.lookup("PSP_SECRET_KEY").unwrap_or_default();
         let secret_key = if secret.trim().is_empty() {
             match parse_dev_mode(env.lookup(DEV_MODE_VAR).as_deref()) {
                 Ok(true) => {
@@ -182,7 +181,9 @@ impl PayConfig {
             database_url: migrate_config(env).database_url,
             db_max_connections: env.or("PAY_DB_MAX_CONNECTIONS", 10),
             migrate_on_start: env.or("MIGRATE_ON_START", true),
-            bus: BusConfig::new(bus.amqp_url, bus.bus_prefix).named("pay-svc"),
+            bus: BusConfig::new(bus.amqp_url, bus.bus_prefix)
+                .named("pay-svc")
+                .with_outbox_publish_copies(marquee_infra::outbox::publish_copies(env)),
             consumer_concurrency: env.or("PAY_CONSUMER_CONCURRENCY", 16),
             jwt: JwtConfig::from_settings(env),
             welcome_credit_minor: env.or("PAY_WELCOME_CREDIT_MINOR", 100_000),

@@ -13,6 +13,9 @@ pub enum PayError {
     /// The token is valid but does not name an account.
     #[error("token subject is not an account id")]
     InvalidSubject,
+    /// The caller is who it says, but its role may not do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(&'static str),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// A bus message of a type this service does not handle.
@@ -37,6 +40,7 @@ impl From<PayError> for tonic::Status {
             PayError::Unauthenticated(_) | PayError::InvalidSubject => {
                 tonic::Status::unauthenticated(error.to_string())
             }
+            PayError::PermissionDenied(_) => tonic::Status::permission_denied(error.to_string()),
             PayError::InvalidArgument(_) => tonic::Status::invalid_argument(error.to_string()),
             PayError::NoWallet => tonic::Status::not_found(error.to_string()),
             PayError::Database(db) if is_permanent(db) => {

@@ -1,19 +1,24 @@
-//! `marquee.pay.v1.WalletService`: the caller's wallet, read-only. Protobuf types
-//! stop here.
+//! `marquee.pay.v1.WalletService`: the caller's wallet, read-only; and the internal
+//! `PaymentAdminService`: a booking's payment steps for booking-svc's admin timeline
+//! (ADMIN only). Protobuf types stop here.
 
 use marquee_infra::auth::TokenKeys;
+use marquee_proto::pay::payment_admin_service_server::PaymentAdminService;
 use marquee_proto::pay::wallet_service_server::WalletService;
 use marquee_proto::pay::{
-    EntryKind as ProtoEntryKind, GetWalletRequest, LedgerEntry as ProtoEntry, Wallet,
+    EntryKind as ProtoEntryKind, GetWalletRequest, LedgerEntry as ProtoEntry,
+    ListPaymentStepsRequest, ListPaymentStepsResponse, PaymentStep, Wallet,
 };
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use crate::domain::{AccountId, EntryKind, LedgerEntry, Money, PageSize, WalletView};
+use crate::entity::payment_steps;
 use crate::error::PayError;
-use crate::store;
+use crate::{steps, store};
 
-/// The WalletService implementation.
+/// The WalletService and PaymentAdminService implementation.
 #[derive(Clone)]
 pub struct WalletApi {
     db: DatabaseConnection,
@@ -56,6 +61,55 @@ impl WalletService for WalletApi {
     }
 }
 
+#[tonic::async_trait]
+impl PaymentAdminService for WalletApi {
+    async fn list_payment_steps(
+        &self,
+        request: Request<ListPaymentStepsRequest>,
+    ) -> Result<Response<ListPaymentStepsResponse>, Status> {
+        let claims = self
+            .keys
+            .verify_metadata(request.metadata())
+            .map_err(PayError::from)?;
+        if claims.role != "ADMIN" {
+            return Err(PayError::PermissionDenied("only admins can list payment steps").into());
+        }
+        let booking = Uuid::parse_str(&request.get_ref().booking_id)
+            .map_err(|_| PayError::InvalidArgument("booking_id must be a UUID".to_owned()))?;
+        let rows = steps::read(&self.db, booking)
+            .await
+            .map_err(PayError::from)?;
+        Ok(Response::new(ListPaymentStepsResponse {
+            steps: rows.into_iter().map(step_to_proto).collect(),
+        }))
+    }
+}
+
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn step_to_proto(row: payment_steps::Model) -> PaymentStep {
+    PaymentStep {
+        at: Some(timestamp(row.at)),
+        kind: row.kind,
+        attempt: row.attempt,
+        outcome: row.outcome,
+        detail: row.detail,
+        message_type: row.message_type.unwrap_or_default(),
+        message_id: row.message_id.map(|id| id.to_string()).unwrap_or_default(),
+        trace_id: row.trace_id,
+        from_status: row.from_status.unwrap_or_default(),
+        to_status: row.to_status.unwrap_or_default(),
+        reason: row.reason,
+        operation: row.operation.unwrap_or_default(),
+        http_status: row.http_status.unwrap_or(0),
+    }
+}
+
 fn money_to_proto(money: &Money) -> marquee_proto::Money {
     marquee_proto::Money {
         amount_minor: money.amount_minor,
@@ -78,10 +132,7 @@ fn entry_to_proto(entry: &LedgerEntry) -> ProtoEntry {
         amount: Some(money_to_proto(&entry.amount)),
         balance_after: Some(money_to_proto(&entry.balance_after)),
         booking_id: entry.booking_id.map(|b| b.to_string()).unwrap_or_default(),
-        created_at: Some(prost_types::Timestamp {
-            seconds: entry.created_at.timestamp(),
-            nanos: i32::try_from(entry.created_at.timestamp_subsec_nanos()).unwrap_or(0),
-        }),
+        created_at: Some(timestamp(entry.created_at)),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod migration;
 pub mod psp;
 pub mod resolver;
 pub mod saga;
+pub mod steps;
 pub mod store;
 
 pub use app::{Application, migrate};

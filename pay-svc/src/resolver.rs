@@ -38,6 +38,7 @@ use crate::entity::payments;
 use crate::error::PayError;
 use crate::psp::{Answer, CallError, PspClient, PspPayment, PspStatus};
 use crate::saga::{enqueue_payment_outcome, enqueue_refund_completed};
+use crate::steps::{self, Steps};
 use crate::store;
 
 /// Payments one replica works on at once (each holds a database connection during
@@ -159,8 +160,12 @@ impl Resolver {
             return Ok(Step::Idle);
         };
         let payment_id = PaymentId(row.payment_id);
-        match self.work(&tx, &row).await {
+        // Each PSP call and what it decided, committed with what it decided (a step
+        // rolled back leaves no trace: it is redone).
+        let mut steps = Steps::new(row.booking_id);
+        match self.work(&tx, &row, &mut steps).await {
             Ok(()) => {
+                steps.write(&tx).await?;
                 tx.commit().await?;
                 self.relay.notify();
                 Ok(Step::Worked)
@@ -181,15 +186,20 @@ impl Resolver {
         }
     }
 
-    async fn work(&self, tx: &DatabaseTransaction, row: &payments::Model) -> Result<(), PayError> {
+    async fn work(
+        &self,
+        tx: &DatabaseTransaction,
+        row: &payments::Model,
+        steps: &mut Steps,
+    ) -> Result<(), PayError> {
         let status: PaymentStatus = row
             .status
             .parse()
             .map_err(|e| PayError::Corrupt(format!("payment {}: {e}", row.payment_id)))?;
         match status {
-            PaymentStatus::Pending => self.charge_step(tx, row).await,
+            PaymentStatus::Pending => self.charge_step(tx, row, steps).await,
             PaymentStatus::Refunding | PaymentStatus::Voiding => {
-                self.cancel_step(tx, row, status).await
+                self.cancel_step(tx, row, status, steps).await
             }
             PaymentStatus::Captured | PaymentStatus::Failed | PaymentStatus::Refunded => {
                 let done = payments::ActiveModel {
@@ -205,6 +215,7 @@ impl Resolver {
         &self,
         tx: &DatabaseTransaction,
         row: &payments::Model,
+        steps: &mut Steps,
     ) -> Result<(), PayError> {
         let order_id = required(row, "psp_order_id", row.psp_order_id.as_deref())?;
         let mut confirms = row.psp_confirms;
@@ -212,9 +223,9 @@ impl Resolver {
         let mut confirmed = confirms == 0;
         let mut news = if confirms == 0 {
             confirms += 1;
-            self.confirm(row, order_id).await?
+            self.confirm(row, order_id, confirms, steps).await?
         } else {
-            self.inquire(order_id).await
+            self.inquire(row, order_id, steps).await
         };
         if matches!(news, ChargeNews::NotFound) {
             let in_flight = row.psp_confirm_unanswered;
@@ -227,12 +238,12 @@ impl Resolver {
                 );
                 confirms += 1;
                 confirmed = true;
-                news = self.confirm(row, order_id).await?;
+                news = self.confirm(row, order_id, confirms, steps).await?;
             }
         }
         match news {
-            ChargeNews::Psp(payment) => self.settle(tx, row, confirms, payment).await,
-            ChargeNews::Declined(reason) => self.fail(tx, row, confirms, reason).await,
+            ChargeNews::Psp(payment) => self.settle(tx, row, confirms, payment, steps).await,
+            ChargeNews::Declined(reason) => self.fail(tx, row, confirms, reason, steps).await,
             ChargeNews::NotFound => {
                 tracing::warn!(
                     booking_id = %row.booking_id,
@@ -240,7 +251,7 @@ impl Resolver {
                     confirms,
                     "payment provider never recorded the charge after every confirm; failing it"
                 );
-                self.fail(tx, row, confirms, FailureReason::ProviderUnavailable)
+                self.fail(tx, row, confirms, FailureReason::ProviderUnavailable, steps)
                     .await
             }
             ChargeNews::Unresolved { error, unanswered } => {
@@ -250,20 +261,27 @@ impl Resolver {
         }
     }
 
-    /// One confirm under the payment's stored key.
-    async fn confirm(&self, row: &payments::Model, order_id: &str) -> Result<ChargeNews, PayError> {
+    /// One confirm under the payment's stored key, the `attempt`-th.
+    async fn confirm(
+        &self,
+        row: &payments::Model,
+        order_id: &str,
+        attempt: i32,
+        steps: &mut Steps,
+    ) -> Result<ChargeNews, PayError> {
         let key = required(row, "psp_confirm_key", row.psp_confirm_key.as_deref())?;
         let token = required(row, "card_token", row.card_token.as_deref())?;
         let answer = self
             .psp
             .confirm(order_id, row.amount_minor, &row.currency, token, key)
             .await;
+        steps.psp(steps::CONFIRM, attempt, &answer);
         Ok(match answer {
             Ok(Answer::Refused {
                 status: 409, code, ..
             }) if code == "ALREADY_PROCESSED_PAYMENT" => {
                 // Paid or cancelled already (under this key or another): ask.
-                match self.inquire(order_id).await {
+                match self.inquire(row, order_id, steps).await {
                     ChargeNews::NotFound => ChargeNews::Unresolved {
                         error: "psp: already processed, yet not found".to_owned(),
                         unanswered: false,
@@ -275,8 +293,16 @@ impl Resolver {
         })
     }
 
-    async fn inquire(&self, order_id: &str) -> ChargeNews {
-        charge_news(self.psp.inquire(order_id).await, false)
+    /// One inquiry; its attempt is the resolver's step count for this payment.
+    async fn inquire(
+        &self,
+        row: &payments::Model,
+        order_id: &str,
+        steps: &mut Steps,
+    ) -> ChargeNews {
+        let answer = self.psp.inquire(order_id).await;
+        steps.psp(steps::INQUIRY, row.psp_tries.saturating_add(1), &answer);
+        charge_news(answer, false)
     }
 
     /// Acts on the PSP's payment object for this charge.
@@ -286,6 +312,7 @@ impl Resolver {
         row: &payments::Model,
         confirms: i32,
         psp: PspPayment,
+        steps: &mut Steps,
     ) -> Result<(), PayError> {
         if Some(psp.order_id.as_str()) != row.psp_order_id.as_deref() {
             tracing::error!(
@@ -307,13 +334,13 @@ impl Resolver {
             PspStatus::Done
                 if psp.total_amount == row.amount_minor && psp.currency == row.currency =>
             {
-                self.capture(tx, row, confirms, psp).await
+                self.capture(tx, row, confirms, psp, steps).await
             }
-            PspStatus::Done => self.void(tx, row, confirms, psp).await,
+            PspStatus::Done => self.void(tx, row, confirms, psp, steps).await,
             PspStatus::Aborted => {
                 let code = psp.failure.as_ref().map_or("", |f| f.code.as_str());
                 let reason = FailureReason::Declined(DeclineCode::from_psp(code));
-                self.fail(tx, row, confirms, reason).await
+                self.fail(tx, row, confirms, reason, steps).await
             }
             PspStatus::Canceled => {
                 // Captured and cancelled, not by this service: record both, fail it.
@@ -337,7 +364,7 @@ impl Resolver {
                     )
                     .await?;
                 }
-                self.fail(tx, row, confirms, FailureReason::ProviderCanceled)
+                self.fail(tx, row, confirms, FailureReason::ProviderCanceled, steps)
                     .await
             }
             PspStatus::InProgress | PspStatus::Unknown => {
@@ -359,6 +386,7 @@ impl Resolver {
         row: &payments::Model,
         confirms: i32,
         psp: PspPayment,
+        steps: &mut Steps,
     ) -> Result<(), PayError> {
         let (payment_id, booking) = ids(row);
         let amount = psp_amount(row, &psp)?;
@@ -390,9 +418,21 @@ impl Resolver {
             change.next_attempt_at = Set(Some(Utc::now()));
         }
         store::update_payment(tx, payment_id, PaymentStatus::Pending, change).await?;
+        steps.status(
+            Some(PaymentStatus::Pending),
+            PaymentStatus::Captured,
+            "captured by the payment provider",
+        );
+        if row.refund_wanted {
+            steps.status(
+                Some(PaymentStatus::Captured),
+                PaymentStatus::Refunding,
+                "refund requested while undecided",
+            );
+        }
         let mut payment = payment_of(row)?;
         payment.status = PaymentStatus::Captured;
-        enqueue_payment_outcome(tx, booking.0, &payment).await?;
+        enqueue_payment_outcome(tx, booking.0, &payment, steps).await?;
         metrics::counter!("payments_total", "outcome" => "captured").increment(1);
         tracing::info!(
             booking_id = %booking,
@@ -417,6 +457,7 @@ impl Resolver {
         row: &payments::Model,
         confirms: i32,
         psp: PspPayment,
+        steps: &mut Steps,
     ) -> Result<(), PayError> {
         let (payment_id, booking) = ids(row);
         let taken = psp_amount(row, &psp)?;
@@ -454,7 +495,12 @@ impl Resolver {
             ..Default::default()
         };
         store::update_payment(tx, payment_id, PaymentStatus::Pending, change).await?;
-        self.reply_failed(tx, row, &reason).await?;
+        steps.status(
+            Some(PaymentStatus::Pending),
+            PaymentStatus::Voiding,
+            reason.as_str(),
+        );
+        self.reply_failed(tx, row, &reason, steps).await?;
         self.wake.wake();
         Ok(())
     }
@@ -465,6 +511,7 @@ impl Resolver {
         row: &payments::Model,
         confirms: i32,
         reason: FailureReason,
+        steps: &mut Steps,
     ) -> Result<(), PayError> {
         let change = payments::ActiveModel {
             status: Set(PaymentStatus::Failed.as_str().to_owned()),
@@ -487,7 +534,12 @@ impl Resolver {
             confirms,
             "card payment failed"
         );
-        self.reply_failed(tx, row, &reason).await
+        steps.status(
+            Some(PaymentStatus::Pending),
+            PaymentStatus::Failed,
+            reason.as_str(),
+        );
+        self.reply_failed(tx, row, &reason, steps).await
     }
 
     /// PaymentFailed, and RefundCompleted with nothing refunded if a refund was asked
@@ -497,11 +549,12 @@ impl Resolver {
         tx: &DatabaseTransaction,
         row: &payments::Model,
         reason: &FailureReason,
+        steps: &mut Steps,
     ) -> Result<(), PayError> {
         let mut payment = payment_of(row)?;
         payment.status = PaymentStatus::Failed;
         payment.failure_reason = Some(reason.clone());
-        enqueue_payment_outcome(tx, row.booking_id, &payment).await?;
+        enqueue_payment_outcome(tx, row.booking_id, &payment, steps).await?;
         metrics::counter!("payments_total", "outcome" => "failed", "reason" => reason.label())
             .increment(1);
         if row.refund_wanted {
@@ -515,6 +568,7 @@ impl Resolver {
                 BookingId(row.booking_id),
                 Some(PaymentId(row.payment_id)),
                 &nothing,
+                steps,
             )
             .await?;
         }
@@ -566,6 +620,7 @@ impl Resolver {
         tx: &DatabaseTransaction,
         row: &payments::Model,
         status: PaymentStatus,
+        steps: &mut Steps,
     ) -> Result<(), PayError> {
         let key = required(row, "psp_cancel_key", row.psp_cancel_key.as_deref())?;
         let payment_key = required(row, "psp_payment_key", row.psp_payment_key.as_deref())?;
@@ -573,7 +628,9 @@ impl Resolver {
             PaymentStatus::Voiding => "amount differs from the order",
             _ => "booking cancelled",
         };
-        let canceled = match self.psp.cancel(payment_key, reason, key).await {
+        let answer = self.psp.cancel(payment_key, reason, key).await;
+        steps.psp(steps::CANCEL, row.psp_tries.saturating_add(1), &answer);
+        let canceled = match answer {
             Ok(Answer::Payment(psp)) if psp.status == PspStatus::Canceled => psp,
             Ok(Answer::Payment(psp)) => {
                 let error = format!("psp: cancel answered {:?}", psp.status);
@@ -636,11 +693,13 @@ impl Resolver {
         if status == PaymentStatus::Refunding {
             change.status = Set(PaymentStatus::Refunded.as_str().to_owned());
             store::update_payment(tx, payment_id, status, change).await?;
+            steps.status(Some(status), PaymentStatus::Refunded, reason);
             let refunded = Money {
                 amount_minor: amount.minor(),
                 currency: currency(row)?,
             };
-            enqueue_refund_completed(tx, booking.0, booking, Some(payment_id), &refunded).await?;
+            enqueue_refund_completed(tx, booking.0, booking, Some(payment_id), &refunded, steps)
+                .await?;
             metrics::counter!("refunds_total").increment(1);
             tracing::info!(
                 booking_id = %booking,
@@ -651,6 +710,7 @@ impl Resolver {
         } else {
             change.status = Set(PaymentStatus::Failed.as_str().to_owned());
             store::update_payment(tx, payment_id, status, change).await?;
+            steps.status(Some(status), PaymentStatus::Failed, reason);
             tracing::info!(
                 booking_id = %booking,
                 payment_id = %payment_id,

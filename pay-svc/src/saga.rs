@@ -20,6 +20,7 @@ use crate::domain::{
 use crate::entity::payments;
 use crate::error::PayError;
 use crate::resolver::Wake;
+use crate::steps::{self, Steps};
 use crate::store;
 pub use marquee_proto::kinds::{
     ACCOUNT_OPENED, PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED,
@@ -135,6 +136,25 @@ impl Outcome {
         }
     }
 
+    /// What the timeline says the message did.
+    fn label(&self) -> String {
+        match self {
+            Self::Duplicate => "duplicate".to_owned(),
+            Self::WalletOpened => "wallet opened".to_owned(),
+            Self::Captured => "captured".to_owned(),
+            Self::Failed(reason) => format!("failed: {}", reason.as_str()),
+            Self::CardPending => "card payment recorded".to_owned(),
+            Self::PaymentReplayed => "outcome sent again".to_owned(),
+            Self::PaymentInFlight => "payment still undecided".to_owned(),
+            Self::Refunded => "refunded".to_owned(),
+            Self::RefundStarted => "card refund recorded".to_owned(),
+            Self::RefundDeferred => "refund deferred until captured".to_owned(),
+            Self::RefundInFlight => "refund under way".to_owned(),
+            Self::RefundReplayed => "completion sent again".to_owned(),
+            Self::NothingToRefund => "nothing to refund".to_owned(),
+        }
+    }
+
     /// Whether the resolver has new work.
     fn wakes_resolver(&self) -> bool {
         matches!(self, Self::CardPending | Self::RefundStarted)
@@ -186,6 +206,8 @@ impl SagaConsumer {
         }
         // The wallet this message opened, if any: logged only once that committed.
         let mut opened = None;
+        // The booking's timeline (an account opening belongs to none).
+        let mut steps = Steps::new(envelope.saga_id);
         let outcome = match command {
             Command::Open(account) => {
                 if store::ensure_wallet(&tx, account, self.welcome_credit).await? {
@@ -194,15 +216,22 @@ impl SagaConsumer {
                 Outcome::WalletOpened
             }
             Command::Charge(request) => {
+                steps.received(&envelope.kind, envelope.message_id);
                 // booking-svc vouches for the buyer, so a payment may open the wallet
                 // if its `account.opened` has not been handled yet.
                 if store::ensure_wallet(&tx, request.account_id, self.welcome_credit).await? {
                     opened = Some(request.account_id);
                 }
-                self.charge(&tx, envelope.saga_id, request).await?
+                self.charge(&tx, envelope.saga_id, request, &mut steps)
+                    .await?
             }
-            Command::Refund(request) => refund(&tx, envelope.saga_id, request).await?,
+            Command::Refund(request) => {
+                steps.received(&envelope.kind, envelope.message_id);
+                refund(&tx, envelope.saga_id, request, &mut steps).await?
+            }
         };
+        steps.outcome(&outcome.label());
+        steps.write(&tx).await?;
         tx.commit().await?;
         if let Some(account) = opened {
             tracing::info!(account_id = %account, welcome_credit = self.welcome_credit, "wallet created");
@@ -221,6 +250,7 @@ impl SagaConsumer {
         tx: &DatabaseTransaction,
         saga_id: Uuid,
         request: ChargeRequest,
+        steps: &mut Steps,
     ) -> Result<Outcome, PayError> {
         let payment_id = PaymentId::new();
         if !store::insert_pending_payment(tx, payment_id, &request).await? {
@@ -246,7 +276,7 @@ impl SagaConsumer {
                 status = %existing.status,
                 "payment already exists; resending its outcome"
             );
-            enqueue_payment_outcome(tx, saga_id, &existing).await?;
+            enqueue_payment_outcome(tx, saga_id, &existing, steps).await?;
             return Ok(Outcome::PaymentReplayed);
         }
         let settled = match request.validate() {
@@ -255,6 +285,7 @@ impl SagaConsumer {
                 // Charged by the resolver once this commits, never here: the PSP call
                 // must not be inside the transaction that records the payment.
                 store::schedule_now(tx, payment_id).await?;
+                steps.status(None, PaymentStatus::Pending, "charging the card");
                 tracing::info!(
                     booking_id = %request.booking_id,
                     payment_id = %payment_id,
@@ -266,8 +297,24 @@ impl SagaConsumer {
             }
             Ok(charge) => {
                 match store::debit(tx, request.account_id, charge.amount, &charge.currency).await? {
-                    None => Err(FailureReason::InsufficientFunds),
+                    None => {
+                        steps.note(
+                            steps::WALLET,
+                            "insufficient funds",
+                            &format!("{} {}", charge.amount.minor(), charge.currency.as_str()),
+                        );
+                        Err(FailureReason::InsufficientFunds)
+                    }
                     Some(balance_after) => {
+                        steps.note(
+                            steps::WALLET,
+                            "debited",
+                            &format!(
+                                "{} {}, balance after {balance_after}",
+                                charge.amount.minor(),
+                                charge.currency.as_str()
+                            ),
+                        );
                         let debit = Money {
                             amount_minor: -charge.amount.minor(),
                             currency: charge.currency.clone(),
@@ -309,7 +356,12 @@ impl SagaConsumer {
             payment.failure_reason.as_ref(),
         )
         .await?;
-        enqueue_payment_outcome(tx, saga_id, &payment).await?;
+        steps.status(
+            None,
+            payment.status,
+            payment.failure_reason.as_ref().map_or("", |r| r.as_str()),
+        );
+        enqueue_payment_outcome(tx, saga_id, &payment, steps).await?;
         match payment.failure_reason {
             None => {
                 tracing::info!(
@@ -341,6 +393,7 @@ async fn refund(
     tx: &DatabaseTransaction,
     saga_id: Uuid,
     request: RefundRequest,
+    steps: &mut Steps,
 ) -> Result<Outcome, PayError> {
     let Some(payment) = store::payment_for_update(tx, request.booking_id).await? else {
         tracing::warn!(booking_id = %request.booking_id, "refund requested without a payment; completing with nothing refunded");
@@ -348,7 +401,12 @@ async fn refund(
             amount_minor: 0,
             currency: Currency::krw(),
         };
-        enqueue_refund_completed(tx, saga_id, request.booking_id, None, &none).await?;
+        steps.note(
+            steps::REFUND,
+            "nothing to refund",
+            "no payment for this booking",
+        );
+        enqueue_refund_completed(tx, saga_id, request.booking_id, None, &none, steps).await?;
         return Ok(Outcome::NothingToRefund);
     };
     if payment.account_id != request.account_id {
@@ -364,7 +422,7 @@ async fn refund(
         .parse()
         .map_err(|e| PayError::Corrupt(format!("payment {}: {e}", payment.payment_id)));
     if payment.method == PaymentMethod::Card.as_str()
-        && let Some(outcome) = card_refund(tx, &payment).await?
+        && let Some(outcome) = card_refund(tx, &payment, steps).await?
     {
         return Ok(outcome);
     }
@@ -379,6 +437,20 @@ async fn refund(
             })?;
             let balance_after = store::credit(tx, payment.account_id, amount, &currency).await?;
             store::mark_refunded(tx, payment.payment_id).await?;
+            steps.note(
+                steps::WALLET,
+                "credited",
+                &format!(
+                    "{} {}, balance after {balance_after}",
+                    amount.minor(),
+                    currency.as_str()
+                ),
+            );
+            steps.status(
+                Some(PaymentStatus::Captured),
+                PaymentStatus::Refunded,
+                &request.reason,
+            );
             let refunded = Money {
                 amount_minor: amount.minor(),
                 currency,
@@ -399,6 +471,7 @@ async fn refund(
                 payment.booking_id,
                 Some(payment.payment_id),
                 &refunded,
+                steps,
             )
             .await?;
             tracing::info!(
@@ -422,6 +495,7 @@ async fn refund(
                 payment.booking_id,
                 Some(payment.payment_id),
                 &refunded,
+                steps,
             )
             .await?;
             Ok(Outcome::RefundReplayed)
@@ -432,12 +506,18 @@ async fn refund(
                 amount_minor: 0,
                 currency: currency.unwrap_or_else(|_| Currency::krw()),
             };
+            steps.note(
+                steps::REFUND,
+                "nothing to refund",
+                &format!("payment is {}", payment.status),
+            );
             enqueue_refund_completed(
                 tx,
                 saga_id,
                 payment.booking_id,
                 Some(payment.payment_id),
                 &none,
+                steps,
             )
             .await?;
             Ok(Outcome::NothingToRefund)
@@ -457,6 +537,7 @@ async fn refund(
 async fn card_refund(
     tx: &DatabaseTransaction,
     payment: &Payment,
+    steps: &mut Steps,
 ) -> Result<Option<Outcome>, PayError> {
     let outcome = match payment.status {
         PaymentStatus::Captured => {
@@ -468,6 +549,11 @@ async fn card_refund(
                 ..Default::default()
             };
             store::update_payment(tx, payment.payment_id, PaymentStatus::Captured, change).await?;
+            steps.status(
+                Some(PaymentStatus::Captured),
+                PaymentStatus::Refunding,
+                "refund requested",
+            );
             tracing::info!(booking_id = %payment.booking_id, payment_id = %payment.payment_id, "card refund recorded; cancelling at the payment provider");
             Outcome::RefundStarted
         }
@@ -480,6 +566,11 @@ async fn card_refund(
                 store::update_payment(tx, payment.payment_id, PaymentStatus::Pending, change)
                     .await?;
             }
+            steps.note(
+                steps::REFUND,
+                "deferred",
+                "refunded once the charge is captured",
+            );
             tracing::info!(booking_id = %payment.booking_id, payment_id = %payment.payment_id, "refund requested while the card payment is undecided; refunding once captured");
             Outcome::RefundDeferred
         }
@@ -502,11 +593,13 @@ fn money(amount_minor: i64, currency: &str) -> marquee_proto::Money {
 }
 
 /// Enqueues the outcome of a settled payment: PaymentSucceeded when it was captured
-/// (even if since refunded), PaymentFailed with its reason otherwise.
+/// (even if since refunded), PaymentFailed with its reason otherwise; recorded in
+/// `steps`.
 pub(crate) async fn enqueue_payment_outcome(
     tx: &DatabaseTransaction,
     saga_id: Uuid,
     payment: &Payment,
+    steps: &mut Steps,
 ) -> Result<(), PayError> {
     let (kind, payment_failure) = (payment.status, payment.failure_reason.as_ref());
     let (kind, payload) = match (kind, payment_failure) {
@@ -534,15 +627,19 @@ pub(crate) async fn enqueue_payment_outcome(
             )));
         }
     };
-    enqueue(tx, kind, saga_id, payload).await
+    let id = enqueue(tx, kind, saga_id, payload).await?;
+    steps.sent(kind, id);
+    Ok(())
 }
 
+/// Enqueues a RefundCompleted, recorded in `steps`.
 pub(crate) async fn enqueue_refund_completed(
     tx: &DatabaseTransaction,
     saga_id: Uuid,
     booking: BookingId,
     payment: Option<PaymentId>,
     amount: &Money,
+    steps: &mut Steps,
 ) -> Result<(), PayError> {
     let payload = saga::RefundCompleted {
         booking_id: booking.to_string(),
@@ -550,16 +647,19 @@ pub(crate) async fn enqueue_refund_completed(
         amount: Some(money(amount.amount_minor, amount.currency.as_str())),
     }
     .encode_to_vec();
-    enqueue(tx, REFUND_COMPLETED, saga_id, payload).await
+    let id = enqueue(tx, REFUND_COMPLETED, saga_id, payload).await?;
+    steps.sent(REFUND_COMPLETED, id);
+    Ok(())
 }
 
+/// Adds a message to the outbox; returns its message id.
 async fn enqueue(
     tx: &DatabaseTransaction,
     kind: &'static str,
     saga_id: Uuid,
     payload: Vec<u8>,
-) -> Result<(), PayError> {
-    outbox::enqueue(
+) -> Result<Uuid, PayError> {
+    let id = outbox::enqueue(
         tx,
         NewMessage {
             kind,
@@ -569,5 +669,5 @@ async fn enqueue(
         },
     )
     .await?;
-    Ok(())
+    Ok(id)
 }

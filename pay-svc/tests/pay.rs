@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
-use lapin::types::{AMQPValue, ShortString};
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::types::ShortString;
 use marquee_infra::auth::TokenKeys;
 use marquee_infra::bus::{Bus, BusConfig, Envelope, HandleError, Handler};
 use marquee_proto::pay::wallet_service_client::WalletServiceClient;
@@ -218,46 +218,25 @@ impl TestApp {
         self.dead_letter_message().await.map(|(data, _)| data)
     }
 
-    /// The next dead-lettered message (waiting up to 10 s) with why the broker
+    /// The next dead-lettered message (waiting up to [`WAIT`]) with why the broker
     /// dead-lettered it: `rejected` by the consumer at once, or `delivery_limit` after
-    /// it was redelivered as often as the queue allows.
+    /// it was redelivered as often as the queue allows. pay-svc's dead-letter keeper
+    /// moves it from the dead-letter queue into its `dead_letters` table, where an
+    /// admin lists and redrives it.
     async fn dead_letter_message(&self) -> Option<(Vec<u8>, String)> {
-        let connection = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
-            .await
-            .expect("amqp");
-        let channel = connection.create_channel().await.expect("channel");
-        let queue = self.bus.config().queue("pay.payment-requests.dlq");
         let deadline = tokio::time::Instant::now() + WAIT;
-        let found = loop {
-            let got = channel
-                .basic_get(
-                    ShortString::from(queue.as_str()),
-                    BasicGetOptions { no_ack: true },
-                )
-                .await
-                .ok()
-                .flatten();
-            if let Some(message) = got {
-                let reason = message
-                    .delivery
-                    .properties
-                    .headers()
-                    .as_ref()
-                    .and_then(|headers| headers.inner().get("x-first-death-reason").cloned())
-                    .map(|reason| match reason {
-                        AMQPValue::LongString(text) => text.to_string(),
-                        other => panic!("x-first-death-reason {other:?}"),
-                    })
-                    .unwrap_or_default();
-                break Some((message.delivery.data.clone(), reason));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break None;
+        loop {
+            let found: Option<(Vec<u8>, String)> = sqlx::query_as(
+                "SELECT payload, reason FROM dead_letters ORDER BY first_dead_lettered_at LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await
+            .expect("dead letters");
+            if found.is_some() || tokio::time::Instant::now() >= deadline {
+                return found;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let _ = connection.close(200, ShortString::from("bye")).await;
-        found
+        }
     }
 
     /// Stops pay-svc and removes the test's database, queues and exchanges.

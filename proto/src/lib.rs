@@ -42,8 +42,14 @@ pub mod marquee {
             tonic::include_proto!("marquee.saga.v1");
         }
     }
+    pub mod admin {
+        pub mod v1 {
+            tonic::include_proto!("marquee.admin.v1");
+        }
+    }
 }
 
+pub use marquee::admin::v1 as admin;
 pub use marquee::booking::v1 as booking;
 pub use marquee::pay::v1 as pay;
 pub use marquee::realtime::v1 as realtime;

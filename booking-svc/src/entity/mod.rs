@@ -7,5 +7,6 @@ pub mod accounts;
 pub mod booking_seats;
 pub mod bookings;
 pub mod events;
+pub mod saga_steps;
 pub mod seats;
 pub mod sections;

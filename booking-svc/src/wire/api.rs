@@ -10,7 +10,7 @@ use crate::catalog::{
 };
 use crate::domain::{
     self, Account, AccountId, Booking, Currency, EventId, HoldGranted, Money, Payment,
-    PaymentMethod, Role, SeatId, SeatStatus,
+    PaymentMethod, Role, SagaStep, SagaTimeline, SeatId, SeatStatus, StepService,
 };
 use crate::error::BookingError;
 
@@ -55,14 +55,109 @@ pub fn booking_pb(b: &Booking) -> pb::Booking {
             })
             .collect(),
         total: money(&b.total),
-        payment_method: match b.method {
-            PaymentMethod::Wallet => pb::PaymentMethod::Wallet as i32,
-            PaymentMethod::Card => pb::PaymentMethod::Card as i32,
-        },
+        payment_method: method_pb(b.method) as i32,
         cancel_reason: b.cancel_reason.clone(),
         created_at: timestamp(b.created_at),
         updated_at: timestamp(b.updated_at),
+        history: b
+            .history
+            .iter()
+            .map(|change| pb::StatusChange {
+                status: status_pb(change.status) as i32,
+                reason: change.reason.clone(),
+                at: timestamp(change.at),
+            })
+            .collect(),
     }
+}
+
+fn method_pb(method: PaymentMethod) -> pb::PaymentMethod {
+    match method {
+        PaymentMethod::Wallet => pb::PaymentMethod::Wallet,
+        PaymentMethod::Card => pb::PaymentMethod::Card,
+    }
+}
+
+/// The admin view of a booking's saga.
+pub fn saga_timeline_pb(t: &SagaTimeline) -> pb::SagaTimeline {
+    let b = &t.booking;
+    pb::SagaTimeline {
+        booking: Some(pb::SagaBooking {
+            booking_id: b.id.to_string(),
+            buyer_id: b.buyer.to_string(),
+            status: status_pb(b.status) as i32,
+            payment_method: method_pb(b.method) as i32,
+            amount: money(&b.total),
+            cancel_reason: b.cancel_reason.clone(),
+            created_at: timestamp(b.created_at),
+            updated_at: timestamp(b.updated_at),
+        }),
+        steps: t
+            .steps
+            .iter()
+            .map(|step| pb::SagaStep {
+                at: timestamp(step.at),
+                service: step.service.as_str().to_owned(),
+                kind: step.kind.clone(),
+                attempt: step.attempt,
+                outcome: step.outcome.clone(),
+                detail: step.detail.clone(),
+                message_type: step.message_type.clone(),
+                message_id: step.message_id.map(|id| id.to_string()).unwrap_or_default(),
+                trace_id: step.trace_id.clone(),
+                from_status: step.from_status.clone(),
+                to_status: step.to_status.clone(),
+                reason: step.reason.clone(),
+                operation: step.operation.clone(),
+                http_status: step.http_status.unwrap_or(0),
+            })
+            .collect(),
+    }
+}
+
+/// pay-svc's steps of a booking's payment (`ListPaymentSteps`), parsed: a step pay-svc
+/// sent without a time or with a malformed message id is its bug, reported as an
+/// internal error rather than shown wrong.
+pub fn pay_steps(
+    steps: Vec<marquee_proto::pay::PaymentStep>,
+) -> Result<Vec<SagaStep>, BookingError> {
+    let bad = |what: String| BookingError::Internal(format!("pay-svc step: {what}"));
+    steps
+        .into_iter()
+        .map(|step| {
+            let at = step
+                .at
+                .as_ref()
+                .and_then(|t| {
+                    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                })
+                .ok_or_else(|| bad(format!("{} has no valid time", step.kind)))?;
+            let message_id = if step.message_id.is_empty() {
+                None
+            } else {
+                Some(
+                    uuid::Uuid::parse_str(&step.message_id)
+                        .map_err(|e| bad(format!("message id {:?}: {e}", step.message_id)))?,
+                )
+            };
+            Ok(SagaStep {
+                at,
+                service: StepService::Pay,
+                kind: step.kind,
+                attempt: step.attempt,
+                outcome: step.outcome,
+                detail: step.detail,
+                message_type: step.message_type,
+                message_id,
+                trace_id: step.trace_id,
+                from_status: step.from_status,
+                to_status: step.to_status,
+                reason: step.reason,
+                operation: step.operation,
+                http_status: (step.http_status != 0).then_some(step.http_status),
+            })
+        })
+        .collect()
 }
 
 pub fn session_pb(token: String, expires: DateTime<Utc>, account: &Account) -> pb::Session {

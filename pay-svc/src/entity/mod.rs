@@ -3,5 +3,6 @@
 
 pub mod card_ledger_entries;
 pub mod ledger_entries;
+pub mod payment_steps;
 pub mod payments;
 pub mod wallets;

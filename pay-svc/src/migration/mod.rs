@@ -7,10 +7,12 @@ use sea_orm_migration::prelude::*;
 
 pub mod m20260101_000001_wallets_payments_ledger;
 pub mod m20260301_000001_card_payments;
+pub mod m20261201_000002_payment_steps;
 
 /// Every migration of the payment database, oldest first: the wallet, payment and
 /// ledger tables, then the outbox/inbox tables the saga replies go through, then card
-/// payments through the payment provider.
+/// payments through the payment provider, then the saga timeline (`payment_steps`),
+/// then infra's `dead_letters`.
 pub struct Migrator;
 
 #[async_trait::async_trait]
@@ -20,6 +22,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000001_wallets_payments_ledger::Migration),
             Box::new(marquee_infra::outbox::migration::Migration),
             Box::new(m20260301_000001_card_payments::Migration),
+            Box::new(m20261201_000002_payment_steps::Migration),
+            Box::new(marquee_infra::dead_letters::migration::Migration),
         ]
     }
 }
