@@ -2,9 +2,9 @@
 # measures a flash sale. PostgreSQL, Redis and RabbitMQ are installed/started by
 # scripts/ensure-services.sh when missing.
 
-.PHONY: run test bench services fmt lint k8s
+.PHONY: run test bench services fmt lint k8s chaos
 
-## Build and start gateway, booking-svc and pay-svc; `make run DEMO=1` also seeds demo data.
+## Build and start the sandbox payment provider, the services and the gateway; `make run DEMO=1` also seeds demo data.
 run:
 	DEMO=$(DEMO) scripts/run.sh
 
@@ -16,6 +16,8 @@ test: services
 	cargo clippy --workspace --all-targets -- -D warnings
 	scripts/check-k8s.sh
 	cargo test --workspace
+	cargo build --bins -p booking-svc -p pay-svc -p psp-sandbox -p marquee-chaos
+	target/debug/marquee-chaos --reduced
 
 ## A bounded flash sale through the gateway (BENCH_SEATS, BENCH_BUYERS, BENCH_CONCURRENCY):
 ## first a hold storm (buyers only hold), then the full purchase through the saga.
@@ -24,6 +26,13 @@ bench: services
 	cargo bench -p marquee-e2e --bench flash_sale
 	cargo bench -p marquee-e2e --bench search
 	cargo bench -p marquee-e2e --bench sse_fanout
+
+## The chaos suite at full counts (issue 10): the saga with booking-svc, pay-svc and
+## psp-sandbox as processes it kills, RabbitMQ connections closed, Redis flushed,
+## triple delivery, the PSP's seed outcomes, a poison message; prints one table.
+chaos: services
+	cargo build --release --bins -p booking-svc -p pay-svc -p psp-sandbox -p marquee-chaos
+	target/release/marquee-chaos
 
 services:
 	scripts/ensure-services.sh

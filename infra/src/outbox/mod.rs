@@ -76,6 +76,21 @@ pub async fn claim<C: ConnectionTrait>(
     Ok(matches!(done, TryInsertResult::Inserted(1)))
 }
 
+/// `OUTBOX_PUBLISH_COPIES`: how many times the relay publishes each outbox row, each
+/// copy with the same message id (default 1). A chaos-testing setting: with 3, every
+/// consumer sees every message three times and must act once (the inbox).
+pub fn publish_copies(env: &mut crate::config::Settings) -> u32 {
+    let copies: u32 = env.or("OUTBOX_PUBLISH_COPIES", 1);
+    if copies == 0 {
+        env.record(crate::config::ConfigError::Invalid {
+            name: "OUTBOX_PUBLISH_COPIES".to_owned(),
+            value: copies.to_string(),
+            reason: "at least 1".to_owned(),
+        });
+    }
+    copies.max(1)
+}
+
 /// Publishes outbox rows. Wake it with [`Relay::notify`] after committing new rows;
 /// it also polls, so rows written by another replica or before a crash go out too.
 #[derive(Clone)]
@@ -224,6 +239,7 @@ async fn relay_batch(pool: &DatabaseConnection, bus: &Bus) -> anyhow::Result<usi
     if rows.is_empty() {
         return Ok(0);
     }
+    let copies = bus.config().outbox_publish_copies.max(1);
     let mut envelopes = Vec::with_capacity(rows.len());
     for row in rows {
         let trace_context: HashMap<String, String> =
@@ -256,7 +272,15 @@ async fn relay_batch(pool: &DatabaseConnection, bus: &Bus) -> anyhow::Result<usi
             envelope.trace_context = context;
         }
         async move {
-            let result = bus.publish(&envelope).await;
+            // Chaos testing publishes every row several times, each copy under the
+            // same message id (`OUTBOX_PUBLISH_COPIES`); normally once.
+            let mut result = Ok(());
+            for _ in 0..copies {
+                result = bus.publish(&envelope).await;
+                if result.is_err() {
+                    break;
+                }
+            }
             (seq, envelope.occurred_at, result)
         }
         .instrument(span)
