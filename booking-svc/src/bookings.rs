@@ -41,7 +41,7 @@ use crate::error::BookingError;
 use crate::holds::{
     Claim, HoldKeys, HoldOutcome, HoldRecord, HoldRequest, HoldState, HoldStore, Partition,
 };
-use crate::steps::{self, Steps};
+use crate::steps::{self, BookingSteps as _, Steps};
 use crate::wire::{self, bus::SagaReply};
 pub use marquee_proto::kinds::{
     PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED, REFUND_REQUESTED,
@@ -646,7 +646,7 @@ impl Bookings {
         ))
         .await
         .map_err(InsertError::classify)?;
-        let mut steps = Steps::new(id);
+        let mut steps = Steps::new(id.0);
         steps.created(method, &total);
         let mut status = BookingStatus::PendingPayment;
         let mut updated_at = created_at;
@@ -857,7 +857,7 @@ impl Bookings {
         if moved.is_some() {
             let reason = "cancelled by buyer";
             let message = enqueue_refund(&tx, id, booking.buyer, reason).await?;
-            let mut steps = Steps::new(id);
+            let mut steps = Steps::new(id.0);
             steps.status(
                 Some(BookingStatus::Confirmed),
                 BookingStatus::Cancelling,
@@ -916,7 +916,7 @@ impl Bookings {
         .ok_or(BookingError::NotFound("booking"))?
         .updated_at;
         deactivate_seats(&tx, id).await?;
-        let mut steps = Steps::new(id);
+        let mut steps = Steps::new(id.0);
         steps.status(
             Some(BookingStatus::Confirmed),
             BookingStatus::Cancelling,
@@ -996,7 +996,7 @@ impl Bookings {
                     .map_or(Effect::None, Effect::Moved)
                 }
             };
-            let mut steps = Steps::new(booking_id);
+            let mut steps = Steps::new(booking_id.0);
             match &effect {
                 Effect::Moved(moved) => {
                     steps.received(&envelope.kind, envelope.message_id, "applied");
@@ -1187,7 +1187,7 @@ impl Bookings {
             )
             .await?;
             if moved.is_some() {
-                let mut steps = Steps::new(id);
+                let mut steps = Steps::new(id.0);
                 steps.note(
                     steps::DEADLINE,
                     "passed",

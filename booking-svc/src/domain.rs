@@ -293,8 +293,8 @@ impl StepService {
     }
 }
 
-/// One recorded step of a booking's saga, from either service (booking-svc's
-/// `saga_steps`, pay-svc's `payment_steps`). Text fields are empty when they do not
+/// One recorded step of a booking's saga, from either service (each one's
+/// `saga_steps`, `marquee_infra::saga_steps`). Text fields are empty when they do not
 /// apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaStep {
@@ -408,6 +408,12 @@ impl BookingStatus {
             BookingStatus::Cancelling => "CANCELLING",
             BookingStatus::Cancelled => "CANCELLED",
         }
+    }
+}
+
+impl fmt::Display for BookingStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod outbox;
 pub mod redis_conn;
+pub mod saga_steps;
 pub mod service;
 pub mod telemetry;
 

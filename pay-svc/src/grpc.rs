@@ -14,7 +14,6 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::{AccountId, EntryKind, LedgerEntry, Money, PageSize, WalletView};
-use crate::entity::payment_steps;
 use crate::error::PayError;
 use crate::{steps, store};
 
@@ -92,7 +91,7 @@ fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     }
 }
 
-fn step_to_proto(row: payment_steps::Model) -> PaymentStep {
+fn step_to_proto(row: marquee_infra::saga_steps::entity::Model) -> PaymentStep {
     PaymentStep {
         at: Some(timestamp(row.at)),
         kind: row.kind,

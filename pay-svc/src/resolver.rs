@@ -38,7 +38,7 @@ use crate::entity::payments;
 use crate::error::PayError;
 use crate::psp::{Answer, CallError, PspClient, PspPayment, PspStatus};
 use crate::saga::{enqueue_payment_outcome, enqueue_refund_completed};
-use crate::steps::{self, Steps};
+use crate::steps::{self, PaymentSteps as _, Steps};
 use crate::store;
 
 /// Payments one replica works on at once (each holds a database connection during

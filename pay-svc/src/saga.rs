@@ -216,7 +216,7 @@ impl SagaConsumer {
                 Outcome::WalletOpened
             }
             Command::Charge(request) => {
-                steps.received(&envelope.kind, envelope.message_id);
+                steps.received(&envelope.kind, envelope.message_id, "");
                 // booking-svc vouches for the buyer, so a payment may open the wallet
                 // if its `account.opened` has not been handled yet.
                 if store::ensure_wallet(&tx, request.account_id, self.welcome_credit).await? {
@@ -226,7 +226,7 @@ impl SagaConsumer {
                     .await?
             }
             Command::Refund(request) => {
-                steps.received(&envelope.kind, envelope.message_id);
+                steps.received(&envelope.kind, envelope.message_id, "");
                 refund(&tx, envelope.saga_id, request, &mut steps).await?
             }
         };

@@ -1,12 +1,11 @@
 //! sea-orm entities for every table booking-svc owns: one module per table, with the
 //! relations its foreign keys make. The outbox and inbox tables are
-//! `marquee_infra::outbox::entity`'s. The constraint names errors are classified by
+//! `marquee_infra::outbox::entity`'s, `saga_steps` is `marquee_infra::saga_steps::entity`. The constraint names errors are classified by
 //! are constants next to their table.
 
 pub mod accounts;
 pub mod booking_seats;
 pub mod bookings;
 pub mod events;
-pub mod saga_steps;
 pub mod seats;
 pub mod sections;

@@ -1,12 +1,18 @@
-//! The saga timeline: `saga_steps`, one row per step of a booking's saga (a status
-//! change, a message sent or received, the payment deadline), each written in the
-//! same transaction as the effect it describes, read oldest first per booking
-//! (`saga_steps_booking_id_at_idx`) by the admin timeline and the buyer's status
-//! history. No foreign key: a journal row costs one INSERT on the checkout's and the
-//! saga handler's hot paths, and bookings are never deleted.
+//! The saga-timeline migration, listed by the migrator of every service that records
+//! its half of a booking's saga (booking-svc, pay-svc), after its own tables and
+//! infra's outbox/inbox, before infra's dead letters.
+//!
+//! `saga_steps`: one row per step (a status change, a message sent or received, and
+//! each service's own: the payment deadline; a wallet debit or credit, a PSP call and
+//! what came of it), each written in the same transaction as the effect it describes,
+//! read oldest first per booking (`saga_steps_booking_id_at_idx`). No foreign key: a
+//! step costs one INSERT on the checkout's, the saga handler's and the wallet's hot
+//! paths, bookings are never deleted, and in pay-svc a step may precede its payment
+//! row (a malformed request is recorded, never paid).
 
 use sea_orm_migration::prelude::*;
 
+/// Creates `saga_steps`.
 pub struct Migration;
 
 impl MigrationName for Migration {

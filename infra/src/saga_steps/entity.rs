@@ -1,18 +1,19 @@
-//! `payment_steps`: the steps of each booking's payment as pay-svc saw it, one row
-//! per step, written in the same transaction as the step's effect
-//! (`crate::steps::Steps`); read oldest first per booking
-//! (`payment_steps_booking_id_at_idx`).
+//! The `saga_steps` table as a sea-orm entity: the timeline of each booking's saga as
+//! one service saw it, one row per step, written in the same transaction as the step's
+//! effect ([`super::Steps`]); read oldest first per booking
+//! (`saga_steps_booking_id_at_idx`).
 
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "payment_steps")]
+#[sea_orm(table_name = "saga_steps")]
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
     pub booking_id: Uuid,
     pub at: DateTimeUtc,
-    /// `status`, `message_sent`, `message_received`, `wallet`, `psp_call`, `refund`.
+    /// `status`, `message_sent`, `message_received`, `refund`, and the service's own
+    /// (booking-svc: `deadline`; pay-svc: `wallet`, `psp_call`).
     #[sea_orm(column_type = "Text")]
     pub kind: String,
     #[sea_orm(column_type = "Text", nullable)]
