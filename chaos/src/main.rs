@@ -12,6 +12,7 @@
 //! `target/chaos-logs/<run>/` (`CHAOS_LOG_DIR` to override the root).
 
 mod bus;
+mod db;
 mod load;
 mod procs;
 mod scenarios;

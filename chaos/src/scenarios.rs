@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use marquee_proto::booking::{Role, SeatStatus};
 use uuid::Uuid;
 
+use crate::db;
 use crate::load::{Account, Client, Outcome, Progress, SagaSpec};
 use crate::procs::{OwnRedis, Service, tracing_free_note};
 use crate::system::{Env, Knobs, System};
@@ -389,12 +390,8 @@ pub async fn bus_closes(env: &Env, counts: &Counts) -> Result<Row> {
     let since = Instant::now();
     // The outboxes must be empty within 60 s of the load's end.
     let drained = loop {
-        let booking: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(&stage.sys.booking_pool)
-            .await?;
-        let pay: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(&stage.sys.pay_pool)
-            .await?;
+        let booking = crate::verify::backlog(&stage.sys.booking_pool).await?;
+        let pay = crate::verify::backlog(&stage.sys.pay_pool).await?;
         if booking == 0 && pay == 0 {
             break Some(since.elapsed());
         }
@@ -624,11 +621,12 @@ pub async fn redis_loss(env: &Env, counts: &Counts) -> Result<Row> {
     annotate(&mut row, &outcomes);
     // The seat map against PostgreSQL: SOLD exactly the confirmed bookings' seats,
     // nothing left HELD.
-    let confirmed: Vec<Uuid> = sqlx::query_scalar(
+    let confirmed: Vec<Uuid> = db::rows(
+        &stage.sys.booking_pool,
         "SELECT bs.seat_id FROM booking_seats bs JOIN bookings b ON b.id = bs.booking_id
          WHERE b.status = 'CONFIRMED'",
+        vec![],
     )
-    .fetch_all(&stage.sys.booking_pool)
     .await?;
     let confirmed: HashSet<String> = confirmed.iter().map(Uuid::to_string).collect();
     for (view, seats) in [
@@ -712,11 +710,12 @@ pub async fn contention(env: &Env, counts: &Counts) -> Result<Row> {
         .collect();
     let (mut row, _) = settle(&stage.sys, &name, &accepted, since, counts.settle_bound).await?;
     annotate(&mut row, &outcomes);
-    let sold: i64 = sqlx::query_scalar(
+    let sold: i64 = db::one(
+        &stage.sys.booking_pool,
         "SELECT count(*) FROM booking_seats bs JOIN bookings b ON b.id = bs.booking_id
          WHERE b.status = 'CONFIRMED'",
+        vec![],
     )
-    .fetch_one(&stage.sys.booking_pool)
     .await?;
     let without = outcomes.iter().filter(|o| o.booking_id.is_none()).count();
     row.notes.push(format!(
@@ -791,8 +790,7 @@ pub async fn poison(env: &Env, counts: &Counts) -> Result<Row> {
          CREATE TRIGGER chaos_poison BEFORE INSERT ON payments
            FOR EACH ROW EXECUTE FUNCTION chaos_poison();"
     );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(trigger))
-        .execute(&stage.sys.pay_pool)
+    db::execute(&stage.sys.pay_pool, &trigger)
         .await
         .context("install the poison trigger")?;
     let poison_spec = SagaSpec {
@@ -821,12 +819,13 @@ pub async fn poison(env: &Env, counts: &Counts) -> Result<Row> {
     // `dead_letters` table by its keeper.
     let dead_lettered = loop {
         let (_, dlq) = crate::bus::depths(&stage.sys.bus_prefix)?;
-        let kept: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE booking_id = $1")
-                .bind(poison_booking.to_string())
-                .fetch_one(&stage.sys.pay_pool)
-                .await
-                .unwrap_or(0);
+        let kept: i64 = db::one(
+            &stage.sys.pay_pool,
+            "SELECT count(*) FROM dead_letters WHERE booking_id = $1",
+            vec![poison_booking.to_string().into()],
+        )
+        .await
+        .unwrap_or(0);
         if dlq > 0 || kept > 0 {
             break Some(since.elapsed());
         }
@@ -871,10 +870,12 @@ pub async fn poison(env: &Env, counts: &Counts) -> Result<Row> {
             .push("the poison booking moved before its redrive".to_owned());
     }
     // The fix, then the redrive.
-    sqlx::raw_sql("DROP TRIGGER chaos_poison ON payments; DROP FUNCTION chaos_poison();")
-        .execute(&stage.sys.pay_pool)
-        .await
-        .context("drop the poison trigger")?;
+    db::execute(
+        &stage.sys.pay_pool,
+        "DROP TRIGGER chaos_poison ON payments; DROP FUNCTION chaos_poison();",
+    )
+    .await
+    .context("drop the poison trigger")?;
     match redrive(&stage, &poison_booking).await {
         Ok(()) => {
             let since = Instant::now();

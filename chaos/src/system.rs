@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::db::{self, Db};
 use anyhow::{Context, Result};
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
@@ -64,9 +63,9 @@ pub struct System {
     pub psp: Service,
     pub pay: Service,
     pub booking: Service,
-    pub booking_pool: PgPool,
-    pub pay_pool: PgPool,
-    pub psp_pool: PgPool,
+    pub booking_pool: Db,
+    pub pay_pool: Db,
+    pub psp_pool: Db,
     pub channel: Channel,
     pub log_dir: PathBuf,
     env: Env,
@@ -173,17 +172,9 @@ impl System {
         psp.start(start).await?;
         pay.start(start).await?;
         booking.start(start).await?;
-        let pool = |url: String| async move {
-            PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect(&url)
-                .await
-                .with_context(|| format!("connect to {url}"))
-        };
-        let booking_pool = pool(booking_db.clone()).await?;
-        let pay_pool = pool(pay_db.clone()).await?;
-        let psp_pool = pool(psp_db.clone()).await?;
+        let booking_pool = db::open(&booking_db).await?;
+        let pay_pool = db::open(&pay_db).await?;
+        let psp_pool = db::open(&psp_db).await?;
         let channel = Endpoint::from_shared(format!("http://127.0.0.1:{booking_port}"))
             .context("booking-svc endpoint")?
             .connect_timeout(Duration::from_secs(2))
@@ -234,10 +225,10 @@ impl System {
         self.booking.stop();
         self.pay.stop();
         self.psp.stop();
-        self.booking_pool.close().await;
-        self.pay_pool.close().await;
-        self.psp_pool.close().await;
         let names = self.names();
+        for pool in [self.booking_pool, self.pay_pool, self.psp_pool] {
+            let _ = pool.close().await;
+        }
         names.remove().await;
         forget(&names);
     }

@@ -9,8 +9,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use crate::db::{self, Db};
 use anyhow::{Context, Result};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::system::System;
@@ -88,42 +88,51 @@ impl Snapshot {
     }
 
     async fn read_once(sys: &System) -> Result<Self> {
-        let bookings: Vec<(Uuid, String, i64)> =
-            sqlx::query_as("SELECT id, status, total_minor FROM bookings")
-                .fetch_all(&sys.booking_pool)
-                .await
-                .context("read bookings")?;
-        let payments: Vec<(Uuid, String, String, bool)> =
-            sqlx::query_as("SELECT booking_id, status, method, refund_wanted FROM payments")
-                .fetch_all(&sys.pay_pool)
-                .await
-                .context("read payments")?;
-        let psp: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT order_id, status, total_amount FROM psp_payments")
-                .fetch_all(&sys.psp_pool)
-                .await
-                .context("read the psp's payments")?;
-        let wallet: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        let bookings: Vec<(Uuid, String, i64)> = db::rows(
+            &sys.booking_pool,
+            "SELECT id, status, total_minor FROM bookings",
+            vec![],
+        )
+        .await
+        .context("read bookings")?;
+        let payments: Vec<(Uuid, String, String, bool)> = db::rows(
+            &sys.pay_pool,
+            "SELECT booking_id, status, method, refund_wanted FROM payments",
+            vec![],
+        )
+        .await
+        .context("read payments")?;
+        let psp: Vec<(String, String, i64)> = db::rows(
+            &sys.psp_pool,
+            "SELECT order_id, status, total_amount FROM psp_payments",
+            vec![],
+        )
+        .await
+        .context("read the psp's payments")?;
+        let wallet: Vec<(Uuid, String, i64)> = db::rows(
+            &sys.pay_pool,
             "SELECT booking_id, kind, abs(amount_minor)::int8 FROM ledger_entries
              WHERE booking_id IS NOT NULL",
+            vec![],
         )
-        .fetch_all(&sys.pay_pool)
         .await
         .context("read the wallet ledger")?;
-        let card: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        let card: Vec<(Uuid, String, i64)> = db::rows(
+            &sys.pay_pool,
             "SELECT booking_id, kind, abs(amount_minor)::int8 FROM card_ledger_entries",
+            vec![],
         )
-        .fetch_all(&sys.pay_pool)
         .await
         .context("read the card ledger")?;
         let booking_backlog = backlog(&sys.booking_pool).await?;
         let pay_backlog = backlog(&sys.pay_pool).await?;
-        let oversold: i64 = sqlx::query_scalar(
+        let oversold: i64 = db::one(
+            &sys.booking_pool,
             "SELECT count(*) FROM (SELECT bs.seat_id FROM booking_seats bs
              JOIN bookings b ON b.id = bs.booking_id WHERE b.status <> 'CANCELLED'
              GROUP BY bs.seat_id HAVING count(*) > 1) AS twice",
+            vec![],
         )
-        .fetch_one(&sys.booking_pool)
         .await
         .context("read seats in two bookings")?;
         let mut snapshot = Self {
@@ -285,11 +294,15 @@ impl Snapshot {
     }
 }
 
-async fn backlog(pool: &PgPool) -> Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-        .fetch_one(pool)
-        .await
-        .context("read the outbox backlog")
+/// Outbox messages not yet published.
+pub async fn backlog(pool: &Db) -> Result<i64> {
+    db::one(
+        pool,
+        "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
+        vec![],
+    )
+    .await
+    .context("read the outbox backlog")
 }
 
 /// Waits (up to `bound` after `since`) until every saga is terminal, both outboxes are
