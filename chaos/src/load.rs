@@ -261,6 +261,7 @@ impl Client {
             }),
             sale_starts_at: None,
             sale_ends_at: None,
+            waiting_room: None,
             sections: vec![SectionInput {
                 name: "GA".to_owned(),
                 price: Some(Money {
@@ -342,6 +343,7 @@ impl Client {
                         event_id: spec.event_id.clone(),
                         seat_ids: spec.seats.clone(),
                         idempotency_key: hold_key.clone(),
+                        ..Default::default()
                     },
                     &buyer.token,
                 );

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use marquee_infra::auth::TokenKeys;
 use marquee_proto::realtime::realtime_service_server::RealtimeService;
-use marquee_proto::realtime::{BookingUpdate, SeatUpdate, WatchBookingRequest, WatchSeatsRequest};
+use marquee_proto::realtime::{
+    BookingUpdate, QueueTicketUpdate, SeatUpdate, WatchBookingRequest, WatchQueueTicketRequest,
+    WatchSeatsRequest,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -31,6 +34,7 @@ pub struct RealtimeApi {
 impl RealtimeService for RealtimeApi {
     type WatchSeatsStream = UpdateStream<SeatUpdate>;
     type WatchBookingStream = UpdateStream<BookingUpdate>;
+    type WatchQueueTicketStream = UpdateStream<QueueTicketUpdate>;
 
     async fn watch_seats(
         &self,
@@ -62,5 +66,12 @@ impl RealtimeService for RealtimeApi {
         Ok(Response::new(Box::pin(
             updates.map(Ok).take_until(draining),
         )))
+    }
+
+    async fn watch_queue_ticket(
+        &self,
+        _request: Request<WatchQueueTicketRequest>,
+    ) -> Result<Response<Self::WatchQueueTicketStream>, Status> {
+        Err(Status::unimplemented("the waiting room is being built"))
     }
 }

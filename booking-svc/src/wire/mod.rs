@@ -76,5 +76,6 @@ pub fn event_pb(e: &EventInfo) -> pb::Event {
         max_seats_per_buyer: count(d.max_seats_per_buyer),
         seat_count: count(e.seats.len()),
         created_at: timestamp(e.created_at),
+        waiting_room: None,
     }
 }
