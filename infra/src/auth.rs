@@ -56,6 +56,22 @@ pub enum TokenError {
     Invalid,
 }
 
+/// What a waiting room's admission token says: `sub` (the account) may hold seats of
+/// `event` and check them out until `exp`, on the strength of ticket `ticket`. Signed
+/// with the same keys as session tokens but for the audience `<JWT_AUDIENCE>:admission`,
+/// so neither kind of token passes for the other.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AdmissionClaims {
+    pub sub: String,
+    pub event: String,
+    pub ticket: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    pub iat: i64,
+    pub iss: String,
+    pub aud: String,
+}
+
 /// A verification-only key: a previous secret, still accepted under its `kid`.
 #[derive(Clone)]
 pub struct VerificationKey {
@@ -220,6 +236,8 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: Arc<HashMap<String, DecodingKey>>,
     validation: Validation,
+    /// Like `validation`, for admission tokens' audience.
+    admission: Validation,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -253,11 +271,15 @@ impl TokenKeys {
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         validation.set_issuer(&[&config.issuer]);
         validation.set_audience(&[&config.audience]);
+        let mut admission = validation.clone();
+        admission.set_audience(&[admission_audience(&config.audience)]);
+        admission.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         Self {
             key_id: config.key_id.clone(),
             encoding: EncodingKey::from_secret(current),
             decoding: Arc::new(decoding),
             validation,
+            admission,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             ttl,
@@ -309,6 +331,45 @@ impl TokenKeys {
             })
     }
 
+    /// An admission token for `account` to `event` through `ticket`, valid until
+    /// `expires` (whole seconds).
+    pub fn issue_admission(
+        &self,
+        account: &str,
+        event: &str,
+        ticket: &str,
+        expires: DateTime<Utc>,
+    ) -> anyhow::Result<String> {
+        let claims = AdmissionClaims {
+            sub: account.to_owned(),
+            event: event.to_owned(),
+            ticket: ticket.to_owned(),
+            exp: expires.timestamp(),
+            iat: Utc::now().timestamp(),
+            iss: self.issuer.clone(),
+            aud: admission_audience(&self.audience),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.key_id.clone());
+        Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)
+    }
+
+    /// Verifies an admission token: signature, `kid`, issuer, audience and expiry (no
+    /// leeway beyond the session tokens' few seconds).
+    pub fn verify_admission(&self, token: &str) -> Result<AdmissionClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let key = header
+            .kid
+            .and_then(|kid| self.decoding.get(&kid))
+            .ok_or(TokenError::Invalid)?;
+        jsonwebtoken::decode::<AdmissionClaims>(token, key, &self.admission)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })
+    }
+
     /// Verifies the value of an `authorization` header (`Bearer <token>`).
     pub fn verify_header(&self, value: Option<&str>) -> Result<Claims, TokenError> {
         let value = value.ok_or(TokenError::Missing)?;
@@ -332,6 +393,11 @@ impl TokenKeys {
     }
 }
 
+/// The audience of admission tokens, derived from the session tokens' one.
+fn admission_audience(audience: &str) -> String {
+    format!("{audience}:admission")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +416,34 @@ mod tests {
         assert_eq!(other.verify(&token), Err(TokenError::Invalid));
         assert_eq!(keys.verify_header(Some(&token)), Err(TokenError::Malformed));
         assert_eq!(keys.verify_header(None), Err(TokenError::Missing));
+    }
+
+    #[test]
+    fn admission_and_session_tokens_do_not_pass_for_each_other() {
+        let keys = TokenKeys::new("s3cret", Duration::minutes(5));
+        let expires = Utc::now() + Duration::minutes(10);
+        let admission = keys.issue_admission("acc-1", "ev-1", "t-1", expires).unwrap();
+        let claims = keys.verify_admission(&admission).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.event.as_str(), claims.ticket.as_str()),
+            ("acc-1", "ev-1", "t-1")
+        );
+        assert_eq!(claims.exp, expires.timestamp());
+        assert_eq!(keys.verify(&admission), Err(TokenError::Invalid));
+        let (session, _) = keys.issue("acc-1", "BUYER").unwrap();
+        assert_eq!(keys.verify_admission(&session), Err(TokenError::Invalid));
+        let other = TokenKeys::new("another", Duration::minutes(5));
+        assert_eq!(other.verify_admission(&admission), Err(TokenError::Invalid));
+        let stale = keys
+            .issue_admission("acc-1", "ev-1", "t-1", Utc::now() - Duration::minutes(1))
+            .unwrap();
+        assert_eq!(keys.verify_admission(&stale), Err(TokenError::Expired));
+        // One changed character of the payload breaks the signature.
+        let mut parts: Vec<String> = admission.split('.').map(str::to_owned).collect();
+        let payload = parts[1].clone();
+        let flipped = if payload.ends_with('A') { 'B' } else { 'A' };
+        parts[1] = format!("{}{flipped}", &payload[..payload.len() - 1]);
+        assert_eq!(keys.verify_admission(&parts.join(".")), Err(TokenError::Invalid));
     }
 
     #[test]

@@ -78,4 +78,6 @@ pub mod kinds {
     pub const BOOKINGS_CHANGED: &str = "bookings.changed";
     /// Notification: booking-svc → search-svc (`booking::EventChanged`).
     pub const EVENT_CHANGED: &str = "catalog.event_changed";
+    /// `marquee.booking.v1.QueueAdvanced`: a waiting room opened or admitted buyers.
+    pub const QUEUE_ADVANCED: &str = "queue.advanced";
 }
