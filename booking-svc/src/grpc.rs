@@ -26,6 +26,7 @@ use crate::domain::{
     SagaTimeline, SeatId, SeatSelection,
 };
 use crate::error::BookingError;
+use crate::queue::{AdmissionCheck, WaitingRooms};
 use crate::wire;
 
 pub type WalletClient = WalletServiceClient<InterceptedService<Channel, PropagateTrace>>;
@@ -48,20 +49,22 @@ pub struct Api {
     pub default_max_seats: u32,
     /// Accounts known to exist, checked for every authenticated RPC.
     pub known_accounts: KnownAccounts,
+    /// The waiting rooms, and the admissions holds and checkouts need.
+    pub queue: Arc<WaitingRooms>,
 }
 
 /// The verified caller of an RPC.
 #[derive(Debug, Clone, Copy)]
-struct Caller {
-    id: AccountId,
-    role: Role,
+pub(crate) struct Caller {
+    pub(crate) id: AccountId,
+    pub(crate) role: Role,
 }
 
 impl Api {
     /// The verified caller: a valid token whose subject is an account that exists.
     /// A token signed for an account id nobody signed up with is refused, so it can
     /// neither hold seats nor get money.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, BookingError> {
+    pub(crate) async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, BookingError> {
         let claims = self
             .keys
             .verify_metadata(request.metadata())
@@ -79,6 +82,26 @@ impl Api {
         }
         Ok(Caller { id, role })
     }
+}
+
+impl Api {
+    /// An event as the API shows it, with its waiting room's settings.
+    pub(crate) fn event_pb(&self, event: &crate::catalog::EventInfo) -> pb::Event {
+        let mut rendered = wire::event_pb(event);
+        rendered.waiting_room = self
+            .queue
+            .settings(event.id)
+            .map(|s| wire::queue::settings_pb(&s));
+        rendered
+    }
+}
+
+/// The request's admission token (`x-admission-token`), if it sent one.
+fn admission_token<T>(request: &Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("x-admission-token")
+        .and_then(|v| v.to_str().ok())
 }
 
 /// A request to pay-svc carrying the caller's token, which pay-svc verifies itself.
@@ -192,9 +215,14 @@ impl CatalogService for Api {
         if caller.role != Role::Seller {
             return Err(BookingError::PermissionDenied("only sellers can create events").into());
         }
-        let new = wire::api::parse_create_event(request.into_inner(), self.default_max_seats)?;
+        let req = request.into_inner();
+        let room = wire::queue::parse_settings(req.waiting_room.as_ref())?;
+        let new = wire::api::parse_create_event(req, self.default_max_seats)?;
         let event = self.bookings.create_event(caller.id, new).await?;
-        Ok(Response::new(wire::event_pb(&event)))
+        if room.is_some() {
+            self.queue.configure(event.id, room).await?;
+        }
+        Ok(Response::new(self.event_pb(&event)))
     }
 
     async fn get_seat_snapshot(
@@ -232,7 +260,7 @@ impl CatalogService for Api {
         let more = ids.len() as i64 > limit;
         let mut events = Vec::with_capacity(ids.len());
         for id in ids.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
-            events.push(wire::event_pb(&*self.bookings.event(id).await?));
+            events.push(self.event_pb(&*self.bookings.event(id).await?));
         }
         Ok(Response::new(pb::ListEventsResponse {
             next_page_token: wire::api::next_page_token(more, offset, limit),
@@ -246,7 +274,7 @@ impl CatalogService for Api {
     ) -> Result<Response<pb::Event>, Status> {
         let id = EventId::parse("eventId", &request.get_ref().event_id)?;
         let event = self.bookings.event(id).await?;
-        Ok(Response::new(wire::event_pb(&event)))
+        Ok(Response::new(self.event_pb(&event)))
     }
 
     async fn list_seats(
@@ -285,8 +313,15 @@ impl BookingService for Api {
     ) -> Result<Response<pb::Hold>, Status> {
         let caller = self.caller(&request).await?;
         let key = optional_idempotency_key(&request, &request.get_ref().idempotency_key)?;
+        let token = admission_token(&request).map(str::to_owned);
         let req = request.into_inner();
         let event = EventId::parse("eventId", &req.event_id)?;
+        let admission = AdmissionCheck {
+            buyer: caller.id,
+            event,
+            token: token.as_deref(),
+        };
+        self.queue.check(admission, true).await?;
         let selection = SeatSelection::parse(&req.seat_ids)?;
         let hold = self.bookings.hold(caller.id, event, selection, key).await?;
         Ok(Response::new(wire::api::hold_pb(&hold)))
@@ -308,13 +343,21 @@ impl BookingService for Api {
     ) -> Result<Response<pb::Booking>, Status> {
         let caller = self.caller(&request).await?;
         let key = idempotency_key(&request, &request.get_ref().idempotency_key)?;
+        let token = admission_token(&request).map(str::to_owned);
         let req = request.into_inner();
         let hold = HoldId::parse("holdId", &req.hold_id)?;
         let payment = wire::api::payment(req.payment_method, &req.card_token)?;
+        let admission = self
+            .queue
+            .check_checkout(caller.id, hold, token.as_deref())
+            .await?;
         let booking = self
             .bookings
             .checkout(caller.id, hold, payment, key)
             .await?;
+        if let Some(ticket) = admission {
+            self.queue.end_after_checkout(ticket).await;
+        }
         Ok(Response::new(wire::api::booking_pb(&booking)))
     }
 

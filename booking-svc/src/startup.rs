@@ -17,6 +17,7 @@ use marquee_proto::booking::account_service_server::AccountServiceServer;
 use marquee_proto::booking::booking_service_server::BookingServiceServer;
 use marquee_proto::booking::catalog_service_server::CatalogServiceServer;
 use marquee_proto::booking::saga_admin_service_server::SagaAdminServiceServer;
+use marquee_proto::booking::waiting_room_service_server::WaitingRoomServiceServer;
 use marquee_proto::pay::payment_admin_service_client::PaymentAdminServiceClient;
 use marquee_proto::pay::wallet_service_client::WalletServiceClient;
 use sea_orm::DatabaseConnection;
@@ -28,6 +29,7 @@ use crate::catalog::Catalog;
 use crate::changes::ChangeFeed;
 use crate::grpc::{Api, token_ttl};
 use crate::holds::{HoldStore, RedisTimeouts};
+use crate::queue::WaitingRooms;
 use crate::seat_relay;
 
 #[derive(Clone)]
@@ -61,6 +63,9 @@ pub struct BookingConfig {
     pub default_max_seats: u32,
     /// argon2id memory cost in KiB (OWASP's 19 MiB by default).
     pub argon2_memory_kib: u32,
+    /// `QUEUE_TICK_MS` (default 100 ms): how often each replica admits the next buyers
+    /// of every open waiting room.
+    pub queue_tick: Duration,
 }
 
 impl std::fmt::Debug for BookingConfig {
@@ -124,6 +129,7 @@ impl BookingConfig {
             sweep_interval: env.millis("HOLD_SWEEP_INTERVAL_MS", Duration::from_millis(250)),
             default_max_seats: env.or("DEFAULT_MAX_SEATS_PER_BUYER", 4),
             argon2_memory_kib: env.or("ARGON2_MEMORY_KIB", 19_456),
+            queue_tick: env.millis("QUEUE_TICK_MS", Duration::from_millis(100)),
         }
     }
 }
@@ -161,6 +167,13 @@ impl Application {
         let holds =
             HoldStore::connect(&config.redis, &config.redis_prefix, config.redis_timeouts).await?;
         seat_relay::spawn(&holds, bus.clone(), shutdown.clone()).await?;
+        let keys = TokenKeys::from_config(&config.jwt, token_ttl(config.token_ttl_minutes));
+        let queue = Arc::new(WaitingRooms::new(pool.clone(), holds.clone(), keys.clone()).await?);
+        queue.clone().spawn_ticker(
+            bus.clone(),
+            config.queue_tick.max(Duration::from_millis(10)),
+            shutdown.clone(),
+        );
         let relay = Relay::spawn(
             "booking-svc",
             pool.clone(),
@@ -206,12 +219,13 @@ impl Application {
             bookings,
             pool: pool.clone(),
             relay,
-            keys: TokenKeys::from_config(&config.jwt, token_ttl(config.token_ttl_minutes)),
+            keys,
             hasher: Hasher::new(config.argon2_memory_kib)?,
             wallet,
             pay_admin,
             default_max_seats: config.default_max_seats,
             known_accounts: KnownAccounts::spawn(pool.clone()),
+            queue,
         };
         // Keeps what the queues above dead-letter (`dead_letters`), after their declaration.
         let kept = DeadLetters::new("booking-svc", pool.clone(), api.relay.clone());
@@ -264,6 +278,7 @@ impl Application {
             .add_service(BookingServiceServer::new(api.clone()))
             .add_service(dead_letters.into_server())
             .add_service(SagaAdminServiceServer::new(api.clone()))
+            .add_service(WaitingRoomServiceServer::new(api.clone()))
             .reflect(marquee_proto::DESCRIPTOR_SET)
             .depends_on(Dependency::postgres("booking", api.pool.clone()))
             .depends_on(redis)

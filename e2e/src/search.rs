@@ -65,6 +65,7 @@ impl System {
             sweep_interval: Duration::from_millis(500),
             default_max_seats: 4,
             argon2_memory_kib: 1024,
+            queue_tick: std::time::Duration::from_millis(50),
         })
         .await
         .expect("booking-svc starts");

@@ -193,6 +193,7 @@ impl System {
             sweep_interval: Duration::from_millis(100),
             default_max_seats: 4,
             argon2_memory_kib: options.argon2_memory_kib,
+            queue_tick: Duration::from_millis(50),
         };
         if !options.migrate_on_start {
             booking_svc::migrate(&booking_svc::MigrateConfig {

@@ -6,6 +6,7 @@
 //! edge, request ids, traces, CORS, body limits, Prometheus metrics, health and an
 //! OpenAPI document generated from the same route table.
 
+pub mod admission;
 pub mod app;
 pub mod codec;
 pub mod config;

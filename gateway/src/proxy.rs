@@ -52,6 +52,7 @@ async fn forward(
     }
     let (parts, body) = request.into_parts();
     authenticate(state, &parts.headers)?;
+    crate::admission::check(state, route, bindings, &parts.headers)?;
 
     let body = match route.body {
         BodyRule::None => bytes::Bytes::new(),

@@ -16,7 +16,12 @@ use crate::routes::{Route, UPSTREAMS};
 use crate::state::AppState;
 
 /// Request headers forwarded to upstreams as gRPC metadata (after the token check).
-pub const FORWARDED_HEADERS: &[&str] = &["authorization", "idempotency-key", "x-request-id"];
+pub const FORWARDED_HEADERS: &[&str] = &[
+    "authorization",
+    "idempotency-key",
+    "x-request-id",
+    crate::admission::HEADER,
+];
 
 pub type GrpcClient = tonic::client::Grpc<tonic::transport::Channel>;
 

@@ -422,10 +422,16 @@ mod tests {
     fn admission_and_session_tokens_do_not_pass_for_each_other() {
         let keys = TokenKeys::new("s3cret", Duration::minutes(5));
         let expires = Utc::now() + Duration::minutes(10);
-        let admission = keys.issue_admission("acc-1", "ev-1", "t-1", expires).unwrap();
+        let admission = keys
+            .issue_admission("acc-1", "ev-1", "t-1", expires)
+            .unwrap();
         let claims = keys.verify_admission(&admission).unwrap();
         assert_eq!(
-            (claims.sub.as_str(), claims.event.as_str(), claims.ticket.as_str()),
+            (
+                claims.sub.as_str(),
+                claims.event.as_str(),
+                claims.ticket.as_str()
+            ),
             ("acc-1", "ev-1", "t-1")
         );
         assert_eq!(claims.exp, expires.timestamp());
@@ -443,7 +449,10 @@ mod tests {
         let payload = parts[1].clone();
         let flipped = if payload.ends_with('A') { 'B' } else { 'A' };
         parts[1] = format!("{}{flipped}", &payload[..payload.len() - 1]);
-        assert_eq!(keys.verify_admission(&parts.join(".")), Err(TokenError::Invalid));
+        assert_eq!(
+            keys.verify_admission(&parts.join(".")),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]

@@ -8,8 +8,9 @@ pub enum RealtimeError {
     Unauthenticated(#[from] TokenError),
     #[error("{field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
-    /// booking-svc answered the read this stream starts from with an error (NOT_FOUND
-    /// for an unknown event or another buyer's booking): passed on as it came.
+    /// booking-svc answered the read this stream starts from (or a queue ticket's
+    /// re-read) with an error (NOT_FOUND for an unknown event, another buyer's booking
+    /// or another account's queue ticket): passed on as it came.
     #[error("booking-svc: {}", .0.message())]
     Upstream(tonic::Status),
 }

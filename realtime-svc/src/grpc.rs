@@ -4,17 +4,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use marquee_infra::auth::TokenKeys;
+use marquee_infra::auth::{TokenError, TokenKeys};
 use marquee_proto::realtime::realtime_service_server::RealtimeService;
 use marquee_proto::realtime::{
     BookingUpdate, QueueTicketUpdate, SeatUpdate, WatchBookingRequest, WatchQueueTicketRequest,
     WatchSeatsRequest,
 };
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use crate::bookings::{BookingHub, BookingId};
 use crate::error::RealtimeError;
+use crate::queue::{QueueHub, TicketId};
 use crate::seats::{EventId, SeatHub, Start};
 
 pub type UpdateStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -23,6 +25,7 @@ pub type UpdateStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>
 pub struct RealtimeApi {
     pub seats: Arc<SeatHub>,
     pub bookings: Arc<BookingHub>,
+    pub queues: Arc<QueueHub>,
     pub keys: TokenKeys,
     /// Cancelled when the service starts draining: open watch streams end then (their
     /// clients resume elsewhere with `Last-Event-ID`), so the drain does not wait on
@@ -57,9 +60,7 @@ impl RealtimeService for RealtimeApi {
         self.keys
             .verify_metadata(request.metadata())
             .map_err(RealtimeError::from)?;
-        let authorization = request.metadata().get("authorization").cloned().ok_or(
-            RealtimeError::Unauthenticated(marquee_infra::auth::TokenError::Missing),
-        )?;
+        let authorization = authorization(&request)?;
         let id = BookingId::parse(&request.get_ref().booking_id)?;
         let updates = self.bookings.watch(id, authorization).await?;
         let draining = self.draining.clone().cancelled_owned();
@@ -70,8 +71,29 @@ impl RealtimeService for RealtimeApi {
 
     async fn watch_queue_ticket(
         &self,
-        _request: Request<WatchQueueTicketRequest>,
+        request: Request<WatchQueueTicketRequest>,
     ) -> Result<Response<Self::WatchQueueTicketStream>, Status> {
-        Err(Status::unimplemented("the waiting room is being built"))
+        self.keys
+            .verify_metadata(request.metadata())
+            .map_err(RealtimeError::from)?;
+        let authorization = authorization(&request)?;
+        let id = TicketId::parse(&request.get_ref().ticket_id)?;
+        let updates = self.queues.watch(id, authorization).await?;
+        let draining = self.draining.clone().cancelled_owned();
+        Ok(Response::new(Box::pin(
+            updates
+                .map(|update| update.map_err(Status::from))
+                .take_until(draining),
+        )))
     }
+}
+
+/// The caller's `authorization` header, passed on to booking-svc's reads (verified
+/// before, so present).
+fn authorization<T>(request: &Request<T>) -> Result<MetadataValue<Ascii>, RealtimeError> {
+    request
+        .metadata()
+        .get("authorization")
+        .cloned()
+        .ok_or(RealtimeError::Unauthenticated(TokenError::Missing))
 }

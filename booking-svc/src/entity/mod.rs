@@ -9,3 +9,4 @@ pub mod bookings;
 pub mod events;
 pub mod seats;
 pub mod sections;
+pub mod waiting_rooms;

@@ -166,3 +166,22 @@ pub fn notification(kind: &str, payload: Vec<u8>) -> Envelope {
         payload,
     }
 }
+
+/// A `queue.advanced` notification's payload.
+pub fn queue_advanced(
+    event: crate::domain::EventId,
+    opened: bool,
+    admitted: i64,
+    joined: i64,
+    admit_rate: f64,
+) -> Vec<u8> {
+    pb::QueueAdvanced {
+        event_id: event.to_string(),
+        opened,
+        admitted,
+        joined,
+        admit_rate,
+        at: timestamp(Utc::now()),
+    }
+    .encode_to_vec()
+}

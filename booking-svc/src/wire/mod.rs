@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod bus;
+pub mod queue;
 
 use chrono::{DateTime, Utc};
 use marquee_proto::booking as pb;
