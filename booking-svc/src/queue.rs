@@ -214,13 +214,20 @@ pub struct QueueStatus {
     pub eta_seconds: u64,
 }
 
-// KEYS: acct, owner, pre, line, meta; ARGV: account, nonce, random score, opens (ms).
+// KEYS: acct, owner, pre, line, meta, adm, used; ARGV: account, nonce, random score,
+// opens (ms), admission (ms). An account's ticket whose admission ended (used by a
+// checkout, or expired) is replaced by a new one at the back of the line.
 // Replies {'existing', nonce} or {'joined', nonce}.
 const JOIN: &str = r"
-local existing = redis.call('HGET', KEYS[1], ARGV[1])
-if existing then return {'existing', existing} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then
+  local at = redis.call('HGET', KEYS[6], existing)
+  local ended = redis.call('SISMEMBER', KEYS[7], existing) == 1
+    or (at and tonumber(at) + tonumber(ARGV[5]) <= now)
+  if not ended then return {'existing', existing} end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. '|' .. now)
 if now < tonumber(ARGV[4]) and redis.call('HGET', KEYS[5], 'opened') ~= '1' then
@@ -495,7 +502,8 @@ impl WaitingRooms {
         Ok(())
     }
 
-    /// `buyer`'s ticket for the event's queue: a new one, or the one it has.
+    /// `buyer`'s ticket for the event's queue: the one it has, or a new one at the back
+    /// of the line if it has none or its admission ended.
     pub async fn join(&self, buyer: AccountId, event: EventId) -> Result<Ticket, BookingError> {
         let settings = self.room(event)?;
         let keys = Keys::new(&self.prefix, event);
@@ -509,10 +517,13 @@ impl WaitingRooms {
             .key(keys.key("pre"))
             .key(keys.key("line"))
             .key(keys.key("meta"))
+            .key(keys.key("adm"))
+            .key(keys.key("used"))
             .arg(buyer.to_string())
             .arg(ticket.nonce())
             .arg(score)
             .arg(settings.opens_at.timestamp_millis())
+            .arg(u64::try_from(settings.admission.as_millis()).unwrap_or(u64::MAX))
             .invoke_async(&mut self.redis.clone())
             .await?;
         let (outcome, nonce) = match reply.as_slice() {
