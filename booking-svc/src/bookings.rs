@@ -30,11 +30,13 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::best;
 use crate::catalog::{self, Catalog, EventInfo, NewEvent, SectionSales};
 use crate::changes::ChangeFeed;
 use crate::domain::{
-    AccountId, BookedSeat, Booking, BookingId, BookingMoved, BookingStatus, EventId, HoldGranted,
-    HoldId, IdempotencyKey, Money, Payment, SagaStep, SeatId, SeatSelection, SeatStatus,
+    AccountId, BestAvailable, BookedSeat, Booking, BookingId, BookingMoved, BookingStatus, EventId,
+    HoldGranted, HoldId, HoldSelection, IdempotencyKey, Money, Payment, SagaStep, SeatId,
+    SeatSelection, SeatStatus,
 };
 use crate::entity::{booking_seats, bookings, events};
 use crate::error::BookingError;
@@ -198,6 +200,33 @@ fn price(event: &EventInfo, seats: &[SeatId]) -> Result<(Vec<i64>, Money), Booki
     Ok((prices, total))
 }
 
+/// How many times best available reads the statuses and offers its candidate blocks
+/// again after other buyers took a seat of every one first; then it answers 409 with
+/// the seats it lost.
+const BEST_ATTEMPTS: u32 = 8;
+
+/// Why a hold request's idempotency key is refused: it made a hold of other seats, or
+/// (best available) a hold for other terms.
+const KEY_REUSED_SEATS: &str = "this idempotency key was already used for other seats";
+const KEY_REUSED_BEST: &str = "this idempotency key was already used for another hold request";
+
+/// What a hold script's refusal (neither held nor replayed, nor seats taken) answers;
+/// `reused`: what the key was already used for.
+fn refusal(outcome: HoldOutcome, limit: u32, hold: HoldId, reused: &'static str) -> BookingError {
+    match outcome {
+        HoldOutcome::Limit { current } => {
+            metrics::counter!("holds_total", "outcome" => "limit").increment(1);
+            BookingError::SeatLimit { limit, current }
+        }
+        HoldOutcome::KeyReused => BookingError::AlreadyExists(reused),
+        HoldOutcome::Void => BookingError::Internal(format!("new hold {hold} was already void")),
+        HoldOutcome::Taken(seats) => BookingError::SeatsTaken(seats.iter().map(|s| s.0).collect()),
+        HoldOutcome::Held { .. } | HoldOutcome::Replayed { .. } => {
+            BookingError::Internal(format!("hold {hold} was granted, yet refused"))
+        }
+    }
+}
+
 impl Bookings {
     pub fn new(
         pool: DatabaseConnection,
@@ -267,14 +296,15 @@ impl Bookings {
 
     // -------------------------------------------------------------- holds and bookings
 
-    /// Holds `selection` of `event` for `buyer`: all seats or none. With `key`, a retry
-    /// returns the hold the first attempt made. Without one, an error means nothing is
-    /// held: a hold whose Redis reply was lost is voided.
+    /// Holds seats of `event` for `buyer`, all or none: the seats `selection` names, or
+    /// the best block of adjacent seats it asks for ([`crate::best`]). With `key`, a
+    /// retry returns the hold the first attempt made. Without one, an error means
+    /// nothing is held: a hold whose Redis reply was lost is voided.
     pub async fn hold(
         &self,
         buyer: AccountId,
         event: EventId,
-        selection: SeatSelection,
+        selection: impl Into<HoldSelection>,
         key: Option<IdempotencyKey>,
     ) -> Result<HoldGranted, BookingError> {
         let info = self.catalog.event(&self.pool, event).await?;
@@ -286,6 +316,34 @@ impl Bookings {
                 info.details.sale_ends_at.to_rfc3339()
             )));
         }
+        let ttl = chrono::Duration::from_std(self.timing.hold_ttl)
+            .unwrap_or(chrono::Duration::minutes(5));
+        // Whole milliseconds, as Redis keeps it: a replay for the same key says the same.
+        let expires_at = now + ttl;
+        let expires_at =
+            DateTime::from_timestamp_millis(expires_at.timestamp_millis()).unwrap_or(expires_at);
+        match selection.into() {
+            HoldSelection::Seats(seats) => {
+                self.hold_seats(&info, buyer, &seats, key.as_ref(), expires_at)
+                    .await
+            }
+            HoldSelection::Best(best) => {
+                self.hold_best(&info, buyer, &best, key.as_ref(), expires_at)
+                    .await
+            }
+        }
+    }
+
+    /// Holds the seats the buyer named.
+    async fn hold_seats(
+        &self,
+        info: &EventInfo,
+        buyer: AccountId,
+        selection: &SeatSelection,
+        key: Option<&IdempotencyKey>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<HoldGranted, BookingError> {
+        let event = info.id;
         let limit = info.details.max_seats_per_buyer;
         if selection.len() > limit as usize {
             return Err(BookingError::invalid(
@@ -293,27 +351,19 @@ impl Bookings {
                 format!("at most {limit} seats per hold for this event"),
             ));
         }
-        let (_, total) = price(&info, selection.seats())?;
+        let (_, total) = price(info, selection.seats())?;
         let hold_id = crate::holds::new_hold_id(event);
-        let ttl = chrono::Duration::from_std(self.timing.hold_ttl)
-            .unwrap_or(chrono::Duration::minutes(5));
-        // Whole milliseconds, as Redis keeps it: a replay for the same key says the same.
-        let expires_at = now + ttl;
-        let expires_at =
-            DateTime::from_timestamp_millis(expires_at.timestamp_millis()).unwrap_or(expires_at);
         let request = HoldRequest {
             hold: hold_id,
             buyer,
             event,
             seats: selection.seats(),
+            block: None,
             expires_at,
             limit,
-            key: key.as_ref(),
+            key,
             key_ttl: self.timing.hold_ttl,
-        };
-        let outcome = match self.holds.hold(request).await {
-            Ok(outcome) => outcome,
-            Err(error) => return Err(self.hold_failed(request, error)),
+            terms: None,
         };
         let granted = |hold_id, expires_at| HoldGranted {
             hold_id,
@@ -322,13 +372,15 @@ impl Bookings {
             expires_at,
             total: total.clone(),
         };
-        match outcome {
-            HoldOutcome::Held => {
+        match self.try_hold(request).await? {
+            HoldOutcome::Held { .. } => {
                 metrics::counter!("holds_total", "outcome" => "granted").increment(1);
                 tracing::debug!(hold_id = %hold_id, event_id = %event, seats = selection.len(), "seats held");
                 Ok(granted(hold_id, expires_at))
             }
-            HoldOutcome::Replayed { hold, expires_at } => {
+            HoldOutcome::Replayed {
+                hold, expires_at, ..
+            } => {
                 metrics::counter!("holds_total", "outcome" => "replayed").increment(1);
                 tracing::debug!(hold_id = %hold, event_id = %event, "hold replayed for its idempotency key");
                 Ok(granted(hold, expires_at))
@@ -339,16 +391,187 @@ impl Bookings {
                     seats.iter().map(|s| s.0).collect(),
                 ))
             }
-            HoldOutcome::Limit { current } => {
-                metrics::counter!("holds_total", "outcome" => "limit").increment(1);
-                Err(BookingError::SeatLimit { limit, current })
+            other => Err(refusal(other, limit, hold_id, KEY_REUSED_SEATS)),
+        }
+    }
+
+    /// Best available: holds the best block of adjacent seats ([`crate::best`]). Reads
+    /// the seats' statuses in Redis, where holds are decided, one eligible section at a
+    /// time, and holds the block chosen with the ordinary all-or-nothing hold script;
+    /// when another buyer took one of its seats first (nothing was held), reads again
+    /// and chooses again, at most [`BEST_ATTEMPTS`] times. The idempotency key is bound
+    /// to the request's terms, not to the seats chosen, so a retry replays the hold the
+    /// first attempt made, though a new choice would pick other seats (or none).
+    async fn hold_best(
+        &self,
+        info: &EventInfo,
+        buyer: AccountId,
+        request: &BestAvailable,
+        key: Option<&IdempotencyKey>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<HoldGranted, BookingError> {
+        let event = info.id;
+        let limit = info.details.max_seats_per_buyer;
+        let quantity = request.quantity();
+        if quantity > limit {
+            return Err(BookingError::invalid(
+                "quantity",
+                format!("at most {limit} seats per hold for this event"),
+            ));
+        }
+        let section = request
+            .section()
+            .map(|id| {
+                info.sections
+                    .iter()
+                    .position(|s| s.id == id)
+                    .ok_or_else(|| {
+                        BookingError::invalid("sectionId", "not a section of this event")
+                    })
+            })
+            .transpose()?;
+        if let Some(max) = request.max_price()
+            && max.currency != info.details.currency
+        {
+            return Err(BookingError::invalid(
+                "maxPrice.currency",
+                format!(
+                    "must be the event's currency, {}",
+                    info.details.currency.as_str()
+                ),
+            ));
+        }
+        let filter = best::Filter {
+            quantity: quantity as usize,
+            section,
+            max_price: request.max_price().map(|m| m.amount_minor),
+        };
+        let sections = best::eligible(&info.sections, &info.seats, &filter);
+        let terms = request.terms();
+        let granted = |hold_id, seats: Vec<SeatId>, expires_at| {
+            let (_, total) = price(info, &seats)?;
+            Ok::<_, BookingError>(HoldGranted {
+                hold_id,
+                event,
+                seats,
+                expires_at,
+                total,
+            })
+        };
+        let mut taken = Vec::new();
+        for attempt in 1..=BEST_ATTEMPTS {
+            let candidates = self
+                .best_candidates(info, &sections, filter.quantity)
+                .await?;
+            if candidates.is_empty() {
+                // No block: unless this is the retry of a request whose key already
+                // holds one (whose seats are no longer available, to anybody else).
+                if let Some(key) = key
+                    && let Some(done) = self.holds.keyed_hold(event, buyer, key).await?
+                {
+                    if done.terms != terms {
+                        return Err(BookingError::AlreadyExists(KEY_REUSED_BEST));
+                    }
+                    metrics::counter!("holds_total", "outcome" => "replayed").increment(1);
+                    tracing::debug!(hold_id = %done.hold, event_id = %event, "best-available hold replayed for its idempotency key");
+                    return granted(done.hold, done.seats, done.expires_at);
+                }
+                metrics::counter!("holds_total", "outcome" => "no_block").increment(1);
+                return Err(BookingError::NoAdjacentSeats {
+                    quantity,
+                    within: match (filter.section, filter.max_price) {
+                        (None, None) => "",
+                        (Some(_), None) => " of the section asked for",
+                        (None, Some(_)) => " at the price asked for",
+                        (Some(_), Some(_)) => " of the section and at the price asked for",
+                    },
+                });
             }
-            HoldOutcome::KeyReused => Err(BookingError::AlreadyExists(
-                "this idempotency key was already used for other seats",
-            )),
-            HoldOutcome::Void => Err(BookingError::Internal(format!(
-                "new hold {hold_id} was already void"
-            ))),
+            let seats: Vec<SeatId> = candidates
+                .iter()
+                .flat_map(|block| info.seats[block.seats.clone()].iter().map(|s| s.id))
+                .collect();
+            let hold_id = crate::holds::new_hold_id(event);
+            let request = HoldRequest {
+                hold: hold_id,
+                buyer,
+                event,
+                seats: &seats,
+                block: Some(filter.quantity),
+                expires_at,
+                limit,
+                key,
+                key_ttl: self.timing.hold_ttl,
+                terms: Some(&terms),
+            };
+            match self.try_hold(request).await? {
+                HoldOutcome::Held { block } => {
+                    let start = block * filter.quantity;
+                    let (Some(chosen), Some(candidate)) = (
+                        seats.get(start..start + filter.quantity),
+                        candidates.get(block),
+                    ) else {
+                        return Err(BookingError::Internal(format!(
+                            "hold {hold_id} held candidate {block} of {}",
+                            candidates.len()
+                        )));
+                    };
+                    metrics::counter!("holds_total", "outcome" => "granted").increment(1);
+                    tracing::debug!(hold_id = %hold_id, event_id = %event, quantity, candidate = block, strands = candidate.strands, attempt, "best available seats held");
+                    return granted(hold_id, chosen.to_vec(), expires_at);
+                }
+                HoldOutcome::Replayed {
+                    hold,
+                    expires_at,
+                    seats,
+                } => {
+                    metrics::counter!("holds_total", "outcome" => "replayed").increment(1);
+                    tracing::debug!(hold_id = %hold, event_id = %event, "best-available hold replayed for its idempotency key");
+                    return granted(hold, seats, expires_at);
+                }
+                // Others were first to every candidate: nothing was held; choose again.
+                HoldOutcome::Taken(seats) => taken = seats,
+                other => return Err(refusal(other, limit, hold_id, KEY_REUSED_BEST)),
+            }
+        }
+        metrics::counter!("holds_total", "outcome" => "taken").increment(1);
+        tracing::info!(event_id = %event, quantity, attempts = BEST_ATTEMPTS, "best available lost every race for its seats");
+        Err(BookingError::SeatsTaken(
+            taken.iter().map(|s| s.0).collect(),
+        ))
+    }
+
+    /// The best [`best::CANDIDATES`] blocks of `quantity` among `sections`
+    /// ([`best::eligible`]), best first: reads the statuses in Redis, where holds are
+    /// decided, one section at a time, best first, until enough blocks that strand no
+    /// seat are found.
+    async fn best_candidates(
+        &self,
+        info: &EventInfo,
+        sections: &[Vec<best::Row>],
+        quantity: usize,
+    ) -> Result<Vec<best::Block>, BookingError> {
+        let mut free = vec![false; info.seats.len()];
+        let mut search = best::Search::new(quantity, best::CANDIDATES);
+        for rows in sections {
+            let positions: Vec<usize> = rows.iter().flat_map(|row| row.seats.clone()).collect();
+            let ids: Vec<SeatId> = positions.iter().map(|&i| info.seats[i].id).collect();
+            let values = self.holds.seat_values(info.id, &ids).await?;
+            for (&i, value) in positions.iter().zip(values) {
+                free[i] = value.is_none();
+            }
+            if search.look(rows, &info.seats, &free) {
+                break;
+            }
+        }
+        Ok(search.finish())
+    }
+
+    /// Runs the hold script; a failure answers what [`Bookings::hold_failed`] says.
+    async fn try_hold(&self, request: HoldRequest<'_>) -> Result<HoldOutcome, BookingError> {
+        match self.holds.hold(request).await {
+            Ok(outcome) => Ok(outcome),
+            Err(error) => Err(self.hold_failed(request, error)),
         }
     }
 

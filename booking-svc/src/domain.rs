@@ -562,7 +562,7 @@ impl SeatSelection {
                 "at least one seat is required",
             ));
         }
-        if values.len() > 64 {
+        if values.len() > MAX_SEATS_PER_HOLD {
             return Err(BookingError::invalid("seatIds", "too many seats"));
         }
         let mut seats = Vec::with_capacity(values.len());
@@ -586,6 +586,149 @@ impl SeatSelection {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// The most seats one hold request may name or ask for (before the event's own
+/// per-buyer limit, which is at most 20).
+pub const MAX_SEATS_PER_HOLD: usize = 64;
+
+/// What a hold request asks for: the seats it names, or the best block of adjacent
+/// seats (best available). Parsed from `seatIds`, `quantity`, `sectionId` and
+/// `maxPrice` together, so a request with both, or with best-available terms but no
+/// quantity, never gets past the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldSelection {
+    Seats(SeatSelection),
+    Best(BestAvailable),
+}
+
+impl From<SeatSelection> for HoldSelection {
+    fn from(seats: SeatSelection) -> Self {
+        HoldSelection::Seats(seats)
+    }
+}
+
+impl From<BestAvailable> for HoldSelection {
+    fn from(best: BestAvailable) -> Self {
+        HoldSelection::Best(best)
+    }
+}
+
+impl HoldSelection {
+    /// `seat_ids` or `quantity`, never both (400 naming both fields); `section_id` and
+    /// `max_price` (amount, currency) only with a quantity. No seats and no quantity is
+    /// the seat path's "at least one seat is required".
+    pub fn parse(
+        seat_ids: &[String],
+        quantity: i32,
+        section_id: &str,
+        max_price: Option<(i64, &str)>,
+    ) -> Result<Self, BookingError> {
+        if quantity != 0 && !seat_ids.is_empty() {
+            return Err(BookingError::invalid(
+                "quantity",
+                "give either seatIds (those seats) or quantity (best available), not both",
+            ));
+        }
+        if quantity == 0 {
+            if !section_id.trim().is_empty() {
+                return Err(BookingError::invalid(
+                    "sectionId",
+                    "only goes with quantity (best available)",
+                ));
+            }
+            if max_price.is_some() {
+                return Err(BookingError::invalid(
+                    "maxPrice",
+                    "only goes with quantity (best available)",
+                ));
+            }
+            return SeatSelection::parse(seat_ids).map(HoldSelection::Seats);
+        }
+        BestAvailable::parse(quantity, section_id, max_price).map(HoldSelection::Best)
+    }
+}
+
+/// A best-available request: `quantity` adjacent seats in one row, only in `section`
+/// if given, and only where a seat costs at most `max_price` if given (see
+/// [`crate::best`] for what "best" means).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BestAvailable {
+    quantity: u32,
+    section: Option<SectionId>,
+    max_price: Option<Money>,
+}
+
+impl BestAvailable {
+    /// `quantity` 1 to [`MAX_SEATS_PER_HOLD`] (the event's limit is checked by the hold
+    /// itself); an empty `section_id` is any section; `max_price` a non-negative amount
+    /// in a currency (empty: KRW, as prices are).
+    pub fn parse(
+        quantity: i32,
+        section_id: &str,
+        max_price: Option<(i64, &str)>,
+    ) -> Result<Self, BookingError> {
+        let quantity = u32::try_from(quantity)
+            .ok()
+            .filter(|n| (1..=MAX_SEATS_PER_HOLD).contains(&(*n as usize)))
+            .ok_or_else(|| {
+                BookingError::invalid(
+                    "quantity",
+                    format!("must be between 1 and the event's seats per buyer (at most {MAX_SEATS_PER_HOLD})"),
+                )
+            })?;
+        let section = if section_id.trim().is_empty() {
+            None
+        } else {
+            Some(SectionId::parse("sectionId", section_id)?)
+        };
+        let max_price = match max_price {
+            None => None,
+            Some((amount_minor, currency)) => {
+                if amount_minor < 0 {
+                    return Err(BookingError::invalid(
+                        "maxPrice.amountMinor",
+                        "must not be negative",
+                    ));
+                }
+                Some(Money {
+                    amount_minor,
+                    currency: Currency::parse("maxPrice.currency", currency)?,
+                })
+            }
+        };
+        Ok(Self {
+            quantity,
+            section,
+            max_price,
+        })
+    }
+
+    pub fn quantity(&self) -> u32 {
+        self.quantity
+    }
+
+    pub fn section(&self) -> Option<SectionId> {
+        self.section
+    }
+
+    pub fn max_price(&self) -> Option<&Money> {
+        self.max_price.as_ref()
+    }
+
+    /// What an idempotency key is bound to for this request: its terms, not the seats
+    /// they got, so a retry replays the hold even though the seats it chose are taken
+    /// by then (and the same key with other terms is refused). Never contains `|`, and
+    /// never looks like a list of seat ids.
+    pub fn terms(&self) -> String {
+        let section = self.section.map(|s| s.to_string()).unwrap_or_default();
+        let price = self
+            .max_price
+            .as_ref()
+            .map(|m| format!("{}{}", m.amount_minor, m.currency.as_str()))
+            .unwrap_or_default();
+        format!("best:{}:{section}:{price}", self.quantity)
     }
 }
 
@@ -700,6 +843,59 @@ mod tests {
         assert!(SeatSelection::parse(&[id.clone(), id.clone()]).is_err());
         assert!(SeatSelection::parse(&["nope".into()]).is_err());
         assert_eq!(SeatSelection::parse(&[id]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_hold_asks_for_seats_or_a_quantity_never_both() {
+        let id = Uuid::now_v7().to_string();
+        let section = Uuid::now_v7().to_string();
+        let field = |result: Result<HoldSelection, BookingError>| match result {
+            Err(BookingError::InvalidArgument { field, .. }) => field,
+            other => panic!("expected a 400, got {other:?}"),
+        };
+        assert!(matches!(
+            HoldSelection::parse(std::slice::from_ref(&id), 0, "", None),
+            Ok(HoldSelection::Seats(_))
+        ));
+        let both = HoldSelection::parse(std::slice::from_ref(&id), 2, "", None);
+        let message = both.as_ref().map(|_| ()).unwrap_err().to_string();
+        assert!(
+            message.contains("seatIds") && message.contains("quantity"),
+            "{message}"
+        );
+        assert_eq!(field(both), "quantity");
+        assert_eq!(field(HoldSelection::parse(&[], 0, "", None)), "seatIds");
+        assert_eq!(field(HoldSelection::parse(&[], -1, "", None)), "quantity");
+        assert_eq!(field(HoldSelection::parse(&[], 65, "", None)), "quantity");
+        assert_eq!(field(HoldSelection::parse(&[], 2, "A", None)), "sectionId");
+        assert_eq!(
+            field(HoldSelection::parse(&[], 0, &section, None)),
+            "sectionId"
+        );
+        assert_eq!(
+            field(HoldSelection::parse(&[], 0, "", Some((1, "KRW")))),
+            "maxPrice"
+        );
+        assert_eq!(
+            field(HoldSelection::parse(&[], 2, "", Some((-1, "KRW")))),
+            "maxPrice.amountMinor"
+        );
+        assert_eq!(
+            field(HoldSelection::parse(&[], 2, "", Some((1, "won")))),
+            "maxPrice.currency"
+        );
+        let Ok(HoldSelection::Best(best)) =
+            HoldSelection::parse(&[], 3, &format!(" {section} "), Some((30_000, "")))
+        else {
+            panic!("a best-available request");
+        };
+        assert_eq!(best.quantity(), 3);
+        assert_eq!(best.section().map(|s| s.to_string()), Some(section.clone()));
+        assert_eq!(best.max_price().map(|m| m.currency.as_str()), Some("KRW"));
+        assert_eq!(best.terms(), format!("best:3:{section}:30000KRW"));
+        let plain = BestAvailable::parse(3, "", None).expect("best");
+        assert_eq!(plain.terms(), "best:3::");
+        assert_ne!(plain.terms(), best.terms());
     }
 
     #[test]

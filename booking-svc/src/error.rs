@@ -25,6 +25,14 @@ pub enum BookingError {
     #[error("seats are no longer available: {}", join(.0))]
     /// The seats (ids) someone else has.
     SeatsTaken(Vec<Uuid>),
+    /// Best available found no block of `quantity` adjacent available seats in one row
+    /// (within the section and price asked for).
+    #[error("no {quantity} adjacent seats available in one row{within}")]
+    NoAdjacentSeats {
+        quantity: u32,
+        /// What the request narrowed the search to, e.g. " of the section asked for".
+        within: &'static str,
+    },
     #[error("at most {limit} seats per buyer for this event; you hold or own {current}")]
     SeatLimit { limit: u32, current: u32 },
     #[error("a checkout with this idempotency key is in progress; retry shortly")]
@@ -99,6 +107,15 @@ impl From<BookingError> for Status {
                     "SEATS_UNAVAILABLE",
                     "booking.marquee",
                     HashMap::from([("seatIds".to_owned(), join(&seats))]),
+                ),
+            ),
+            BookingError::NoAdjacentSeats { quantity, .. } => Status::with_error_details(
+                Code::Aborted,
+                message,
+                ErrorDetails::with_error_info(
+                    "NO_ADJACENT_SEATS",
+                    "booking.marquee",
+                    HashMap::from([("quantity".to_owned(), quantity.to_string())]),
                 ),
             ),
             BookingError::SeatLimit { limit, current } => Status::with_error_details(

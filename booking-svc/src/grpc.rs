@@ -23,7 +23,7 @@ use crate::accounts::{self, Hasher, KnownAccounts, NewAccount};
 use crate::bookings::Bookings;
 use crate::domain::{
     self, AccountId, BookingId, Email, EventId, HoldId, IdempotencyKey, Lines, Password, Role,
-    SagaTimeline, SeatId, SeatSelection,
+    SagaTimeline, SeatId,
 };
 use crate::error::BookingError;
 use crate::queue::{AdmissionCheck, WaitingRooms};
@@ -322,7 +322,7 @@ impl BookingService for Api {
             token: token.as_deref(),
         };
         self.queue.check(admission, true).await?;
-        let selection = SeatSelection::parse(&req.seat_ids)?;
+        let selection = wire::api::hold_selection(&req)?;
         let hold = self.bookings.hold(caller.id, event, selection, key).await?;
         Ok(Response::new(wire::api::hold_pb(&hold)))
     }

@@ -19,8 +19,9 @@
 //! - `pt deadlines`        → sorted set of hold ids by deadline (ms), driven by the sweeper
 //! - `pt buyer:<ev>:<acc>` → set of seat ids the buyer holds or owns for the event
 //! - `pt seatver:<ev>`     → the event's seat version (starts at the epoch's base)
-//! - `pt holdkey:<ev>:<acc>:<key>` → `hold|expires ms|seats` of the hold an idempotency
-//!   key made (a key is scoped to its buyer and event)
+//! - `pt holdkey:<ev>:<acc>:<key>` → `hold|expires ms|terms|seats` of the hold an
+//!   idempotency key made (a key is scoped to its buyer and event; `terms` is what the
+//!   key is bound to: the sorted seat ids, or a best-available request's terms)
 //! - `pt void:<hold>`      → a hold whose request was answered "not held": it can no
 //!   longer be made, even if its script is still on its way to Redis
 //! - `p priming`           → the lock of the replica re-priming after a loss
@@ -135,39 +136,57 @@ end
 ";
 
 // KEYS: epoch, stream, deadlines, hold, buyer set, seat version, idempotency key, void,
-// seats...; ARGV: hold id, buyer, event, expires (ms), limit, seats csv, keyed (1/0),
-// key ttl (ms), seat fingerprint, seat ids... (KEYS[i] is seat ARGV[i + 1]).
-// Replies {'held', version}, {'replay', hold id, expires}, {'reused'}, {'void'},
-// {'taken', positions...} or {'limit', current}.
+// seats...; ARGV: hold id, buyer, event, expires (ms), limit, block size n, keyed
+// (1/0), key ttl (ms), terms (what the key is bound to), seat ids... (KEYS[i] is seat
+// ARGV[i + 1]). The seats are one or more candidate blocks of n seats each, in order of
+// preference: the first whose seats are all free is held (named seats are one block).
+// Replies {'held', version, block index from 0}, {'replay', hold id, expires, seats
+// csv}, {'reused'}, {'void'}, {'taken', positions...} or {'limit', current}. A key
+// stored before the seats were kept with it (`hold|expires|terms`) replays no seats.
 const HOLD: &str = r"
 if ARGV[7] == '1' then
   local done = redis.call('GET', KEYS[7])
   if done then
-    local id, expires, fingerprint = string.match(done, '^([^|]*)|([^|]*)|(.*)$')
-    if fingerprint ~= ARGV[9] then return {'reused'} end
-    return {'replay', id, expires}
+    local id, expires, rest = string.match(done, '^([^|]*)|([^|]*)|(.*)$')
+    local terms, held = string.match(rest, '^([^|]*)|(.*)$')
+    if not terms then terms, held = rest, '' end
+    if terms ~= ARGV[9] then return {'reused'} end
+    return {'replay', id, expires, held}
   end
 end
 if redis.call('EXISTS', KEYS[8]) == 1 then return {'void'} end
+local n = tonumber(ARGV[6])
+local pick = nil
 local taken = {}
-for i = 9, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then taken[#taken + 1] = tostring(i - 8) end
+for first = 9, #KEYS, n do
+  local free = true
+  for i = first, first + n - 1 do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+      free = false
+      taken[#taken + 1] = tostring(i - 8)
+    end
+  end
+  if free then
+    pick = first
+    break
+  end
 end
-if #taken > 0 then return {'taken', unpack(taken)} end
+if not pick then return {'taken', unpack(taken)} end
 local current = redis.call('SCARD', KEYS[5])
-if current + (#KEYS - 8) > tonumber(ARGV[5]) then return {'limit', tostring(current)} end
+if current + n > tonumber(ARGV[5]) then return {'limit', tostring(current)} end
 local seats = {}
-for i = 9, #KEYS do
+for i = pick, pick + n - 1 do
   redis.call('SET', KEYS[i], ARGV[1])
   redis.call('SADD', KEYS[5], ARGV[i + 1])
   seats[#seats + 1] = ARGV[i + 1]
 end
-redis.call('HSET', KEYS[4], 'buyer', ARGV[2], 'event', ARGV[3], 'seats', ARGV[6], 'expires', ARGV[4], 'state', 'held')
+local csv = table.concat(seats, ',')
+redis.call('HSET', KEYS[4], 'buyer', ARGV[2], 'event', ARGV[3], 'seats', csv, 'expires', ARGV[4], 'state', 'held')
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 if ARGV[7] == '1' then
-  redis.call('SET', KEYS[7], ARGV[1] .. '|' .. ARGV[4] .. '|' .. ARGV[9], 'PX', ARGV[8])
+  redis.call('SET', KEYS[7], ARGV[1] .. '|' .. ARGV[4] .. '|' .. ARGV[9] .. '|' .. csv, 'PX', ARGV[8])
 end
-return {'held', tostring(announce(KEYS[6], ARGV[3], 'held', seats))}
+return {'held', tostring(announce(KEYS[6], ARGV[3], 'held', seats)), tostring((pick - 9) / n)}
 ";
 
 // Replies {'claimed', event, seats, expires}, {'gone'} or {'checked_out'}.
@@ -357,24 +376,39 @@ pub struct HoldRequest<'a> {
     pub hold: HoldId,
     pub buyer: AccountId,
     pub event: EventId,
+    /// The seats to hold, all or none; or, with [`HoldRequest::block`], candidate blocks
+    /// one after another.
     pub seats: &'a [SeatId],
+    /// `Some(n)`: `seats` are candidate blocks of `n` seats each, in order of preference,
+    /// and the first whose seats are all free is held (best available). `None`: `seats`
+    /// are one block.
+    pub block: Option<usize>,
     pub expires_at: DateTime<Utc>,
     pub limit: u32,
     /// The client's idempotency key: a retry with it returns the hold it made.
     pub key: Option<&'a IdempotencyKey>,
     /// How long the key is remembered.
     pub key_ttl: Duration,
+    /// What the key is bound to, if not the seats: a best-available request's terms
+    /// ([`crate::domain::BestAvailable::terms`]), so its retry replays the hold although
+    /// it chose other seats. `None`: the seats, sorted.
+    pub terms: Option<&'a str>,
 }
 
 /// What a hold request did.
 #[derive(Debug)]
 pub enum HoldOutcome {
-    /// The seats are held by the requested hold.
-    Held,
-    /// The idempotency key already made this hold (for the same seats).
+    /// The seats are held by the requested hold: those of candidate block `block`
+    /// (counted from 0; always 0 for one block).
+    Held {
+        block: usize,
+    },
+    /// The idempotency key already made this hold (for the same seats or terms).
     Replayed {
         hold: HoldId,
         expires_at: DateTime<Utc>,
+        /// The seats it holds (empty for a key stored before they were kept with it).
+        seats: Vec<SeatId>,
     },
     Taken(Vec<SeatId>),
     Limit {
@@ -384,6 +418,41 @@ pub enum HoldOutcome {
     KeyReused,
     /// This hold was already given up (its first answer was "not held").
     Void,
+}
+
+/// The hold an idempotency key made, as the key remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedHold {
+    pub hold: HoldId,
+    pub expires_at: DateTime<Utc>,
+    /// What the key is bound to (see [`HoldRequest::terms`]).
+    pub terms: String,
+    pub seats: Vec<SeatId>,
+}
+
+impl KeyedHold {
+    /// Parses `hold|expires ms|terms|seats` (or the older `hold|expires ms|terms`).
+    fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.splitn(4, '|');
+        let hold = HoldId(parts.next()?.parse().ok()?);
+        let expires_at = from_millis(parts.next()?)?;
+        let terms = parts.next()?.to_owned();
+        let seats = seat_list(parts.next().unwrap_or_default())?;
+        Some(Self {
+            hold,
+            expires_at,
+            terms,
+            seats,
+        })
+    }
+}
+
+/// Seat ids from a comma-separated list; empty for an empty one.
+fn seat_list(csv: &str) -> Option<Vec<SeatId>> {
+    if csv.is_empty() {
+        return Some(Vec::new());
+    }
+    csv.split(',').map(|s| s.parse().ok().map(SeatId)).collect()
 }
 
 /// What claiming a hold for checkout found.
@@ -518,14 +587,6 @@ fn sold_marker(booking: BookingId) -> String {
     format!("sold:{booking}")
 }
 
-fn csv(seats: &[SeatId]) -> String {
-    seats
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 impl HoldStore {
     /// Connects to `target` (one Redis or a Redis Cluster). `prefix` starts every key;
     /// it may not contain braces (they would change the keys' hash tags).
@@ -640,8 +701,23 @@ impl HoldStore {
                 request.hold
             )));
         }
-        let mut fingerprint: Vec<String> = request.seats.iter().map(ToString::to_string).collect();
-        fingerprint.sort_unstable();
+        let block = request.block.unwrap_or(request.seats.len());
+        if block == 0 || request.seats.is_empty() || !request.seats.len().is_multiple_of(block) {
+            return Err(BookingError::Internal(format!(
+                "hold {} asks for {} seats in blocks of {block}",
+                request.hold,
+                request.seats.len()
+            )));
+        }
+        let terms = match request.terms {
+            Some(terms) => terms.to_owned(),
+            None => {
+                let mut seats: Vec<String> =
+                    request.seats.iter().map(ToString::to_string).collect();
+                seats.sort_unstable();
+                seats.join(",")
+            }
+        };
         let mut invocation = self.hold.prepare_invoke();
         invocation
             .key(self.epoch_key(partition))
@@ -661,10 +737,10 @@ impl HoldStore {
             .arg(request.event.to_string())
             .arg(request.expires_at.timestamp_millis())
             .arg(request.limit)
-            .arg(csv(request.seats))
+            .arg(block)
             .arg(if request.key.is_some() { "1" } else { "0" })
             .arg(u64::try_from(request.key_ttl.as_millis()).unwrap_or(u64::MAX))
-            .arg(fingerprint.join(","));
+            .arg(terms);
         for seat in request.seats {
             invocation.arg(seat.to_string());
         }
@@ -675,19 +751,34 @@ impl HoldStore {
         .await;
         self.dirty.mark(partition);
         let reply = reply.map_err(|e| self.lost_or(e))?;
+        // Candidate blocks may share seats: each taken seat once, in order.
         let positions = |rest: &[String]| -> Vec<SeatId> {
-            rest.iter()
+            let mut seats: Vec<SeatId> = Vec::new();
+            for seat in rest
+                .iter()
                 .filter_map(|p| p.parse::<usize>().ok())
                 .filter_map(|p| request.seats.get(p.checked_sub(1)?).copied())
-                .collect()
+            {
+                if !seats.contains(&seat) {
+                    seats.push(seat);
+                }
+            }
+            seats
         };
         match reply.split_first() {
-            Some((outcome, _)) if outcome == "held" => Ok(HoldOutcome::Held),
-            Some((outcome, [hold, expires])) if outcome == "replay" => {
-                match (hold.parse().ok().map(HoldId), from_millis(expires)) {
-                    (Some(hold), Some(expires_at)) => {
-                        Ok(HoldOutcome::Replayed { hold, expires_at })
-                    }
+            Some((outcome, [_version, block])) if outcome == "held" => Ok(HoldOutcome::Held {
+                block: block.parse().map_err(|_| {
+                    BookingError::Internal(format!("hold script held block {block:?}"))
+                })?,
+            }),
+            Some((outcome, [hold, expires, held @ ..])) if outcome == "replay" => {
+                let seats = seat_list(held.first().map_or("", String::as_str));
+                match (hold.parse().ok().map(HoldId), from_millis(expires), seats) {
+                    (Some(hold), Some(expires_at), Some(seats)) => Ok(HoldOutcome::Replayed {
+                        hold,
+                        expires_at,
+                        seats,
+                    }),
                     _ => Err(BookingError::Internal(format!(
                         "idempotent hold {hold:?} is malformed in redis"
                     ))),
@@ -703,6 +794,30 @@ impl HoldStore {
                 "hold script replied {other:?}"
             ))),
         }
+    }
+
+    /// The hold `key` made for `buyer` at `event`, if the key is remembered: what a
+    /// best-available retry that finds no block left answers with.
+    pub async fn keyed_hold(
+        &self,
+        event: EventId,
+        buyer: AccountId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<KeyedHold>, BookingError> {
+        let value: Option<String> = self
+            .redis
+            .clone()
+            .get(self.hold_key_key(event, buyer, Some(key)))
+            .await?;
+        value
+            .map(|value| {
+                KeyedHold::parse(&value).ok_or_else(|| {
+                    BookingError::Internal(format!(
+                        "idempotent hold {value:?} is malformed in redis"
+                    ))
+                })
+            })
+            .transpose()
     }
 
     /// The hold `hold`, if it exists.

@@ -2,6 +2,7 @@
 //! Postgres, and booking-svc's half of the payment saga over RabbitMQ.
 
 pub mod accounts;
+pub mod best;
 pub mod bookings;
 pub mod catalog;
 pub mod changes;

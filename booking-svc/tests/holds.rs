@@ -202,6 +202,8 @@ fn request<'a>(
         limit: 4,
         key: None,
         key_ttl: Duration::from_secs(60),
+        block: None,
+        terms: None,
     }
 }
 
@@ -290,7 +292,7 @@ async fn contention(target: RedisTarget) -> Rig {
                     .await
                     .expect("hold")
                 {
-                    HoldOutcome::Held => {
+                    HoldOutcome::Held { block: 0 } => {
                         let record = holds.get(hold).await.expect("get").expect("the hold");
                         assert_eq!(record.seats, pair);
                         assert_eq!(record.state, HoldState::Held);

@@ -248,4 +248,43 @@ proptest! {
             prop_assert_eq!(method.as_str(), raw.as_str());
         }
     }
+
+    #[test]
+    fn hold_selection(
+        seats in prop::collection::vec(any::<u128>(), 0..3),
+        quantity in prop_oneof![-2i32..70, any::<i32>()],
+        section in prop_oneof![Just(String::new()), any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string()), any_text()],
+        price in prop::option::of((prop_oneof![-5i64..5, any::<i64>()], prop_oneof![Just(String::new()), Just("KRW".to_owned()), any_text()])),
+    ) {
+        let seat_ids: Vec<String> = seats.iter().map(|n| Uuid::from_u128(*n).to_string()).collect();
+        let result = HoldSelection::parse(
+            &seat_ids,
+            quantity,
+            &section,
+            price.as_ref().map(|(amount, currency)| (*amount, currency.as_str())),
+        );
+        match result {
+            // Named seats never come with best-available terms.
+            Ok(HoldSelection::Seats(selection)) => {
+                prop_assert_eq!(quantity, 0);
+                prop_assert!(section.trim().is_empty() && price.is_none());
+                prop_assert_eq!(selection.len(), seat_ids.len());
+            }
+            // A quantity never comes with seats, and is what was asked.
+            Ok(HoldSelection::Best(best)) => {
+                prop_assert!(seat_ids.is_empty());
+                prop_assert_eq!(i64::from(best.quantity()), i64::from(quantity));
+                prop_assert!((1..=MAX_SEATS_PER_HOLD as u32).contains(&best.quantity()));
+                prop_assert_eq!(best.section().is_some(), !section.trim().is_empty());
+                prop_assert!(best.max_price().is_none_or(|m| m.amount_minor >= 0));
+                prop_assert!(!best.terms().contains('|'));
+            }
+            Err(error) => prop_assert!(
+                ["seatIds", "quantity", "sectionId", "maxPrice", "maxPrice.amountMinor", "maxPrice.currency"]
+                    .iter()
+                    .any(|field| names(&error, field)),
+                "{}", error
+            ),
+        }
+    }
 }

@@ -9,8 +9,8 @@ use crate::catalog::{
     EventDetails, EventInfo, NewEvent, NewRow, NewSeat, NewSection, SectionSales,
 };
 use crate::domain::{
-    self, Account, AccountId, Booking, Currency, EventId, HoldGranted, Money, Payment,
-    PaymentMethod, Role, SagaStep, SagaTimeline, SeatId, SeatStatus, StepService,
+    self, Account, AccountId, Booking, Currency, EventId, HoldGranted, HoldSelection, Money,
+    Payment, PaymentMethod, Role, SagaStep, SagaTimeline, SeatId, SeatStatus, StepService,
 };
 use crate::error::BookingError;
 
@@ -308,6 +308,19 @@ pub fn payment_method(method: i32) -> Result<PaymentMethod, BookingError> {
 /// refused with WALLET ([`Payment::parse`]).
 pub fn payment(method: i32, card_token: &str) -> Result<Payment, BookingError> {
     Payment::parse(payment_method(method)?, card_token)
+}
+
+/// What a `CreateHold` asks for: `seatIds`, or `quantity` with the optional
+/// `sectionId` and `maxPrice` (best available), never both ([`HoldSelection::parse`]).
+pub fn hold_selection(req: &pb::CreateHoldRequest) -> Result<HoldSelection, BookingError> {
+    HoldSelection::parse(
+        &req.seat_ids,
+        req.quantity,
+        &req.section_id,
+        req.max_price
+            .as_ref()
+            .map(|price| (price.amount_minor, price.currency.as_str())),
+    )
 }
 
 /// At most this many events in one `GetSeatVersions`.
