@@ -55,6 +55,10 @@ pub struct Options {
     pub psp_slow: Duration,
     /// How long pay-svc waits for the PSP before the outcome is unknown (`PSP_TIMEOUT_MS`).
     pub psp_timeout: Duration,
+    /// The gateway's rate limits (`e2e/tests/rate_limits.rs`), counted in the system's
+    /// Redis under its prefix; `None` (the default) turns them off, as tests and
+    /// benchmarks send everything from 127.0.0.1.
+    pub gateway_rate_limits: Option<marquee_gateway::ratelimit::Limits>,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
             payment_deadline: Duration::from_secs(300),
             psp_slow: Duration::from_millis(1500),
             psp_timeout: Duration::from_millis(500),
+            gateway_rate_limits: None,
         }
     }
 }
@@ -108,6 +113,8 @@ pub struct System {
     booking_task: Option<tokio::task::JoinHandle<()>>,
     gateway_stop: CancellationToken,
     gateway_task: Option<tokio::task::JoinHandle<()>>,
+    /// How the gateway was configured, for more replicas ([`System::gateway_replica`]).
+    gateway_config: marquee_gateway::GatewayConfig,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -243,7 +250,19 @@ impl System {
         );
         gateway_config.realtime_url = format!("http://127.0.0.1:{}", realtime_ports[0]);
         gateway_config.sse_client_buffer = options.sse_client_buffer;
-        let gateway = marquee_gateway::Application::build(gateway_config)
+        if let Some(limits) = options.gateway_rate_limits {
+            gateway_config.rate_limits = marquee_gateway::ratelimit::RateLimitConfig {
+                enabled: true,
+                redis: redis.clone(),
+                prefix: format!("{redis_prefix}rl:"),
+                // Generous: a check that outwaits it lets the request through, which
+                // would make a test of the limits flaky on a busy machine.
+                timeout: Duration::from_secs(2),
+                trusted_proxy_hops: 0,
+                limits,
+            };
+        }
+        let gateway = marquee_gateway::Application::build(gateway_config.clone())
             .await
             .expect("gateway starts");
         let base = format!("http://127.0.0.1:{}", gateway.port());
@@ -283,6 +302,7 @@ impl System {
             booking_task: booking_tasks.pop(),
             gateway_stop,
             gateway_task: gateway_tasks.pop(),
+            gateway_config,
             booking_db,
             pay_db,
             redis_prefix,
@@ -343,6 +363,29 @@ impl System {
             Some(task) => tokio::time::timeout(bound, task).await.is_ok(),
             None => true,
         }
+    }
+
+    /// Starts another gateway replica in front of the same services, with the same
+    /// settings (so the same rate limits, counted in the same Redis keys), and its
+    /// internal `/metrics` listener; it stops with the system.
+    pub async fn gateway_replica(&mut self) -> GatewayReplica {
+        let mut config = self.gateway_config.clone();
+        config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let gateway = marquee_gateway::Application::build(config)
+            .await
+            .expect("gateway replica starts");
+        let replica = GatewayReplica {
+            base: format!("http://127.0.0.1:{}", gateway.port()),
+            metrics_url: gateway
+                .metrics_port()
+                .map(|port| format!("http://127.0.0.1:{port}/metrics")),
+        };
+        serve(
+            &mut self.tasks,
+            "gateway replica",
+            gateway.run_with_shutdown(self.shutdown.clone().cancelled_owned()),
+        );
+        replica
     }
 
     /// Sends booking-svc its shutdown signal (what SIGTERM does) and returns at once;
@@ -637,6 +680,15 @@ impl System {
         assert_eq!(session.str("/account/role"), "ADMIN", "{:?}", session.body);
         (signed.str("/accountId"), session.str("/accessToken"))
     }
+}
+
+/// A second gateway replica of a [`System`] ([`System::gateway_replica`]).
+#[derive(Debug, Clone)]
+pub struct GatewayReplica {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// Its internal Prometheus endpoint.
+    pub metrics_url: Option<String>,
 }
 
 /// One Server-Sent Event as a client sees it.

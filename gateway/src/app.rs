@@ -1,6 +1,7 @@
 //! The HTTP server: state, tower layers, the extra routes, and start/stop.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,9 +31,10 @@ use marquee_infra::grpc::lazy_channel_with_timeout;
 
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
+use crate::ratelimit::RateLimiter;
 use crate::routes::{RouteMatch, RouteTable, UPSTREAMS};
 use crate::state::{AppState, UpstreamChannels};
-use crate::{openapi, proxy, ui};
+use crate::{openapi, proxy, ratelimit, ui};
 
 /// Routes the gateway serves itself, next to the transcoded ones.
 const OWN_ROUTES: &[&str] = &[
@@ -45,15 +47,25 @@ const OWN_ROUTES: &[&str] = &[
 ];
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The full router with every layer, for serving or for in-process tests.
+/// The full router with every layer, for serving or for in-process tests. With rate
+/// limits on, its limiter connects to Redis on the first limited request.
 pub fn router(config: &GatewayConfig) -> anyhow::Result<Router> {
-    router_draining_on(config, CancellationToken::new())
+    router_draining_on(config, CancellationToken::new(), limiter(config))
+}
+
+fn limiter(config: &GatewayConfig) -> Arc<RateLimiter> {
+    Arc::new(RateLimiter::new(
+        &config.rate_limits,
+        TokenKeys::verifier(&config.jwt),
+        config.body_limit_bytes,
+    ))
 }
 
 /// [`router`], whose SSE streams end when `draining` is cancelled.
 fn router_draining_on(
     config: &GatewayConfig,
     draining: CancellationToken,
+    limiter: Arc<RateLimiter>,
 ) -> anyhow::Result<Router> {
     let routes = Arc::new(RouteTable::marquee()?);
     let mut channels = Vec::with_capacity(UPSTREAMS.len());
@@ -71,6 +83,7 @@ fn router_draining_on(
     // Installs the process's Prometheus recorder, so the layers below record from the
     // first request; the internal metrics listener renders it.
     let _ = marquee_infra::metrics::prometheus();
+    limiter.publish_limits();
     let state = Arc::new(AppState {
         routes: routes.clone(),
         channels,
@@ -109,6 +122,8 @@ fn router_draining_on(
             state.clone(),
             json_payload_too_large,
         ))
+        // Per route class, account and client address limits shared through Redis: 429.
+        .layer(middleware::from_fn_with_state(limiter, ratelimit::limit))
         // Caps request bodies (default 1 MiB).
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes));
 
@@ -318,7 +333,11 @@ impl Application {
     /// need not be up yet) and binds the listener (port 0 picks a free port).
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
         let draining = CancellationToken::new();
-        let router = router_draining_on(&config, draining.clone())?;
+        let limiter = limiter(&config);
+        // Before the first request, so every request is limited from the start (if
+        // Redis is away, requests go through and the limiter keeps trying).
+        limiter.connect().await;
+        let router = router_draining_on(&config, draining.clone(), limiter)?;
         marquee_infra::metrics::build_info("gateway", env!("CARGO_PKG_VERSION"));
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -339,6 +358,7 @@ impl Application {
             pay_url = %config.pay_url,
             body_limit_bytes = config.body_limit_bytes,
             upstream_timeout_ms = u64::try_from(config.upstream_timeout.as_millis()).unwrap_or(u64::MAX),
+            rate_limits = config.rate_limits.enabled,
             "gateway listening"
         );
         Ok(Self {
@@ -389,7 +409,11 @@ impl Application {
             shutdown.await;
             draining.cancel();
         };
-        let served = axum::serve(self.listener, self.router)
+        // With the peer's address in each request, for the per-address rate limits.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(signal)
             .await
             .context("serving http");

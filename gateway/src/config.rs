@@ -6,6 +6,8 @@ use std::time::Duration;
 use marquee_infra::auth::JwtConfig;
 use marquee_infra::config::{ConfigError, Settings};
 
+use crate::ratelimit::RateLimitConfig;
+
 /// Default request body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
@@ -40,6 +42,10 @@ pub struct GatewayConfig {
     /// `UPSTREAM_CONNECTIONS`, default 4: HTTP/2 connections to each upstream, which
     /// calls and streams take turns on.
     pub upstream_connections: usize,
+    /// `RATE_LIMITS` (default on), `RATE_LIMIT_<CLASS>_PER_<SCOPE>`, `RATE_LIMIT_PREFIX`,
+    /// `RATE_LIMIT_TIMEOUT_MS`, `TRUSTED_PROXY_HOPS`, and the `REDIS_URL` and
+    /// `REDIS_CLUSTER` the replicas share their counts in: see [`RateLimitConfig`].
+    pub rate_limits: RateLimitConfig,
 }
 
 impl GatewayConfig {
@@ -79,10 +85,12 @@ impl GatewayConfig {
             sse_client_buffer: env.or("SSE_CLIENT_BUFFER", 256),
             sse_keep_alive: env.millis("SSE_KEEP_ALIVE_MS", Duration::from_secs(15)),
             upstream_connections: env.or("UPSTREAM_CONNECTIONS", 4),
+            rate_limits: RateLimitConfig::from_settings(env),
         }
     }
 
-    /// Local defaults with an ephemeral port, for tests.
+    /// Local defaults with an ephemeral port, for tests: rate limits off (tests and
+    /// benchmarks send everything from 127.0.0.1), for a test to turn on.
     pub fn local(
         booking_url: impl Into<String>,
         pay_url: impl Into<String>,
@@ -102,6 +110,7 @@ impl GatewayConfig {
             sse_client_buffer: 256,
             sse_keep_alive: Duration::from_secs(15),
             upstream_connections: 4,
+            rate_limits: RateLimitConfig::off(),
         }
     }
 
@@ -133,6 +142,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("sse_client_buffer", &self.sse_client_buffer)
             .field("sse_keep_alive", &self.sse_keep_alive)
             .field("upstream_connections", &self.upstream_connections)
+            .field("rate_limits", &self.rate_limits)
             .finish()
     }
 }

@@ -3,8 +3,9 @@
 //! Every route comes from a `google.api.http` annotation in `proto/` (read from
 //! [`marquee_proto::DESCRIPTOR_SET`] at start-up) and is transcoded by one generic
 //! handler; server-streaming RPCs become SSE streams. Nothing here knows a domain type. Around it: bearer-token checks at the
-//! edge, request ids, traces, CORS, body limits, Prometheus metrics, health and an
-//! OpenAPI document generated from the same route table.
+//! edge (and admission tokens of waiting rooms), request ids, traces, CORS, body limits, rate limits shared through Redis,
+//! Prometheus metrics, health and an OpenAPI document generated from the same route
+//! table.
 
 pub mod admission;
 pub mod app;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod openapi;
 pub mod proxy;
+pub mod ratelimit;
 pub mod rendering;
 pub mod routes;
 pub mod sse;
