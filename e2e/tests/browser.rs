@@ -8,12 +8,15 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use marquee_e2e::System;
-use serde_json::json;
+use reqwest::Method;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The script bounds each step itself; this bounds the whole run.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(150);
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the waiting room may take to admit the first buyer of an open queue.
+const ADMIT_TIMEOUT: Duration = Duration::from_secs(10);
 const PASSWORD: &str = "correct horse battery";
 
 fn browser_dir() -> PathBuf {
@@ -58,6 +61,70 @@ async fn buyer(system: &System, name: &str) -> (String, String) {
     (email, session.str("/accessToken"))
 }
 
+/// A waiting room for the script (issue 11): an event that admits one shopper at a
+/// time, another buyer already admitted (so the page's buyer waits first in line), and
+/// the page's buyer. `stream` is "live" or "refused" (see seatmap.mjs). Returns the
+/// room as the script takes it, and the page's buyer's token.
+async fn waiting_room(system: &System, name: &str, stream: &str) -> (Value, String) {
+    let (seller, event_id) = system.seller_event(&[("R", 30_000, 2, 5)], 4).await;
+    let configured = system
+        .call(
+            Method::PUT,
+            &format!("/v1/events/{event_id}/waiting-room"),
+            Some(&seller),
+            Some(json!({"waitingRoom": {"maxShoppers": 1, "admissionSeconds": 60}})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        configured.status, 200,
+        "waiting room: {:?}",
+        configured.body
+    );
+    let (email, token) = buyer(system, name).await;
+    let (_, other) = system.account("BUYER").await;
+    let joined = system
+        .post(
+            &format!("/v1/events/{event_id}/queue"),
+            Some(&other),
+            json!({}),
+        )
+        .await;
+    assert_eq!(joined.status, 201, "join: {:?}", joined.body);
+    let ticket_id = joined.str("/ticketId");
+    let deadline = tokio::time::Instant::now() + ADMIT_TIMEOUT;
+    let admission = loop {
+        let ticket = system
+            .get(&format!("/v1/queue/{ticket_id}"), Some(&other))
+            .await;
+        assert_eq!(ticket.status, 200, "ticket: {:?}", ticket.body);
+        if ticket.str("/state") == "ADMITTED" {
+            break ticket.str("/admissionToken");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first in line was not admitted within {ADMIT_TIMEOUT:?}: {:?}",
+            ticket.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let seats = system.seat_ids(&event_id).await;
+    assert!(seats.len() >= 2, "{seats:?}");
+    let room = json!({
+        "name": name,
+        "eventId": event_id,
+        "seatCount": seats.len(),
+        "seat": seats[0],
+        "otherSeat": seats[1],
+        "otherToken": other,
+        "otherAdmission": admission,
+        "email": email,
+        "password": PASSWORD,
+        "stream": stream,
+    });
+    (room, token)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
     let chromium = require_tools();
@@ -75,6 +142,11 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
     let (a_email, a_token) = buyer(&system, "Ana").await;
     let (b_email, _) = buyer(&system, "Ben").await;
 
+    // The waiting rooms, last: the other buyers' admissions (60 s) run from here. The
+    // page follows one ticket over its stream, and one by polling (its stream refused).
+    let (live_room, live_token) = waiting_room(&system, "Wen", "live").await;
+    let (polled_room, polled_token) = waiting_room(&system, "Vic", "refused").await;
+
     let mut child = tokio::process::Command::new("node")
         .arg("seatmap.mjs")
         .current_dir(browser_dir())
@@ -89,6 +161,7 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
         .env("BUYER_A_PASSWORD", PASSWORD)
         .env("BUYER_B_EMAIL", &b_email)
         .env("BUYER_B_PASSWORD", PASSWORD)
+        .env("WAITING_ROOMS", json!([live_room, polled_room]).to_string())
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -142,6 +215,30 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
         "{:?}",
         me.body
     );
+
+    // Each waiting room: both buyers got their seat, one after the other, and the
+    // page's buyer paid once.
+    for (room, token) in [(&live_room, &live_token), (&polled_room, &polled_token)] {
+        let event_id = room["eventId"].as_str().unwrap_or_default();
+        let seats = system.seats(event_id).await;
+        for key in ["seat", "otherSeat"] {
+            let id = room[key].as_str().unwrap_or_default();
+            let status = seats
+                .iter()
+                .find(|s| s.0 == id)
+                .map(|s| s.1.as_str())
+                .unwrap_or_default();
+            assert_eq!(status, "SOLD", "{key} {id}: {seats:?}");
+        }
+        let me = system.get("/v1/me", Some(token)).await;
+        assert_eq!(
+            me.str("/walletBalance/amountMinor"),
+            "70000",
+            "{}: {:?}",
+            room["name"],
+            me.body
+        );
+    }
 
     system.stop().await;
 }

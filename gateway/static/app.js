@@ -7,6 +7,17 @@
 // select them → "Hold selected seats" (POST holds) → choose wallet or a test card → "Check out"
 // (POST /v1/bookings with an Idempotency-Key) → the booking's status is watched over
 // /v1/bookings/{id}:watch until it is CONFIRMED or CANCELLED.
+//
+// Waiting room: when the event has a `waitingRoom`, holding waits for an admission. The
+// queue panel takes the hold's place (logged out, it says to log in): "Join the queue"
+// (POST /v1/events/{id}/queue; the ticket id is kept in sessionStorage per account and
+// event, so a reload resumes) → the ticket's state, place in line and ETA ("opens at …"
+// before the opening) are followed over /v1/queue/{ticketId}:watch, or, when that
+// stream is refused or drops, by reading GET /v1/queue/{ticketId} every second (and
+// trying the stream again now and then) → once ADMITTED the panel hides by itself, the
+// admission's time left shows, and its token goes with every hold and checkout as
+// X-Admission-Token. The checkout ends the admission; its expiry, or a hold or checkout
+// refused (403) over the admission, shows why and brings the queue panel back.
 'use strict';
 
 const TOKEN_KEY = 'marquee.token';
@@ -16,6 +27,19 @@ const PAD = 20;
 const STAGE = 40;
 const TIER_COLOURS = ['#e4572e', '#f3a712', '#29a19c', '#4c6ef5', '#a23b72', '#3bb273', '#7768ae', '#d1495b'];
 const RECONNECT_MS = 2000;
+const QUEUE_KEY = 'marquee.queue'; // + `.<accountId>.<eventId>`: the ticket id joined with
+const POLL_MS = 1000; // reading the queue ticket, while its stream is refused or dropped
+const STREAM_RETRY_MS = 15_000; // while polling, how often the ticket's stream is tried again
+/** Ticket states in which the buyer is still in line ('' while the ticket is being read). */
+const IN_LINE = new Set(['', 'BEFORE_OPENING', 'WAITING']);
+const QUEUE_STATES = {
+  '': 'Finding your place…',
+  BEFORE_OPENING: 'Waiting for the opening',
+  WAITING: 'Waiting in line',
+  ADMITTED: 'Admitted',
+  EXPIRED: 'Admission expired',
+  USED: 'Admission used',
+};
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -36,6 +60,18 @@ const state = {
   hold: null,
   booking: null,
   bookingStream: null,
+  /** the shown event's waiting-room ticket (a QueueTicket), once joined */
+  ticket: null,
+  /** the sessionStorage key `ticket` is kept under (account and event) */
+  ticketKey: null,
+  /** Date.now() of the ticket's last reading: its ETA counts down from there */
+  ticketAt: 0,
+  queueStream: null,
+  /** timer of the next poll of the ticket, while its stream is refused or dropped */
+  queuePoll: null,
+  queueStreamFailedAt: 0,
+  /** { token, expiresAt } while the waiting room admits this buyer to the shown event */
+  admission: null,
   busy: false,
 };
 
@@ -108,6 +144,21 @@ function money(m) {
   }
 }
 
+/** Seconds as m:ss. */
+function clock(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+}
+
+/** An ETA in words. */
+function roughly(seconds) {
+  if (seconds <= 0) return 'any moment now';
+  if (seconds < 60) return `about ${seconds} s`;
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `about ${minutes} min`;
+  return `about ${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
 function seatLabel(seat) {
   return `${seat.section} ${seat.row}-${seat.number}`;
 }
@@ -133,6 +184,7 @@ function logout() {
   state.me = null;
   sessionStorage.removeItem(TOKEN_KEY);
   closeBookingStream();
+  stopQueue();
   renderAccount();
   renderCart();
 }
@@ -150,6 +202,7 @@ async function loadMe() {
   }
   renderAccount();
   renderCart();
+  resumeQueue();
 }
 
 function renderAccount() {
@@ -202,6 +255,7 @@ async function showEvent(eventId) {
   drawSeatMap((seats && seats.seats) || []);
   openSeatStream();
   renderCart();
+  resumeQueue();
 }
 
 // ---------------------------------------------------------------- seat map
@@ -415,22 +469,26 @@ function renderCart() {
   const selected = [...state.selected].map((id) => state.seats.get(id)).filter(Boolean);
   const sum = selected.reduce((n, e) => n + Number(e.seat.price?.amountMinor || 0), 0);
   const currency = selected[0]?.seat.price?.currency || 'KRW';
+  let hint = 'Click available seats to select them.';
+  if (!state.me) hint = 'Log in, then click available seats to select them.';
+  else if (!mayHold()) hint = 'You can hold seats once the waiting room admits you; pick them meanwhile.';
   $('[data-testid="selection"]').textContent = selected.length
     ? `Selected: ${selected.map((e) => seatLabel(e.seat)).join(', ')} (${money({ amountMinor: sum, currency })})`
-    : state.me ? 'Click available seats to select them.' : 'Log in, then click available seats to select them.';
-  $('#hold').disabled = state.busy || !state.me || selected.length === 0 || Boolean(state.hold);
+    : hint;
+  $('#hold').disabled = state.busy || !state.me || !mayHold() || selected.length === 0 || Boolean(state.hold);
   $('#hold-box').hidden = !state.hold;
   $('#checkout').disabled = state.busy || !state.hold || Boolean(state.booking && !isTerminal(state.booking.status));
   $('#release').disabled = state.busy || !state.hold;
   renderHoldInfo();
+  renderQueue();
 }
 
 function renderHoldInfo() {
   if (!state.hold) return;
-  const left = Math.max(0, Math.round((state.hold.expiresAt - Date.now()) / 1000));
+  const left = (state.hold.expiresAt - Date.now()) / 1000;
   const labels = [...state.hold.seatIds].map((id) => seatLabel(state.seats.get(id).seat));
   $('[data-testid="hold-info"]').textContent =
-    `Held: ${labels.join(', ')} · ${money(state.hold.total)} · expires in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')}`;
+    `Held: ${labels.join(', ')} · ${money(state.hold.total)} · expires in ${clock(left)}`;
 }
 
 function tickHold() {
@@ -461,11 +519,12 @@ async function busy(work) {
 function holdSelected() {
   return busy(async () => {
     const seatIds = [...state.selected];
-    if (seatIds.length === 0) return;
+    if (seatIds.length === 0 || !mayHold()) return;
     clearMessage();
     state.holding = new Set(seatIds);
     try {
-      const hold = await api('POST', `/v1/events/${encodeURIComponent(state.eventId)}/holds`, { seatIds });
+      const path = `/v1/events/${encodeURIComponent(state.eventId)}/holds`;
+      const hold = await api('POST', path, { seatIds }, admissionHeaders());
       state.selected.clear();
       state.booking = null;
       $('#booking').hidden = true;
@@ -480,6 +539,10 @@ function holdSelected() {
     } catch (error) {
       if (error.status === 409) {
         showMessage(`Not held: ${error.message}. Pick other seats.`);
+        return;
+      }
+      if (isAdmissionRefusal(error)) {
+        await admissionRefused(error);
         return;
       }
       throw error;
@@ -513,9 +576,21 @@ function checkout() {
       ? { holdId: state.hold.holdId, paymentMethod: 'WALLET' }
       : { holdId: state.hold.holdId, paymentMethod: 'CARD', cardToken: choice };
     // One key per hold: a retry after a lost answer returns the same booking.
-    const booking = await api('POST', '/v1/bookings', body, {
-      'Idempotency-Key': state.hold.idempotencyKey,
-    });
+    let booking;
+    try {
+      booking = await api('POST', '/v1/bookings', body, {
+        'Idempotency-Key': state.hold.idempotencyKey,
+        ...admissionHeaders(),
+      });
+    } catch (error) {
+      if (isAdmissionRefusal(error)) {
+        await admissionRefused(error);
+        return;
+      }
+      throw error;
+    }
+    // A checkout ends the admission: the waiting room lets the next buyer in.
+    if (state.admission) endAdmission('USED');
     showBooking(booking);
     watchBooking(booking.bookingId);
   });
@@ -574,6 +649,260 @@ function watchBooking(bookingId) {
   };
 }
 
+// ---------------------------------------------------------------- waiting room
+
+function hasWaitingRoom() {
+  return Boolean(state.event && state.event.waitingRoom);
+}
+
+function isAdmitted() {
+  return Boolean(state.admission && state.admission.expiresAt > Date.now());
+}
+
+/** Whether this page may hold seats now: no waiting room, or admitted through it. */
+function mayHold() {
+  return !hasWaitingRoom() || isAdmitted();
+}
+
+/** The header holds and checkouts carry while admitted. */
+function admissionHeaders() {
+  return state.admission ? { 'X-Admission-Token': state.admission.token } : {};
+}
+
+function isAdmissionRefusal(error) {
+  return error.status === 403 && /admission|waiting room/i.test(error.message);
+}
+
+function inLine(ticket) {
+  return Boolean(ticket) && IN_LINE.has(ticket.state || '');
+}
+
+/** The sessionStorage key of the logged-in account's ticket for the shown event. */
+function ticketStorageKey() {
+  const accountId = state.me && state.me.account && state.me.account.accountId;
+  return accountId && state.eventId ? `${QUEUE_KEY}.${accountId}.${state.eventId}` : null;
+}
+
+/**
+ * Once both the account and the event are known: picks up the ticket this tab joined
+ * with (after a reload, or a log-out and back in), and follows it.
+ */
+function resumeQueue() {
+  const key = ticketStorageKey();
+  if (!hasWaitingRoom() || !key || state.ticketKey === key) {
+    renderQueue();
+    return;
+  }
+  stopQueue();
+  state.ticketKey = key;
+  const ticketId = sessionStorage.getItem(key);
+  if (ticketId) {
+    state.ticket = { ticketId, state: '' };
+    watchTicket(ticketId);
+  }
+  renderCart();
+}
+
+function stopWatchingTicket() {
+  if (state.queueStream) state.queueStream.close();
+  state.queueStream = null;
+  clearTimeout(state.queuePoll);
+  state.queuePoll = null;
+}
+
+/** Leaves the queue to itself (log-out); the stored ticket id stays for the next log-in. */
+function stopQueue() {
+  stopWatchingTicket();
+  state.ticket = null;
+  state.ticketKey = null;
+  state.admission = null;
+}
+
+/** The stored ticket is not this account's (or is gone): back to "Join the queue". */
+function forgetTicket() {
+  stopWatchingTicket();
+  if (state.ticketKey) sessionStorage.removeItem(state.ticketKey);
+  state.ticket = null;
+  state.admission = null;
+  repaintAll();
+}
+
+function joinQueue() {
+  return busy(async () => {
+    const key = ticketStorageKey();
+    if (!key) return;
+    clearMessage();
+    const ticket = await api('POST', `/v1/events/${encodeURIComponent(state.eventId)}/queue`, {});
+    sessionStorage.setItem(key, ticket.ticketId);
+    stopWatchingTicket();
+    state.ticketKey = key;
+    state.ticket = { ticketId: ticket.ticketId, state: '' };
+    applyTicket(ticket);
+    if (inLine(state.ticket)) {
+      watchTicket(ticket.ticketId);
+    } else if (!isAdmitted()) {
+      showMessage(`Your admission to this sale has ended (${QUEUE_STATES[ticket.state] || ticket.state}); the queue gave you no new place.`, 'info');
+    }
+  });
+}
+
+/** Takes a reading of the ticket: from joining, its stream or a poll. */
+function applyTicket(ticket) {
+  if (!ticket || !state.ticket || ticket.ticketId !== state.ticket.ticketId) return;
+  const wasAdmitted = isAdmitted();
+  state.ticket = ticket;
+  state.ticketAt = Date.now();
+  if (ticket.state === 'ADMITTED' && ticket.admissionToken) {
+    stopWatchingTicket();
+    state.admission = { token: ticket.admissionToken, expiresAt: new Date(ticket.admissionExpiresAt).getTime() };
+    if (!wasAdmitted && isAdmitted()) {
+      showMessage('You are in: hold your seats and check out before your admission runs out.', 'info');
+    }
+  } else if (!inLine(ticket)) {
+    // EXPIRED or USED: the admission is over.
+    stopWatchingTicket();
+    state.admission = null;
+  }
+  repaintAll();
+}
+
+/** Follows the ticket over its SSE stream; the stream ends once the ticket is admitted. */
+function watchTicket(ticketId) {
+  stopWatchingTicket();
+  if (!state.token) return;
+  const url = `/v1/queue/${encodeURIComponent(ticketId)}:watch?access_token=${encodeURIComponent(state.token)}`;
+  const stream = new EventSource(url);
+  state.queueStream = stream;
+  stream.onopen = () => {
+    $('#queue').dataset.via = 'stream';
+  };
+  stream.onmessage = (e) => {
+    const data = parseData(e);
+    if (data && data.ticket) applyTicket(data.ticket);
+  };
+  stream.onerror = () => {
+    if (state.queueStream !== stream) return;
+    // Refused (not served, or the token expired) or dropped before the admission: read
+    // the ticket every second instead (EventSource would wait seconds between retries).
+    stream.close();
+    state.queueStream = null;
+    state.queueStreamFailedAt = Date.now();
+    pollTicket(ticketId, 0);
+  };
+}
+
+/** The stream's fallback: reads the ticket every POLL_MS while it is in line. */
+function pollTicket(ticketId, delay = POLL_MS) {
+  clearTimeout(state.queuePoll);
+  $('#queue').dataset.via = 'poll';
+  const current = () => Boolean(state.ticket && state.ticket.ticketId === ticketId);
+  state.queuePoll = setTimeout(async () => {
+    state.queuePoll = null;
+    if (!current()) return;
+    try {
+      applyTicket(await api('GET', `/v1/queue/${encodeURIComponent(ticketId)}`));
+    } catch (error) {
+      if (!current()) return;
+      if (error.status === 400 || error.status === 404) {
+        forgetTicket();
+        return;
+      }
+      if (error.status === 401) {
+        logout();
+        showMessage('Your session ended: log in again to keep your place in the queue.');
+        return;
+      }
+      // Anything else may pass: keep asking.
+    }
+    if (!current() || !inLine(state.ticket) || state.queuePoll || state.queueStream) return;
+    if (Date.now() - state.queueStreamFailedAt >= STREAM_RETRY_MS) watchTicket(ticketId);
+    else pollTicket(ticketId);
+  }, delay);
+}
+
+/** The admission is over (`how`: EXPIRED or USED): holding waits for the queue again. */
+function endAdmission(how) {
+  state.admission = null;
+  if (state.ticket && state.ticket.state === 'ADMITTED') {
+    state.ticket = { ...state.ticket, state: how, admissionToken: '', position: '0', etaSeconds: '0' };
+  }
+  repaintAll();
+}
+
+/** A hold or checkout refused over the admission: says why and shows the queue again. */
+async function admissionRefused(error) {
+  endAdmission('EXPIRED');
+  showMessage(`Not allowed by the waiting room: ${error.message}`);
+  if (!hasWaitingRoom()) {
+    // The seller turned the waiting room on after this page loaded.
+    state.event = await api('GET', `/v1/events/${encodeURIComponent(state.eventId)}`);
+    resumeQueue();
+    return;
+  }
+  // The ticket's own word on what became of the admission.
+  const ticketId = state.ticket && state.ticket.ticketId;
+  if (ticketId) applyTicket(await api('GET', `/v1/queue/${encodeURIComponent(ticketId)}`).catch(() => null));
+}
+
+function tickQueue() {
+  if (!hasWaitingRoom()) return;
+  if (state.admission && state.admission.expiresAt <= Date.now()) {
+    endAdmission('EXPIRED');
+    showMessage('Your admission expired before a checkout: join the queue again to hold seats.', 'info');
+    return;
+  }
+  renderQueue();
+}
+
+function renderQueue() {
+  const room = state.event && state.event.waitingRoom;
+  const admitted = Boolean(room) && isAdmitted();
+  const admission = $('#admission');
+  admission.hidden = !admitted;
+  if (admitted) {
+    admission.dataset.expiresAt = new Date(state.admission.expiresAt).toISOString();
+    admission.textContent = `Admitted: ${clock((state.admission.expiresAt - Date.now()) / 1000)} left to hold and check out`;
+  }
+  $('#queue').hidden = !room || admitted;
+  if (!room || admitted) return;
+
+  const ticket = state.me ? state.ticket : null;
+  const opensAt = new Date((ticket && ticket.opensAt) || room.opensAt || 0).getTime();
+  const opens = $('[data-testid="queue-opens"]');
+  opens.hidden = !(opensAt > Date.now());
+  if (!opens.hidden) opens.textContent = `The queue opens at ${new Date(opensAt).toLocaleString()}.`;
+  let intro = 'This sale has a waiting room: join the queue, and hold seats once you are admitted.';
+  if (!state.me) intro = 'This sale has a waiting room. Log in to join the queue.';
+  else if (ticket && ticket.state === 'EXPIRED') intro = 'Your admission ran out before a checkout.';
+  else if (ticket && ticket.state === 'USED') intro = 'Your admission ended with your checkout.';
+  else if (ticket) intro = 'You are in the queue: this page moves on by itself when you are admitted.';
+  $('[data-testid="queue-intro"]').textContent = intro;
+  const join = $('#join-queue');
+  join.hidden = !state.me || inLine(ticket);
+  join.disabled = state.busy;
+  join.textContent = ticket ? 'Join the queue again' : 'Join the queue';
+
+  $('#queue-line').hidden = !ticket;
+  if (!ticket) return;
+  const s = ticket.state || '';
+  const label = $('[data-testid="queue-state"]');
+  label.textContent = QUEUE_STATES[s] || s;
+  label.dataset.state = s;
+  const ahead = Number(ticket.position || 0);
+  const position = $('[data-testid="queue-position"]');
+  position.dataset.position = String(ahead);
+  position.textContent = {
+    '': '…',
+    BEFORE_OPENING: 'places are drawn at the opening',
+    WAITING: ahead === 0 ? 'nobody: you are next' : `${ahead.toLocaleString()} ${ahead === 1 ? 'buyer' : 'buyers'}`,
+  }[s] || '—';
+  // The ETA counts down between readings (before the opening: to the opening).
+  const left = inLine(ticket) ? Math.max(0, Number(ticket.etaSeconds || 0) - Math.floor((Date.now() - state.ticketAt) / 1000)) : 0;
+  const eta = $('[data-testid="queue-eta"]');
+  eta.dataset.etaSeconds = String(left);
+  eta.textContent = s === '' ? '…' : inLine(ticket) ? roughly(left) : '—';
+}
+
 // ---------------------------------------------------------------- start
 
 function start() {
@@ -592,7 +921,11 @@ function start() {
   $('#hold').addEventListener('click', holdSelected);
   $('#release').addEventListener('click', releaseHold);
   $('#checkout').addEventListener('click', checkout);
-  setInterval(tickHold, 1000);
+  $('#join-queue').addEventListener('click', joinQueue);
+  setInterval(() => {
+    tickHold();
+    tickQueue();
+  }, 1000);
 
   loadMe().catch((error) => showMessage(error.message));
   const eventId = new URLSearchParams(location.search).get('event');

@@ -2,7 +2,15 @@
 // Run by e2e/tests/browser.rs, which starts the system and passes (env):
 //   BASE_URL, EVENT_ID, SEAT_COUNT, SEAT_ID, SEAT_ID_2, SEAT_PRICE, WALLET_START,
 //   BUYER_A_EMAIL/PASSWORD, BUYER_B_EMAIL/PASSWORD, CHROMIUM (default /usr/bin/chromium),
-//   and optionally SCREENSHOT_DIR.
+//   and optionally SCREENSHOT_DIR;
+// and for the waiting room (issue 11; run first, as the other buyers' admissions run),
+//   WAITING_ROOMS: a JSON array of rooms, each {name, eventId (its waiting room admits
+//   one shopper at a time), seatCount, seat (the page's buyer buys it), otherSeat,
+//   otherToken and otherAdmission (the bearer and admission tokens of the buyer holding
+//   the one admission, who buys otherSeat through REST), email, password (the page's
+//   buyer), stream: "live" (the ticket must be followed over its SSE stream) or
+//   "refused" (the page's stream request is answered 501, as by a gateway whose upstream
+//   is UNIMPLEMENTED: polling must carry the page)}.
 // Exits 0 when every check passed, 1 with the reason otherwise. Every wait is bounded.
 import { chromium } from 'playwright-core';
 
@@ -18,11 +26,15 @@ const SEAT2 = env('SEAT_ID_2');
 const SEAT_COUNT = Number(env('SEAT_COUNT'));
 const PRICE = Number(env('SEAT_PRICE'));
 const WALLET = Number(env('WALLET_START'));
+const WAITING_ROOMS = JSON.parse(env('WAITING_ROOMS'));
 const EXECUTABLE = process.env.CHROMIUM || '/usr/bin/chromium';
 const STEP_MS = 10_000; // default bound of every wait
 const CONFIRM_MS = 20_000; // the payment saga runs through RabbitMQ
 const LIVE_MS = 1_000; // the issue's bound: the other page shows a hold within a second
-const WATCHDOG_MS = 120_000;
+// From the checkout that frees the admission to the next buyer's page enabling holds:
+// the waiting room's tick, then its stream (or, without one, a poll each second).
+const ADMIT_MS = 5_000;
+const WATCHDOG_MS = 150_000;
 // Optional: a directory for screenshots of both pages at the end (or at a failure).
 const SCREENSHOT_DIR = process.env.SCREENSHOT_DIR;
 
@@ -74,7 +86,7 @@ async function whenSeen(page, selector, timeout) {
   return (await arm(page, selector, timeout))();
 }
 
-async function openPage(browser, name, problems) {
+async function openPage(browser, name, problems, event = EVENT, seatCount = SEAT_COUNT) {
   const context = await browser.newContext({ locale: 'en-US', timezoneId: 'Asia/Seoul' });
   context.setDefaultTimeout(STEP_MS);
   context.setDefaultNavigationTimeout(STEP_MS);
@@ -86,13 +98,13 @@ async function openPage(browser, name, problems) {
       problems.push(`${name}: ${text}`);
     }
   });
-  const response = await page.goto(`${BASE}/?event=${encodeURIComponent(EVENT)}`);
+  const response = await page.goto(`${BASE}/?event=${encodeURIComponent(event)}`);
   check(response && response.status() === 200, `${name}: GET / answered ${response && response.status()}`);
   const csp = response.headers()['content-security-policy'] || '';
   check(csp.includes("default-src 'self'"), `${name}: CSP header is "${csp}"`);
   await page.waitForSelector('#live[data-live="on"]');
   const seats = await page.locator('#seatmap [data-seat-id]').count();
-  check(seats === SEAT_COUNT, `${name}: ${seats} seats drawn, expected ${SEAT_COUNT}`);
+  check(seats === seatCount, `${name}: ${seats} seats drawn, expected ${seatCount}`);
   log(`${name}: seat map drawn (${seats} seats) and live`);
   return page;
 }
@@ -110,6 +122,141 @@ async function logIn(page, name, email, password) {
   log(`${name}: logged in, wallet ${await page.textContent('[data-testid="balance"]')}`);
 }
 
+/** A REST call as another buyer, outside the browser (bounded): { status, body }. */
+async function rest(method, path, token, body, headers = {}) {
+  const response = await fetch(`${BASE}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(STEP_MS),
+  });
+  const text = await response.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = text;
+  }
+  return { status: response.status, body: json };
+}
+
+/**
+ * The waiting room (issue 11): the room's event admits one shopper at a time and another
+ * buyer holds that admission. The page's buyer joins and waits first in line; the other
+ * buyer checks out (which ends its admission); the page moves on by itself, holds with
+ * its admission token and checks out.
+ */
+async function waitingRoom(browser, problems, pages, WR) {
+  const name = WR.name;
+  const w = await openPage(browser, name, problems, WR.eventId, WR.seatCount);
+  pages[name] = w;
+  if (WR.stream === 'refused') {
+    await w.route('**/v1/queue/*:watch*', (route) =>
+      route.fulfill({ status: 501, contentType: 'application/json', body: '{"code":"UNIMPLEMENTED","message":"not served"}' }),
+    );
+  }
+
+  // Logged out: the queue panel asks for a log-in, and there is nothing to join.
+  await w.waitForSelector('[data-testid="queue"]:visible');
+  const loggedOut = await w.textContent('[data-testid="queue-intro"]');
+  check(/Log in/.test(loggedOut), `${name}: the logged-out queue panel says "${loggedOut}"`);
+  check(!(await w.isVisible('[data-testid="join-queue"]')), `${name}: join button shown while logged out`);
+  await logIn(w, name, WR.email, WR.password);
+  await w.waitForSelector('[data-testid="join-queue"]:visible');
+  // Seats may be picked meanwhile, not held.
+  await w.click(seat(WR.seat));
+  await w.waitForSelector(`${seat(WR.seat)}.selected`);
+  check(await w.isDisabled('[data-testid="hold"]'), `${name}: hold enabled before joining the queue`);
+
+  const joinAnswer = w.waitForResponse((r) => r.url().endsWith(`/v1/events/${WR.eventId}/queue`) && r.request().method() === 'POST');
+  await w.click('[data-testid="join-queue"]');
+  const joined = await joinAnswer;
+  const ticket = await joined.json();
+  check(joined.status() === 201, `${name}: join answered ${joined.status()} ${JSON.stringify(ticket)}`);
+  const waiting = '[data-testid="queue-state"][data-state="WAITING"]';
+  await w.waitForSelector(waiting);
+  const readLine = async () => ({
+    position: await w.getAttribute('[data-testid="queue-position"]', 'data-position'),
+    eta: Number(await w.getAttribute('[data-testid="queue-eta"]', 'data-eta-seconds')),
+    etaText: await w.textContent('[data-testid="queue-eta"]'),
+    state: await w.textContent('[data-testid="queue-state"]'),
+  });
+  let line = await readLine();
+  check(line.position === '0', `${name}: position ${line.position}, expected 0 (next in line)`);
+  check(line.eta > 0 && /about/.test(line.etaText), `${name}: ETA ${line.eta} s shown as "${line.etaText}"`);
+  check(await w.isDisabled('[data-testid="hold"]'), `${name}: hold enabled while waiting`);
+  log(`${name}: joined ${ticket.ticketId}: "${line.state}", position ${line.position}, ETA "${line.etaText}"`);
+
+  // A reload resumes the same ticket (kept in sessionStorage).
+  await w.reload();
+  await w.waitForSelector('#live[data-live="on"]');
+  await w.waitForSelector(waiting);
+  const stored = await w.evaluate(() =>
+    Object.keys(sessionStorage)
+      .filter((k) => k.startsWith('marquee.queue.'))
+      .map((k) => sessionStorage.getItem(k)),
+  );
+  check(stored.includes(ticket.ticketId), `${name}: sessionStorage holds ${JSON.stringify(stored)}, not ${ticket.ticketId}`);
+  line = await readLine();
+  check(line.position === '0' && line.eta > 0, `${name}: after the reload ${JSON.stringify(line)}`);
+  log(`${name}: reloaded, still waiting (${line.etaText})`);
+  await w.click(seat(WR.seat));
+  await w.waitForSelector(`${seat(WR.seat)}.selected`);
+  check(await w.isDisabled('[data-testid="hold"]'), `${name}: hold enabled while waiting (after the reload)`);
+  // From here on the page must move on by itself: a reload would drop this marker.
+  await w.evaluate(() => {
+    window.__sameDocument = true;
+  });
+
+  // The other buyer holds a seat and checks out with its admission token: that ends
+  // its admission, and the page's buyer, next in line, is admitted.
+  const admittedSeen = await arm(w, '[data-testid="hold"]:enabled', ADMIT_MS);
+  const held = await rest('POST', `/v1/events/${WR.eventId}/holds`, WR.otherToken, { seatIds: [WR.otherSeat] }, {
+    'X-Admission-Token': WR.otherAdmission,
+  });
+  check(held.status === 201, `other buyer: hold answered ${held.status} ${JSON.stringify(held.body)}`);
+  const bought = await rest('POST', '/v1/bookings', WR.otherToken, { holdId: held.body.holdId, paymentMethod: 'WALLET' }, {
+    'Idempotency-Key': `wr-${Date.now()}`,
+    'X-Admission-Token': WR.otherAdmission,
+  });
+  check(bought.status === 202, `other buyer: checkout answered ${bought.status} ${JSON.stringify(bought.body)}`);
+  const checkedOut = Date.now();
+  const admittedAt = await admittedSeen();
+  const via = await w.getAttribute('[data-testid="queue"]', 'data-via');
+  const expected = WR.stream === 'refused' ? 'poll' : 'stream';
+  check(via === expected, `${name}: the ticket was followed by ${via}, expected ${expected}`);
+  log(`${name}: hold enabled ${admittedAt - checkedOut} ms after the other buyer's checkout (ticket followed by ${via})`);
+  console.log(`ADMITTED_AFTER_CHECKOUT_MS_${via.toUpperCase()}=${admittedAt - checkedOut}`);
+  check(await w.evaluate(() => window.__sameDocument === true), `${name}: the page was reloaded`);
+  check(!(await w.isVisible('[data-testid="queue"]')), `${name}: the queue panel is still shown after the admission`);
+  await w.waitForSelector('[data-testid="admission"]:visible');
+  const admission = await w.textContent('[data-testid="admission"]');
+  check(/left to hold/.test(admission), `${name}: admission shown as "${admission}"`);
+  log(`${name}: "${admission}"`);
+
+  // The page holds with the admission token and checks out with it.
+  const holdAnswer = w.waitForResponse((r) => r.url().endsWith(`/v1/events/${WR.eventId}/holds`) && r.request().method() === 'POST');
+  await w.click('[data-testid="hold"]');
+  const hold = await holdAnswer;
+  check(hold.status() === 201, `${name}: hold answered ${hold.status()} ${await hold.text()}`);
+  check(Boolean(hold.request().headers()['x-admission-token']), `${name}: the hold sent no X-Admission-Token`);
+  await w.waitForSelector(`${seat(WR.seat)}[data-mine="true"]`);
+  const bookingAnswer = w.waitForResponse((r) => r.url().endsWith('/v1/bookings') && r.request().method() === 'POST');
+  await w.click('[data-testid="checkout"]');
+  const booked = await bookingAnswer;
+  const bookedBody = await booked.json();
+  check(booked.status() === 202, `${name}: checkout answered ${booked.status()} ${JSON.stringify(bookedBody)}`);
+  const sent = booked.request().headers();
+  check(Boolean(sent['x-admission-token']) && Boolean(sent['idempotency-key']), `${name}: checkout headers ${JSON.stringify(Object.keys(sent))}`);
+  await whenSeen(w, '[data-testid="booking-status"][data-status="CONFIRMED"]', CONFIRM_MS);
+  await whenSeen(w, `${seat(WR.seat)}[data-status="SOLD"]`, STEP_MS);
+  await whenSeen(w, `${seat(WR.otherSeat)}[data-status="SOLD"]`, STEP_MS);
+  // The checkout used the admission: the queue panel is back, saying so.
+  await w.waitForSelector('[data-testid="queue-state"][data-state="USED"]:visible');
+  check(await w.isDisabled('[data-testid="hold"]'), `${name}: hold enabled after the admission was used`);
+  log(`${name}: booking ${bookedBody.bookingId} CONFIRMED; the queue panel shows the admission used`);
+}
+
 async function main() {
   const problems = [];
   const browser = await chromium.launch({
@@ -122,6 +269,8 @@ async function main() {
   const pages = {};
   try {
     log(`chromium ${browser.version()}`);
+    for (const room of WAITING_ROOMS) await waitingRoom(browser, problems, pages, room);
+
     const a = await openPage(browser, 'A', problems);
     const b = await openPage(browser, 'B', problems);
     Object.assign(pages, { a, b });
