@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -352,6 +353,9 @@ impl Keys {
 #[derive(Debug, Default)]
 pub struct Rooms {
     map: RwLock<HashMap<EventId, RoomSettings>>,
+    /// Bumped by every change made here, so a reload that read the table before the
+    /// change does not undo it.
+    changes: AtomicU64,
 }
 
 impl Rooms {
@@ -367,6 +371,7 @@ impl Rooms {
     }
 
     fn set(&self, event: EventId, settings: Option<RoomSettings>) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut map) = self.map.write() {
             match settings {
                 Some(s) => map.insert(event, s),
@@ -379,8 +384,12 @@ impl Rooms {
         self.map.read().map(|m| m.is_empty()).unwrap_or(false)
     }
 
-    fn replace(&self, rooms: HashMap<EventId, RoomSettings>) {
-        if let Ok(mut map) = self.map.write() {
+    /// Replaces every room with what a reload read, unless a change was made here
+    /// since it started (`changes_before`): the next reload brings both.
+    fn replace(&self, rooms: HashMap<EventId, RoomSettings>, changes_before: u64) {
+        if let Ok(mut map) = self.map.write()
+            && self.changes.load(Ordering::SeqCst) == changes_before
+        {
             *map = rooms;
         }
     }
@@ -449,12 +458,13 @@ impl WaitingRooms {
     }
 
     async fn reload(&self) -> Result<(), BookingError> {
+        let changes_before = self.rooms.changes.load(Ordering::SeqCst);
         let rows = waiting_rooms::Entity::find().all(&self.pool).await?;
         let rooms = rows
             .iter()
             .filter_map(|row| Some((EventId(row.event_id), RoomSettings::from_row(row)?)))
             .collect();
-        self.rooms.replace(rooms);
+        self.rooms.replace(rooms, changes_before);
         Ok(())
     }
 
@@ -946,6 +956,20 @@ mod tests {
         assert!((capped.admit_rate() - 1.0).abs() < f64::EPSILON);
         let both = RoomSettings::new(now, 100, 60, 60).unwrap();
         assert!((both.admit_rate() - 1.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn a_reload_that_read_before_a_change_does_not_undo_it() {
+        let rooms = Rooms::default();
+        let event = EventId::new();
+        let settings = RoomSettings::new(Utc::now(), 10, 0, 0).unwrap();
+        let before = rooms.changes.load(Ordering::SeqCst);
+        rooms.set(event, Some(settings));
+        rooms.replace(HashMap::new(), before);
+        assert_eq!(rooms.get(event), Some(settings));
+        let after = rooms.changes.load(Ordering::SeqCst);
+        rooms.replace(HashMap::new(), after);
+        assert_eq!(rooms.get(event), None);
     }
 
     #[test]
