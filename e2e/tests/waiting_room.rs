@@ -695,10 +695,10 @@ async fn a_ticket_streams_its_place_until_admitted_then_its_token() {
         }
     };
     // At 2 a second, six tickets take about three seconds: the watcher saw its place
-    // go down on the way, never up.
+    // go down on the way, never up (an update may repeat a place with a new ETA).
     assert!(positions.len() >= 2, "too few updates: {positions:?}");
     assert!(
-        positions.windows(2).all(|w| w[0] > w[1]),
+        positions.windows(2).all(|w| w[0] >= w[1]) && positions[0] > positions[positions.len() - 1],
         "positions did not go down: {positions:?}"
     );
     let token = admitted["admissionToken"].as_str().unwrap_or_default();

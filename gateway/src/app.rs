@@ -95,6 +95,7 @@ fn router_draining_on(
         sse_keep_alive: config.sse_keep_alive,
         sse_renderings: Arc::default(),
         draining,
+        rooms: Default::default(),
     });
 
     let layers = ServiceBuilder::new()

@@ -52,7 +52,7 @@ async fn forward(
     }
     let (parts, body) = request.into_parts();
     authenticate(state, &parts.headers)?;
-    crate::admission::check(state, route, bindings, &parts.headers)?;
+    crate::admission::check(state, route, bindings, &parts.headers).await?;
 
     let body = match route.body {
         BodyRule::None => bytes::Bytes::new(),

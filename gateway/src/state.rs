@@ -30,6 +30,8 @@ pub struct AppState {
     pub sse_renderings: Arc<Renderings>,
     /// Cancelled when the gateway starts shutting down: open SSE streams end then.
     pub draining: CancellationToken,
+    /// Which events have a waiting room, for the admission check at the edge.
+    pub rooms: crate::admission::RoomCache,
 }
 
 /// An upstream's HTTP/2 connections. Calls take turns, so the framing work of many
