@@ -481,28 +481,8 @@ async fn main() {
         .into_iter()
         .map(|(_, token)| Buyer { token })
         .collect();
-    let keys =
-        marquee_infra::auth::TokenKeys::new(marquee_e2e::JWT_SECRET, chrono::Duration::hours(1));
     let bulk = params.buyers - rest_buyers;
-    let ids: Vec<Uuid> = (0..bulk).map(|_| Uuid::new_v4()).collect();
-    for chunk in ids.chunks(5000) {
-        let emails: Vec<String> = chunk
-            .iter()
-            .map(|id| format!("bench-{}@example.com", id.simple()))
-            .collect();
-        sqlx::query(
-            "INSERT INTO accounts (id, email, password_hash, display_name, role)
-             SELECT u.id, u.email, 'not-a-password-hash', 'Bench Buyer', 'BUYER'
-             FROM UNNEST($1::uuid[], $2::text[]) AS u(id, email)",
-        )
-        .bind(chunk)
-        .bind(&emails)
-        .execute(&sys.booking_pool)
-        .await
-        .expect("bulk insert buyers");
-    }
-    for id in &ids {
-        let (token, _) = keys.issue(&id.to_string(), "BUYER").expect("token");
+    for token in sys.bulk_buyers(bulk, "bench").await {
         buyers.push(Buyer { token });
     }
     println!(

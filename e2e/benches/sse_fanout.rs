@@ -867,29 +867,7 @@ async fn main() {
 
     // One fresh buyer per hold: inserted in bulk, with minted tokens.
     let buyers_needed = (params.seconds * params.holds_per_sec) as usize + params.buyer_concurrency;
-    let ids: Vec<Uuid> = (0..buyers_needed).map(|_| Uuid::new_v4()).collect();
-    for chunk in ids.chunks(5000) {
-        let emails: Vec<String> = chunk
-            .iter()
-            .map(|id| format!("sse-bench-{}@example.com", id.simple()))
-            .collect();
-        sqlx::query(
-            "INSERT INTO accounts (id, email, password_hash, display_name, role)
-             SELECT u.id, u.email, 'not-a-password-hash', 'Bench Buyer', 'BUYER'
-             FROM UNNEST($1::uuid[], $2::text[]) AS u(id, email)",
-        )
-        .bind(chunk)
-        .bind(&emails)
-        .execute(&sys.booking_pool)
-        .await
-        .expect("bulk insert buyers");
-    }
-    let keys =
-        marquee_infra::auth::TokenKeys::new(marquee_e2e::JWT_SECRET, chrono::Duration::hours(1));
-    let tokens: Vec<String> = ids
-        .iter()
-        .map(|id| keys.issue(&id.to_string(), "BUYER").expect("token").0)
-        .collect();
+    let tokens = sys.bulk_buyers(buyers_needed, "sse-bench").await;
     println!(
         "setup: event {event_id} with {} seats, {} buyers; took {:.1} s",
         params.seats,

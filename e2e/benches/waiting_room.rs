@@ -31,7 +31,6 @@ use marquee_e2e::{Options, System};
 use marquee_testkit::env_num;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
-use uuid::Uuid;
 
 // The same allocator as the service binaries, since this process hosts all of them.
 #[global_allocator]
@@ -141,29 +140,7 @@ async fn bench(params: Params) -> bool {
         )
         .await;
     assert_eq!(configured.status, 200, "{:?}", configured.body);
-    let keys =
-        marquee_infra::auth::TokenKeys::new(marquee_e2e::JWT_SECRET, chrono::Duration::hours(1));
-    let ids: Vec<Uuid> = (0..params.arrivals).map(|_| Uuid::new_v4()).collect();
-    for chunk in ids.chunks(5000) {
-        let emails: Vec<String> = chunk
-            .iter()
-            .map(|id| format!("wr-{}@example.com", id.simple()))
-            .collect();
-        sqlx::query(
-            "INSERT INTO accounts (id, email, password_hash, display_name, role)
-             SELECT u.id, u.email, 'not-a-password-hash', 'Queue Buyer', 'BUYER'
-             FROM UNNEST($1::uuid[], $2::text[]) AS u(id, email)",
-        )
-        .bind(chunk)
-        .bind(&emails)
-        .execute(&sys.booking_pool)
-        .await
-        .expect("bulk insert buyers");
-    }
-    let tokens: Vec<String> = ids
-        .iter()
-        .map(|id| keys.issue(&id.to_string(), "BUYER").expect("token").0)
-        .collect();
+    let tokens = sys.bulk_buyers(params.arrivals, "wr").await;
     println!(
         "setup: {} buyers inserted in bulk with minted tokens; event {event_id}; took {:.1} s (not measured)",
         tokens.len(),

@@ -618,6 +618,33 @@ impl System {
         (seller, event_id)
     }
 
+    /// `n` buyers inserted straight into the booking database (no password works for
+    /// them) with tokens minted for them: a benchmark's crowd, set up in seconds.
+    /// Returns their tokens; `label` starts their emails.
+    pub async fn bulk_buyers(&self, n: usize, label: &str) -> Vec<String> {
+        let keys = marquee_infra::auth::TokenKeys::new(JWT_SECRET, chrono::Duration::hours(1));
+        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+        for chunk in ids.chunks(5000) {
+            let emails: Vec<String> = chunk
+                .iter()
+                .map(|id| format!("{label}-{}@example.com", id.simple()))
+                .collect();
+            sqlx::query(
+                "INSERT INTO accounts (id, email, password_hash, display_name, role)
+                 SELECT u.id, u.email, 'not-a-password-hash', 'Bench Buyer', 'BUYER'
+                 FROM UNNEST($1::uuid[], $2::text[]) AS u(id, email)",
+            )
+            .bind(chunk)
+            .bind(&emails)
+            .execute(&self.booking_pool)
+            .await
+            .expect("bulk insert buyers");
+        }
+        ids.iter()
+            .map(|id| keys.issue(&id.to_string(), "BUYER").expect("token").0)
+            .collect()
+    }
+
     /// `POST /v1/events/{event}/holds` for `seats`.
     pub async fn hold(&self, token: &str, event_id: &str, seats: &[String]) -> Reply {
         self.post(
