@@ -36,7 +36,7 @@ use marquee_infra::auth::{TokenError, TokenKeys};
 use marquee_infra::bus::Bus;
 use marquee_infra::redis_conn::{RedisConn, hash_tag};
 use marquee_proto::kinds::QUEUE_ADVANCED;
-use redis::Script;
+use redis::{FromRedisValue as _, Script};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use tokio_util::sync::CancellationToken;
@@ -218,8 +218,13 @@ pub struct QueueStatus {
 // KEYS: acct, owner, pre, line, meta, adm, used; ARGV: account, nonce, random score,
 // opens (ms), admission (ms). An account's ticket whose admission ended (used by a
 // checkout, or expired) is replaced by a new one at the back of the line.
-// Replies {'existing', nonce} or {'joined', nonce}.
+// Replies {'existing' or 'joined', nonce, the ticket as DESCRIBE says}.
 const JOIN: &str = r"
+local function reply(kind, nonce)
+  local out = {kind, nonce}
+  for _, v in ipairs(describe(2, nonce)) do out[#out + 1] = v end
+  return out
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
@@ -227,20 +232,20 @@ if existing then
   local at = redis.call('HGET', KEYS[6], existing)
   local ended = redis.call('SISMEMBER', KEYS[7], existing) == 1
     or (at and tonumber(at) + tonumber(ARGV[5]) <= now)
-  if not ended then return {'existing', existing} end
+  if not ended then return reply('existing', existing) end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. '|' .. now)
 if now < tonumber(ARGV[4]) and redis.call('HGET', KEYS[5], 'opened') ~= '1' then
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-  return {'joined', ARGV[2]}
+  return reply('joined', ARGV[2])
 end
 if redis.call('HGET', KEYS[5], 'opened') ~= '1' then
   redis.call('HSET', KEYS[5], 'opened', '1', 'pre', redis.call('ZCARD', KEYS[3]), 'admitted', 0, 'allowance', 0, 'last', now)
 end
 local seq = redis.call('HINCRBY', KEYS[5], 'seq', 1)
 redis.call('ZADD', KEYS[4], seq, ARGV[2])
-return {'joined', ARGV[2]}
+return reply('joined', ARGV[2])
 ";
 
 // KEYS: meta, pre, line, adm, active; ARGV: opens (ms), pace, cap, admission (ms).
@@ -296,25 +301,31 @@ if n > 0 or m[1] ~= '1' then moved = 1 end
 return {1, admitted, joined, redis.call('ZCARD', KEYS[5]), moved}
 ";
 
-// KEYS: owner, pre, line, meta, adm, used; ARGV: nonce. Replies {} for an unknown
-// ticket, else {owner|joined, opened, number, admitted, admitted at ('' if not), used}.
-const TICKET: &str = r"
-local owner = redis.call('HGET', KEYS[1], ARGV[1])
-if not owner then return {} end
-local m = redis.call('HMGET', KEYS[4], 'opened', 'pre', 'admitted')
-local number = 0
-if m[1] == '1' then
-  local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
-  if rank then
-    number = rank + 1
-  else
-    local seq = redis.call('ZSCORE', KEYS[3], ARGV[1])
-    if seq then number = tonumber(m[2]) + tonumber(seq) end
+/// A Lua function: ticket `nonce` as {owner|joined, opened, number, admitted, admitted
+/// at ('' if not), used}, or {} for an unknown ticket, with KEYS[k..k+5] being owner,
+/// pre, line, meta, adm, used.
+const DESCRIBE: &str = r"
+local function describe(k, nonce)
+  local owner = redis.call('HGET', KEYS[k], nonce)
+  if not owner then return {} end
+  local m = redis.call('HMGET', KEYS[k + 3], 'opened', 'pre', 'admitted')
+  local number = 0
+  if m[1] == '1' then
+    local rank = redis.call('ZRANK', KEYS[k + 1], nonce)
+    if rank then
+      number = rank + 1
+    else
+      local seq = redis.call('ZSCORE', KEYS[k + 2], nonce)
+      if seq then number = tonumber(m[2]) + tonumber(seq) end
+    end
   end
+  return {owner, m[1] or '0', number, tonumber(m[3] or '0'), redis.call('HGET', KEYS[k + 4], nonce) or '',
+    redis.call('SISMEMBER', KEYS[k + 5], nonce)}
 end
-return {owner, m[1] or '0', number, tonumber(m[3] or '0'), redis.call('HGET', KEYS[5], ARGV[1]) or '',
-  redis.call('SISMEMBER', KEYS[6], ARGV[1])}
 ";
+
+// KEYS: owner, pre, line, meta, adm, used; ARGV: nonce. Replies what DESCRIBE does.
+const TICKET: &str = "return describe(1, ARGV[1])";
 
 // KEYS: meta, pre, active. Replies {opened, joined, admitted, shopping}.
 const STATUS: &str = r"
@@ -442,9 +453,9 @@ impl WaitingRooms {
             holds,
             keys,
             rooms: Rooms::default(),
-            join: Script::new(JOIN),
+            join: Script::new(&format!("{DESCRIBE}{JOIN}")),
             advance: Script::new(ADVANCE),
-            ticket: Script::new(TICKET),
+            ticket: Script::new(&format!("{DESCRIBE}{TICKET}")),
             status: Script::new(STATUS),
             end: Script::new(END),
         };
@@ -520,7 +531,7 @@ impl WaitingRooms {
         let ticket = TicketId::new(event);
         // 53 random bits: a double holds them exactly, so no two scores tie by rounding.
         let score = rand::random::<u64>() >> 11;
-        let reply: Vec<String> = self
+        let reply: Vec<redis::Value> = self
             .join
             .key(keys.key("acct"))
             .key(keys.key("owner"))
@@ -536,22 +547,24 @@ impl WaitingRooms {
             .arg(u64::try_from(settings.admission.as_millis()).unwrap_or(u64::MAX))
             .invoke_async(&mut self.redis.clone())
             .await?;
-        let (outcome, nonce) = match reply.as_slice() {
-            [outcome, nonce] => (outcome.as_str(), nonce),
-            other => {
-                return Err(BookingError::Internal(format!(
-                    "join script replied {other:?}"
-                )));
-            }
+        let malformed = || BookingError::Internal(format!("join script replied {reply:?}"));
+        let [outcome, nonce, rest @ ..] = reply.as_slice() else {
+            return Err(malformed());
+        };
+        let text = |v: &redis::Value| String::from_redis_value(v.clone()).ok();
+        let (Some(outcome), Some(nonce)) = (text(outcome), text(nonce)) else {
+            return Err(malformed());
         };
         let id = TicketId {
             event,
-            nonce: u64::from_str_radix(nonce, 16)
-                .map_err(|_| BookingError::Internal(format!("stored ticket {nonce:?}")))?,
+            nonce: u64::from_str_radix(&nonce, 16).map_err(|_| malformed())?,
+        };
+        let Some(Some(stored)) = StoredTicket::parse(rest) else {
+            return Err(malformed());
         };
         metrics::counter!("queue_joins_total", "outcome" => if outcome == "joined" { "joined" } else { "existing" })
             .increment(1);
-        self.ticket(buyer, id).await
+        self.render(id, buyer, &settings, &stored)
     }
 
     /// The event's room, or NOT_FOUND when it has none.
@@ -584,6 +597,17 @@ impl WaitingRooms {
             Ok(_) => return Err(BookingError::NotFound("ticket")),
             Err(error) => return Err(error),
         };
+        self.render(id, buyer, &settings, &stored)
+    }
+
+    /// A stored ticket as its owner sees it, with a fresh admission token if admitted.
+    fn render(
+        &self,
+        id: TicketId,
+        buyer: AccountId,
+        settings: &RoomSettings,
+        stored: &StoredTicket,
+    ) -> Result<Ticket, BookingError> {
         let now = Utc::now();
         let mut ticket = Ticket {
             id,
@@ -900,7 +924,6 @@ struct StoredTicket {
 impl StoredTicket {
     /// `None` when malformed; `Some(None)` for an unknown ticket.
     fn parse(reply: &[redis::Value]) -> Option<Option<Self>> {
-        use redis::FromRedisValue;
         if reply.is_empty() {
             return Some(None);
         }
