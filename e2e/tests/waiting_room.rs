@@ -368,6 +368,16 @@ async fn holds_and_checkouts_need_a_valid_admission_of_their_own() {
         bare.body
     );
 
+    // Nobody signed in: 401 first.
+    let anonymous = sys
+        .post(
+            &format!("/v1/events/{event_id}/holds"),
+            None,
+            json!({ "seatIds": [seats[0]] }),
+        )
+        .await;
+    assert_eq!(anonymous.status, 401, "{:?}", anonymous.body);
+
     let t = join(&sys, &buyer, &event_id).await;
     let ticket_id = t["ticketId"].as_str().unwrap_or_default().to_owned();
     let token = admitted(&sys, &buyer, &ticket_id, Duration::from_secs(5)).await;

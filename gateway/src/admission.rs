@@ -77,8 +77,10 @@ pub async fn check(
         .find(|(name, _)| name == "event_id")
         .map(|(_, event)| event.trim());
     let Some(value) = headers.get(HEADER) else {
-        // Only a hold names its event; a checkout without a token is booking-svc's.
+        // Only a hold names its event; a checkout without a token is booking-svc's, and
+        // so is a caller without a bearer token (401 comes before 403).
         if let Some(event) = event
+            && headers.contains_key(http::header::AUTHORIZATION)
             && has_room(state, event).await
         {
             return Err(forbidden(MISSING));
