@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the real-browser test (e2e/tests/browser.rs) can run on this machine:
-# Debian's chromium at /usr/bin/chromium, node and npm, and playwright-core installed
-# from e2e/tests/browser/package-lock.json (no browser download). Idempotent.
+# Debian's chromium at /usr/bin/chromium, a CJK font (fonts-noto-cjk: without one Hangul
+# renders as empty boxes, and the test checks it does not), node and npm, and
+# playwright-core installed from e2e/tests/browser/package-lock.json (no browser
+# download). Idempotent: installs only what is missing.
 set -euo pipefail
 
 log() { echo "ensure-browser: $*" >&2; }
@@ -12,6 +14,8 @@ dir=e2e/tests/browser
 
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# Any font fontconfig knows for Korean will do; else Debian's Noto CJK (KR, JP, SC, TC).
+[ -n "$(fc-list :lang=ko family 2>/dev/null)" ] || missing+=(fonts-noto-cjk)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -27,4 +31,4 @@ if [ ! -f "$stamp" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
   log "npm ci in $dir"
   (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
-log "chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), node $(node --version), playwright-core ready"
+log "chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), Korean font $(fc-match -f '%{family[0]}' :lang=ko 2>/dev/null), node $(node --version), playwright-core ready"

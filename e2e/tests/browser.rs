@@ -2,14 +2,21 @@
 //! playwright-core (`tests/browser/seatmap.mjs`) against the whole system in process.
 //! `scripts/ensure-browser.sh` installs chromium, node and the npm packages; without
 //! them this test fails (it never skips).
+//!
+//! `System` has no search-svc: the test starts one, and a gateway routing to it as well
+//! as to the system's services, and the page is served by that gateway (issue 13: the
+//! paged event list, the search box and Hangul rendered with a real font).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use marquee_e2e::System;
+use marquee_e2e::{JWT_SECRET, System};
+use marquee_infra::bus::BusConfig;
+use marquee_testkit::{amqp_url, serve};
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -18,6 +25,10 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the waiting room may take to admit the first buyer of an open queue.
 const ADMIT_TIMEOUT: Duration = Duration::from_secs(10);
 const PASSWORD: &str = "correct horse battery";
+/// How long a new event may take to become searchable (through the bus).
+const SEARCHABLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Events beyond the page's first page of 20, to be shown by "More events".
+const CATALOG_EVENTS: usize = 25;
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -125,10 +136,151 @@ async fn waiting_room(system: &System, name: &str, stream: &str) -> (Value, Stri
     (room, token)
 }
 
+/// search-svc and a gateway in front of the system's services and search-svc.
+struct Search {
+    /// The gateway the browser talks to.
+    base: String,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Search {
+    /// search-svc follows the system's catalog changes over its bus (with the system's
+    /// prefixes, so the system's `stop` removes what it leaves in Redis).
+    async fn start(system: &System) -> Self {
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let booking_url = format!("http://127.0.0.1:{}", system.booking_port);
+        let prefix = &system.bus_prefix;
+        let search = search_svc::Application::build(search_svc::SearchConfig {
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+            metrics_addr: None,
+            booking_url: booking_url.clone(),
+            redis: system.redis.clone(),
+            redis_prefix: system.redis_prefix.clone(),
+            bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}search-svc")),
+            jwt: JWT_SECRET.into(),
+            synonyms_path: search_svc::config::DEFAULT_SYNONYMS.into(),
+            rebuild_on_start: true,
+            rebuild_interval: None,
+        })
+        .await
+        .expect("search-svc starts");
+        let search_url = format!("http://127.0.0.1:{}", search.port());
+        serve(
+            &mut tasks,
+            "search-svc",
+            search.run_with_shutdown(stop.clone().cancelled_owned()),
+        );
+        let mut config = marquee_gateway::GatewayConfig::local(
+            booking_url,
+            format!("http://127.0.0.1:{}", system.pay_port),
+            JWT_SECRET,
+        );
+        config.realtime_url = format!("http://127.0.0.1:{}", system.realtime_ports[0]);
+        config.search_url = search_url;
+        let gateway = marquee_gateway::Application::build(config)
+            .await
+            .expect("gateway starts");
+        let base = format!("http://127.0.0.1:{}", gateway.port());
+        serve(
+            &mut tasks,
+            "gateway",
+            gateway.run_with_shutdown(stop.clone().cancelled_owned()),
+        );
+        Self { base, stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    /// Waits (bounded) until a search for `query` finds `event_id`.
+    async fn searchable(&self, system: &System, query: &str, event_id: &str) {
+        let url = format!(
+            "{}/v1/search/events?q={}",
+            self.base,
+            marquee_testkit::encode_query(query)
+        );
+        let deadline = tokio::time::Instant::now() + SEARCHABLE_TIMEOUT;
+        loop {
+            let response = system.http.get(&url).send().await.expect("search sent");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or_default();
+            let found = body["hits"]
+                .as_array()
+                .is_some_and(|hits| hits.iter().any(|h| h["eventId"].as_str() == Some(event_id)));
+            if status == 200 && found {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{query:?} did not find {event_id} within {SEARCHABLE_TIMEOUT:?}: {status} {body:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Events with Korean titles, enough for a second page of the event list (issue 13),
+/// searchable once returned. Returns what the script takes as `CATALOG`, but for
+/// `eventCount` ([`event_count`], once every event is made).
+async fn catalog(system: &System, search: &Search) -> Value {
+    let (_, seller) = system.account("SELLER").await;
+    let mut titles = vec![
+        (
+            "아이유 콘서트".to_owned(),
+            "아이유 <HEREH> 월드 투어 & 앙코르".to_owned(),
+        ),
+        (
+            "뮤지컬 레미제라블".to_owned(),
+            "빅토르 위고 원작 뮤지컬".to_owned(),
+        ),
+    ];
+    titles.extend((3..=CATALOG_EVENTS).map(|n| {
+        (
+            format!("마퀴 재즈 페스티벌 {n}일차"),
+            "가을 재즈 축제".to_owned(),
+        )
+    }));
+    let mut events = Vec::new();
+    for (title, description) in &titles {
+        let mut body = marquee_e2e::event_body(title, 4, 4);
+        body["description"] = json!(description);
+        let created = system.post("/v1/events", Some(&seller), body).await;
+        assert_eq!(created.status, 201, "create {title}: {:?}", created.body);
+        events.push(json!({"eventId": created.str("/eventId"), "title": title}));
+    }
+    let id = |n: usize| events[n]["eventId"].as_str().unwrap_or_default().to_owned();
+    search.searchable(system, "아이유", &id(0)).await;
+    search.searchable(system, "레미제라블", &id(1)).await;
+    json!({
+        "events": events,
+        "iu": events[0],
+        "musical": events[1],
+    })
+}
+
+/// How many events the system has: the page's list must show them all.
+async fn event_count(system: &System) -> usize {
+    let listed = system.get("/v1/events?pageSize=100", None).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let count = listed.body["events"].as_array().map_or(0, Vec::len);
+    assert!(
+        (21..100).contains(&count),
+        "{count} events: the list needs a second page, and no third"
+    );
+    count
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
     let chromium = require_tools();
     let system = System::start().await;
+    let search = Search::start(&system).await;
     let (_, event_id) = system
         .seller_event(&[("VIP", 80_000, 2, 6), ("R", 40_000, 3, 8)], 4)
         .await;
@@ -142,15 +294,19 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
     let (a_email, a_token) = buyer(&system, "Ana").await;
     let (b_email, _) = buyer(&system, "Ben").await;
 
+    // More than a page of events with Korean titles, searchable (issue 13).
+    let mut catalog = catalog(&system, &search).await;
+
     // The waiting rooms, last: the other buyers' admissions (60 s) run from here. The
     // page follows one ticket over its stream, and one by polling (its stream refused).
     let (live_room, live_token) = waiting_room(&system, "Wen", "live").await;
     let (polled_room, polled_token) = waiting_room(&system, "Vic", "refused").await;
+    catalog["eventCount"] = json!(event_count(&system).await);
 
     let mut child = tokio::process::Command::new("node")
         .arg("seatmap.mjs")
         .current_dir(browser_dir())
-        .env("BASE_URL", &system.base)
+        .env("BASE_URL", &search.base)
         .env("EVENT_ID", &event_id)
         .env("SEAT_COUNT", seats.len().to_string())
         .env("SEAT_ID", cheap[0])
@@ -162,6 +318,7 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
         .env("BUYER_B_EMAIL", &b_email)
         .env("BUYER_B_PASSWORD", PASSWORD)
         .env("WAITING_ROOMS", json!([live_room, polled_room]).to_string())
+        .env("CATALOG", catalog.to_string())
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -240,6 +397,7 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
         );
     }
 
+    search.stop().await;
     system.stop().await;
 }
 

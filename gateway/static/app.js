@@ -1,6 +1,14 @@
 // Marquee's reference seat-map page. Plain JS, no build step, no third-party code.
 //
-// Flow: pick an event (?event=<id>, else the list from GET /v1/events) → the seat map is
+// Events: without ?event=<id> the page lists events from GET /v1/events, a page at a time
+// ("More events" follows nextPageToken until there is none). The search box above the
+// list suggests as you type (GET /v1/search/suggestions, debounced; mid-syllable Hangul
+// and chosung such as "ㅇㅇㅇ" complete too; up/down/enter or a click picks one) and,
+// on Enter or "Search", shows GET /v1/search/events best first, the matches the server
+// marks <em>…</em> emphasised (built as DOM nodes: server text is never parsed as
+// HTML). Clearing the box shows the list again.
+//
+// Flow: pick an event (?event=<id>, else the list or a search) → the seat map is
 // drawn as SVG from each seat's x/y and kept live by EventSource on
 // /v1/events/{id}/seats:watch (a `snapshot` event replaces every status, a `changes`
 // event applies its changes in version order) → log in → click available seats to
@@ -41,6 +49,11 @@ const QUEUE_STATES = {
   USED: 'Admission used',
 };
 
+const PAGE_SIZE = 20; // events per page of the list, and search results per page
+const SUGGEST_MS = 150; // typing pause before suggestions are asked for
+const SUGGESTIONS = 8;
+const ENTITIES = { '&lt;': '<', '&gt;': '>', '&amp;': '&', '&quot;': '"', '&#39;': "'", '&#x27;': "'", '&apos;': "'" };
+
 const $ = (selector) => document.querySelector(selector);
 
 const state = {
@@ -73,6 +86,19 @@ const state = {
   /** { token, expiresAt } while the waiting room admits this buyer to the shown event */
   admission: null,
   busy: false,
+  /** nextPageToken of the event list ('' once it is all shown) */
+  listToken: '',
+  /** the query shown in the search results, and their nextPageToken */
+  query: '',
+  queryToken: '',
+  /** bumped by every search and every clear: answers to older ones are dropped */
+  searchSeq: 0,
+  /** the suggestions shown, the highlighted one (-1: none) and the debounce timer */
+  suggestions: [],
+  activeSuggestion: -1,
+  suggestTimer: null,
+  /** bumped by every keystroke: answers to older suggestion requests are dropped */
+  suggestSeq: 0,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -219,24 +245,226 @@ function renderAccount() {
 
 async function showEventList() {
   $('#events').hidden = false;
+  $('#event-list').replaceChildren();
+  state.listToken = '';
+  await loadEvents();
+}
+
+/** Appends the next page of the event list ("More events"). */
+async function loadEvents() {
+  const more = $('#more-events');
+  more.disabled = true;
   const list = $('#event-list');
-  const body = await api('GET', '/v1/events');
-  const events = (body && body.events) || [];
-  list.replaceChildren();
-  if (events.length === 0) {
-    list.append(Object.assign(document.createElement('li'), { textContent: 'No events yet.' }));
+  const query = new URLSearchParams({ pageSize: String(PAGE_SIZE) });
+  if (state.listToken) query.set('pageToken', state.listToken);
+  try {
+    const body = await api('GET', `/v1/events?${query}`);
+    const events = (body && body.events) || [];
+    state.listToken = (body && body.nextPageToken) || '';
+    if (events.length === 0 && list.childElementCount === 0) {
+      list.append(Object.assign(document.createElement('li'), { textContent: 'No events yet.' }));
+    }
+    for (const event of events) {
+      const li = document.createElement('li');
+      li.append(eventLink(event.eventId, [event.title]), ` — ${event.venue || ''} ${when(event.startsAt)}`);
+      list.append(li);
+    }
+  } finally {
+    more.disabled = false;
+    more.hidden = !state.listToken;
+  }
+}
+
+/** A link to an event's seat map, its text made of `nodes` (strings and elements). */
+function eventLink(eventId, nodes) {
+  const a = document.createElement('a');
+  a.href = `/?event=${encodeURIComponent(eventId)}`;
+  a.append(...nodes);
+  a.dataset.eventId = eventId;
+  return a;
+}
+
+function when(startsAt) {
+  return startsAt ? new Date(startsAt).toLocaleString() : '';
+}
+
+// ---------------------------------------------------------------- search
+
+/**
+ * Search text with its matches marked `<em>…</em>` (and the rest HTML-escaped by the
+ * server) as text nodes and <em> elements: split on the markers, never parsed as HTML.
+ */
+function highlighted(marked) {
+  const nodes = [];
+  let emphasised = false;
+  for (const part of String(marked || '').split(/(<\/?em>)/)) {
+    if (part === '<em>') emphasised = true;
+    else if (part === '</em>') emphasised = false;
+    else if (part) {
+      const text = part.replace(/&(?:lt|gt|amp|quot|apos|#39|#x27);/g, (entity) => ENTITIES[entity]);
+      nodes.push(emphasised ? Object.assign(document.createElement('em'), { textContent: text }) : text);
+    }
+  }
+  return nodes;
+}
+
+/** The search box's input: suggestions after a pause; an empty box shows the list again. */
+function onSearchInput() {
+  clearTimeout(state.suggestTimer);
+  state.suggestSeq += 1;
+  const q = $('#search').value.trim();
+  if (!q) {
+    hideSuggestions();
+    if (state.query) clearSearch();
     return;
   }
-  for (const event of events) {
+  const seq = state.suggestSeq;
+  state.suggestTimer = setTimeout(() => {
+    suggest(q, seq).catch((error) => showMessage(`Suggestions failed: ${error.message}`));
+  }, SUGGEST_MS);
+}
+
+async function suggest(q, seq) {
+  const query = new URLSearchParams({ q, limit: String(SUGGESTIONS) });
+  const body = await api('GET', `/v1/search/suggestions?${query}`);
+  // A later keystroke (or a search) made this answer stale.
+  if (seq !== state.suggestSeq) return;
+  showSuggestions((body && body.suggestions) || []);
+}
+
+function showSuggestions(suggestions) {
+  state.suggestions = suggestions;
+  state.activeSuggestion = -1;
+  const box = $('#suggestions');
+  box.replaceChildren();
+  suggestions.forEach((suggestion, i) => {
     const li = document.createElement('li');
-    const a = document.createElement('a');
-    a.href = `/?event=${encodeURIComponent(event.eventId)}`;
-    a.textContent = event.title;
-    a.dataset.eventId = event.eventId;
-    const when = event.startsAt ? new Date(event.startsAt).toLocaleString() : '';
-    li.append(a, ` — ${event.venue || ''} ${when}`);
-    list.append(li);
+    li.id = `suggestion-${i}`;
+    li.setAttribute('role', 'option');
+    li.setAttribute('aria-selected', 'false');
+    li.dataset.testid = 'suggestion';
+    li.dataset.eventId = suggestion.eventId || '';
+    li.textContent = suggestion.text;
+    box.append(li);
+  });
+  box.hidden = suggestions.length === 0;
+  const input = $('#search');
+  input.setAttribute('aria-expanded', String(!box.hidden));
+  input.removeAttribute('aria-activedescendant');
+}
+
+function hideSuggestions() {
+  clearTimeout(state.suggestTimer);
+  state.suggestSeq += 1;
+  showSuggestions([]);
+}
+
+/** Highlights suggestion `i` (-1: none), as up/down move through them. */
+function activateSuggestion(i) {
+  const options = $('#suggestions').children;
+  state.activeSuggestion = i;
+  for (let k = 0; k < options.length; k++) options[k].setAttribute('aria-selected', String(k === i));
+  const input = $('#search');
+  if (i >= 0 && options[i]) {
+    input.setAttribute('aria-activedescendant', options[i].id);
+    options[i].scrollIntoView({ block: 'nearest' });
+  } else {
+    input.removeAttribute('aria-activedescendant');
   }
+}
+
+function chooseSuggestion(i) {
+  const suggestion = state.suggestions[i];
+  if (!suggestion) return;
+  $('#search').value = suggestion.text;
+  search(suggestion.text).catch((error) => showMessage(`Search failed: ${error.message}`));
+}
+
+function onSearchKey(e) {
+  // Keys that end an IME composition (Hangul is typed through one) are the IME's.
+  if (e.isComposing || e.keyCode === 229) return;
+  const count = state.suggestions.length;
+  const open = !$('#suggestions').hidden && count > 0;
+  if (e.key === 'ArrowDown' && open) {
+    e.preventDefault();
+    activateSuggestion((state.activeSuggestion + 1) % count);
+  } else if (e.key === 'ArrowUp' && open) {
+    e.preventDefault();
+    activateSuggestion(state.activeSuggestion <= 0 ? count - 1 : state.activeSuggestion - 1);
+  } else if (e.key === 'Enter' && open && state.activeSuggestion >= 0) {
+    e.preventDefault();
+    chooseSuggestion(state.activeSuggestion);
+  } else if (e.key === 'Escape' && open) {
+    e.preventDefault();
+    hideSuggestions();
+  }
+}
+
+/** Shows the first page of results for `q` in place of the event list. */
+async function search(q) {
+  hideSuggestions();
+  q = q.trim();
+  if (!q) {
+    clearSearch();
+    return;
+  }
+  clearMessage();
+  state.query = q;
+  state.queryToken = '';
+  state.searchSeq += 1;
+  $('#search-results').replaceChildren();
+  $('#results-summary').textContent = `Searching for “${q}”…`;
+  $('#results').hidden = false;
+  $('#listing').hidden = true;
+  await loadResults();
+}
+
+/** Appends the next page of search results ("More results"). */
+async function loadResults() {
+  const seq = state.searchSeq;
+  const more = $('#more-results');
+  more.disabled = true;
+  const query = new URLSearchParams({ q: state.query, pageSize: String(PAGE_SIZE) });
+  if (state.queryToken) query.set('pageToken', state.queryToken);
+  try {
+    const body = await api('GET', `/v1/search/events?${query}`);
+    if (seq !== state.searchSeq) return;
+    const hits = (body && body.hits) || [];
+    state.queryToken = (body && body.nextPageToken) || '';
+    const list = $('#search-results');
+    for (const hit of hits) {
+      const li = document.createElement('li');
+      li.dataset.testid = 'search-result';
+      const title = hit.titleHighlight ? highlighted(hit.titleHighlight) : [hit.title];
+      li.append(eventLink(hit.eventId, title), ` — ${hit.venue || ''} ${when(hit.startsAt)}`);
+      if (hit.descriptionSnippet) {
+        const snippet = document.createElement('p');
+        snippet.className = 'snippet';
+        snippet.append(...highlighted(hit.descriptionSnippet));
+        li.append(snippet);
+      }
+      list.append(li);
+    }
+    const total = Number((body && body.total) || 0);
+    $('#results-summary').textContent = list.childElementCount === 0
+      ? `No events match “${state.query}”.`
+      : `${total.toLocaleString()} ${total === 1 ? 'event matches' : 'events match'} “${state.query}”.`;
+  } finally {
+    if (seq === state.searchSeq) {
+      more.disabled = false;
+      more.hidden = !state.queryToken;
+    }
+  }
+}
+
+/** Back from the search results to the paged event list, as it was. */
+function clearSearch() {
+  state.query = '';
+  state.queryToken = '';
+  state.searchSeq += 1;
+  $('#search-results').replaceChildren();
+  $('#results').hidden = true;
+  $('#listing').hidden = false;
 }
 
 async function showEvent(eventId) {
@@ -250,8 +478,7 @@ async function showEvent(eventId) {
   if (event.maxSeatsPerBuyer > 0) state.maxSeats = event.maxSeatsPerBuyer;
   document.title = `${event.title} — Marquee`;
   $('#event-title').textContent = event.title;
-  const when = event.startsAt ? new Date(event.startsAt).toLocaleString() : '';
-  $('#event-meta').textContent = `${event.venue || ''} · ${when} · up to ${state.maxSeats} seats per buyer`;
+  $('#event-meta').textContent = `${event.venue || ''} · ${when(event.startsAt)} · up to ${state.maxSeats} seats per buyer`;
   drawSeatMap((seats && seats.seats) || []);
   openSeatStream();
   renderCart();
@@ -922,6 +1149,26 @@ function start() {
   $('#release').addEventListener('click', releaseHold);
   $('#checkout').addEventListener('click', checkout);
   $('#join-queue').addEventListener('click', joinQueue);
+  $('#more-events').addEventListener('click', () => {
+    loadEvents().catch((error) => showMessage(`More events failed: ${error.message}`));
+  });
+  $('#more-results').addEventListener('click', () => {
+    loadResults().catch((error) => showMessage(`More results failed: ${error.message}`));
+  });
+  const searchBox = $('#search');
+  searchBox.addEventListener('input', onSearchInput);
+  searchBox.addEventListener('keydown', onSearchKey);
+  searchBox.addEventListener('blur', hideSuggestions);
+  $('#search-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    search(searchBox.value).catch((error) => showMessage(`Search failed: ${error.message}`));
+  });
+  // mousedown would blur the box (closing the list) before the click lands.
+  $('#suggestions').addEventListener('mousedown', (e) => e.preventDefault());
+  $('#suggestions').addEventListener('click', (e) => {
+    const option = e.target.closest('[role="option"]');
+    if (option) chooseSuggestion([...option.parentElement.children].indexOf(option));
+  });
   setInterval(() => {
     tickHold();
     tickQueue();

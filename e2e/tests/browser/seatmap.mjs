@@ -10,7 +10,12 @@
 //   the one admission, who buys otherSeat through REST), email, password (the page's
 //   buyer), stream: "live" (the ticket must be followed over its SSE stream) or
 //   "refused" (the page's stream request is answered 501, as by a gateway whose upstream
-//   is UNIMPLEMENTED: polling must carry the page)}.
+//   is UNIMPLEMENTED: polling must carry the page)};
+// and for the event list and the search box (issue 13; run last),
+//   CATALOG: {eventCount (events in the system, more than a page), events ([{eventId,
+//   title}] with Korean titles, all searchable), iu and musical (two of them: "아이유
+//   콘서트", whose description has "<HEREH>" in it, and "뮤지컬 레미제라블")}.
+// Hangul must render with a font that has it (scripts/ensure-browser.sh installs one).
 // Exits 0 when every check passed, 1 with the reason otherwise. Every wait is bounded.
 import { chromium } from 'playwright-core';
 
@@ -27,6 +32,8 @@ const SEAT_COUNT = Number(env('SEAT_COUNT'));
 const PRICE = Number(env('SEAT_PRICE'));
 const WALLET = Number(env('WALLET_START'));
 const WAITING_ROOMS = JSON.parse(env('WAITING_ROOMS'));
+const CATALOG = JSON.parse(env('CATALOG'));
+const PAGE_SIZE = 20; // the page's event list page (app.js PAGE_SIZE)
 const EXECUTABLE = process.env.CHROMIUM || '/usr/bin/chromium';
 const STEP_MS = 10_000; // default bound of every wait
 const CONFIRM_MS = 20_000; // the payment saga runs through RabbitMQ
@@ -86,8 +93,9 @@ async function whenSeen(page, selector, timeout) {
   return (await arm(page, selector, timeout))();
 }
 
-async function openPage(browser, name, problems, event = EVENT, seatCount = SEAT_COUNT) {
-  const context = await browser.newContext({ locale: 'en-US', timezoneId: 'Asia/Seoul' });
+/** A new page at `path`, its uncaught errors and CSP refusals kept in `problems`. */
+async function newPage(browser, name, problems, path, locale = 'en-US') {
+  const context = await browser.newContext({ locale, timezoneId: 'Asia/Seoul' });
   context.setDefaultTimeout(STEP_MS);
   context.setDefaultNavigationTimeout(STEP_MS);
   const page = await context.newPage();
@@ -98,10 +106,15 @@ async function openPage(browser, name, problems, event = EVENT, seatCount = SEAT
       problems.push(`${name}: ${text}`);
     }
   });
-  const response = await page.goto(`${BASE}/?event=${encodeURIComponent(event)}`);
-  check(response && response.status() === 200, `${name}: GET / answered ${response && response.status()}`);
+  const response = await page.goto(`${BASE}${path}`);
+  check(response && response.status() === 200, `${name}: GET ${path} answered ${response && response.status()}`);
   const csp = response.headers()['content-security-policy'] || '';
   check(csp.includes("default-src 'self'"), `${name}: CSP header is "${csp}"`);
+  return page;
+}
+
+async function openPage(browser, name, problems, event = EVENT, seatCount = SEAT_COUNT) {
+  const page = await newPage(browser, name, problems, `/?event=${encodeURIComponent(event)}`);
   await page.waitForSelector('#live[data-live="on"]');
   const seats = await page.locator('#seatmap [data-seat-id]').count();
   check(seats === seatCount, `${name}: ${seats} seats drawn, expected ${seatCount}`);
@@ -257,6 +270,151 @@ async function waitingRoom(browser, problems, pages, WR) {
   log(`${name}: booking ${bookedBody.bookingId} CONFIRMED; the queue panel shows the admission used`);
 }
 
+/**
+ * Whether each of `chars` renders as a glyph of its own in `element`'s font (canvas
+ * pixels): without a font that has them, every Hangul syllable is the same empty box
+ * (tofu), the box drawn for a code point no font has (U+10FFFD).
+ */
+async function ownGlyphs(page, element, chars) {
+  return page.evaluate(
+    ([selector, chars]) => {
+      const family = getComputedStyle(document.querySelector(selector)).fontFamily;
+      const draw = (text) => {
+        const canvas = document.createElement('canvas');
+        canvas.width = 64;
+        canvas.height = 64;
+        const ctx = canvas.getContext('2d');
+        ctx.font = `40px ${family}`;
+        ctx.textBaseline = 'top';
+        ctx.fillText(text, 4, 4);
+        return Array.from(ctx.getImageData(0, 0, 64, 64).data).join();
+      };
+      const tofu = draw('\u{10FFFD}');
+      const glyphs = [...chars].map(draw);
+      return { family, chars: new Set(chars).size, distinct: new Set(glyphs).size, tofu: glyphs.filter((g) => g === tofu).length };
+    },
+    [element, chars],
+  );
+}
+
+/**
+ * The event list and the search box (issue 13), in a Korean browser: the list shows a
+ * page of events and "More events" the rest; Hangul renders with a real font; typing
+ * part of a title (partial syllables, chosung) suggests it, choosing a suggestion (by
+ * keyboard or click) or submitting shows it in the results, highlighted; clearing the
+ * box brings the list back; a result opens the event's seat map.
+ */
+async function catalog(browser, problems, pages) {
+  const name = 'Catalog';
+  const c = await newPage(browser, name, problems, '/', 'ko-KR');
+  pages.catalog = c;
+  const suggestRequests = [];
+  c.on('request', (r) => {
+    if (r.url().includes('/v1/search/suggestions')) suggestRequests.push(new URL(r.url()).searchParams.get('q'));
+  });
+  const links = '[data-testid="event-list"] a[data-event-id]';
+  const count = (selector) => c.locator(selector).count();
+  const listed = async () => c.$$eval(links, (as) => as.map((a) => a.dataset.eventId));
+
+  // A page of events, then "More events" until there are no more.
+  await c.waitForFunction(([s, n]) => document.querySelectorAll(s).length === n, [links, PAGE_SIZE], { timeout: STEP_MS });
+  await c.waitForSelector('[data-testid="more-events"]:visible');
+  log(`${name}: the list shows ${PAGE_SIZE} of ${CATALOG.eventCount} events and "More events"`);
+  for (let pageNo = 2; await c.isVisible('[data-testid="more-events"]'); pageNo++) {
+    check(pageNo <= Math.ceil(CATALOG.eventCount / PAGE_SIZE), `${name}: "More events" still shown on page ${pageNo}`);
+    const before = await count(links);
+    await c.click('[data-testid="more-events"]');
+    await c.waitForFunction(([s, n]) => document.querySelectorAll(s).length > n, [links, before], { timeout: STEP_MS });
+  }
+  const ids = await listed();
+  check(ids.length === CATALOG.eventCount, `${name}: ${ids.length} events listed, expected ${CATALOG.eventCount}`);
+  check(new Set(ids).size === ids.length, `${name}: an event is listed twice`);
+  const missing = CATALOG.events.filter((e) => !ids.includes(e.eventId));
+  check(missing.length === 0, `${name}: not listed: ${JSON.stringify(missing)}`);
+  log(`${name}: "More events" showed all ${ids.length} events`);
+
+  // Hangul renders with a font that has it, not as boxes.
+  const iuLink = `${links}[data-event-id="${CATALOG.iu.eventId}"]`;
+  check((await c.textContent(iuLink)) === CATALOG.iu.title, `${name}: the list shows "${await c.textContent(iuLink)}"`);
+  const glyphs = await ownGlyphs(c, iuLink, '아이유콘서트뮤');
+  check(glyphs.distinct === glyphs.chars && glyphs.tofu === 0, `${name}: Hangul renders as boxes in "${glyphs.family}" (${JSON.stringify(glyphs)}): is a CJK font installed (scripts/ensure-browser.sh)?`);
+  log(`${name}: Hangul has glyphs of its own (${JSON.stringify(glyphs)})`);
+
+  // Half-typed Hangul suggests the title: typing 아이 through an IME shows 아, then 앙 (its
+  // ㅇ not yet moved on to the next syllable). Down arrows and Enter pick it: the results.
+  const box = '[data-testid="search"]';
+  const option = (event) => `#suggestions:not([hidden]) [data-testid="suggestion"][data-event-id="${event.eventId}"]`;
+  const result = (event) => `#results:not([hidden]) [data-testid="search-results"] a[data-event-id="${event.eventId}"]`;
+  await c.click(box);
+  await c.keyboard.type('아');
+  await c.fill(box, '앙');
+  await c.waitForSelector(option(CATALOG.iu));
+  check((await c.textContent(option(CATALOG.iu))) === CATALOG.iu.title, `${name}: suggestion "${await c.textContent(option(CATALOG.iu))}"`);
+  const options = await count('[data-testid="suggestion"]');
+  for (let i = 0; i < options && (await c.getAttribute(option(CATALOG.iu), 'aria-selected')) !== 'true'; i++) {
+    await c.keyboard.press('ArrowDown');
+  }
+  if (SCREENSHOT_DIR) await c.screenshot({ path: `${SCREENSHOT_DIR}/search-suggestions.png` });
+  check((await c.getAttribute(option(CATALOG.iu), 'aria-selected')) === 'true', `${name}: the arrows never reached the suggestion`);
+  log(`${name}: "앙" suggested ${options} (${suggestRequests.length} suggestion requests for ${JSON.stringify(suggestRequests)})`);
+  await c.keyboard.press('Enter');
+  await c.waitForSelector(result(CATALOG.iu));
+  check(!(await c.isVisible('[data-testid="suggestions"]')), `${name}: suggestions still shown with the results`);
+  check(!(await c.isVisible('[data-testid="event-list"]')), `${name}: the event list is shown with the results`);
+  check((await c.inputValue(box)) === CATALOG.iu.title, `${name}: the box says "${await c.inputValue(box)}"`);
+  const first = await c.getAttribute('[data-testid="search-results"] a[data-event-id] >> nth=0', 'data-event-id');
+  check(first === CATALOG.iu.eventId, `${name}: the best result is ${first}, not ${CATALOG.iu.eventId}`);
+  const href = await c.getAttribute(result(CATALOG.iu), 'href');
+  check(href === `/?event=${CATALOG.iu.eventId}`, `${name}: the result links to ${href}`);
+  const em = await c.$$eval(`${result(CATALOG.iu)} em`, (els) => els.map((e) => e.textContent));
+  check(em.length > 0 && em.join('').length > 0, `${name}: no highlight in the result's title: ${JSON.stringify(em)}`);
+  // The server's text is shown as text: its escaped "<HEREH>" is no element.
+  const iuResult = `[data-testid="search-result"]:has(a[data-event-id="${CATALOG.iu.eventId}"])`;
+  const snippet = await c.textContent(`${iuResult} .snippet`);
+  check(snippet.includes('<HEREH>') && snippet.includes('&'), `${name}: the description reads "${snippet}"`);
+  check((await count('[data-testid="search-results"] hereh')) === 0, `${name}: server text became an element`);
+  log(`${name}: picked by keyboard; results show "${await c.textContent(result(CATALOG.iu))}" (highlighted ${JSON.stringify(em)}), "${snippet}"`);
+  if (SCREENSHOT_DIR) await c.screenshot({ path: `${SCREENSHOT_DIR}/search-results.png`, fullPage: true });
+
+  // Clearing the box shows the list again, as it was.
+  await c.fill(box, '');
+  await c.waitForSelector('[data-testid="event-list"]:visible');
+  check(!(await c.isVisible('[data-testid="search-results"]')), `${name}: results still shown after clearing the box`);
+  check((await count(links)) === CATALOG.eventCount, `${name}: ${await count(links)} events listed after clearing the box`);
+  log(`${name}: clearing the box shows the list again`);
+
+  // Chosung suggest the title too; a click picks it.
+  await c.click(box);
+  await c.keyboard.type('ㅁㅈㅋ', { delay: 40 });
+  await c.click(option(CATALOG.musical));
+  await c.waitForSelector(result(CATALOG.musical));
+  check(!(await c.isVisible('[data-testid="event-list"]')), `${name}: the event list is shown with the results`);
+  log(`${name}: "ㅁㅈㅋ" suggested "${CATALOG.musical.title}"; clicked, it is in the results`);
+
+  // A word and the Search button, no suggestion picked.
+  await c.fill(box, '레미제라블');
+  await c.click('[data-testid="search-submit"]');
+  await c.waitForFunction(
+    (text) =>
+      /match.*“레미제라블”/.test(document.querySelector('[data-testid="search-summary"]').textContent) &&
+      [...document.querySelectorAll('[data-testid="search-results"] em')].some((e) => e.textContent === text),
+    '레미제라블',
+    { timeout: STEP_MS },
+  );
+  await c.waitForSelector(result(CATALOG.musical));
+  const summary = await c.textContent('[data-testid="search-summary"]');
+  log(`${name}: "레미제라블" searched with the button: "${summary}"`);
+
+  // A result opens the event's seat map.
+  await c.click(result(CATALOG.musical));
+  await c.waitForURL(`${BASE}/?event=${CATALOG.musical.eventId}`);
+  await c.waitForFunction((title) => document.querySelector('[data-testid="event-title"]').textContent === title, CATALOG.musical.title, { timeout: STEP_MS });
+  await c.waitForSelector('#live[data-live="on"]');
+  const titleGlyphs = await ownGlyphs(c, '[data-testid="event-title"]', '뮤지컬레미제라블');
+  check(titleGlyphs.distinct === titleGlyphs.chars && titleGlyphs.tofu === 0, `${name}: the title's Hangul renders as boxes: ${JSON.stringify(titleGlyphs)}`);
+  log(`${name}: the result opened "${CATALOG.musical.title}"`);
+}
+
 async function main() {
   const problems = [];
   const browser = await chromium.launch({
@@ -394,6 +552,8 @@ async function main() {
     check(/paid by card/.test(paid), `B: message "${paid}"`);
     check((await b.textContent('[data-testid="balance"]')).includes(won(WALLET)), 'B: the wallet was charged for a card payment');
     log(`B: paid by card; "${paid}"`);
+
+    await catalog(browser, problems, pages);
 
     check(problems.length === 0, `page problems:\n${problems.join('\n')}`);
   } finally {
