@@ -2,7 +2,7 @@
 # measures a flash sale. PostgreSQL, Redis and RabbitMQ are installed/started by
 # scripts/ensure-services.sh when missing.
 
-.PHONY: run test bench services fmt lint k8s chaos
+.PHONY: run test bench services fmt lint k8s chaos fuzz
 
 ## Build and start the sandbox payment provider, the services and the gateway; `make run DEMO=1` also seeds demo data.
 run:
@@ -35,6 +35,15 @@ bench: services
 chaos: services
 	cargo build --release --bins -p booking-svc -p pay-svc -p psp-sandbox -p marquee-chaos
 	target/release/marquee-chaos
+
+## schemathesis against the running system's /openapi.json (e2e/tests/fuzz.rs) with
+## more examples per operation than `make test` (FUZZ_MAX_EXAMPLES, FUZZ_SEED); prints
+## its summary figures.
+fuzz: services
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} FUZZ_SEED=$${FUZZ_SEED:-13} \
+		cargo test -p marquee-e2e --test fuzz -- --nocapture 2>&1 \
+		| tee target/fuzz.log | grep -E '^(== |API Operations|  Selected|  Tested|Failures|  ❌|Warnings|  ⚠|Test cases|  [0-9]+ generated|Seed|=+ .* in [0-9.]+s =+|test result)'; \
+		grep -q '^test result: ok' target/fuzz.log
 
 services:
 	scripts/ensure-services.sh

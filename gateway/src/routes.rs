@@ -200,6 +200,10 @@ impl RouteTable {
     pub fn lookup(&self, method: &Method, path: &str) -> RouteMatch {
         let mut best: Option<(&Arc<Route>, Result<Bindings, DecodeError>)> = None;
         let mut allowed: Vec<Method> = Vec::new();
+        // The most specific template another method has for this path: when it beats
+        // this method's (`/v1/bookings/b-1:cancel` is CancelBooking's, not GetBooking's
+        // with the id `b-1:cancel`), the answer is 405.
+        let mut other: Option<(usize, bool)> = None;
         for route in &self.routes {
             let Some(bound) = route.template.matches(path) else {
                 continue;
@@ -208,6 +212,7 @@ impl RouteTable {
                 if !allowed.contains(&route.method) {
                     allowed.push(route.method.clone());
                 }
+                other = other.max(Some(route.template.specificity()));
                 continue;
             }
             let better = match &best {
@@ -217,6 +222,11 @@ impl RouteTable {
             if better {
                 best = Some((route, bound));
             }
+        }
+        if let Some((route, _)) = &best
+            && other.is_some_and(|o| o > route.template.specificity())
+        {
+            return RouteMatch::MethodNotAllowed(allowed);
         }
         match best {
             Some((route, Ok(bindings))) => RouteMatch::Found {
@@ -497,6 +507,10 @@ mod tests {
                 assert_eq!(route.operation_id, "BookingService_GetBooking")
             }
             other => panic!("unexpected {other:?}"),
+        }
+        match table.lookup(&Method::GET, "/v1/bookings/b-1:cancel") {
+            RouteMatch::MethodNotAllowed(allowed) => assert!(allowed.contains(&Method::POST)),
+            other => panic!("GET of a verb route: {other:?}"),
         }
         match table.lookup(&Method::PUT, "/v1/bookings") {
             RouteMatch::MethodNotAllowed(allowed) => {

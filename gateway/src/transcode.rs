@@ -144,6 +144,13 @@ fn set_path(
                     }
                 }
             } else {
+                // The path wins, but what the body said there must still be well typed.
+                if let Some(existing) = object.get(&key).filter(|v| !v.is_null()) {
+                    let mut only = Map::new();
+                    only.insert(key.clone(), existing.clone());
+                    DynamicMessage::deserialize(message.clone(), Json::Object(only))
+                        .map_err(|e| BadRequest::new(format!("invalid request: {e}")))?;
+                }
                 object.insert(key, value);
             }
             return Ok(());
@@ -325,6 +332,13 @@ mod tests {
             field(&message, "seat_ids"),
             Value::List(vec![Value::String("s1".into()), Value::String("s2".into())])
         );
+        // Still, what the body holds there must be of the field's type.
+        for bad in [&br#"{"eventId": 5}"#[..], br#"{"event_id": {"a": 1}}"#] {
+            let refused = build_request(&hold, &bindings, None, bad).expect_err("refused");
+            assert!(refused.0.contains("invalid request"), "{refused}");
+        }
+        let null = build_request(&hold, &bindings, None, br#"{"eventId": null}"#).expect("builds");
+        assert_eq!(field(&null, "event_id"), Value::String("e 1".into()));
         let camel = br#"{"eventId": "from-body"}"#;
         let message = build_request(&hold, &bindings, None, camel).expect("builds");
         assert_eq!(field(&message, "event_id"), Value::String("e 1".into()));
