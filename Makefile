@@ -16,6 +16,7 @@ test: services
 	cargo clippy --workspace --all-targets -- -D warnings
 	scripts/check-k8s.sh
 	scripts/check-proto.sh
+	scripts/check-frontend-types.sh
 	cargo test --workspace
 	cargo build --bins -p booking-svc -p pay-svc -p psp-sandbox -p marquee-chaos
 	target/debug/marquee-chaos --reduced

@@ -1,3 +1,4 @@
+// @ts-check
 // Marquee's reference seat-map page. Plain JS, no build step, no third-party code.
 //
 // Events: without ?event=<id> the page lists events from GET /v1/events, a page at a time
@@ -28,6 +29,34 @@
 // refused (403) over the admission, shows why and brings the queue panel back.
 'use strict';
 
+// Types: the API's bodies are typed by api.d.ts, generated from the gateway's OpenAPI
+// document by openapi-typescript; `make test` type-checks this file against it
+// (scripts/check-frontend-types.sh, gateway/static/tsconfig.json).
+/** @typedef {import('./api').components['schemas']} Schemas */
+/** @typedef {Schemas['marquee.type.v1.Money']} Money */
+/** @typedef {Schemas['marquee.booking.v1.Session']} Session */
+/** @typedef {Schemas['marquee.booking.v1.Me']} Me */
+/** @typedef {Schemas['marquee.booking.v1.Event']} EventInfo */
+/** @typedef {Schemas['marquee.booking.v1.ListEventsResponse']} ListEventsResponse */
+/** @typedef {Schemas['marquee.booking.v1.Seat']} Seat */
+/** @typedef {Schemas['marquee.booking.v1.ListSeatsResponse']} ListSeatsResponse */
+/** @typedef {Schemas['marquee.booking.v1.Hold']} Hold */
+/** @typedef {Schemas['marquee.booking.v1.Booking']} Booking */
+/** @typedef {Schemas['marquee.booking.v1.QueueTicket']} QueueTicket */
+/** @typedef {Schemas['marquee.search.v1.SearchEventsResponse']} SearchEventsResponse */
+/** @typedef {Schemas['marquee.search.v1.SuggestResponse']} SuggestResponse */
+/** @typedef {Schemas['marquee.search.v1.Suggestion']} Suggestion */
+/** @typedef {Schemas['marquee.realtime.v1.SeatUpdate']} SeatUpdate */
+/** @typedef {Schemas['marquee.realtime.v1.BookingUpdate']} BookingUpdate */
+/** @typedef {Schemas['marquee.realtime.v1.QueueTicketUpdate']} QueueTicketUpdate */
+/** @typedef {Seat['status']} SeatStatus */
+/**
+ * A ticket as the page keeps it: the server's, or only its id (state '') while it is read.
+ * @typedef {Omit<QueueTicket, 'state'> & { state?: QueueTicket['state'] | '' }} PageTicket
+ */
+/** @typedef {{ seat: Seat, el: SVGElement, status: SeatStatus }} SeatEntry */
+/** @typedef {{ holdId: string, seatIds: Set<string>, expiresAt: number, total: Money, idempotencyKey: string }} PageHold */
+
 const TOKEN_KEY = 'marquee.token';
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const SEAT_GAP = 24; // the smallest distance between two seats of a row, in SVG units
@@ -54,27 +83,28 @@ const SUGGEST_MS = 150; // typing pause before suggestions are asked for
 const SUGGESTIONS = 8;
 const ENTITIES = { '&lt;': '<', '&gt;': '>', '&amp;': '&', '&quot;': '"', '&#39;': "'", '&#x27;': "'", '&apos;': "'" };
 
-const $ = (selector) => document.querySelector(selector);
+/** An element of index.html (left untyped: the page knows which kind each one is). */
+const $ = (/** @type {string} */ selector) => /** @type {any} */ (document.querySelector(selector));
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
-  me: null,
-  eventId: null,
-  event: null,
+  me: /** @type {Me | null} */ (null),
+  eventId: /** @type {string | null} */ (null),
+  event: /** @type {EventInfo | null} */ (null),
   maxSeats: 4,
   /** seatId → { seat, el, status } */
-  seats: new Map(),
+  seats: /** @type {Map<string, SeatEntry>} */ (new Map()),
   version: null,
   seatStream: null,
   selected: new Set(),
   /** seats of a hold request in flight: their HELD change is ours, not someone else's */
   holding: new Set(),
-  /** { holdId, seatIds: Set, expiresAt: Date, total, idempotencyKey } */
-  hold: null,
-  booking: null,
+  /** the held seats (a PageHold: expiresAt in ms since the epoch), while held */
+  hold: /** @type {PageHold | null} */ (null),
+  booking: /** @type {Booking | null} */ (null),
   bookingStream: null,
   /** the shown event's waiting-room ticket (a QueueTicket), once joined */
-  ticket: null,
+  ticket: /** @type {PageTicket | null} */ (null),
   /** the sessionStorage key `ticket` is kept under (account and event) */
   ticketKey: null,
   /** Date.now() of the ticket's last reading: its ETA counts down from there */
@@ -84,7 +114,7 @@ const state = {
   queuePoll: null,
   queueStreamFailedAt: 0,
   /** { token, expiresAt } while the waiting room admits this buyer to the shown event */
-  admission: null,
+  admission: /** @type {{ token: string, expiresAt: number } | null} */ (null),
   busy: false,
   /** nextPageToken of the event list ('' once it is all shown) */
   listToken: '',
@@ -94,7 +124,7 @@ const state = {
   /** bumped by every search and every clear: answers to older ones are dropped */
   searchSeq: 0,
   /** the suggestions shown, the highlighted one (-1: none) and the debounce timer */
-  suggestions: [],
+  suggestions: /** @type {Suggestion[]} */ ([]),
   activeSuggestion: -1,
   suggestTimer: null,
   /** bumped by every keystroke: answers to older suggestion requests are dropped */
@@ -111,8 +141,15 @@ class ApiError extends Error {
   }
 }
 
+/**
+ * @param {string} method
+ * @param {string} path
+ * @param {unknown} [body]
+ * @param {Record<string, string>} [headers]
+ * @returns {Promise<any>} the JSON body (null when empty): typed where it is used
+ */
 async function api(method, path, body, headers = {}) {
-  const init = { method, headers: { ...headers } };
+  const init = /** @type {RequestInit & { headers: Record<string, string> }} */ ({ method, headers: { ...headers } });
   if (state.token) init.headers.authorization = `Bearer ${state.token}`;
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
@@ -158,6 +195,7 @@ function randomKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** @param {Money | { amountMinor: number, currency: string }} m */
 function money(m) {
   if (!m) return '';
   const currency = m.currency || 'KRW';
@@ -185,6 +223,7 @@ function roughly(seconds) {
   return `about ${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
+/** @param {Seat} seat */
 function seatLabel(seat) {
   return `${seat.section} ${seat.row}-${seat.number}`;
 }
@@ -199,6 +238,7 @@ function svg(name, attrs = {}) {
 
 async function login(email, password) {
   state.token = null;
+  /** @type {Session} */
   const session = await api('POST', '/v1/sessions', { email, password });
   state.token = session.accessToken;
   sessionStorage.setItem(TOKEN_KEY, state.token);
@@ -258,6 +298,7 @@ async function loadEvents() {
   const query = new URLSearchParams({ pageSize: String(PAGE_SIZE) });
   if (state.listToken) query.set('pageToken', state.listToken);
   try {
+    /** @type {ListEventsResponse} */
     const body = await api('GET', `/v1/events?${query}`);
     const events = (body && body.events) || [];
     state.listToken = (body && body.nextPageToken) || '';
@@ -326,12 +367,14 @@ function onSearchInput() {
 
 async function suggest(q, seq) {
   const query = new URLSearchParams({ q, limit: String(SUGGESTIONS) });
+  /** @type {SuggestResponse} */
   const body = await api('GET', `/v1/search/suggestions?${query}`);
   // A later keystroke (or a search) made this answer stale.
   if (seq !== state.suggestSeq) return;
   showSuggestions((body && body.suggestions) || []);
 }
 
+/** @param {Suggestion[]} suggestions */
 function showSuggestions(suggestions) {
   state.suggestions = suggestions;
   state.activeSuggestion = -1;
@@ -427,6 +470,7 @@ async function loadResults() {
   const query = new URLSearchParams({ q: state.query, pageSize: String(PAGE_SIZE) });
   if (state.queryToken) query.set('pageToken', state.queryToken);
   try {
+    /** @type {SearchEventsResponse} */
     const body = await api('GET', `/v1/search/events?${query}`);
     if (seq !== state.searchSeq) return;
     const hits = (body && body.hits) || [];
@@ -470,6 +514,7 @@ function clearSearch() {
 async function showEvent(eventId) {
   state.eventId = eventId;
   $('#event').hidden = false;
+  /** @type {[EventInfo, ListSeatsResponse]} */
   const [event, seats] = await Promise.all([
     api('GET', `/v1/events/${encodeURIComponent(eventId)}`),
     api('GET', `/v1/events/${encodeURIComponent(eventId)}/seats`),
@@ -487,6 +532,7 @@ async function showEvent(eventId) {
 
 // ---------------------------------------------------------------- seat map
 
+/** @param {Seat[]} seats */
 function drawSeatMap(seats) {
   const map = $('#seatmap');
   map.replaceChildren();
@@ -586,6 +632,7 @@ function renderLegend(tiers, colour) {
   item('mine', null, 'held by you');
 }
 
+/** @param {SeatEntry} entry */
 function paintSeat(entry) {
   const { el, seat, status } = entry;
   const id = seat.seatId;
@@ -599,6 +646,10 @@ function paintSeat(entry) {
 }
 
 /** Applies one seat's new status from the stream (or from our own hold). */
+/**
+ * @param {string} seatId
+ * @param {SeatStatus} status
+ */
 function setStatus(seatId, status) {
   const entry = state.seats.get(seatId);
   if (!entry) return;
@@ -629,6 +680,7 @@ function openSeatStream() {
   const stream = new EventSource(`/v1/events/${encodeURIComponent(state.eventId)}/seats:watch`);
   state.seatStream = stream;
   stream.addEventListener('snapshot', (e) => {
+    /** @type {SeatUpdate | null} */
     const data = parseData(e);
     if (!data || !data.snapshot) return;
     for (const s of data.snapshot.seats || []) setStatus(s.seatId, s.status);
@@ -637,6 +689,7 @@ function openSeatStream() {
     renderCart();
   });
   stream.addEventListener('changes', (e) => {
+    /** @type {SeatUpdate | null} */
     const data = parseData(e);
     if (!data || !data.changes) return;
     for (const change of data.changes.items || []) {
@@ -659,6 +712,10 @@ function openSeatStream() {
   };
 }
 
+/**
+ * @param {MessageEvent} e
+ * @returns {any} the event's JSON data (null when it is not JSON): typed where it is used
+ */
 function parseData(e) {
   try {
     return JSON.parse(e.data);
@@ -751,6 +808,7 @@ function holdSelected() {
     state.holding = new Set(seatIds);
     try {
       const path = `/v1/events/${encodeURIComponent(state.eventId)}/holds`;
+      /** @type {Hold} */
       const hold = await api('POST', path, { seatIds }, admissionHeaders());
       state.selected.clear();
       state.booking = null;
@@ -803,6 +861,7 @@ function checkout() {
       ? { holdId: state.hold.holdId, paymentMethod: 'WALLET' }
       : { holdId: state.hold.holdId, paymentMethod: 'CARD', cardToken: choice };
     // One key per hold: a retry after a lost answer returns the same booking.
+    /** @type {Booking} */
     let booking;
     try {
       booking = await api('POST', '/v1/bookings', body, {
@@ -823,10 +882,12 @@ function checkout() {
   });
 }
 
+/** @param {Booking['status']} status */
 function isTerminal(status) {
   return status === 'CONFIRMED' || status === 'CANCELLED';
 }
 
+/** @param {Booking} booking */
 function showBooking(booking) {
   state.booking = booking;
   $('#booking').hidden = false;
@@ -860,6 +921,7 @@ function watchBooking(bookingId) {
   const stream = new EventSource(url);
   state.bookingStream = stream;
   stream.onmessage = (e) => {
+    /** @type {BookingUpdate | null} */
     const data = parseData(e);
     if (data && data.booking && data.booking.bookingId === bookingId) showBooking(data.booking);
   };
@@ -868,7 +930,7 @@ function watchBooking(bookingId) {
     // Refused (e.g. the token expired): read the booking once and try again later.
     state.bookingStream = null;
     api('GET', `/v1/bookings/${encodeURIComponent(bookingId)}`)
-      .then((booking) => {
+      .then((/** @type {Booking} */ booking) => {
         showBooking(booking);
         if (!isTerminal(booking.status)) setTimeout(() => watchBooking(bookingId), RECONNECT_MS);
       })
@@ -900,6 +962,7 @@ function isAdmissionRefusal(error) {
   return error.status === 403 && /admission|waiting room/i.test(error.message);
 }
 
+/** @param {PageTicket | null} ticket */
 function inLine(ticket) {
   return Boolean(ticket) && IN_LINE.has(ticket.state || '');
 }
@@ -959,6 +1022,7 @@ function joinQueue() {
     const key = ticketStorageKey();
     if (!key) return;
     clearMessage();
+    /** @type {QueueTicket} */
     const ticket = await api('POST', `/v1/events/${encodeURIComponent(state.eventId)}/queue`, {});
     sessionStorage.setItem(key, ticket.ticketId);
     stopWatchingTicket();
@@ -974,6 +1038,7 @@ function joinQueue() {
 }
 
 /** Takes a reading of the ticket: from joining, its stream or a poll. */
+/** @param {QueueTicket | null} ticket */
 function applyTicket(ticket) {
   if (!ticket || !state.ticket || ticket.ticketId !== state.ticket.ticketId) return;
   const wasAdmitted = isAdmitted();
@@ -1004,6 +1069,7 @@ function watchTicket(ticketId) {
     $('#queue').dataset.via = 'stream';
   };
   stream.onmessage = (e) => {
+    /** @type {QueueTicketUpdate | null} */
     const data = parseData(e);
     if (data && data.ticket) applyTicket(data.ticket);
   };
@@ -1048,6 +1114,7 @@ function pollTicket(ticketId, delay = POLL_MS) {
 }
 
 /** The admission is over (`how`: EXPIRED or USED): holding waits for the queue again. */
+/** @param {'EXPIRED' | 'USED'} how */
 function endAdmission(how) {
   state.admission = null;
   if (state.ticket && state.ticket.state === 'ADMITTED') {
@@ -1094,7 +1161,7 @@ function renderQueue() {
   if (!room || admitted) return;
 
   const ticket = state.me ? state.ticket : null;
-  const opensAt = new Date((ticket && ticket.opensAt) || room.opensAt || 0).getTime();
+  const opensAt = new Date((ticket && ticket.opensAt) || /** @type {{ opensAt?: string | null }} */ (room).opensAt || 0).getTime();
   const opens = $('[data-testid="queue-opens"]');
   opens.hidden = !(opensAt > Date.now());
   if (!opens.hidden) opens.textContent = `The queue opens at ${new Date(opensAt).toLocaleString()}.`;

@@ -84,3 +84,17 @@ fn the_document_is_valid_openapi_and_lists_every_route() {
         "the bearer token scheme"
     );
 }
+
+/// Writes the document (pretty JSON) to the file named by `OPENAPI_OUT` when it is set
+/// (scripts/check-frontend-types.sh generates gateway/static/api.d.ts from it); does
+/// nothing otherwise.
+#[test]
+fn write_the_document_to_openapi_out() {
+    let Some(out) = std::env::var_os("OPENAPI_OUT") else {
+        return;
+    };
+    let document = openapi::document(&RouteTable::marquee().expect("route table"));
+    let mut json = serde_json::to_vec_pretty(&document).expect("json");
+    json.push(b'\n');
+    std::fs::write(&out, json).expect("write OPENAPI_OUT");
+}
