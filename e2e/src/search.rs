@@ -76,18 +76,12 @@ impl System {
             booking.run_with_shutdown(stop.clone().cancelled_owned()),
         );
 
-        let search = search_svc::Application::build(search_svc::SearchConfig {
-            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-            metrics_addr: None,
-            booking_url: booking_url.clone(),
-            redis: marquee_infra::redis_conn::RedisTarget::Single(redis_url()),
-            redis_prefix: redis_prefix.clone(),
-            bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}search-svc")),
-            jwt: JWT_SECRET.into(),
-            synonyms_path: search_svc::config::DEFAULT_SYNONYMS.into(),
-            rebuild_on_start: true,
-            rebuild_interval: None,
-        })
+        let search = search_svc::Application::build(search_config(
+            &booking_url,
+            marquee_infra::redis_conn::RedisTarget::Single(redis_url()),
+            &redis_prefix,
+            &prefix,
+        ))
         .await
         .expect("search-svc starts");
         let search_url = format!("http://127.0.0.1:{}", search.port());
@@ -274,4 +268,28 @@ pub fn ids(body: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// search-svc's settings for a test: on an ephemeral port, reading the catalog from
+/// `booking_url`, with the given Redis and key prefix, following the catalog changes
+/// on the bus under `bus_prefix`; it rebuilds its index once at start.
+pub fn search_config(
+    booking_url: &str,
+    redis: marquee_infra::redis_conn::RedisTarget,
+    redis_prefix: &str,
+    bus_prefix: &str,
+) -> search_svc::SearchConfig {
+    search_svc::SearchConfig {
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        metrics_addr: None,
+        booking_url: booking_url.to_owned(),
+        redis,
+        redis_prefix: redis_prefix.to_owned(),
+        bus: BusConfig::new(amqp_url(), bus_prefix.to_owned())
+            .named(format!("{bus_prefix}search-svc")),
+        jwt: JWT_SECRET.into(),
+        synonyms_path: search_svc::config::DEFAULT_SYNONYMS.into(),
+        rebuild_on_start: true,
+        rebuild_interval: None,
+    }
 }

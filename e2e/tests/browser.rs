@@ -12,8 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use marquee_e2e::{JWT_SECRET, System};
-use marquee_infra::bus::BusConfig;
-use marquee_testkit::{amqp_url, serve};
+use marquee_testkit::serve;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -152,18 +151,12 @@ impl Search {
         let mut tasks = Vec::new();
         let booking_url = format!("http://127.0.0.1:{}", system.booking_port);
         let prefix = &system.bus_prefix;
-        let search = search_svc::Application::build(search_svc::SearchConfig {
-            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-            metrics_addr: None,
-            booking_url: booking_url.clone(),
-            redis: system.redis.clone(),
-            redis_prefix: system.redis_prefix.clone(),
-            bus: BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}search-svc")),
-            jwt: JWT_SECRET.into(),
-            synonyms_path: search_svc::config::DEFAULT_SYNONYMS.into(),
-            rebuild_on_start: true,
-            rebuild_interval: None,
-        })
+        let search = search_svc::Application::build(marquee_e2e::search::search_config(
+            &booking_url,
+            system.redis.clone(),
+            &system.redis_prefix,
+            prefix,
+        ))
         .await
         .expect("search-svc starts");
         let search_url = format!("http://127.0.0.1:{}", search.port());
