@@ -709,9 +709,11 @@ impl HoldStore {
                 request.seats.len()
             )));
         }
-        let terms = match request.terms {
-            Some(terms) => terms.to_owned(),
-            None => {
+        // What the key is bound to; without a key, nothing is (no work on the hot path).
+        let terms = match (request.key, request.terms) {
+            (None, _) => String::new(),
+            (Some(_), Some(terms)) => terms.to_owned(),
+            (Some(_), None) => {
                 let mut seats: Vec<String> =
                     request.seats.iter().map(ToString::to_string).collect();
                 seats.sort_unstable();

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, StatusCode};
-use marquee_infra::auth::TokenError;
+use marquee_infra::auth::{Claims, TokenError};
 
 use crate::codec::DynamicCodec;
 use crate::error::ApiError;
@@ -61,12 +61,15 @@ impl RoomCache {
 }
 
 /// Checks the admission a governed route needs: the token `headers` carry, or, on a
-/// hold without one, that its event has no waiting room.
+/// hold without one, that its event has no waiting room. `caller`: the bearer token's
+/// claims, verified at the edge already (`None` without a token: booking-svc answers
+/// 401, which comes before 403).
 pub async fn check(
     state: &AppState,
     route: &Route,
     bindings: &[(String, String)],
     headers: &HeaderMap,
+    caller: Option<&Claims>,
 ) -> Result<(), ApiError> {
     if !GOVERNED.contains(&route.grpc_path.as_str()) {
         return Ok(());
@@ -77,10 +80,9 @@ pub async fn check(
         .find(|(name, _)| name == "event_id")
         .map(|(_, event)| event.trim());
     let Some(value) = headers.get(HEADER) else {
-        // Only a hold names its event; a checkout without a token is booking-svc's, and
-        // so is a caller without a bearer token (401 comes before 403).
+        // Only a hold names its event; a checkout without a token is booking-svc's.
         if let Some(event) = event
-            && headers.contains_key(http::header::AUTHORIZATION)
+            && caller.is_some()
             && has_room(state, event).await
         {
             return Err(forbidden(MISSING));
@@ -95,11 +97,6 @@ pub async fn check(
         TokenError::Expired => forbidden("the admission token has expired; join the queue again"),
         _ => forbidden("the admission token is not valid"),
     })?;
-    // The bearer token was verified before this; without one booking-svc answers 401.
-    let caller = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| state.keys.verify_header(Some(v)).ok());
     if let Some(caller) = caller
         && caller.sub != claims.sub
     {

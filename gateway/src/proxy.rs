@@ -51,8 +51,8 @@ async fn forward(
         return crate::sse::forward(state, route, bindings, request).await;
     }
     let (parts, body) = request.into_parts();
-    authenticate(state, &parts.headers)?;
-    crate::admission::check(state, route, bindings, &parts.headers).await?;
+    let caller = authenticate(state, &parts.headers)?;
+    crate::admission::check(state, route, bindings, &parts.headers, caller.as_ref()).await?;
 
     let body = match route.body {
         BodyRule::None => bytes::Bytes::new(),

@@ -7,6 +7,7 @@ use std::time::Instant;
 use http::header::AUTHORIZATION;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, StatusCode};
+use marquee_infra::auth::Claims;
 use prost_reflect::DynamicMessage;
 use tonic::Code;
 use tonic::metadata::{AsciiMetadataValue, MetadataKey};
@@ -83,10 +84,11 @@ where
     })
 }
 
-/// Refuses a bad bearer token at the edge; a missing one is the services' call.
-pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Refuses a bad bearer token at the edge; a missing one is the services' call. The
+/// verified caller's claims, if a token came.
+pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<Claims>, ApiError> {
     let Some(value) = headers.get(AUTHORIZATION) else {
-        return Ok(());
+        return Ok(None);
     };
     let value = value
         .to_str()
@@ -94,7 +96,7 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
     state
         .keys
         .verify_header(Some(value))
-        .map(|_| ())
+        .map(Some)
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
 }
 
