@@ -848,6 +848,7 @@ impl Bookings {
             cancel_reason: NotSet,
             created_at: NotSet,
             updated_at: NotSet,
+            auction_id: NotSet,
         })
         .exec_with_returning(&tx)
         .await
@@ -1521,6 +1522,14 @@ impl Bookings {
             .all(&self.pool)
             .await?;
         let lost_set: std::collections::HashSet<Partition> = lost.iter().copied().collect();
+        // The auctions' seats first: their mark must win over a winner's booking's.
+        crate::auction::prime_seats(
+            &self.pool,
+            &self.holds,
+            |event| lost_set.contains(&Partition::of(event.0)),
+            base,
+        )
+        .await?;
         let rows: Vec<BookingWithSeats> = rows
             .into_iter()
             .filter(|row| lost_set.contains(&Partition::of(row.event_id)))
@@ -1809,5 +1818,55 @@ impl InsertError {
             Some(bookings::IDEMPOTENCY_KEY) => InsertError::KeyConflict,
             _ => InsertError::Other(e.into()),
         }
+    }
+}
+
+/// What the auctions share with the bookings: the winners' bookings are bookings.
+impl Bookings {
+    pub(crate) fn pool(&self) -> &DatabaseConnection {
+        &self.pool
+    }
+
+    pub(crate) fn holds(&self) -> &HoldStore {
+        &self.holds
+    }
+
+    /// Announces a booking the auctions made (its payment request is in the outbox).
+    pub(crate) fn announce_created(&self, booking: &Booking) {
+        self.relay.notify();
+        self.changes.booking(BookingMoved {
+            id: booking.id,
+            buyer: booking.buyer,
+            event: booking.event,
+            status: booking.status,
+            cancel_reason: String::new(),
+            updated_at: booking.created_at,
+        });
+        metrics::counter!("bookings_total", "status" => booking.status.as_str()).increment(1);
+    }
+
+    /// The buyer's booking made with `key`, if any.
+    pub(crate) async fn by_key(
+        &self,
+        buyer: AccountId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<(Booking, Option<Uuid>)>, BookingError> {
+        let row = bookings::Entity::find()
+            .filter(bookings::Column::BuyerId.eq(buyer.0))
+            .filter(bookings::Column::IdempotencyKey.eq(key.as_str()))
+            .one(&self.pool)
+            .await?;
+        match row {
+            Some(row) => {
+                let auction = row.auction_id;
+                Ok(Some((self.hydrate(row).await?, auction)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A booking, whoever's it is.
+    pub(crate) async fn any(&self, id: BookingId) -> Result<Booking, BookingError> {
+        self.get_any(id).await
     }
 }

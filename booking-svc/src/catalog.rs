@@ -357,6 +357,10 @@ pub async fn seat_statuses(
             |(seat, value)| match booked.get(&seat.id.0).map(String::as_str) {
                 Some("PENDING_PAYMENT") => SeatStatus::Held,
                 Some(_) => SeatStatus::Sold,
+                // A seat an auction may still sell carries the auction's sold marker.
+                None if value.as_deref().is_some_and(|v| v.starts_with("sold:")) => {
+                    SeatStatus::Sold
+                }
                 None if value.is_some() => SeatStatus::Held,
                 None => SeatStatus::Available,
             },

@@ -46,6 +46,7 @@ macro_rules! id_type {
 }
 
 id_type!(AccountId, "account id");
+id_type!(AuctionId, "auction id");
 id_type!(EventId, "event id");
 id_type!(SectionId, "section id");
 id_type!(SeatId, "seat id");

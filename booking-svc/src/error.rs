@@ -22,6 +22,10 @@ pub enum BookingError {
     AlreadyExists(&'static str),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The request lost a race or used up what it may do (409), e.g. an auction bid
+    /// beyond the three a buyer may submit.
+    #[error("{0}")]
+    Conflict(String),
     #[error("seats are no longer available: {}", join(.0))]
     /// The seats (ids) someone else has.
     SeatsTaken(Vec<Uuid>),
@@ -100,6 +104,7 @@ impl From<BookingError> for Status {
             BookingError::NotFound(_) => Status::not_found(message),
             BookingError::AlreadyExists(_) => Status::already_exists(message),
             BookingError::FailedPrecondition(_) => Status::failed_precondition(message),
+            BookingError::Conflict(_) => Status::aborted(message),
             BookingError::SeatsTaken(seats) => Status::with_error_details(
                 Code::Aborted,
                 message,

@@ -51,6 +51,8 @@ pub struct Api {
     pub known_accounts: KnownAccounts,
     /// The waiting rooms, and the admissions holds and checkouts need.
     pub queue: Arc<WaitingRooms>,
+    /// The seat auctions.
+    pub auctions: Arc<crate::auction::Auctions>,
 }
 
 /// The verified caller of an RPC.
@@ -114,7 +116,10 @@ fn forwarding<T, U>(from: &Request<T>, message: U) -> Request<U> {
 }
 
 /// The request's idempotency key: the field, else the `Idempotency-Key` header.
-fn idempotency_key<T>(request: &Request<T>, field: &str) -> Result<IdempotencyKey, BookingError> {
+pub(crate) fn idempotency_key<T>(
+    request: &Request<T>,
+    field: &str,
+) -> Result<IdempotencyKey, BookingError> {
     optional_idempotency_key(request, field)?.ok_or_else(|| {
         BookingError::invalid("idempotencyKey", "an Idempotency-Key header is required")
     })

@@ -2,6 +2,7 @@
 //! Postgres, and booking-svc's half of the payment saga over RabbitMQ.
 
 pub mod accounts;
+pub mod auction;
 pub mod best;
 pub mod bookings;
 pub mod catalog;
@@ -10,6 +11,7 @@ pub mod domain;
 pub mod entity;
 pub mod error;
 pub mod grpc;
+pub mod grpc_auction;
 pub mod grpc_queue;
 pub mod holds;
 pub mod migration;

@@ -14,6 +14,7 @@ use marquee_infra::outbox::Relay;
 use marquee_infra::redis_conn::RedisTarget;
 use marquee_infra::service::{Dependency, Shell};
 use marquee_proto::booking::account_service_server::AccountServiceServer;
+use marquee_proto::booking::auction_service_server::AuctionServiceServer;
 use marquee_proto::booking::booking_service_server::BookingServiceServer;
 use marquee_proto::booking::catalog_service_server::CatalogServiceServer;
 use marquee_proto::booking::saga_admin_service_server::SagaAdminServiceServer;
@@ -24,6 +25,7 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Hasher, KnownAccounts};
+use crate::auction::Auctions;
 use crate::bookings::{Bookings, HoldTiming, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_COMPLETED};
 use crate::catalog::Catalog;
 use crate::changes::ChangeFeed;
@@ -197,6 +199,13 @@ impl Application {
         bookings
             .clone()
             .spawn_sweeper(config.sweep_interval, shutdown.clone());
+        let auctions = Arc::new(Auctions::new(
+            bookings.clone(),
+            bus.clone(),
+            crate::wire::auction::changed,
+            shutdown.clone(),
+        ));
+        Auctions::clone(&auctions).spawn_ticker(shutdown.clone());
         let handler_bookings = bookings.clone();
         let handler: Handler = Arc::new(move |envelope| {
             let bookings = handler_bookings.clone();
@@ -226,6 +235,7 @@ impl Application {
             default_max_seats: config.default_max_seats,
             known_accounts: KnownAccounts::spawn(pool.clone()),
             queue,
+            auctions,
         };
         // Keeps what the queues above dead-letter (`dead_letters`), after their declaration.
         let kept = DeadLetters::new("booking-svc", pool.clone(), api.relay.clone());
@@ -279,6 +289,7 @@ impl Application {
             .add_service(dead_letters.into_server())
             .add_service(SagaAdminServiceServer::new(api.clone()))
             .add_service(WaitingRoomServiceServer::new(api.clone()))
+            .add_service(AuctionServiceServer::new(api.clone()))
             .reflect(marquee_proto::DESCRIPTOR_SET)
             .depends_on(Dependency::postgres("booking", api.pool.clone()))
             .depends_on(redis)

@@ -72,6 +72,91 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/auctions/{auctionId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The auction: its ranking, the cut-off and, after the close, who may buy which seat. Public; with a session it also shows the caller's own bid and award. */
+        get: operations["AuctionService_GetAuction"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auctions/{auctionId}/award:decline": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Gives up the caller's award; the seat passes to the next bid in rank. */
+        post: operations["AuctionService_DeclineAward"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auctions/{auctionId}/award:pay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Pays the caller's award (its bid, for its seat) through the payment saga, within the award's payment window. Needs an idempotency key (the Idempotency-Key header). The booking starts PENDING_PAYMENT like a checkout's; if the payment fails, the winner may pay again until the window ends. */
+        post: operations["AuctionService_PayAward"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auctions/{auctionId}/bids": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Bids, or raises the caller's bid. At most three submissions per buyer and auction (refused ones do not count); one standing bid, so one seat, per buyer. */
+        post: operations["AuctionService_PlaceBid"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auctions/{auctionId}:watch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An auction as anyone sees it (GetAuction without the caller's own fields): the current state first, then each newer one, a slow reader skipping to the latest. The stream stays open until the client closes it. Public. */
+        get: operations["RealtimeService_WatchAuction"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/bookings": {
         parameters: {
             query?: never;
@@ -168,6 +253,24 @@ export interface paths {
         get: operations["CatalogService_GetEvent"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/events/{eventId}/auctions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The event's auctions, newest first. Public. */
+        get: operations["AuctionService_ListAuctions"];
+        put?: never;
+        /** Puts seats of the event up for auction. The event's seller only; the seats must be on sale (not held, sold or in another auction): from now until the auction ends they are not sold first come, first served. */
+        post: operations["AuctionService_CreateAuction"];
         delete?: never;
         options?: never;
         head?: never;
@@ -541,6 +644,50 @@ export interface components {
             /** @enum {string|null} */
             role?: "ROLE_UNSPECIFIED" | "BUYER" | "SELLER" | "ADMIN" | null;
         };
+        "marquee.booking.v1.Auction": {
+            auctionId?: string | null;
+            awards?: components["schemas"]["marquee.booking.v1.Award"][] | null;
+            /** Format: int64 */
+            bidders?: string | null;
+            /** Format: date-time */
+            closesAt?: string | null;
+            /** Format: date-time */
+            createdAt?: string | null;
+            cutoff?: components["schemas"]["marquee.type.v1.Money"] | null;
+            eventId?: string | null;
+            minIncrement?: components["schemas"]["marquee.type.v1.Money"] | null;
+            myAward?: components["schemas"]["marquee.booking.v1.Award"] | null;
+            myBid?: components["schemas"]["marquee.booking.v1.RankedBid"] | null;
+            /** Format: int32 */
+            mySubmissionsLeft?: number | null;
+            openingPrice?: components["schemas"]["marquee.type.v1.Money"] | null;
+            /** Format: int32 */
+            paymentWindowSeconds?: number | null;
+            ranking?: components["schemas"]["marquee.booking.v1.RankedBid"][] | null;
+            seats?: components["schemas"]["marquee.booking.v1.AuctionSeat"][] | null;
+            /** @enum {string|null} */
+            state?: "AUCTION_STATE_UNSPECIFIED" | "AUCTION_STATE_OPEN" | "AUCTION_STATE_CLOSED" | null;
+            /** Format: int64 */
+            version?: string | null;
+        };
+        "marquee.booking.v1.AuctionSeat": {
+            number?: string | null;
+            row?: string | null;
+            seatId?: string | null;
+            section?: string | null;
+        };
+        "marquee.booking.v1.Award": {
+            amount?: components["schemas"]["marquee.type.v1.Money"] | null;
+            bidder?: string | null;
+            bookingId?: string | null;
+            /** Format: date-time */
+            payBy?: string | null;
+            /** Format: int64 */
+            rank?: string | null;
+            seatId?: string | null;
+            /** @enum {string|null} */
+            state?: "AWARD_STATE_UNSPECIFIED" | "AWARD_STATE_AWAITING_PAYMENT" | "AWARD_STATE_PAYING" | "AWARD_STATE_PAID" | "AWARD_STATE_LAPSED" | "AWARD_STATE_DECLINED" | "AWARD_STATE_CANCELLED" | null;
+        };
         "marquee.booking.v1.BookedSeat": {
             number?: string | null;
             price?: components["schemas"]["marquee.type.v1.Money"] | null;
@@ -571,6 +718,19 @@ export interface components {
         "marquee.booking.v1.ConfigureWaitingRoomRequest": {
             eventId?: string | null;
             waitingRoom?: components["schemas"]["marquee.booking.v1.WaitingRoomSettings"] | null;
+        };
+        "marquee.booking.v1.CreateAuctionRequest": {
+            /** Format: date-time */
+            closesAt?: string | null;
+            eventId?: string | null;
+            minIncrement?: components["schemas"]["marquee.type.v1.Money"] | null;
+            openingPrice?: components["schemas"]["marquee.type.v1.Money"] | null;
+            /** Format: int32 */
+            paymentWindowSeconds?: number | null;
+            seatIds?: string[] | null;
+        };
+        "marquee.booking.v1.CreateAuctionResponse": {
+            auction?: components["schemas"]["marquee.booking.v1.Auction"] | null;
         };
         "marquee.booking.v1.CreateBookingRequest": {
             cardToken?: string | null;
@@ -624,6 +784,12 @@ export interface components {
             quantity: number;
             seatIds?: unknown[] | null;
         });
+        "marquee.booking.v1.DeclineAwardRequest": {
+            auctionId?: string | null;
+        };
+        "marquee.booking.v1.DeclineAwardResponse": {
+            auction?: components["schemas"]["marquee.booking.v1.Auction"] | null;
+        };
         "marquee.booking.v1.Event": {
             category?: string | null;
             /** Format: date-time */
@@ -646,6 +812,9 @@ export interface components {
             venue?: string | null;
             waitingRoom?: components["schemas"]["marquee.booking.v1.WaitingRoomSettings"] | null;
         };
+        "marquee.booking.v1.GetAuctionResponse": {
+            auction?: components["schemas"]["marquee.booking.v1.Auction"] | null;
+        };
         "marquee.booking.v1.Hold": {
             eventId?: string | null;
             /** Format: date-time */
@@ -656,6 +825,9 @@ export interface components {
         };
         "marquee.booking.v1.JoinQueueRequest": {
             eventId?: string | null;
+        };
+        "marquee.booking.v1.ListAuctionsResponse": {
+            auctions?: components["schemas"]["marquee.booking.v1.Auction"][] | null;
         };
         "marquee.booking.v1.ListBookingsResponse": {
             bookings?: components["schemas"]["marquee.booking.v1.Booking"][] | null;
@@ -675,6 +847,28 @@ export interface components {
         "marquee.booking.v1.Me": {
             account?: components["schemas"]["marquee.booking.v1.Account"] | null;
             walletBalance?: components["schemas"]["marquee.type.v1.Money"] | null;
+        };
+        "marquee.booking.v1.PayAwardRequest": {
+            auctionId?: string | null;
+            cardToken?: string | null;
+            idempotencyKey?: string | null;
+            /** @enum {string|null} */
+            paymentMethod?: "PAYMENT_METHOD_UNSPECIFIED" | "WALLET" | "CARD" | null;
+        };
+        "marquee.booking.v1.PayAwardResponse": {
+            booking?: components["schemas"]["marquee.booking.v1.Booking"] | null;
+        };
+        "marquee.booking.v1.PlaceBidRequest": {
+            amount?: components["schemas"]["marquee.type.v1.Money"] | null;
+            auctionId?: string | null;
+        };
+        "marquee.booking.v1.PlaceBidResponse": {
+            auctionId?: string | null;
+            bid?: components["schemas"]["marquee.booking.v1.RankedBid"] | null;
+            /** Format: int32 */
+            submissionsLeft?: number | null;
+            /** Format: int64 */
+            version?: string | null;
         };
         "marquee.booking.v1.QueueStatus": {
             /** Format: double */
@@ -711,6 +905,16 @@ export interface components {
             /** @enum {string|null} */
             state?: "QUEUE_TICKET_STATE_UNSPECIFIED" | "BEFORE_OPENING" | "WAITING" | "ADMITTED" | "EXPIRED" | "USED" | null;
             ticketId?: string | null;
+        };
+        "marquee.booking.v1.RankedBid": {
+            amount?: components["schemas"]["marquee.type.v1.Money"] | null;
+            /** Format: date-time */
+            bidAt?: string | null;
+            bidder?: string | null;
+            /** Format: int64 */
+            rank?: string | null;
+            /** Format: int32 */
+            submissions?: number | null;
         };
         "marquee.booking.v1.RowInput": {
             label?: string | null;
@@ -864,6 +1068,11 @@ export interface components {
             accountId?: string | null;
             balance?: components["schemas"]["marquee.type.v1.Money"] | null;
             entries?: components["schemas"]["marquee.pay.v1.LedgerEntry"][] | null;
+        };
+        "marquee.realtime.v1.AuctionUpdate": {
+            auction?: components["schemas"]["marquee.booking.v1.Auction"] | null;
+            /** Format: int64 */
+            version?: string | null;
         };
         "marquee.realtime.v1.BookingUpdate": {
             booking?: components["schemas"]["marquee.booking.v1.Booking"] | null;
@@ -1076,6 +1285,175 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["marquee.booking.v1.SagaTimeline"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    AuctionService_GetAuction: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                auctionId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.GetAuctionResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    AuctionService_DeclineAward: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                auctionId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["marquee.booking.v1.DeclineAwardRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.DeclineAwardResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    AuctionService_PayAward: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                auctionId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["marquee.booking.v1.PayAwardRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.PayAwardResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    AuctionService_PlaceBid: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                auctionId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["marquee.booking.v1.PlaceBidRequest"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.PlaceBidResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    RealtimeService_WatchAuction: {
+        parameters: {
+            query?: {
+                lastEventId?: string;
+            };
+            header?: never;
+            path: {
+                auctionId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A stream of server-sent events, each one message as JSON. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["marquee.realtime.v1.AuctionUpdate"];
                 };
             };
             /** @description An error. */
@@ -1337,6 +1715,72 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["marquee.booking.v1.Event"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    AuctionService_ListAuctions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                eventId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.ListAuctionsResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    AuctionService_CreateAuction: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                eventId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["marquee.booking.v1.CreateAuctionRequest"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.CreateAuctionResponse"];
                 };
             };
             /** @description An error. */

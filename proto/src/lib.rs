@@ -80,4 +80,6 @@ pub mod kinds {
     pub const EVENT_CHANGED: &str = "catalog.event_changed";
     /// `marquee.booking.v1.QueueAdvanced`: a waiting room opened or admitted buyers.
     pub const QUEUE_ADVANCED: &str = "queue.advanced";
+    /// `marquee.booking.v1.AuctionChanged`: an auction took a bid or an award moved.
+    pub const AUCTION_CHANGED: &str = "auction.changed";
 }

@@ -8,26 +8,28 @@ use marquee_infra::auth::TokenKeys;
 use marquee_infra::bus::{Bus, BusError, Envelope};
 use marquee_infra::grpc::{PropagateTrace, lazy_channel};
 use marquee_infra::service::{Dependency, Shell};
+use marquee_proto::booking::auction_service_client::AuctionServiceClient;
 use marquee_proto::booking::booking_service_client::BookingServiceClient;
 use marquee_proto::booking::catalog_service_client::CatalogServiceClient;
 use marquee_proto::booking::waiting_room_service_client::WaitingRoomServiceClient;
-use marquee_proto::booking::{BookingChanges, QueueAdvanced, SeatChanges};
+use marquee_proto::booking::{AuctionChanged, BookingChanges, QueueAdvanced, SeatChanges};
 use marquee_proto::realtime::realtime_service_server::RealtimeServiceServer;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::auctions::AuctionHub;
 use crate::bookings::BookingHub;
 use crate::config::RealtimeConfig;
 use crate::grpc::RealtimeApi;
 use crate::queue::QueueHub;
 use crate::seats::SeatHub;
-pub use marquee_proto::kinds::{BOOKINGS_CHANGED, QUEUE_ADVANCED, SEATS_CHANGED};
+pub use marquee_proto::kinds::{AUCTION_CHANGED, BOOKINGS_CHANGED, QUEUE_ADVANCED, SEATS_CHANGED};
 
 /// How long start-up waits for RabbitMQ.
 const BUS_CONNECT_WAIT: Duration = Duration::from_secs(10);
 
-/// The longest a queue watcher goes without re-reading its ticket from booking-svc
-/// (`queue.advanced` notifications may be lost).
+/// The longest a queue or auction watcher goes without re-reading its ticket or
+/// auction from booking-svc (`queue.advanced` and `auction.changed` may be lost).
 const QUEUE_REFRESH: Duration = Duration::from_secs(5);
 
 /// The hubs the bus's notifications are dispatched to.
@@ -36,6 +38,7 @@ struct Hubs {
     seats: Arc<SeatHub>,
     bookings: Arc<BookingHub>,
     queues: Arc<QueueHub>,
+    auctions: Arc<AuctionHub>,
 }
 
 /// A started realtime-svc: subscribed and bound (not yet serving gRPC).
@@ -61,7 +64,11 @@ impl Application {
             PropagateTrace,
         ));
         let queues = QueueHub::new(
-            WaitingRoomServiceClient::with_interceptor(channel, PropagateTrace),
+            WaitingRoomServiceClient::with_interceptor(channel.clone(), PropagateTrace),
+            QUEUE_REFRESH,
+        );
+        let auctions = AuctionHub::new(
+            AuctionServiceClient::with_interceptor(channel, PropagateTrace),
             QUEUE_REFRESH,
         );
         let stop = CancellationToken::new();
@@ -73,6 +80,7 @@ impl Application {
             seats,
             bookings,
             queues,
+            auctions,
         };
         subscribe(&bus, &hubs).await?;
 
@@ -87,6 +95,7 @@ impl Application {
                 seats: hubs.seats,
                 bookings: hubs.bookings,
                 queues: hubs.queues,
+                auctions: hubs.auctions,
                 keys: TokenKeys::verifier(&config.jwt),
                 draining: stop.clone(),
             },
@@ -149,7 +158,12 @@ async fn subscribe(bus: &Bus, hubs: &Hubs) -> Result<(), BusError> {
         Arc::new(move |envelope: Envelope| dispatch(&hubs, &envelope))
     };
     bus.subscribe(
-        &[SEATS_CHANGED, BOOKINGS_CHANGED, QUEUE_ADVANCED],
+        &[
+            SEATS_CHANGED,
+            BOOKINGS_CHANGED,
+            QUEUE_ADVANCED,
+            AUCTION_CHANGED,
+        ],
         on_subscribed,
         handler,
     )
@@ -169,6 +183,10 @@ fn dispatch(hubs: &Hubs, envelope: &Envelope) {
         QUEUE_ADVANCED => match QueueAdvanced::decode(envelope.payload.as_slice()) {
             Ok(advance) => hubs.queues.on_advance(&advance),
             Err(error) => tracing::warn!(%error, "malformed queue.advanced; dropped"),
+        },
+        AUCTION_CHANGED => match AuctionChanged::decode(envelope.payload.as_slice()) {
+            Ok(changed) => hubs.auctions.on_changed(changed),
+            Err(error) => tracing::warn!(%error, "malformed auction.changed; dropped"),
         },
         other => tracing::debug!(kind = other, "notification ignored"),
     }
@@ -195,6 +213,10 @@ mod tests {
                 channel.clone(),
                 PropagateTrace,
             )),
+            auctions: AuctionHub::new(
+                AuctionServiceClient::with_interceptor(channel.clone(), PropagateTrace),
+                Duration::from_secs(5),
+            ),
             queues: QueueHub::new(
                 WaitingRoomServiceClient::with_interceptor(channel, PropagateTrace),
                 QUEUE_REFRESH,

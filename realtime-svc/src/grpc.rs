@@ -7,13 +7,14 @@ use futures::{Stream, StreamExt};
 use marquee_infra::auth::{TokenError, TokenKeys};
 use marquee_proto::realtime::realtime_service_server::RealtimeService;
 use marquee_proto::realtime::{
-    BookingUpdate, QueueTicketUpdate, SeatUpdate, WatchBookingRequest, WatchQueueTicketRequest,
-    WatchSeatsRequest,
+    AuctionUpdate, BookingUpdate, QueueTicketUpdate, SeatUpdate, WatchAuctionRequest,
+    WatchBookingRequest, WatchQueueTicketRequest, WatchSeatsRequest,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 
+use crate::auctions::{self, AuctionHub, AuctionId};
 use crate::bookings::{BookingHub, BookingId};
 use crate::error::RealtimeError;
 use crate::queue::{QueueHub, TicketId};
@@ -26,6 +27,7 @@ pub struct RealtimeApi {
     pub seats: Arc<SeatHub>,
     pub bookings: Arc<BookingHub>,
     pub queues: Arc<QueueHub>,
+    pub auctions: Arc<AuctionHub>,
     pub keys: TokenKeys,
     /// Cancelled when the service starts draining: open watch streams end then (their
     /// clients resume elsewhere with `Last-Event-ID`), so the drain does not wait on
@@ -38,6 +40,21 @@ impl RealtimeService for RealtimeApi {
     type WatchSeatsStream = UpdateStream<SeatUpdate>;
     type WatchBookingStream = UpdateStream<BookingUpdate>;
     type WatchQueueTicketStream = UpdateStream<QueueTicketUpdate>;
+    type WatchAuctionStream = UpdateStream<AuctionUpdate>;
+
+    async fn watch_auction(
+        &self,
+        request: Request<WatchAuctionRequest>,
+    ) -> Result<Response<Self::WatchAuctionStream>, Status> {
+        let request = request.into_inner();
+        let id = AuctionId::parse(&request.auction_id)?;
+        let after = auctions::parse_resume(&request.last_event_id)?;
+        let updates = self.auctions.watch(id, after).await?;
+        let draining = self.draining.clone().cancelled_owned();
+        Ok(Response::new(Box::pin(
+            updates.map(Ok).take_until(draining),
+        )))
+    }
 
     async fn watch_seats(
         &self,

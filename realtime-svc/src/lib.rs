@@ -5,6 +5,7 @@
 //! serves as SSE. Stateless: everything is re-read from booking-svc.
 
 pub mod app;
+pub mod auctions;
 pub mod bookings;
 pub mod config;
 pub mod error;

@@ -34,6 +34,8 @@ pub struct Model {
     pub cancel_reason: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The auction whose award this booking pays for (`bookings_auction_id_fkey`).
+    pub auction_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -4,6 +4,10 @@
 //! are constants next to their table.
 
 pub mod accounts;
+pub mod auction_awards;
+pub mod auction_bids;
+pub mod auction_seats;
+pub mod auctions;
 pub mod booking_seats;
 pub mod bookings;
 pub mod events;

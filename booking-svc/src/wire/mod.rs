@@ -7,6 +7,7 @@
 //! messages through them.
 
 pub mod api;
+pub mod auction;
 pub mod bus;
 pub mod queue;
 
