@@ -29,6 +29,7 @@ bench: services
 	cargo bench -p marquee-e2e --bench search
 	cargo bench -p marquee-e2e --bench sse_fanout
 	cargo bench -p marquee-e2e --bench waiting_room
+	cargo bench -p marquee-e2e --bench auction
 
 ## The chaos suite at full counts (issue 10): the saga with booking-svc, pay-svc and
 ## psp-sandbox as processes it kills, RabbitMQ connections closed, Redis flushed,

@@ -209,6 +209,10 @@ fn idempotency_header(route: &Route) -> Option<(bool, &'static str)> {
             false,
             "Optional: a retry with the same key returns the hold the first attempt made.",
         )),
+        "marquee.booking.v1.PayAwardRequest" => Some((
+            true,
+            "Makes the payment safe to retry: a retry with the same key returns the same booking.",
+        )),
         _ => None,
     }
 }
@@ -223,6 +227,12 @@ const REQUIRED: &[&str] = &[
     "marquee.booking.v1.LogInRequest.password",
     "marquee.booking.v1.CreateBookingRequest.hold_id",
     "marquee.booking.v1.CreateBookingRequest.payment_method",
+    "marquee.booking.v1.PayAwardRequest.payment_method",
+    "marquee.booking.v1.PlaceBidRequest.amount",
+    "marquee.booking.v1.CreateAuctionRequest.seat_ids",
+    "marquee.booking.v1.CreateAuctionRequest.opening_price",
+    "marquee.booking.v1.CreateAuctionRequest.min_increment",
+    "marquee.booking.v1.CreateAuctionRequest.closes_at",
     "marquee.search.v1.SearchEventsRequest.q",
     "marquee.search.v1.SuggestRequest.q",
 ];
@@ -352,8 +362,16 @@ fn field_rules(full_name: &str) -> Option<Json> {
             json!({"maxLength": 200, "pattern": "\\S"})
         }
         "marquee.search.v1.SearchEventsRequest.category" => json!({"maxLength": 50}),
-        "marquee.booking.v1.CreateBookingRequest.payment_method" => {
+        "marquee.booking.v1.CreateBookingRequest.payment_method"
+        | "marquee.booking.v1.PayAwardRequest.payment_method" => {
             json!({"enum": ["WALLET", "CARD"]})
+        }
+        // 0 is the default, 600.
+        "marquee.booking.v1.CreateAuctionRequest.payment_window_seconds" => json!({
+            "oneOf": [{"enum": [0]}, {"minimum": 30, "maximum": 86_400}]
+        }),
+        "marquee.booking.v1.CreateAuctionRequest.seat_ids" => {
+            json!({"minItems": 1, "maxItems": 100, "uniqueItems": true})
         }
         "marquee.booking.v1.WaitingRoomSettings.admit_per_second"
         | "marquee.booking.v1.WaitingRoomSettings.max_shoppers" => {
@@ -366,7 +384,8 @@ fn field_rules(full_name: &str) -> Option<Json> {
         "marquee.booking.v1.CreateBookingRequest.idempotency_key" => {
             json!({"pattern": IDEMPOTENCY_KEY_PATTERN})
         }
-        "marquee.booking.v1.CreateHoldRequest.idempotency_key" => {
+        "marquee.booking.v1.CreateHoldRequest.idempotency_key"
+        | "marquee.booking.v1.PayAwardRequest.idempotency_key" => {
             json!({"pattern": "^[!-~]{0,200}$"})
         }
         _ => return None,

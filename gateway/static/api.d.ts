@@ -721,13 +721,13 @@ export interface components {
         };
         "marquee.booking.v1.CreateAuctionRequest": {
             /** Format: date-time */
-            closesAt?: string | null;
+            closesAt: string | null;
             eventId?: string | null;
-            minIncrement?: components["schemas"]["marquee.type.v1.Money"] | null;
-            openingPrice?: components["schemas"]["marquee.type.v1.Money"] | null;
+            minIncrement: components["schemas"]["marquee.type.v1.Money"] | null;
+            openingPrice: components["schemas"]["marquee.type.v1.Money"] | null;
             /** Format: int32 */
-            paymentWindowSeconds?: number | null;
-            seatIds?: string[] | null;
+            paymentWindowSeconds?: (number & (0 | unknown)) | null;
+            seatIds: string[];
         };
         "marquee.booking.v1.CreateAuctionResponse": {
             auction?: components["schemas"]["marquee.booking.v1.Auction"] | null;
@@ -852,14 +852,14 @@ export interface components {
             auctionId?: string | null;
             cardToken?: string | null;
             idempotencyKey?: string | null;
-            /** @enum {string|null} */
-            paymentMethod?: "PAYMENT_METHOD_UNSPECIFIED" | "WALLET" | "CARD" | null;
+            /** @enum {string} */
+            paymentMethod: "WALLET" | "CARD";
         };
         "marquee.booking.v1.PayAwardResponse": {
             booking?: components["schemas"]["marquee.booking.v1.Booking"] | null;
         };
         "marquee.booking.v1.PlaceBidRequest": {
-            amount?: components["schemas"]["marquee.type.v1.Money"] | null;
+            amount: components["schemas"]["marquee.type.v1.Money"] | null;
             auctionId?: string | null;
         };
         "marquee.booking.v1.PlaceBidResponse": {
@@ -1367,13 +1367,16 @@ export interface operations {
     AuctionService_PayAward: {
         parameters: {
             query?: never;
-            header?: never;
+            header: {
+                /** @description Makes the payment safe to retry: a retry with the same key returns the same booking. */
+                "Idempotency-Key": string;
+            };
             path: {
                 auctionId: string;
             };
             cookie?: never;
         };
-        requestBody?: {
+        requestBody: {
             content: {
                 "application/json": components["schemas"]["marquee.booking.v1.PayAwardRequest"];
             };
@@ -1408,7 +1411,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: {
+        requestBody: {
             content: {
                 "application/json": components["schemas"]["marquee.booking.v1.PlaceBidRequest"];
             };
@@ -1768,7 +1771,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: {
+        requestBody: {
             content: {
                 "application/json": components["schemas"]["marquee.booking.v1.CreateAuctionRequest"];
             };
