@@ -6,7 +6,12 @@
 //! `System` has no search-svc: the test starts one, and a gateway routing to it as well
 //! as to the system's services, and the page is served by that gateway (issue 13: the
 //! paged event list, the search box and Hangul rendered with a real font).
+//!
+//! The auction panel (issue 14, `tests/browser/auction.mjs`) runs against the system's
+//! own gateway. The tests take turns ([`ONE_AT_A_TIME`]): each starts a whole system and
+//! a browser, and bounds how soon the page shows what another client did.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -28,6 +33,11 @@ const PASSWORD: &str = "correct horse battery";
 const SEARCHABLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Events beyond the page's first page of 20, to be shown by "More events".
 const CATALOG_EVENTS: usize = 25;
+/// The page's bid in the auction test; the other buyer outbids it.
+const PAGE_BID: i64 = 15_000;
+
+/// One browser test at a time (see the module's documentation).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -272,6 +282,7 @@ async fn event_count(system: &System) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
     let chromium = require_tools();
+    let _turn = ONE_AT_A_TIME.lock().await;
     let system = System::start().await;
     let search = Search::start(&system).await;
     let (_, event_id) = system
@@ -296,50 +307,27 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
     let (polled_room, polled_token) = waiting_room(&system, "Vic", "refused").await;
     catalog["eventCount"] = json!(event_count(&system).await);
 
-    let mut child = tokio::process::Command::new("node")
-        .arg("seatmap.mjs")
-        .current_dir(browser_dir())
-        .env("BASE_URL", &search.base)
-        .env("EVENT_ID", &event_id)
-        .env("SEAT_COUNT", seats.len().to_string())
-        .env("SEAT_ID", cheap[0])
-        .env("SEAT_ID_2", cheap[1])
-        .env("SEAT_PRICE", "40000")
-        .env("WALLET_START", "100000")
-        .env("BUYER_A_EMAIL", &a_email)
-        .env("BUYER_A_PASSWORD", PASSWORD)
-        .env("BUYER_B_EMAIL", &b_email)
-        .env("BUYER_B_PASSWORD", PASSWORD)
-        .env("WAITING_ROOMS", json!([live_room, polled_room]).to_string())
-        .env("CATALOG", catalog.to_string())
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs (missing? run scripts/ensure-browser.sh)");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let read_out = tokio::spawn(read_all(stdout));
-    let read_err = tokio::spawn(read_all(stderr));
-    let status = match tokio::time::timeout(SCRIPT_TIMEOUT, child.wait()).await {
-        Ok(status) => status.expect("node exit status"),
-        Err(_) => {
-            let _ = child.kill().await;
-            let out = read_out.await.unwrap_or_default();
-            let err = read_err.await.unwrap_or_default();
-            panic!(
-                "seatmap.mjs ran longer than {SCRIPT_TIMEOUT:?}\n--- stdout\n{out}\n--- stderr\n{err}"
-            );
-        }
-    };
-    let out = read_out.await.unwrap_or_default();
-    let err = read_err.await.unwrap_or_default();
-    assert!(
-        status.success(),
-        "seatmap.mjs failed ({status})\n--- stdout\n{out}\n--- stderr\n{err}"
-    );
+    let out = run_script(
+        "seatmap.mjs",
+        &[
+            ("BASE_URL", search.base.clone()),
+            ("EVENT_ID", event_id.clone()),
+            ("SEAT_COUNT", seats.len().to_string()),
+            ("SEAT_ID", cheap[0].to_owned()),
+            ("SEAT_ID_2", cheap[1].to_owned()),
+            ("SEAT_PRICE", "40000".to_owned()),
+            ("WALLET_START", "100000".to_owned()),
+            ("BUYER_A_EMAIL", a_email),
+            ("BUYER_A_PASSWORD", PASSWORD.to_owned()),
+            ("BUYER_B_EMAIL", b_email),
+            ("BUYER_B_PASSWORD", PASSWORD.to_owned()),
+            ("WAITING_ROOMS", json!([live_room, polled_room]).to_string()),
+            ("CATALOG", catalog.to_string()),
+            ("CHROMIUM", chromium),
+        ],
+        |_| async { None },
+    )
+    .await;
     println!("{out}");
 
     // What the pages showed is what the system holds: the seat is sold to Ana, the
@@ -392,6 +380,165 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
 
     search.stop().await;
     system.stop().await;
+}
+
+/// The auction panel (issue 14): a seller auctions two seats; the page's buyer bids on
+/// the page and is ranked 1, "you"; another buyer outbids them through REST and the page
+/// shows it live, from the auction's stream. The test then closes the auction (as the
+/// clock would); the page shows the buyer's award of the second seat and pays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_buyer_bids_on_the_auction_panel_and_sees_the_ranking_live() {
+    let chromium = require_tools();
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let system = System::start().await;
+    let (seller, event_id) = system
+        .seller_event(&[("VIP", 80_000, 1, 4), ("R", 40_000, 2, 6)], 4)
+        .await;
+    let seats = system.seat_ids(&event_id).await;
+    let krw = |amount: i64| json!({"amountMinor": amount.to_string(), "currency": "KRW"});
+    let created = system
+        .post(
+            &format!("/v1/events/{event_id}/auctions"),
+            Some(&seller),
+            json!({
+                "seatIds": &seats[..2],
+                "openingPrice": krw(10_000),
+                "minIncrement": krw(1_000),
+                "closesAt": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+                "paymentWindowSeconds": 600,
+            }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "create auction: {:?}", created.body);
+    let auction_id = created.str("/auction/auctionId");
+    let (email, token) = buyer(&system, "Ada").await;
+    let (_, other) = system.account("BUYER").await;
+    let auction = json!({
+        "auctionId": auction_id,
+        "seats": created.body["auction"]["seats"],
+    });
+
+    let out = run_script(
+        "auction.mjs",
+        &[
+            ("BASE_URL", system.base.clone()),
+            ("EVENT_ID", event_id.clone()),
+            ("SEAT_COUNT", seats.len().to_string()),
+            ("AUCTION", auction.to_string()),
+            ("BUYER_EMAIL", email),
+            ("BUYER_PASSWORD", PASSWORD.to_owned()),
+            ("OTHER_TOKEN", other),
+            ("WALLET_START", "100000".to_owned()),
+            ("CHROMIUM", chromium),
+        ],
+        |line| {
+            let system = &system;
+            let auction_id = auction_id.clone();
+            async move {
+                // The script has seen the bids live: the close comes now, as if its
+                // time had come (booking-svc's ticker closes it within a tick).
+                if line != "CLOSE" {
+                    return None;
+                }
+                sqlx::query("UPDATE auctions SET closes_at = now() WHERE id = $1")
+                    .bind(Uuid::parse_str(&auction_id).expect("auction id"))
+                    .execute(&system.booking_pool)
+                    .await
+                    .expect("move the close");
+                Some("closed".to_owned())
+            }
+        },
+    )
+    .await;
+    println!("{out}");
+
+    // What the page showed is what the system holds: the buyer won the second seat at
+    // their bid and paid it from the wallet.
+    let read = system
+        .get(&format!("/v1/auctions/{auction_id}"), Some(&token))
+        .await;
+    assert_eq!(read.status, 200, "{:?}", read.body);
+    assert_eq!(read.str("/auction/state"), "AUCTION_STATE_CLOSED");
+    assert_eq!(read.str("/auction/myAward/seatId"), seats[1]);
+    assert_eq!(
+        read.str("/auction/myAward/state"),
+        "AWARD_STATE_PAID",
+        "{:?}",
+        read.body
+    );
+    let booking_id = read.str("/auction/myAward/bookingId");
+    let booking = system
+        .get(&format!("/v1/bookings/{booking_id}"), Some(&token))
+        .await;
+    assert_eq!(booking.str("/status"), "CONFIRMED", "{:?}", booking.body);
+    assert_eq!(booking.str("/total/amountMinor"), PAGE_BID.to_string());
+    let me = system.get("/v1/me", Some(&token)).await;
+    assert_eq!(
+        me.str("/walletBalance/amountMinor"),
+        (100_000 - PAGE_BID).to_string(),
+        "{:?}",
+        me.body
+    );
+    let after = system.seats(&event_id).await;
+    let status = after.iter().find(|s| s.0 == seats[1]).map(|s| s.1.as_str());
+    assert_eq!(status, Some("SOLD"), "{after:?}");
+
+    system.stop().await;
+}
+
+/// Runs `script` (in tests/browser) under node with `envs`, bounded by
+/// [`SCRIPT_TIMEOUT`]. Each line the script prints goes to `answer` as it comes; what
+/// that returns, if anything, is written to the script's stdin as a line. Returns what
+/// the script printed; panics with its output when it fails or runs too long.
+async fn run_script<F, Fut>(script: &str, envs: &[(&str, String)], mut answer: F) -> String
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Option<String>>,
+{
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let mut child = tokio::process::Command::new("node")
+        .arg(script)
+        .current_dir(browser_dir())
+        .envs(envs.iter().map(|(name, value)| (*name, value.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (missing? run scripts/ensure-browser.sh)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let read_err = tokio::spawn(read_all(child.stderr.take().expect("stderr")));
+    let mut out = String::new();
+    let run = async {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push_str(&line);
+            out.push('\n');
+            if let Some(reply) = answer(line).await {
+                // The script may be gone already: its exit status tells.
+                let _ = stdin.write_all(format!("{reply}\n").as_bytes()).await;
+            }
+        }
+        child.wait().await
+    };
+    let status = tokio::time::timeout(SCRIPT_TIMEOUT, run).await;
+    let status = match status {
+        Ok(status) => status.expect("node exit status"),
+        Err(_) => {
+            let _ = child.kill().await;
+            let err = read_err.await.unwrap_or_default();
+            panic!(
+                "{script} ran longer than {SCRIPT_TIMEOUT:?}\n--- stdout\n{out}\n--- stderr\n{err}"
+            );
+        }
+    };
+    let err = read_err.await.unwrap_or_default();
+    assert!(
+        status.success(),
+        "{script} failed ({status})\n--- stdout\n{out}\n--- stderr\n{err}"
+    );
+    out
 }
 
 async fn read_all(mut pipe: impl tokio::io::AsyncRead + Unpin) -> String {

@@ -27,6 +27,18 @@
 // admission's time left shows, and its token goes with every hold and checkout as
 // X-Admission-Token. The checkout ends the admission; its expiry, or a hold or checkout
 // refused (403) over the admission, shows why and brings the queue panel back.
+//
+// Auctions (issue 14): when the event has seats up for auction (GET
+// /v1/events/{id}/auctions), a panel shows the newest auction: its state and time left
+// to the close, the seats, the cut-off, the bidders and the ranking (the caller's own
+// row, found by the pseudonym of `myBid`, marked "you"), the caller's bid and
+// submissions left (GET /v1/auctions/{id} with the session), and a Bid form (POST
+// …/bids; a refusal shows the server's reason). It is followed over
+// /v1/auctions/{id}:watch (public), or, when that stream is refused or drops, by reading
+// the auction every 2 s (and trying the stream again now and then). After the close the
+// caller's award shows with its pay-by time, and Pay (wallet, POST …/award:pay with an
+// Idempotency-Key; the booking then shows as a checkout's) and Decline while it awaits
+// payment.
 'use strict';
 
 // Types: the API's bodies are typed by api.d.ts, generated from the gateway's OpenAPI
@@ -49,6 +61,21 @@
 /** @typedef {Schemas['marquee.realtime.v1.SeatUpdate']} SeatUpdate */
 /** @typedef {Schemas['marquee.realtime.v1.BookingUpdate']} BookingUpdate */
 /** @typedef {Schemas['marquee.realtime.v1.QueueTicketUpdate']} QueueTicketUpdate */
+/** @typedef {Schemas['marquee.booking.v1.Auction']} Auction */
+/** @typedef {Schemas['marquee.booking.v1.AuctionSeat']} AuctionSeat */
+/** @typedef {Schemas['marquee.booking.v1.RankedBid']} RankedBid */
+/** @typedef {Schemas['marquee.booking.v1.Award']} Award */
+/** @typedef {Schemas['marquee.booking.v1.ListAuctionsResponse']} ListAuctionsResponse */
+/** @typedef {Schemas['marquee.booking.v1.GetAuctionResponse']} GetAuctionResponse */
+/** @typedef {Schemas['marquee.booking.v1.PlaceBidResponse']} PlaceBidResponse */
+/** @typedef {Schemas['marquee.booking.v1.PayAwardResponse']} PayAwardResponse */
+/** @typedef {Schemas['marquee.booking.v1.DeclineAwardResponse']} DeclineAwardResponse */
+/** @typedef {Schemas['marquee.realtime.v1.AuctionUpdate']} AuctionUpdate */
+/**
+ * The caller's own side of the shown auction, from the reads made with the session
+ * (the live stream shows the auction as anyone sees it, without the `my` fields).
+ * @typedef {{ bid: RankedBid | null, submissionsLeft: number, award: Award | null }} AuctionMine
+ */
 /** @typedef {Seat['status']} SeatStatus */
 /**
  * A ticket as the page keeps it: the server's, or only its id (state '') while it is read.
@@ -69,6 +96,21 @@ const POLL_MS = 1000; // reading the queue ticket, while its stream is refused o
 const STREAM_RETRY_MS = 15_000; // while polling, how often the ticket's stream is tried again
 /** Ticket states in which the buyer is still in line ('' while the ticket is being read). */
 const IN_LINE = new Set(['', 'BEFORE_OPENING', 'WAITING']);
+const AUCTION_POLL_MS = 2000; // reading the auction, while its stream is refused or dropped
+const AUCTION_STATES = {
+  AUCTION_STATE_UNSPECIFIED: '…',
+  AUCTION_STATE_OPEN: 'Open',
+  AUCTION_STATE_CLOSED: 'Closed',
+};
+const AWARD_STATES = {
+  AWARD_STATE_UNSPECIFIED: '…',
+  AWARD_STATE_AWAITING_PAYMENT: 'awaiting your payment',
+  AWARD_STATE_PAYING: 'payment in progress',
+  AWARD_STATE_PAID: 'paid',
+  AWARD_STATE_LAPSED: 'lapsed (not paid in time): the seat passed on',
+  AWARD_STATE_DECLINED: 'declined: the seat passed on',
+  AWARD_STATE_CANCELLED: 'cancelled: the seat passed on',
+};
 const QUEUE_STATES = {
   '': 'Finding your place…',
   BEFORE_OPENING: 'Waiting for the opening',
@@ -115,6 +157,17 @@ const state = {
   queueStreamFailedAt: 0,
   /** { token, expiresAt } while the waiting room admits this buyer to the shown event */
   admission: /** @type {{ token: string, expiresAt: number } | null} */ (null),
+  /** the shown event's newest auction, as of its highest version seen */
+  auction: /** @type {Auction | null} */ (null),
+  /** the caller's bid, submissions left and award in it (null signed out or until read) */
+  auctionMine: /** @type {AuctionMine | null} */ (null),
+  auctionStream: null,
+  /** timer of the next poll of the auction, while its stream is refused or dropped */
+  auctionPoll: null,
+  auctionStreamFailedAt: 0,
+  /** the Idempotency-Key of paying the caller's award (one per award: a retry reuses it) */
+  awardKey: /** @type {{ award: string, key: string } | null} */ (null),
+  auctionBusy: false,
   busy: false,
   /** nextPageToken of the event list ('' once it is all shown) */
   listToken: '',
@@ -251,8 +304,10 @@ function logout() {
   sessionStorage.removeItem(TOKEN_KEY);
   closeBookingStream();
   stopQueue();
+  state.auctionMine = null;
   renderAccount();
   renderCart();
+  renderAuction();
 }
 
 async function loadMe() {
@@ -269,6 +324,8 @@ async function loadMe() {
   renderAccount();
   renderCart();
   resumeQueue();
+  // The caller's own bid and award in the shown auction.
+  if (state.auction) refreshAuction().catch((error) => showMessage(`Reading the auction failed: ${error.message}`));
 }
 
 function renderAccount() {
@@ -528,6 +585,8 @@ async function showEvent(eventId) {
   openSeatStream();
   renderCart();
   resumeQueue();
+  // Seats of the event may be up for auction: the newest auction's panel, live.
+  loadAuction().catch((error) => showMessage(`Reading the event's auctions failed: ${error.message}`));
 }
 
 // ---------------------------------------------------------------- seat map
@@ -906,6 +965,11 @@ function showBooking(booking) {
     state.hold = null;
     showMessage(`Booking cancelled${booking.cancelReason ? `: ${booking.cancelReason}` : ''}.`);
   }
+  // Paying an auction award: the award's state follows the booking's.
+  const award = state.auctionMine && state.auctionMine.award;
+  if (isTerminal(booking.status) && award && award.bookingId === booking.bookingId) {
+    refreshAuction().catch((error) => showMessage(`Reading the auction failed: ${error.message}`));
+  }
   repaintAll();
 }
 
@@ -1197,6 +1261,406 @@ function renderQueue() {
   eta.textContent = s === '' ? '…' : inLine(ticket) ? roughly(left) : '—';
 }
 
+// ---------------------------------------------------------------- auction
+
+/** An auctioned seat as "section row-number". @param {AuctionSeat} seat */
+function auctionSeatLabel(seat) {
+  return `${seat.section} ${seat.row}-${seat.number}`;
+}
+
+/** Time left in words: days and hours, hours and minutes, or m:ss. */
+function timeLeft(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const days = Math.floor(s / 86_400);
+  const hours = Math.floor((s % 86_400) / 3600);
+  const minutes = Math.floor((s % 3600) / 60);
+  if (days > 0) return `${days} d ${hours} h`;
+  if (hours > 0) return `${hours} h ${String(minutes).padStart(2, '0')} min`;
+  return clock(s);
+}
+
+/** How many minor units a major unit of `currency` has, as a power of ten (KRW 0, USD 2). */
+function minorDigits(currency) {
+  try {
+    return new Intl.NumberFormat(undefined, { style: 'currency', currency }).resolvedOptions().maximumFractionDigits;
+  } catch {
+    return 0;
+  }
+}
+
+/** A typed amount in major units as minor units (null when it is no number). */
+function toMinor(text, currency) {
+  const value = Number(String(text).trim());
+  if (String(text).trim() === '' || !Number.isFinite(value)) return null;
+  return Math.round(value * 10 ** minorDigits(currency));
+}
+
+function auctionPath(auctionId) {
+  return `/v1/auctions/${encodeURIComponent(auctionId)}`;
+}
+
+/** Whether the shown auction takes bids now (open, and its close not yet passed). */
+function auctionOpen() {
+  const auction = state.auction;
+  return Boolean(auction) && auction.state === 'AUCTION_STATE_OPEN' && new Date(auction.closesAt).getTime() > Date.now();
+}
+
+/** The shown event's newest auction, if it has any: shown, and followed live. */
+async function loadAuction() {
+  const eventId = state.eventId;
+  /** @type {ListAuctionsResponse} */
+  const body = await api('GET', `/v1/events/${encodeURIComponent(eventId)}/auctions`);
+  const newest = ((body && body.auctions) || [])[0];
+  if (!newest || eventId !== state.eventId) return;
+  state.auction = newest;
+  state.auctionMine = null;
+  renderAuction();
+  watchAuction(newest.auctionId);
+  await refreshAuction();
+}
+
+/** Reads the auction (with the session, so with the caller's bid and award). */
+async function refreshAuction() {
+  const auction = state.auction;
+  if (!auction) return;
+  const signedIn = Boolean(state.token);
+  /** @type {GetAuctionResponse} */
+  const body = await api('GET', auctionPath(auction.auctionId));
+  applyAuction(body && body.auction, signedIn && Boolean(state.token));
+}
+
+/**
+ * Takes a reading of the auction: from the list, a read, a decline or its stream. The
+ * newest version wins; `withMine` when it was read with the session (its `my` fields
+ * are then the caller's; the stream has none).
+ * @param {Auction | null | undefined} auction
+ * @param {boolean} withMine
+ */
+function applyAuction(auction, withMine) {
+  if (!auction || !state.auction || auction.auctionId !== state.auction.auctionId) return;
+  if (withMine) {
+    state.auctionMine = {
+      bid: auction.myBid || null,
+      submissionsLeft: Number(auction.mySubmissionsLeft ?? 0),
+      award: auction.myAward || null,
+    };
+  }
+  if (Number(auction.version || 0) >= Number(state.auction.version || 0)) state.auction = auction;
+  renderAuction();
+}
+
+/** An update from the stream (as anyone sees the auction). */
+/** @param {Auction} auction */
+function onAuctionUpdate(auction) {
+  const before = state.auction;
+  if (!before || auction.auctionId !== before.auctionId) return;
+  const newer = Number(auction.version || 0) > Number(before.version || 0);
+  applyAuction(auction, false);
+  // After the close every step is an award's: the caller's own award shows only to a
+  // read with the session.
+  if (newer && state.token && auction.state === 'AUCTION_STATE_CLOSED') {
+    refreshAuction().catch((error) => showMessage(`Reading the auction failed: ${error.message}`));
+  }
+}
+
+function stopWatchingAuction() {
+  if (state.auctionStream) state.auctionStream.close();
+  state.auctionStream = null;
+  clearTimeout(state.auctionPoll);
+  state.auctionPoll = null;
+}
+
+/** Follows the auction over its SSE stream (public: no token). */
+function watchAuction(auctionId) {
+  stopWatchingAuction();
+  const stream = new EventSource(`${auctionPath(auctionId)}:watch`);
+  state.auctionStream = stream;
+  stream.onopen = () => {
+    $('#auction').dataset.via = 'stream';
+  };
+  stream.onmessage = (e) => {
+    /** @type {AuctionUpdate | null} */
+    const data = parseData(e);
+    if (data && data.auction) onAuctionUpdate(data.auction);
+  };
+  stream.onerror = () => {
+    if (state.auctionStream !== stream) return;
+    // Refused or dropped: read the auction every AUCTION_POLL_MS instead, and try the
+    // stream again now and then (as the queue panel does).
+    stream.close();
+    state.auctionStream = null;
+    state.auctionStreamFailedAt = Date.now();
+    pollAuction(auctionId, 0);
+  };
+}
+
+/** The stream's fallback: reads the auction every AUCTION_POLL_MS. */
+function pollAuction(auctionId, delay = AUCTION_POLL_MS) {
+  clearTimeout(state.auctionPoll);
+  $('#auction').dataset.via = 'poll';
+  const current = () => Boolean(state.auction && state.auction.auctionId === auctionId);
+  state.auctionPoll = setTimeout(async () => {
+    state.auctionPoll = null;
+    if (!current()) return;
+    try {
+      await refreshAuction();
+    } catch (error) {
+      if (!current()) return;
+      if (error.status === 401) {
+        logout();
+        showMessage('Your session ended: log in again to bid.');
+      }
+      // Anything else may pass: keep asking.
+    }
+    if (!current() || state.auctionPoll || state.auctionStream) return;
+    if (Date.now() - state.auctionStreamFailedAt >= STREAM_RETRY_MS) watchAuction(auctionId);
+    else pollAuction(auctionId);
+  }, delay);
+}
+
+async function auctionBusy(work) {
+  if (state.auctionBusy) return;
+  state.auctionBusy = true;
+  renderAuction();
+  try {
+    await work();
+  } catch (error) {
+    showMessage(error.message);
+  } finally {
+    state.auctionBusy = false;
+    renderAuction();
+  }
+}
+
+function placeBid() {
+  return auctionBusy(async () => {
+    const auction = state.auction;
+    if (!auction || !state.me || !auctionOpen()) return;
+    const currency = (auction.openingPrice && auction.openingPrice.currency) || 'KRW';
+    const minor = toMinor($('#bid-amount').value, currency);
+    if (minor === null) {
+      showMessage('Enter the amount of your bid.', 'info');
+      return;
+    }
+    clearMessage();
+    /** @type {PlaceBidResponse} */
+    let placed;
+    try {
+      placed = await api('POST', `${auctionPath(auction.auctionId)}/bids`, {
+        amount: { amountMinor: String(minor), currency },
+      });
+    } catch (error) {
+      if (error.status === 401) throw error;
+      // The server's reason: too low, too small a raise, no submissions left, closed…
+      showMessage(`Bid refused: ${(error.body && error.body.message) || error.message}`);
+      return;
+    }
+    state.auctionMine = {
+      award: null,
+      ...state.auctionMine,
+      bid: placed.bid || null,
+      submissionsLeft: Number(placed.submissionsLeft || 0),
+    };
+    $('#bid-amount').value = '';
+    const rank = placed.bid && placed.bid.rank;
+    showMessage(`Bid placed: ${money(placed.bid && placed.bid.amount)}${rank ? `, rank ${rank}` : ''}.`, 'info');
+    renderAuction();
+    // The ranking as of the bid, and the caller's bid with its rank.
+    await refreshAuction();
+  });
+}
+
+/** The key that pays the caller's current award: the same for every retry of it. */
+/** @param {Award} award */
+function awardKey(award) {
+  const id = `${state.auction.auctionId}/${award.seatId}/${award.rank}`;
+  if (!state.awardKey || state.awardKey.award !== id) state.awardKey = { award: id, key: randomKey() };
+  return state.awardKey.key;
+}
+
+function payAward() {
+  return auctionBusy(async () => {
+    const award = state.auctionMine && state.auctionMine.award;
+    if (!state.auction || !award) return;
+    clearMessage();
+    /** @type {PayAwardResponse} */
+    const paid = await api('POST', `${auctionPath(state.auction.auctionId)}/award:pay`, { paymentMethod: 'WALLET' }, {
+      'Idempotency-Key': awardKey(award),
+    });
+    // The booking's progress shows as a checkout's does.
+    if (paid && paid.booking) {
+      showBooking(paid.booking);
+      watchBooking(paid.booking.bookingId);
+    }
+    await refreshAuction();
+  });
+}
+
+function declineAward() {
+  return auctionBusy(async () => {
+    if (!state.auction || !state.auctionMine || !state.auctionMine.award) return;
+    if (!confirm('Give up this seat? It passes to the next bid in the ranking.')) return;
+    clearMessage();
+    /** @type {DeclineAwardResponse} */
+    const declined = await api('POST', `${auctionPath(state.auction.auctionId)}/award:decline`, {});
+    applyAuction(declined && declined.auction, true);
+    showMessage('You gave the seat up: it passed to the next bid.', 'info');
+  });
+}
+
+/** The ranking last drawn (version and the caller's pseudonym): redrawn only when it changes. */
+let rankingDrawn = '';
+
+function renderAuction() {
+  const auction = state.auction;
+  const panel = $('#auction');
+  panel.hidden = !auction;
+  if (!auction) return;
+  panel.dataset.state = auction.state || '';
+  panel.dataset.version = String(auction.version || '0');
+  const open = auctionOpen();
+  const closesAt = new Date(auction.closesAt).getTime();
+  const status = $('[data-testid="auction-status"]');
+  if (auction.state === 'AUCTION_STATE_CLOSED') {
+    status.textContent = `Closed at ${when(auction.closesAt)}.`;
+  } else if (open) {
+    status.textContent = `Open: ${timeLeft((closesAt - Date.now()) / 1000)} left to bid (closes at ${when(auction.closesAt)}).`;
+  } else {
+    status.textContent = 'Closing…';
+  }
+  status.dataset.state = auction.state || '';
+
+  const seats = auction.seats || [];
+  $('[data-testid="auction-seats"]').textContent =
+    `${seats.length} ${seats.length === 1 ? 'seat' : 'seats'}, best first: ${seats.map(auctionSeatLabel).join(', ')}`;
+  $('[data-testid="auction-opening"]').textContent =
+    `${money(auction.openingPrice)} (a raise adds at least ${money(auction.minIncrement)})`;
+  let cutoff = auction.cutoff ? money(auction.cutoff) : 'none: fewer bids than seats';
+  if (open) cutoff = auction.cutoff ? `${cutoff}: bid more to win a seat now` : 'none yet: fewer bids than seats';
+  $('[data-testid="auction-cutoff"]').textContent = cutoff;
+  const bidders = Number(auction.bidders || 0);
+  $('[data-testid="auction-bidders"]').textContent = bidders.toLocaleString();
+
+  const mine = state.me ? state.auctionMine : null;
+  const myBidder = (mine && mine.bid && mine.bid.bidder) || '';
+  const ranking = auction.ranking || [];
+  const drawn = `${auction.auctionId}/${auction.version}/${myBidder}/${ranking.length}`;
+  if (drawn !== rankingDrawn) {
+    rankingDrawn = drawn;
+    drawRanking(ranking, seats.length, myBidder);
+  }
+
+  // The caller's bid, with its rank in the live ranking when it is among the leaders.
+  const mineText = $('[data-testid="auction-mine"]');
+  const mineRow = myBidder ? ranking.find((b) => b.bidder === myBidder) : null;
+  const left = mine ? mine.submissionsLeft : 0;
+  const submissions = `${left} ${left === 1 ? 'submission' : 'submissions'} left`;
+  if (!state.me) {
+    mineText.textContent = open ? 'Log in to bid.' : '';
+  } else if (!mine) {
+    mineText.textContent = '…';
+  } else if (!mine.bid) {
+    mineText.textContent = open ? `You have not bid yet (${submissions}).` : 'You did not bid.';
+  } else {
+    const rank = Number((mineRow || mine.bid).rank || 0);
+    const where = mineRow || !open ? `rank ${rank}` : `rank ${rank} when you bid, now below the leaders shown`;
+    const winning = open && mineRow && rank <= seats.length ? ': winning a seat now' : '';
+    mineText.textContent = `Your bid: ${money(mine.bid.amount)}, ${where}${winning}${open ? ` · ${submissions}` : ''}.`;
+  }
+  mineText.dataset.rank = mineRow ? String(mineRow.rank) : '';
+  mineText.dataset.submissionsLeft = mine ? String(left) : '';
+
+  // The bid form.
+  const currency = (auction.openingPrice && auction.openingPrice.currency) || 'KRW';
+  const lowest = mine && mine.bid
+    ? Number(mine.bid.amount && mine.bid.amount.amountMinor) + Number(auction.minIncrement && auction.minIncrement.amountMinor)
+    : Number(auction.openingPrice && auction.openingPrice.amountMinor);
+  const input = $('#bid-amount');
+  input.placeholder = `at least ${money({ amountMinor: lowest || 0, currency })}`;
+  $('[data-testid="bid-currency"]').textContent = `(${currency})`;
+  const canBid = Boolean(state.me) && open && Boolean(mine) && mine.submissionsLeft > 0;
+  $('#bid').disabled = state.auctionBusy || !canBid;
+  input.disabled = !canBid;
+  $('#bid-form').hidden = !open && auction.state === 'AUCTION_STATE_CLOSED';
+
+  renderAward(auction, mine);
+}
+
+/**
+ * @param {RankedBid[]} ranking
+ * @param {number} seatCount
+ * @param {string} myBidder
+ */
+function drawRanking(ranking, seatCount, myBidder) {
+  const body = $('#auction-ranking tbody');
+  body.replaceChildren();
+  if (ranking.length === 0) {
+    const row = document.createElement('tr');
+    const cell = Object.assign(document.createElement('td'), { textContent: 'No bids yet.', colSpan: 3 });
+    row.append(cell);
+    body.append(row);
+    return;
+  }
+  for (const bid of ranking) {
+    const rank = Number(bid.rank || 0);
+    const row = document.createElement('tr');
+    row.dataset.testid = 'auction-row';
+    row.dataset.rank = String(rank);
+    row.dataset.bidder = bid.bidder || '';
+    row.dataset.winning = String(rank <= seatCount);
+    // The first bid in line behind the winners: the cut-off runs above it.
+    if (rank === seatCount + 1) row.className = 'cut';
+    const who = document.createElement('td');
+    who.append(bid.bidder || '');
+    if (myBidder && bid.bidder === myBidder) {
+      row.classList.add('mine');
+      row.dataset.mine = 'true';
+      who.append(' ', Object.assign(document.createElement('span'), { className: 'you', textContent: 'you' }));
+    }
+    row.append(
+      Object.assign(document.createElement('td'), { textContent: String(rank) }),
+      who,
+      Object.assign(document.createElement('td'), { textContent: money(bid.amount) }),
+    );
+    body.append(row);
+  }
+}
+
+/**
+ * The caller's award after the close: its seat, state and pay-by time; Pay and Decline
+ * while it awaits payment.
+ * @param {Auction} auction
+ * @param {AuctionMine | null} mine
+ */
+function renderAward(auction, mine) {
+  const award = mine && mine.award;
+  const box = $('#award');
+  box.hidden = !award;
+  box.dataset.state = (award && award.state) || '';
+  if (!award) {
+    if (mine && mine.bid && auction.state === 'AUCTION_STATE_CLOSED') {
+      $('[data-testid="auction-mine"]').textContent +=
+        ' No seat for you now: your bid stays in line should a winner not pay.';
+    }
+    return;
+  }
+  const seat = (auction.seats || []).find((s) => s.seatId === award.seatId);
+  const awaiting = award.state === 'AWARD_STATE_AWAITING_PAYMENT';
+  const left = (new Date(award.payBy).getTime() - Date.now()) / 1000;
+  let text = `You won ${seat ? auctionSeatLabel(seat) : 'a seat'} at ${money(award.amount)} (rank ${award.rank}): ` +
+    `${AWARD_STATES[award.state] || award.state}`;
+  if (awaiting) text += ` · pay by ${new Date(award.payBy).toLocaleTimeString()} (${clock(left)} left)`;
+  $('[data-testid="award-info"]').textContent = `${text}.`;
+  $('#award-pay').hidden = !awaiting;
+  $('#award-decline').hidden = !awaiting;
+  $('#award-pay').disabled = state.auctionBusy || left <= 0;
+  $('#award-decline').disabled = state.auctionBusy || left <= 0;
+}
+
+function tickAuction() {
+  if (state.auction) renderAuction();
+}
+
 // ---------------------------------------------------------------- start
 
 function start() {
@@ -1216,6 +1680,12 @@ function start() {
   $('#release').addEventListener('click', releaseHold);
   $('#checkout').addEventListener('click', checkout);
   $('#join-queue').addEventListener('click', joinQueue);
+  $('#bid-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    placeBid();
+  });
+  $('#award-pay').addEventListener('click', payAward);
+  $('#award-decline').addEventListener('click', declineAward);
   $('#more-events').addEventListener('click', () => {
     loadEvents().catch((error) => showMessage(`More events failed: ${error.message}`));
   });
@@ -1239,6 +1709,7 @@ function start() {
   setInterval(() => {
     tickHold();
     tickQueue();
+    tickAuction();
   }, 1000);
 
   loadMe().catch((error) => showMessage(error.message));
