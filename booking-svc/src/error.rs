@@ -22,6 +22,10 @@ pub enum BookingError {
     AlreadyExists(&'static str),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Someone else changed what the request acted on first (409 ABORTED), e.g. a
+    /// transfer offer accepted or withdrawn meanwhile.
+    #[error("{0}")]
+    Conflict(String),
     #[error("seats are no longer available: {}", join(.0))]
     /// The seats (ids) someone else has.
     SeatsTaken(Vec<Uuid>),
@@ -100,6 +104,7 @@ impl From<BookingError> for Status {
             BookingError::NotFound(_) => Status::not_found(message),
             BookingError::AlreadyExists(_) => Status::already_exists(message),
             BookingError::FailedPrecondition(_) => Status::failed_precondition(message),
+            BookingError::Conflict(_) => Status::aborted(message),
             BookingError::SeatsTaken(seats) => Status::with_error_details(
                 Code::Aborted,
                 message,

@@ -85,14 +85,20 @@ impl Api {
 }
 
 impl Api {
-    /// An event as the API shows it, with its waiting room's settings.
-    pub(crate) fn event_pb(&self, event: &crate::catalog::EventInfo) -> pb::Event {
+    /// An event as the API shows it, with its waiting room's settings and its
+    /// transfer rule (read from the database: a seller may change it at any time).
+    pub(crate) async fn event_pb(
+        &self,
+        event: &crate::catalog::EventInfo,
+    ) -> Result<pb::Event, BookingError> {
         let mut rendered = wire::event_pb(event);
         rendered.waiting_room = self
             .queue
             .settings(event.id)
             .map(|s| wire::queue::settings_pb(&s));
-        rendered
+        let policy = self.bookings.transfer_policy(event.id).await?;
+        rendered.transfers = Some(wire::api::transfer_policy_pb(policy));
+        Ok(rendered)
     }
 }
 
@@ -114,7 +120,10 @@ fn forwarding<T, U>(from: &Request<T>, message: U) -> Request<U> {
 }
 
 /// The request's idempotency key: the field, else the `Idempotency-Key` header.
-fn idempotency_key<T>(request: &Request<T>, field: &str) -> Result<IdempotencyKey, BookingError> {
+pub(crate) fn idempotency_key<T>(
+    request: &Request<T>,
+    field: &str,
+) -> Result<IdempotencyKey, BookingError> {
     optional_idempotency_key(request, field)?.ok_or_else(|| {
         BookingError::invalid("idempotencyKey", "an Idempotency-Key header is required")
     })
@@ -222,7 +231,7 @@ impl CatalogService for Api {
         if room.is_some() {
             self.queue.configure(event.id, room).await?;
         }
-        Ok(Response::new(self.event_pb(&event)))
+        Ok(Response::new(self.event_pb(&event).await?))
     }
 
     async fn get_seat_snapshot(
@@ -260,7 +269,7 @@ impl CatalogService for Api {
         let more = ids.len() as i64 > limit;
         let mut events = Vec::with_capacity(ids.len());
         for id in ids.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
-            events.push(self.event_pb(&*self.bookings.event(id).await?));
+            events.push(self.event_pb(&*self.bookings.event(id).await?).await?);
         }
         Ok(Response::new(pb::ListEventsResponse {
             next_page_token: wire::api::next_page_token(more, offset, limit),
@@ -274,7 +283,7 @@ impl CatalogService for Api {
     ) -> Result<Response<pb::Event>, Status> {
         let id = EventId::parse("eventId", &request.get_ref().event_id)?;
         let event = self.bookings.event(id).await?;
-        Ok(Response::new(self.event_pb(&event)))
+        Ok(Response::new(self.event_pb(&event).await?))
     }
 
     async fn list_seats(

@@ -11,6 +11,7 @@ pub mod entity;
 pub mod error;
 pub mod grpc;
 pub mod grpc_queue;
+pub mod grpc_transfer;
 pub mod holds;
 pub mod migration;
 pub mod queue;

@@ -205,6 +205,10 @@ fn idempotency_header(route: &Route) -> Option<(bool, &'static str)> {
             true,
             "Makes the checkout safe to retry: a retry with the same key returns the same booking.",
         )),
+        "marquee.booking.v1.AcceptTransferOfferRequest" => Some((
+            true,
+            "Makes the accept safe to retry: a retry with the same key returns the same booking.",
+        )),
         "marquee.booking.v1.CreateHoldRequest" => Some((
             false,
             "Optional: a retry with the same key returns the hold the first attempt made.",
@@ -223,6 +227,9 @@ const REQUIRED: &[&str] = &[
     "marquee.booking.v1.LogInRequest.password",
     "marquee.booking.v1.CreateBookingRequest.hold_id",
     "marquee.booking.v1.CreateBookingRequest.payment_method",
+    "marquee.booking.v1.AcceptTransferOfferRequest.payment_method",
+    "marquee.booking.v1.CreateTransferOfferRequest.price",
+    "marquee.booking.v1.SetTransferPolicyRequest.transfers",
     "marquee.search.v1.SearchEventsRequest.q",
     "marquee.search.v1.SuggestRequest.q",
 ];
@@ -336,7 +343,8 @@ fn field_rules(full_name: &str) -> Option<Json> {
         "marquee.booking.v1.SignUpRequest.role" => json!({"enum": ["BUYER", "SELLER"]}),
         // An offset, as decimal text (booking-svc's `domain::page_offset`).
         "marquee.booking.v1.ListEventsRequest.page_token"
-        | "marquee.booking.v1.ListBookingsRequest.page_token" => {
+        | "marquee.booking.v1.ListBookingsRequest.page_token"
+        | "marquee.booking.v1.ListTransferListingsRequest.page_token" => {
             json!({"pattern": "^[0-9]{0,18}$"})
         }
         // search-svc: 0 is the default; more than the most is refused.
@@ -352,8 +360,13 @@ fn field_rules(full_name: &str) -> Option<Json> {
             json!({"maxLength": 200, "pattern": "\\S"})
         }
         "marquee.search.v1.SearchEventsRequest.category" => json!({"maxLength": 50}),
-        "marquee.booking.v1.CreateBookingRequest.payment_method" => {
+        "marquee.booking.v1.CreateBookingRequest.payment_method"
+        | "marquee.booking.v1.AcceptTransferOfferRequest.payment_method" => {
             json!({"enum": ["WALLET", "CARD"]})
+        }
+        // 0 is the default, 100.
+        "marquee.booking.v1.TransferPolicy.max_price_percent" => {
+            json!({"minimum": 0, "maximum": 100})
         }
         "marquee.booking.v1.WaitingRoomSettings.admit_per_second"
         | "marquee.booking.v1.WaitingRoomSettings.max_shoppers" => {
@@ -365,6 +378,9 @@ fn field_rules(full_name: &str) -> Option<Json> {
         }),
         "marquee.booking.v1.CreateBookingRequest.idempotency_key" => {
             json!({"pattern": IDEMPOTENCY_KEY_PATTERN})
+        }
+        "marquee.booking.v1.AcceptTransferOfferRequest.idempotency_key" => {
+            json!({"pattern": "^[!-~]{0,200}$"})
         }
         "marquee.booking.v1.CreateHoldRequest.idempotency_key" => {
             json!({"pattern": "^[!-~]{0,200}$"})
