@@ -90,10 +90,9 @@ impl TransferService for Api {
         let caller = self.caller(&request).await?;
         let req = request.get_ref();
         let event = EventId::parse("eventId", &req.event_id)?;
-        let Some(policy) = req.transfers.as_ref() else {
-            return Err(crate::error::BookingError::invalid("transfers", "is required").into());
-        };
-        let policy = wire::api::transfer_policy("transfers.maxPricePercent", Some(policy))?;
+        // Absent: back to the default rule, as at CreateEvent.
+        let policy =
+            wire::api::transfer_policy("transfers.maxPricePercent", req.transfers.as_ref())?;
         let info = self
             .bookings
             .set_transfer_policy(caller.id, caller.role == Role::Admin, event, policy)

@@ -22,8 +22,9 @@ pub struct ConfirmedSeat {
 /// The oversell check: booking-svc's database against what buyers see.
 #[derive(Debug, Clone)]
 pub struct Oversell {
-    /// Seats in more than one active booking (`booking_seats.active`: not cancelled,
-    /// not transferred away). Must be empty.
+    /// Seats in more than one booking that owns or holds them (neither cancelled nor
+    /// transferred away: a TRANSFERRED booking's seats are its recipient's). Must be
+    /// empty.
     pub sold_twice: Vec<Uuid>,
     /// Every seat of every confirmed booking (and of one being transferred, whose seats
     /// stay sold to it until the transfer completes).
@@ -39,7 +40,8 @@ impl Oversell {
     /// `sold_on_map`, the seat ids the seat map shows SOLD (of every event of the sale).
     pub async fn check(booking_db: &PgPool, sold_on_map: &HashSet<String>) -> Self {
         let sold_twice: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT bs.seat_id FROM booking_seats bs WHERE bs.active
+            "SELECT bs.seat_id FROM booking_seats bs JOIN bookings b ON b.id = bs.booking_id
+             WHERE b.status NOT IN ('CANCELLED', 'TRANSFERRED')
              GROUP BY bs.seat_id HAVING count(*) > 1 ORDER BY bs.seat_id",
         )
         .fetch_all(booking_db)
@@ -48,7 +50,7 @@ impl Oversell {
         let confirmed: Vec<ConfirmedSeat> = sqlx::query_as::<_, (Uuid, Uuid, i64)>(
             "SELECT b.buyer_id, bs.seat_id, bs.price_minor FROM bookings b
              JOIN booking_seats bs ON bs.booking_id = b.id
-             WHERE b.status IN ('CONFIRMED', 'TRANSFERRING') AND bs.active",
+             WHERE b.status IN ('CONFIRMED', 'TRANSFERRING')",
         )
         .fetch_all(booking_db)
         .await

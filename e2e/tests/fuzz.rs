@@ -106,10 +106,13 @@ async fn schemathesis(label: &str, args: &[String], limit: Duration) -> Run {
 /// its quantity within the event's own per-buyer limit (`POST .../holds`); a search
 /// page token belongs to its own search, and a query needs a letter or digit of any
 /// script, which an ECMA pattern cannot say (`GET /v1/search/events`,
-/// `GET /v1/search/suggestions`). Every other check still applies to them.
+/// `GET /v1/search/suggestions`); a transfer's price must be more than 0, in the
+/// booking's currency and within its face value and the event's cap
+/// (`POST /v1/bookings/{bookingId}/transfer-offers`). Every other check still applies
+/// to them.
 const CONFIG: &str = r#"
 [[operations]]
-include-operation-id = ["CatalogService_CreateEvent", "BookingService_CreateHold", "SearchService_SearchEvents", "SearchService_Suggest"]
+include-operation-id = ["CatalogService_CreateEvent", "BookingService_CreateHold", "SearchService_SearchEvents", "SearchService_Suggest", "TransferService_CreateTransferOffer"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]
 "#;
 

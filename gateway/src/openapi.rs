@@ -229,7 +229,6 @@ const REQUIRED: &[&str] = &[
     "marquee.booking.v1.CreateBookingRequest.payment_method",
     "marquee.booking.v1.AcceptTransferOfferRequest.payment_method",
     "marquee.booking.v1.CreateTransferOfferRequest.price",
-    "marquee.booking.v1.SetTransferPolicyRequest.transfers",
     "marquee.search.v1.SearchEventsRequest.q",
     "marquee.search.v1.SuggestRequest.q",
 ];
@@ -332,6 +331,11 @@ fn field_rules(full_name: &str) -> Option<Json> {
                 "pattern": "^[!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~]$",
             })
         }
+        // Empty (an open listing) or an email as at sign-up.
+        "marquee.booking.v1.CreateTransferOfferRequest.recipient_email" => json!({
+            "maxLength": 254,
+            "pattern": "^$|^[!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~]$",
+        }),
         "marquee.booking.v1.SignUpRequest.password" => {
             json!({"minLength": 8, "maxLength": 128, "pattern": NO_CONTROLS})
         }
@@ -496,8 +500,10 @@ fn message_schema(
 /// booking-svc's rules across the fields of a message, by full proto name.
 fn message_rules(full_name: &str) -> Option<Json> {
     Some(match full_name {
-        // WALLET without a card token, or CARD with the provider's token.
-        "marquee.booking.v1.CreateBookingRequest" => json!({"oneOf": [
+        // WALLET without a card token, or CARD with the provider's token (a checkout,
+        // or the accept of a transfer offer, which pays the same way).
+        "marquee.booking.v1.CreateBookingRequest"
+        | "marquee.booking.v1.AcceptTransferOfferRequest" => json!({"oneOf": [
             {
                 "properties": {
                     "paymentMethod": {"enum": ["WALLET"]},

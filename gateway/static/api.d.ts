@@ -641,7 +641,15 @@ export interface components {
             offerId?: string | null;
             /** @enum {string} */
             paymentMethod: "WALLET" | "CARD";
-        };
+        } & ({
+            cardToken?: string | null;
+            /** @enum {unknown} */
+            paymentMethod?: "WALLET";
+        } | {
+            cardToken: string;
+            /** @enum {unknown} */
+            paymentMethod?: "CARD";
+        });
         "marquee.booking.v1.AcceptTransferOfferResponse": {
             booking?: components["schemas"]["marquee.booking.v1.Booking"] | null;
         };
@@ -958,7 +966,7 @@ export interface components {
         };
         "marquee.booking.v1.SetTransferPolicyRequest": {
             eventId?: string | null;
-            transfers: components["schemas"]["marquee.booking.v1.TransferPolicy"] | null;
+            transfers?: components["schemas"]["marquee.booking.v1.TransferPolicy"] | null;
         };
         "marquee.booking.v1.SetTransferPolicyResponse": {
             event?: components["schemas"]["marquee.booking.v1.Event"] | null;
@@ -1836,7 +1844,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 "application/json": components["schemas"]["marquee.booking.v1.SetTransferPolicyRequest"];
             };

@@ -293,6 +293,14 @@ impl Bookings {
                 None => Err(BookingError::CheckoutInProgress),
             },
             Err(InsertError::SeatConflict) => Err(taken()),
+            // Taken: perhaps by a concurrent request with this very key (the two wait
+            // for each other on the recipient's advisory lock), whose booking it gets.
+            Err(InsertError::Other(BookingError::Conflict(message))) => {
+                match self.find_by_key(recipient, &key).await? {
+                    Some(done) => replay_accept(done, &offer),
+                    None => Err(BookingError::Conflict(message)),
+                }
+            }
             Err(InsertError::Other(error)) => Err(error),
         }
     }
