@@ -269,6 +269,40 @@ async fn a_named_transfer_moves_the_seats_and_pays_the_owner_once() {
         .collect();
     assert_eq!(payouts.len(), 1, "one payout: {:?}", wallet.body);
     assert_eq!(amount(&payouts[0]["amount"]), 50_000);
+    // The recipient's saga timeline shows the payout asked for, credited by pay-svc and
+    // its completion received by booking-svc.
+    let (_, admin) = sys.admin().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let timeline = sys
+            .get(&format!("/v1/admin/sagas/{transfer}"), Some(&admin))
+            .await;
+        assert_eq!(timeline.status, 200, "{:?}", timeline.body);
+        let steps = timeline.body["steps"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let has = |service: &str, kind: &str, message: &str| {
+            steps.iter().any(|s| {
+                s["service"].as_str() == Some(service)
+                    && s["kind"].as_str() == Some(kind)
+                    && s["messageType"].as_str() == Some(message)
+            })
+        };
+        if has("booking-svc", "message_sent", "payout.requested")
+            && has("pay-svc", "message_received", "payout.requested")
+            && has("pay-svc", "message_sent", "payout.completed")
+            && has("booking-svc", "message_received", "payout.completed")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "payout steps missing: {:?}",
+            timeline.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_no_oversell(&sys, &event).await;
     assert_money(&sys).await;
 
