@@ -6,7 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     let include = protoc_bin_vendored::include_path()?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos: [&str; 12] = [
+    let protos: [&str; 13] = [
         "marquee/type/v1/money.proto",
         "marquee/api/v1/annotations.proto",
         "marquee/booking/v1/booking.proto",
@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "marquee/booking/v1/admin.proto",
         "marquee/booking/v1/queue.proto",
         "marquee/booking/v1/auction.proto",
+        "marquee/booking/v1/transfer.proto",
         "marquee/pay/v1/pay.proto",
         "marquee/saga/v1/saga.proto",
         "marquee/realtime/v1/realtime.proto",

@@ -836,6 +836,7 @@ impl Auctions {
             created_at: sea_orm::NotSet,
             updated_at: sea_orm::NotSet,
             auction_id: Set(Some(id.0)),
+            transfer_of: sea_orm::NotSet,
         })
         .exec_with_returning(&tx)
         .await;
@@ -918,6 +919,7 @@ impl Auctions {
                 price_minor: award.amount_minor,
             }],
             history: Vec::new(),
+            transfer_of: None,
         };
         self.bookings.announce_created(&booked);
         tracing::info!(auction_id = %id, booking_id = %booking, amount = award.amount_minor, "award payment requested");

@@ -2,8 +2,15 @@
 //! payment saga.
 //!
 //! PENDING_PAYMENT ─payment.succeeded→ CONFIRMED ─cancel→ CANCELLING ─refund.completed→ CANCELLED
-//!        ├──────payment.failed──────→ CANCELLED
-//!        └──payment deadline passed─→ CANCELLED (the sweeper, [`Bookings::cancel_overdue`])
+//!        ├──────payment.failed──────→ CANCELLED      │
+//!        └──payment deadline passed─→ CANCELLED      └─transfer accepted→ TRANSFERRING
+//!                                                        ├─recipient paid→ TRANSFERRED
+//!                                                        └─recipient's payment failed
+//!                                                          or overdue→ CONFIRMED
+//!
+//! A transfer's booking (the recipient's, `transfer_of` set) runs the same saga from
+//! PENDING_PAYMENT without seats; its payment moves the original booking and the offer
+//! along in the same transaction ([`transfers`]).
 //!
 //! Postgres decides; Redis follows. After each committed transition the seats' Redis
 //! marks are reconciled from the booking's state ([`reconcile`]), idempotently, so a
@@ -42,12 +49,16 @@ use crate::entity::{booking_seats, bookings, events};
 use crate::error::BookingError;
 use crate::holds::{
     Claim, HoldKeys, HoldOutcome, HoldRecord, HoldRequest, HoldState, HoldStore, Partition,
+    TakenOver,
 };
 use crate::steps::{self, BookingSteps as _, Steps};
 use crate::wire::{self, bus::SagaReply};
 pub use marquee_proto::kinds::{
-    PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED, REFUND_REQUESTED,
+    PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, PAYOUT_COMPLETED, PAYOUT_REQUESTED,
+    REFUND_COMPLETED, REFUND_REQUESTED,
 };
+
+mod transfers;
 
 const CONSUMER: &str = "booking-svc";
 
@@ -70,11 +81,13 @@ const PAID_AFTER_CANCELLATION: &str = "paid after cancellation";
 const RUNNING: [BookingStatus; 2] = [BookingStatus::PendingPayment, BookingStatus::Cancelling];
 
 /// Every booking status, so a status with no booking reads 0 rather than its last count.
-const STATUSES: [BookingStatus; 4] = [
+const STATUSES: [BookingStatus; 6] = [
     BookingStatus::PendingPayment,
     BookingStatus::Confirmed,
     BookingStatus::Cancelling,
     BookingStatus::Cancelled,
+    BookingStatus::Transferring,
+    BookingStatus::Transferred,
 ];
 
 /// Bookings, holds and the catalog they sell from: what the RPCs call. Cheap to clone.
@@ -130,6 +143,7 @@ struct BookingWithSeats {
     hold_id: Uuid,
     buyer_id: Uuid,
     event_id: Uuid,
+    transfer_of: Option<Uuid>,
     /// Unordered (`array_agg`).
     seats: Vec<Uuid>,
 }
@@ -145,6 +159,7 @@ fn bookings_with_seats() -> Select<bookings::Entity> {
             bookings::Column::HoldId,
             bookings::Column::BuyerId,
             bookings::Column::EventId,
+            bookings::Column::TransferOf,
         ])
         .column_as(
             Expr::from(PgFunc::array_agg(booking_seats::Column::SeatId.into_expr())),
@@ -849,6 +864,7 @@ impl Bookings {
             created_at: NotSet,
             updated_at: NotSet,
             auction_id: NotSet,
+            transfer_of: NotSet,
         })
         .exec_with_returning(&tx)
         .await
@@ -937,6 +953,7 @@ impl Bookings {
             updated_at,
             seats,
             history: Vec::new(),
+            transfer_of: None,
         })
     }
 
@@ -986,6 +1003,7 @@ impl Bookings {
             updated_at: row.updated_at,
             seats,
             history: Vec::new(),
+            transfer_of: row.transfer_of.map(BookingId),
         })
     }
 
@@ -1047,11 +1065,17 @@ impl Bookings {
     }
 
     /// Cancels a confirmed booking of the caller: CANCELLING plus a RefundRequested
-    /// message, in one transaction. Cancelling twice is harmless.
+    /// message, in one transaction, which also withdraws the booking's transfer offer if
+    /// one is on offer. Cancelling twice is harmless. A booking being transferred, or
+    /// transferred, cannot be cancelled: the guarded status update decides between a
+    /// cancel and an accepted transfer, never both.
     pub async fn cancel(&self, buyer: AccountId, id: BookingId) -> Result<Booking, BookingError> {
         let booking = self.get(buyer, id).await?;
         match booking.status {
             BookingStatus::Cancelling => return Ok(booking),
+            BookingStatus::Transferring | BookingStatus::Transferred => {
+                return Err(not_cancellable(booking.status));
+            }
             BookingStatus::Cancelled => {
                 return Err(BookingError::FailedPrecondition(
                     "this booking is already cancelled".into(),
@@ -1068,6 +1092,8 @@ impl Bookings {
             BookingStatus::Confirmed => {}
         }
         let tx = self.pool.begin().await?;
+        // The booking's row first, then its offer, as an accept does: whichever of the
+        // two moves the CONFIRMED row first wins, and the other finds it moved.
         let moved = set_status(
             &tx,
             id,
@@ -1078,8 +1104,23 @@ impl Bookings {
         )
         .await?
         .map(|row| row.updated_at);
+        if moved.is_none() {
+            // Moved meanwhile (an accepted transfer, another cancel): nothing changes.
+            drop(tx);
+            let now = self.get_any(id).await?;
+            return match now.status {
+                BookingStatus::Cancelling => Ok(now),
+                BookingStatus::Cancelled => Err(BookingError::FailedPrecondition(
+                    "this booking is already cancelled".into(),
+                )),
+                status => Err(not_cancellable(status)),
+            };
+        }
         if moved.is_some() {
             let reason = "cancelled by buyer";
+            if let Some(offer) = transfers::withdraw_offered(&tx, id).await? {
+                tracing::info!(booking_id = %id, offer_id = %offer, "transfer offer withdrawn by the cancel");
+            }
             let message = enqueue_refund(&tx, id, booking.buyer, reason).await?;
             let mut steps = Steps::new(id.0);
             steps.status(
@@ -1202,7 +1243,7 @@ impl Bookings {
                         &reason,
                     )
                     .await?
-                    .map_or(Effect::None, Effect::Moved)
+                    .map_or(Effect::None, |(moved, others)| Effect::Moved(moved, others))
                 }
                 // Only from CANCELLING: a booking already CANCELLED (e.g. by its payment
                 // deadline, whose late payment was refunded) stays as it is.
@@ -1217,14 +1258,23 @@ impl Bookings {
                         "cancelled by buyer",
                     )
                     .await?
-                    .map_or(Effect::None, Effect::Moved)
+                    .map_or(Effect::None, |(moved, others)| Effect::Moved(moved, others))
                 }
+                SagaReply::PayoutCompleted { amount } => Effect::PaidOut(amount),
             };
             let mut steps = Steps::new(booking_id.0);
             match &effect {
-                Effect::Moved(moved) => {
+                Effect::Moved(moved, _) => {
                     steps.received(&envelope.kind, envelope.message_id, "applied");
                     steps.status(Some(from), moved.status, &moved.cancel_reason);
+                }
+                Effect::PaidOut(amount) => {
+                    steps.received(&envelope.kind, envelope.message_id, "applied");
+                    steps.note(
+                        transfers::PAYOUT_STEP,
+                        "completed",
+                        &format!("{} {}", amount.amount_minor, amount.currency.as_str()),
+                    );
                 }
                 Effect::Refunding(message) => {
                     steps.received(&envelope.kind, envelope.message_id, "booking cancelled");
@@ -1239,7 +1289,7 @@ impl Bookings {
         }
         tx.commit().await.map_err(transient)?;
         match effect {
-            Effect::Moved(moved) => {
+            Effect::Moved(moved, others) => {
                 let status = moved.status;
                 metrics::counter!("bookings_total", "status" => status.as_str()).increment(1);
                 if status == BookingStatus::Cancelled
@@ -1249,10 +1299,17 @@ impl Bookings {
                 }
                 tracing::info!(booking_id = %booking_id, status = status.as_str(), "booking moved");
                 self.changes.booking(moved);
+                for other in others {
+                    metrics::counter!("bookings_total", "status" => other.status.as_str())
+                        .increment(1);
+                    tracing::info!(booking_id = %other.id, status = other.status.as_str(), "booking moved with its transfer");
+                    self.changes.booking(other);
+                }
+                // A completed transfer wrote its payout request to the outbox.
+                self.relay.notify();
             }
-            // Only this path writes to the outbox, so only it wakes the relay.
             Effect::Refunding(_) => self.relay.notify(),
-            Effect::None => {}
+            Effect::PaidOut(_) | Effect::None => {}
         }
         // Redis follows Postgres, on every delivery (a redelivery repairs a lost step).
         self.reconcile(booking_id)
@@ -1273,8 +1330,8 @@ impl Bookings {
             "",
         )
         .await?;
-        if let Some(moved) = moved {
-            return Ok(Effect::Moved(moved));
+        if let Some((moved, others)) = moved {
+            return Ok(Effect::Moved(moved, others));
         }
         // Paid, but the booking is no longer waiting for it: give the money back.
         let row = bookings::Entity::find_by_id(id.0)
@@ -1337,9 +1394,31 @@ impl Bookings {
         seats.sort_unstable_by_key(|seat| seat.0);
         let (hold, event) = (HoldId(row.hold_id), EventId(row.event_id));
         match row.status.parse()? {
-            BookingStatus::Confirmed | BookingStatus::Cancelling => {
-                self.holds.mark_sold(id, hold, event, &seats).await
+            BookingStatus::Confirmed | BookingStatus::Cancelling | BookingStatus::Transferring => {
+                // A transfer's booking takes over the seats the original sold.
+                let previous = match row.transfer_of {
+                    Some(original) => {
+                        let owner: Option<Uuid> = bookings::Entity::find_by_id(original)
+                            .select_only()
+                            .column(bookings::Column::BuyerId)
+                            .into_tuple()
+                            .one(&self.pool)
+                            .await?;
+                        owner.map(|owner| TakenOver {
+                            booking: BookingId(original),
+                            owner: AccountId(owner),
+                            new_owner: AccountId(row.buyer_id),
+                        })
+                    }
+                    None => None,
+                };
+                self.holds
+                    .mark_sold_from(id, hold, event, &seats, previous)
+                    .await
             }
+            // Its seats are the recipient's booking's now; that booking's reconcile
+            // rewrites their marks.
+            BookingStatus::Transferred => Ok(()),
             BookingStatus::Cancelled => {
                 let keys = HoldKeys {
                     hold,
@@ -1425,7 +1504,7 @@ impl Bookings {
                 steps.write(&tx).await?;
             }
             tx.commit().await?;
-            let Some(moved) = moved else {
+            let Some((moved, others)) = moved else {
                 // Paid, failed or cancelled by another replica meanwhile.
                 continue;
             };
@@ -1435,6 +1514,10 @@ impl Bookings {
             CancelledBy::PaymentDeadline.count();
             tracing::info!(booking_id = %id, "payment deadline passed; booking cancelled");
             self.changes.booking(moved);
+            // An overdue transfer's original booking is CONFIRMED again.
+            for other in others {
+                self.changes.booking(other);
+            }
             self.reconcile_until_done(id).await;
         }
         Ok(cancelled)
@@ -1669,8 +1752,11 @@ fn booked_seat(event: &EventInfo, seat: SeatId, price_minor: i64) -> BookedSeat 
 
 /// What handling a saga reply did, acted on after its transaction commits.
 enum Effect {
-    /// The booking moved to another status.
-    Moved(BookingMoved),
+    /// The booking moved to another status (and, with a transfer, these others too:
+    /// the original booking).
+    Moved(BookingMoved, Vec<BookingMoved>),
+    /// pay-svc credited a transfer's payout of this amount.
+    PaidOut(Money),
     /// A refund was requested through the outbox (this message id).
     Refunding(Uuid),
     /// A duplicate or a reply with nothing left to do.
@@ -1706,20 +1792,49 @@ async fn move_status(
     from: BookingStatus,
     to: BookingStatus,
     reason: &str,
-) -> Result<Option<BookingMoved>, HandleError> {
+) -> Result<Option<(BookingMoved, Vec<BookingMoved>)>, HandleError> {
     transition(tx, id, from, to, reason)
         .await
-        .map_err(transient)
+        .map_err(|e| match e {
+            TransitionError::Db(e) => transient(e),
+            TransitionError::Inconsistent(detail) => permanent(anyhow::anyhow!(detail)),
+        })
 }
 
-/// What [`move_status`] does, with the database's error.
+/// Why [`transition`] failed: the database, or a transfer whose rows do not agree
+/// (never expected: each is guarded by the same status rows).
+#[derive(Debug)]
+enum TransitionError {
+    Db(DbErr),
+    Inconsistent(String),
+}
+
+impl From<DbErr> for TransitionError {
+    fn from(e: DbErr) -> Self {
+        TransitionError::Db(e)
+    }
+}
+
+impl From<TransitionError> for BookingError {
+    fn from(e: TransitionError) -> Self {
+        match e {
+            TransitionError::Db(e) => e.into(),
+            TransitionError::Inconsistent(detail) => BookingError::Internal(detail),
+        }
+    }
+}
+
+/// What [`move_status`] does, with the database's error. A transfer's booking also
+/// moves its original booking and offer along ([`transfers::on_transfer_moved`]): on
+/// CONFIRMED the transfer completes, on CANCELLED it is undone; those moves come back
+/// as the second value.
 async fn transition(
     tx: &DatabaseTransaction,
     id: BookingId,
     from: BookingStatus,
     to: BookingStatus,
     reason: &str,
-) -> Result<Option<BookingMoved>, DbErr> {
+) -> Result<Option<(BookingMoved, Vec<BookingMoved>)>, TransitionError> {
     let moved = set_status(
         tx,
         id,
@@ -1735,14 +1850,23 @@ async fn transition(
     if to == BookingStatus::Cancelled {
         deactivate_seats(tx, id).await?;
     }
-    Ok(Some(BookingMoved {
-        id,
-        buyer: AccountId(moved.buyer_id),
-        event: EventId(moved.event_id),
-        status: to,
-        cancel_reason: reason.to_owned(),
-        updated_at: moved.updated_at,
-    }))
+    let others = match moved.transfer_of {
+        Some(original) => {
+            transfers::on_transfer_moved(tx, &moved, BookingId(original), from, to).await?
+        }
+        None => Vec::new(),
+    };
+    Ok(Some((
+        BookingMoved {
+            id,
+            buyer: AccountId(moved.buyer_id),
+            event: EventId(moved.event_id),
+            status: to,
+            cancel_reason: reason.to_owned(),
+            updated_at: moved.updated_at,
+        },
+        others,
+    )))
 }
 
 /// `clock_timestamp()`: the time now, not the transaction's start (`now()`), for a
@@ -1784,6 +1908,26 @@ async fn deactivate_seats<C: ConnectionTrait>(db: &C, id: BookingId) -> Result<(
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Why a booking in `status` cannot be cancelled by its buyer.
+fn not_cancellable(status: BookingStatus) -> BookingError {
+    match status {
+        BookingStatus::Transferring => BookingError::FailedPrecondition(
+            "this booking is being transferred to another buyer; it can no longer be cancelled"
+                .into(),
+        ),
+        BookingStatus::Transferred => BookingError::FailedPrecondition(
+            "this booking was transferred to another buyer; it is no longer yours to cancel".into(),
+        ),
+        BookingStatus::PendingPayment => BookingError::FailedPrecondition(
+            "the payment of this booking is still in progress".into(),
+        ),
+        other => BookingError::FailedPrecondition(format!(
+            "a {} booking cannot be cancelled",
+            other.as_str()
+        )),
+    }
 }
 
 fn transient(e: impl Into<anyhow::Error>) -> HandleError {

@@ -15,7 +15,9 @@ use sea_orm::{
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
-use crate::domain::{AccountId, Currency, EventId, Money, SeatId, SeatStatus, SectionId};
+use crate::domain::{
+    AccountId, Currency, EventId, Money, SeatId, SeatStatus, SectionId, TransferPolicy,
+};
 use crate::entity::{booking_seats, bookings, events, seats, sections};
 use crate::error::BookingError;
 use crate::holds::HoldStore;
@@ -59,6 +61,8 @@ pub struct EventDetails {
 pub struct NewEvent {
     pub details: EventDetails,
     pub sections: Vec<NewSection>,
+    /// Whether and at what price its bookings may be transferred.
+    pub transfers: TransferPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +249,8 @@ pub async fn create_event(
         max_seats_per_buyer: Set(i32::try_from(details.max_seats_per_buyer).unwrap_or(i32::MAX)),
         currency: Set(details.currency.as_str().to_owned()),
         created_at: NotSet,
+        transfers_allowed: Set(new.transfers.allowed()),
+        transfer_max_price_percent: Set(i32::from(new.transfers.max_price_percent())),
     })
     .exec_without_returning(&tx)
     .await?;
@@ -305,6 +311,48 @@ pub async fn create_event(
     metrics::counter!("events_created_total").increment(1);
     tracing::info!(event_id = %id, seller_id = %seller, seats = position, "event created");
     Ok(id)
+}
+
+/// The event's transfer rule, read from the database each time (the rule can change;
+/// the cached layout cannot).
+pub async fn transfer_policy<C: ConnectionTrait>(
+    db: &C,
+    id: EventId,
+) -> Result<TransferPolicy, BookingError> {
+    let row: Option<(bool, i32)> = events::Entity::find_by_id(id.0)
+        .select_only()
+        .column(events::Column::TransfersAllowed)
+        .column(events::Column::TransferMaxPricePercent)
+        .into_tuple()
+        .one(db)
+        .await?;
+    let (allowed, percent) = row.ok_or(BookingError::NotFound("event"))?;
+    Ok(TransferPolicy::stored(allowed, percent))
+}
+
+/// Sets the event's transfer rule.
+pub async fn set_transfer_policy(
+    pool: &DatabaseConnection,
+    id: EventId,
+    policy: TransferPolicy,
+) -> Result<(), BookingError> {
+    let updated = events::Entity::update_many()
+        .col_expr(
+            events::Column::TransfersAllowed,
+            Expr::value(policy.allowed()),
+        )
+        .col_expr(
+            events::Column::TransferMaxPricePercent,
+            Expr::value(i32::from(policy.max_price_percent())),
+        )
+        .filter(events::Column::Id.eq(id.0))
+        .exec(pool)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(BookingError::NotFound("event"));
+    }
+    tracing::info!(event_id = %id, allowed = policy.allowed(), max_price_percent = policy.max_price_percent(), "transfer policy set");
+    Ok(())
 }
 
 /// Event ids, soonest first.
@@ -412,7 +460,11 @@ pub async fn sales(
         .join(JoinType::InnerJoin, booking_seats::Relation::Seat.def())
         .filter(booking_seats::Column::EventId.eq(event.id.0))
         .filter(booking_seats::Column::Active.eq(true))
-        .filter(bookings::Column::Status.eq(crate::domain::BookingStatus::Confirmed.as_str()))
+        // A booking being transferred is still sold (and its seats still active).
+        .filter(bookings::Column::Status.is_in([
+            crate::domain::BookingStatus::Confirmed.as_str(),
+            crate::domain::BookingStatus::Transferring.as_str(),
+        ]))
         .group_by(seats::Column::SectionId)
         .into_model::<SectionSalesRow>()
         .all(pool)

@@ -52,6 +52,7 @@ id_type!(SectionId, "section id");
 id_type!(SeatId, "seat id");
 id_type!(HoldId, "hold id");
 id_type!(BookingId, "booking id");
+id_type!(TransferOfferId, "transfer offer id");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -268,6 +269,8 @@ pub struct Booking {
     /// The status changes, oldest first; read only for a single booking's view
     /// (`Bookings::get`), empty elsewhere.
     pub history: Vec<StatusChange>,
+    /// For a booking made by accepting a transfer offer: the booking it takes over.
+    pub transfer_of: Option<BookingId>,
 }
 
 /// One status change of a booking, as its buyer sees it (no internal detail).
@@ -399,6 +402,10 @@ pub enum BookingStatus {
     Confirmed,
     Cancelling,
     Cancelled,
+    /// A transfer of the booking was accepted; the recipient's payment is under way.
+    Transferring,
+    /// Transferred to another buyer (final); its seats are the recipient's booking's.
+    Transferred,
 }
 
 impl BookingStatus {
@@ -408,6 +415,8 @@ impl BookingStatus {
             BookingStatus::Confirmed => "CONFIRMED",
             BookingStatus::Cancelling => "CANCELLING",
             BookingStatus::Cancelled => "CANCELLED",
+            BookingStatus::Transferring => "TRANSFERRING",
+            BookingStatus::Transferred => "TRANSFERRED",
         }
     }
 }
@@ -426,6 +435,8 @@ impl FromStr for BookingStatus {
             "CONFIRMED" => Ok(BookingStatus::Confirmed),
             "CANCELLING" => Ok(BookingStatus::Cancelling),
             "CANCELLED" => Ok(BookingStatus::Cancelled),
+            "TRANSFERRING" => Ok(BookingStatus::Transferring),
+            "TRANSFERRED" => Ok(BookingStatus::Transferred),
             other => Err(BookingError::Internal(format!(
                 "unknown booking status {other:?}"
             ))),
@@ -759,6 +770,205 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+// ------------------------------------------------------------------ transfers
+
+/// An event's rule for ticket transfers: whether they are allowed, and the highest
+/// price, in percent (1..=100) of what a booking cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferPolicy {
+    allowed: bool,
+    max_price_percent: u8,
+}
+
+impl Default for TransferPolicy {
+    /// Allowed, at up to face value.
+    fn default() -> Self {
+        Self {
+            allowed: true,
+            max_price_percent: 100,
+        }
+    }
+}
+
+impl TransferPolicy {
+    /// Parses a request's rule: `allowed` absent means allowed; a percent of 0 means
+    /// 100; anything else outside 1..=100 is invalid. `field` is the rule's field name
+    /// (`transfers`).
+    pub fn parse(
+        field_percent: &'static str,
+        allowed: Option<bool>,
+        max_price_percent: i32,
+    ) -> Result<Self, BookingError> {
+        let max_price_percent = match max_price_percent {
+            0 => 100,
+            n @ 1..=100 => u8::try_from(n).unwrap_or(100),
+            _ => {
+                return Err(BookingError::invalid(
+                    field_percent,
+                    "must be between 1 and 100 (or 0 for 100)",
+                ));
+            }
+        };
+        Ok(Self {
+            allowed: allowed.unwrap_or(true),
+            max_price_percent,
+        })
+    }
+
+    /// The rule as stored; a stored percent outside 1..=100 (the check forbids it) is
+    /// read as 100.
+    pub fn stored(allowed: bool, max_price_percent: i32) -> Self {
+        Self {
+            allowed,
+            max_price_percent: u8::try_from(max_price_percent)
+                .ok()
+                .filter(|p| (1..=100).contains(p))
+                .unwrap_or(100),
+        }
+    }
+
+    pub fn allowed(self) -> bool {
+        self.allowed
+    }
+
+    pub fn max_price_percent(self) -> u8 {
+        self.max_price_percent
+    }
+
+    /// The highest transfer price of a booking that cost `face_value` (rounded down).
+    pub fn cap(self, face_value: i64) -> i64 {
+        let capped = i128::from(face_value) * i128::from(self.max_price_percent) / 100;
+        i64::try_from(capped).unwrap_or(face_value)
+    }
+}
+
+/// A transfer offer's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferStatus {
+    Offered,
+    Accepted,
+    Completed,
+    Withdrawn,
+}
+
+impl OfferStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferStatus::Offered => "OFFERED",
+            OfferStatus::Accepted => "ACCEPTED",
+            OfferStatus::Completed => "COMPLETED",
+            OfferStatus::Withdrawn => "WITHDRAWN",
+        }
+    }
+}
+
+impl FromStr for OfferStatus {
+    type Err = BookingError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "OFFERED" => Ok(OfferStatus::Offered),
+            "ACCEPTED" => Ok(OfferStatus::Accepted),
+            "COMPLETED" => Ok(OfferStatus::Completed),
+            "WITHDRAWN" => Ok(OfferStatus::Withdrawn),
+            other => Err(BookingError::Internal(format!(
+                "unknown transfer offer status {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Who may accept an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// The account with this email only.
+    Named(Email),
+    /// Anyone but the owner: an open listing.
+    Anyone,
+}
+
+impl Recipient {
+    /// `recipientEmail`: empty for anyone.
+    pub fn parse(value: &str) -> Result<Self, BookingError> {
+        if value.trim().is_empty() {
+            return Ok(Recipient::Anyone);
+        }
+        let email = Email::parse(value).map_err(|e| match e {
+            BookingError::InvalidArgument { reason, .. } => {
+                BookingError::invalid("recipientEmail", reason)
+            }
+            other => other,
+        })?;
+        Ok(Recipient::Named(email))
+    }
+
+    pub fn email(&self) -> Option<&str> {
+        match self {
+            Recipient::Named(email) => Some(email.as_str()),
+            Recipient::Anyone => None,
+        }
+    }
+}
+
+/// A price asked for a transfer: more than 0, in a valid currency (checked against
+/// the booking and the event's rule by the domain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferPrice(Money);
+
+impl TransferPrice {
+    pub fn parse(price: Option<(i64, &str)>) -> Result<Self, BookingError> {
+        let Some((amount_minor, currency)) = price else {
+            return Err(BookingError::invalid("price", "is required"));
+        };
+        if amount_minor <= 0 {
+            return Err(BookingError::invalid(
+                "price.amountMinor",
+                "must be more than 0",
+            ));
+        }
+        let currency = Currency::parse("price.currency", currency)?;
+        Ok(Self(Money {
+            amount_minor,
+            currency,
+        }))
+    }
+
+    pub fn money(&self) -> &Money {
+        &self.0
+    }
+}
+
+/// A new transfer offer, parsed.
+#[derive(Debug, Clone)]
+pub struct NewOffer {
+    pub price: TransferPrice,
+    pub recipient: Recipient,
+}
+
+/// A transfer offer as the API shows it.
+#[derive(Debug, Clone)]
+pub struct TransferOffer {
+    pub id: TransferOfferId,
+    pub booking: BookingId,
+    pub event: EventId,
+    pub owner: AccountId,
+    pub recipient: Option<String>,
+    pub price: Money,
+    pub status: OfferStatus,
+    pub seats: Vec<BookedSeat>,
+    pub transfer_booking: Option<BookingId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One owner in a ticket's chain of transfers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferLink {
+    pub booking: BookingId,
+    pub owner: AccountId,
+    pub price: Money,
+    pub transferred_at: DateTime<Utc>,
 }
 
 /// Page size of a list request: 1 to `max`, `default` when 0.

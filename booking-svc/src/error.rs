@@ -22,7 +22,8 @@ pub enum BookingError {
     AlreadyExists(&'static str),
     #[error("{0}")]
     FailedPrecondition(String),
-    /// The request lost a race or used up what it may do (409), e.g. an auction bid
+    /// Someone else changed what the request acted on first, or it used up what it may
+    /// do (409 ABORTED): a transfer offer accepted or withdrawn meanwhile, an auction bid
     /// beyond the three a buyer may submit.
     #[error("{0}")]
     Conflict(String),

@@ -87,14 +87,20 @@ impl Api {
 }
 
 impl Api {
-    /// An event as the API shows it, with its waiting room's settings.
-    pub(crate) fn event_pb(&self, event: &crate::catalog::EventInfo) -> pb::Event {
+    /// An event as the API shows it, with its waiting room's settings and its
+    /// transfer rule (read from the database: a seller may change it at any time).
+    pub(crate) async fn event_pb(
+        &self,
+        event: &crate::catalog::EventInfo,
+    ) -> Result<pb::Event, BookingError> {
         let mut rendered = wire::event_pb(event);
         rendered.waiting_room = self
             .queue
             .settings(event.id)
             .map(|s| wire::queue::settings_pb(&s));
-        rendered
+        let policy = self.bookings.transfer_policy(event.id).await?;
+        rendered.transfers = Some(wire::api::transfer_policy_pb(policy));
+        Ok(rendered)
     }
 }
 
@@ -227,7 +233,7 @@ impl CatalogService for Api {
         if room.is_some() {
             self.queue.configure(event.id, room).await?;
         }
-        Ok(Response::new(self.event_pb(&event)))
+        Ok(Response::new(self.event_pb(&event).await?))
     }
 
     async fn get_seat_snapshot(
@@ -265,7 +271,7 @@ impl CatalogService for Api {
         let more = ids.len() as i64 > limit;
         let mut events = Vec::with_capacity(ids.len());
         for id in ids.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
-            events.push(self.event_pb(&*self.bookings.event(id).await?));
+            events.push(self.event_pb(&*self.bookings.event(id).await?).await?);
         }
         Ok(Response::new(pb::ListEventsResponse {
             next_page_token: wire::api::next_page_token(more, offset, limit),
@@ -279,7 +285,7 @@ impl CatalogService for Api {
     ) -> Result<Response<pb::Event>, Status> {
         let id = EventId::parse("eventId", &request.get_ref().event_id)?;
         let event = self.bookings.event(id).await?;
-        Ok(Response::new(self.event_pb(&event)))
+        Ok(Response::new(self.event_pb(&event).await?))
     }
 
     async fn list_seats(

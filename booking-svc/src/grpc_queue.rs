@@ -38,7 +38,7 @@ impl WaitingRoomService for Api {
         let settings = wire::queue::parse_settings(req.waiting_room.as_ref())?;
         let info = self.own_event(caller, event).await?;
         self.queue.configure(event, settings).await?;
-        Ok(Response::new(self.event_pb(&info)))
+        Ok(Response::new(self.event_pb(&info).await?))
     }
 
     async fn join_queue(

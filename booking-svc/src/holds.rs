@@ -241,16 +241,25 @@ if #freed == 0 then return {1, 0} end
 return {1, announce(KEYS[6], ARGV[5], ARGV[6], freed)}
 ";
 
-// KEYS: epoch, stream, deadlines, hold, seat version, seats...; ARGV: hold id, sold
-// marker, event, seat ids... (KEYS[i] is seat ARGV[i - 2]). Replies the version, or 0
-// when no seat changed.
+// KEYS: epoch, stream, deadlines, hold, seat version, previous owner's buyer set, new
+// owner's buyer set, seats...; ARGV: hold id, sold marker, event, previous sold marker
+// ('' = none), seat ids... (KEYS[i] is seat ARGV[i - 3]). A seat free or held by the
+// hold becomes sold (announced); a seat sold under the previous marker (a transferred
+// booking's) is rewritten to the new marker without an announcement (it stays sold) and
+// moves from the previous owner's buyer set to the new owner's. The hold need not exist
+// (a transfer's booking never had one). Replies the version, or 0 when no seat changed
+// status.
 const MARK_SOLD: &str = r"
 local sold = {}
-for i = 6, #KEYS do
+for i = 8, #KEYS do
   local v = redis.call('GET', KEYS[i])
   if (not v) or v == ARGV[1] then
     redis.call('SET', KEYS[i], ARGV[2])
-    sold[#sold + 1] = ARGV[i - 2]
+    sold[#sold + 1] = ARGV[i - 3]
+  elseif ARGV[4] ~= '' and v == ARGV[4] then
+    redis.call('SET', KEYS[i], ARGV[2])
+    redis.call('SREM', KEYS[6], ARGV[i - 3])
+    redis.call('SADD', KEYS[7], ARGV[i - 3])
   end
 end
 redis.call('DEL', KEYS[4])
@@ -307,6 +316,14 @@ const NOEPOCH: &str = "NOEPOCH";
 pub enum HoldState {
     Held,
     CheckedOut,
+}
+
+/// The booking whose seats a transfer's booking takes over, and who owned them.
+#[derive(Debug, Clone, Copy)]
+pub struct TakenOver {
+    pub booking: BookingId,
+    pub owner: AccountId,
+    pub new_owner: AccountId,
 }
 
 /// A hold as stored.
@@ -1053,6 +1070,21 @@ impl HoldStore {
         event: EventId,
         seats: &[SeatId],
     ) -> Result<(), BookingError> {
+        self.mark_sold_from(booking, hold, event, seats, None).await
+    }
+
+    /// [`mark_sold`](Self::mark_sold) for a booking that took its seats over from
+    /// another (a transfer): seats sold under the previous booking are rewritten as
+    /// sold under `booking`, and counted for the new owner instead of the previous one
+    /// by the hold script's per-buyer limit. Idempotent.
+    pub async fn mark_sold_from(
+        &self,
+        booking: BookingId,
+        hold: HoldId,
+        event: EventId,
+        seats: &[SeatId],
+        previous: Option<TakenOver>,
+    ) -> Result<(), BookingError> {
         let partition = Partition::of(event.0);
         let mut invocation = self.mark_sold.prepare_invoke();
         invocation
@@ -1061,13 +1093,23 @@ impl HoldStore {
             .key(self.deadlines(partition))
             .key(self.hold_key(partition, hold))
             .key(self.version_key(event));
+        // Without a previous booking the sets are not touched: any key of the
+        // partition will do.
+        let (from, to) = match previous {
+            Some(p) => (p.owner, p.new_owner),
+            None => (AccountId(Uuid::nil()), AccountId(Uuid::nil())),
+        };
+        invocation
+            .key(self.buyer_key(event, from))
+            .key(self.buyer_key(event, to));
         for seat in seats {
             invocation.key(self.seat_key(partition, *seat));
         }
         invocation
             .arg(hold.to_string())
             .arg(sold_marker(booking))
-            .arg(event.to_string());
+            .arg(event.to_string())
+            .arg(previous.map(|p| sold_marker(p.booking)).unwrap_or_default());
         for seat in seats {
             invocation.arg(seat.to_string());
         }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod grpc;
 pub mod grpc_auction;
 pub mod grpc_queue;
+pub mod grpc_transfer;
 pub mod holds;
 pub mod migration;
 pub mod queue;

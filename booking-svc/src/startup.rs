@@ -18,6 +18,7 @@ use marquee_proto::booking::auction_service_server::AuctionServiceServer;
 use marquee_proto::booking::booking_service_server::BookingServiceServer;
 use marquee_proto::booking::catalog_service_server::CatalogServiceServer;
 use marquee_proto::booking::saga_admin_service_server::SagaAdminServiceServer;
+use marquee_proto::booking::transfer_service_server::TransferServiceServer;
 use marquee_proto::booking::waiting_room_service_server::WaitingRoomServiceServer;
 use marquee_proto::pay::payment_admin_service_client::PaymentAdminServiceClient;
 use marquee_proto::pay::wallet_service_client::WalletServiceClient;
@@ -26,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Hasher, KnownAccounts};
 use crate::auction::Auctions;
-use crate::bookings::{Bookings, HoldTiming, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_COMPLETED};
+use crate::bookings::{
+    Bookings, HoldTiming, PAYMENT_FAILED, PAYMENT_SUCCEEDED, PAYOUT_COMPLETED, REFUND_COMPLETED,
+};
 use crate::catalog::Catalog;
 use crate::changes::ChangeFeed;
 use crate::grpc::{Api, token_ttl};
@@ -213,7 +216,12 @@ impl Application {
         });
         bus.consume(
             "booking.payment-results",
-            &[PAYMENT_SUCCEEDED, PAYMENT_FAILED, REFUND_COMPLETED],
+            &[
+                PAYMENT_SUCCEEDED,
+                PAYMENT_FAILED,
+                REFUND_COMPLETED,
+                PAYOUT_COMPLETED,
+            ],
             32,
             handler,
         )
@@ -290,6 +298,7 @@ impl Application {
             .add_service(SagaAdminServiceServer::new(api.clone()))
             .add_service(WaitingRoomServiceServer::new(api.clone()))
             .add_service(AuctionServiceServer::new(api.clone()))
+            .add_service(TransferServiceServer::new(api.clone()))
             .reflect(marquee_proto::DESCRIPTOR_SET)
             .depends_on(Dependency::postgres("booking", api.pool.clone()))
             .depends_on(redis)

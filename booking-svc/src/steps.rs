@@ -20,6 +20,10 @@ use crate::error::BookingError;
 /// The sweeper found the booking past its payment deadline.
 pub const DEADLINE: &str = "deadline";
 
+/// A transfer's steps on the recipient's booking: the offer accepted, the transfer
+/// completed.
+pub const TRANSFER: &str = "transfer";
+
 /// The steps only booking-svc records.
 pub trait BookingSteps {
     /// The booking was created (checkout), awaiting its payment of `total` by `method`.

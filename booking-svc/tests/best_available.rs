@@ -175,6 +175,7 @@ async fn event(
                     max_seats_per_buyer: max_per_buyer,
                 },
                 sections,
+                transfers: Default::default(),
             },
         )
         .await

@@ -269,6 +269,7 @@ async fn accounts_events_bookings_and_the_saga_through_the_database() {
                             rows: vec![seats("C", 2)],
                         },
                     ],
+                    transfers: Default::default(),
                 },
             )
             .await
@@ -532,6 +533,7 @@ async fn on_sale(rig: &Rig, seller: AccountId) -> Arc<EventInfo> {
                         rows: vec![seats("F", 2)],
                     },
                 ],
+                transfers: Default::default(),
             },
         )
         .await

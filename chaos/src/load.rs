@@ -262,6 +262,7 @@ impl Client {
             sale_starts_at: None,
             sale_ends_at: None,
             waiting_room: None,
+            transfers: None,
             sections: vec![SectionInput {
                 name: "GA".to_owned(),
                 price: Some(Money {

@@ -176,15 +176,14 @@ async fn bench(params: Params) -> bool {
     let mut refused = Vec::new();
     let start = Instant::now();
     for round in 0..3i64 {
-        let replies: Vec<(u16, Value, Instant, Duration)> = futures::stream::iter(
-            tokens.iter().enumerate(),
-        )
-        .map(|(i, token)| {
-            let amount = 10_000 + round * 2_000 + (i as i64 % 7) * 100;
-            let (client, url) = (&client, &url);
-            async move {
-                let sent = Instant::now();
-                let reply = client
+        let replies: Vec<(u16, Value, Instant, Duration)> =
+            futures::stream::iter(tokens.iter().enumerate())
+                .map(|(i, token)| {
+                    let amount = 10_000 + round * 2_000 + (i as i64 % 7) * 100;
+                    let (client, url) = (&client, &url);
+                    async move {
+                        let sent = Instant::now();
+                        let reply = client
                     .post(url)
                     .bearer_auth(token)
                     .json(
@@ -192,25 +191,25 @@ async fn bench(params: Params) -> bool {
                     )
                     .send()
                     .await;
-                let answered = Instant::now();
-                match reply {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let body = r.json::<Value>().await.unwrap_or(Value::Null);
-                        (status, body, answered, answered - sent)
+                        let answered = Instant::now();
+                        match reply {
+                            Ok(r) => {
+                                let status = r.status().as_u16();
+                                let body = r.json::<Value>().await.unwrap_or(Value::Null);
+                                (status, body, answered, answered - sent)
+                            }
+                            Err(e) => (
+                                0,
+                                json!({"message": e.to_string()}),
+                                answered,
+                                answered - sent,
+                            ),
+                        }
                     }
-                    Err(e) => (
-                        0,
-                        json!({"message": e.to_string()}),
-                        answered,
-                        answered - sent,
-                    ),
-                }
-            }
-        })
-        .buffer_unordered(params.in_flight)
-        .collect()
-        .await;
+                })
+                .buffer_unordered(params.in_flight)
+                .collect()
+                .await;
         for (status, body, answered, took) in replies {
             latency
                 .record(took.as_micros().max(1) as u64)

@@ -22,9 +22,12 @@ pub struct ConfirmedSeat {
 /// The oversell check: booking-svc's database against what buyers see.
 #[derive(Debug, Clone)]
 pub struct Oversell {
-    /// Seats in more than one active (not cancelled) booking. Must be empty.
+    /// Seats in more than one booking that owns or holds them (neither cancelled nor
+    /// transferred away: a TRANSFERRED booking's seats are its recipient's). Must be
+    /// empty.
     pub sold_twice: Vec<Uuid>,
-    /// Every seat of every confirmed booking.
+    /// Every seat of every confirmed booking (and of one being transferred, whose seats
+    /// stay sold to it until the transfer completes).
     pub confirmed: Vec<ConfirmedSeat>,
     /// Seats the seat map shows SOLD that no confirmed booking holds. Must be empty.
     pub sold_without_booking: Vec<String>,
@@ -38,7 +41,7 @@ impl Oversell {
     pub async fn check(booking_db: &PgPool, sold_on_map: &HashSet<String>) -> Self {
         let sold_twice: Vec<Uuid> = sqlx::query_scalar(
             "SELECT bs.seat_id FROM booking_seats bs JOIN bookings b ON b.id = bs.booking_id
-             WHERE b.status <> 'CANCELLED'
+             WHERE b.status NOT IN ('CANCELLED', 'TRANSFERRED')
              GROUP BY bs.seat_id HAVING count(*) > 1 ORDER BY bs.seat_id",
         )
         .fetch_all(booking_db)
@@ -46,7 +49,8 @@ impl Oversell {
         .expect("seats in two active bookings");
         let confirmed: Vec<ConfirmedSeat> = sqlx::query_as::<_, (Uuid, Uuid, i64)>(
             "SELECT b.buyer_id, bs.seat_id, bs.price_minor FROM bookings b
-             JOIN booking_seats bs ON bs.booking_id = b.id WHERE b.status = 'CONFIRMED'",
+             JOIN booking_seats bs ON bs.booking_id = b.id
+             WHERE b.status IN ('CONFIRMED', 'TRANSFERRING')",
         )
         .fetch_all(booking_db)
         .await
@@ -131,6 +135,9 @@ pub struct Money {
     pub captured_count: i64,
     /// Sum of the captured wallet payments.
     pub captured: i64,
+    /// Sum of the transfer payouts credited to previous owners (money that left the
+    /// captured payments of transfers' recipients for a wallet).
+    pub payouts: i64,
 }
 
 impl Money {
@@ -147,11 +154,19 @@ impl Money {
         .fetch_one(pay_db)
         .await
         .expect("captured payments");
+        let payouts: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(amount_minor), 0)::int8 FROM ledger_entries
+             WHERE kind = 'TRANSFER_PAYOUT'",
+        )
+        .fetch_one(pay_db)
+        .await
+        .expect("transfer payouts");
         Self {
             wallets,
             balances,
             captured_count,
             captured,
+            payouts,
         }
     }
 
@@ -160,19 +175,21 @@ impl Money {
         self.wallets * WELCOME_CREDIT_MINOR
     }
 
-    /// Balances plus captured payments equal the credits issued.
+    /// Balances plus captured payments, less what transfers paid out of them, equal
+    /// the credits issued.
     pub fn conserved(&self) -> bool {
-        self.balances + self.captured == self.issued()
+        self.balances + self.captured - self.payouts == self.issued()
     }
 
     /// Fails with the sums unless [`Money::conserved`].
     pub fn assert_conserved(&self) {
         assert!(
             self.conserved(),
-            "money was created or lost: balances {} + captured {} = {}, credits issued {} ({} wallets)",
+            "money was created or lost: balances {} + captured {} - payouts {} = {}, credits issued {} ({} wallets)",
             self.balances,
             self.captured,
-            self.balances + self.captured,
+            self.payouts,
+            self.balances + self.captured - self.payouts,
             self.issued(),
             self.wallets
         );

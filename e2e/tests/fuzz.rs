@@ -106,13 +106,16 @@ async fn schemathesis(label: &str, args: &[String], limit: Duration) -> Run {
 /// its quantity within the event's own per-buyer limit (`POST .../holds`); a search
 /// page token belongs to its own search, and a query needs a letter or digit of any
 /// script, which an ECMA pattern cannot say (`GET /v1/search/events`,
-/// `GET /v1/search/suggestions`); an auction's seats must be the event's and free, its
-/// close in the future, its prices in the event's currency (`POST .../auctions`), a bid
-/// at least the opening price and before the close, an award still awaiting payment
-/// (`POST /v1/auctions/...`). Every other check still applies to them.
+/// `GET /v1/search/suggestions`); a transfer's price must be more than 0, in the
+/// booking's currency and within its face value and the event's cap
+/// (`POST /v1/bookings/{bookingId}/transfer-offers`); an auction's seats must be the
+/// event's and free, its close in the future, its prices in the event's currency
+/// (`POST .../auctions`), a bid at least the opening price and before the close, an
+/// award still awaiting payment (`POST /v1/auctions/...`). Every other check still
+/// applies to them.
 const CONFIG: &str = r#"
 [[operations]]
-include-operation-id = ["CatalogService_CreateEvent", "BookingService_CreateHold", "SearchService_SearchEvents", "SearchService_Suggest", "AuctionService_CreateAuction", "AuctionService_PlaceBid", "AuctionService_PayAward", "AuctionService_DeclineAward"]
+include-operation-id = ["CatalogService_CreateEvent", "BookingService_CreateHold", "SearchService_SearchEvents", "SearchService_Suggest", "TransferService_CreateTransferOffer", "AuctionService_CreateAuction", "AuctionService_PlaceBid", "AuctionService_PayAward", "AuctionService_DeclineAward"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]
 "#;
 

@@ -205,6 +205,10 @@ fn idempotency_header(route: &Route) -> Option<(bool, &'static str)> {
             true,
             "Makes the checkout safe to retry: a retry with the same key returns the same booking.",
         )),
+        "marquee.booking.v1.AcceptTransferOfferRequest" => Some((
+            true,
+            "Makes the accept safe to retry: a retry with the same key returns the same booking.",
+        )),
         "marquee.booking.v1.CreateHoldRequest" => Some((
             false,
             "Optional: a retry with the same key returns the hold the first attempt made.",
@@ -233,6 +237,8 @@ const REQUIRED: &[&str] = &[
     "marquee.booking.v1.CreateAuctionRequest.opening_price",
     "marquee.booking.v1.CreateAuctionRequest.min_increment",
     "marquee.booking.v1.CreateAuctionRequest.closes_at",
+    "marquee.booking.v1.AcceptTransferOfferRequest.payment_method",
+    "marquee.booking.v1.CreateTransferOfferRequest.price",
     "marquee.search.v1.SearchEventsRequest.q",
     "marquee.search.v1.SuggestRequest.q",
 ];
@@ -335,6 +341,11 @@ fn field_rules(full_name: &str) -> Option<Json> {
                 "pattern": "^[!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~]$",
             })
         }
+        // Empty (an open listing) or an email as at sign-up.
+        "marquee.booking.v1.CreateTransferOfferRequest.recipient_email" => json!({
+            "maxLength": 254,
+            "pattern": "^$|^[!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~]$",
+        }),
         "marquee.booking.v1.SignUpRequest.password" => {
             json!({"minLength": 8, "maxLength": 128, "pattern": NO_CONTROLS})
         }
@@ -346,7 +357,8 @@ fn field_rules(full_name: &str) -> Option<Json> {
         "marquee.booking.v1.SignUpRequest.role" => json!({"enum": ["BUYER", "SELLER"]}),
         // An offset, as decimal text (booking-svc's `domain::page_offset`).
         "marquee.booking.v1.ListEventsRequest.page_token"
-        | "marquee.booking.v1.ListBookingsRequest.page_token" => {
+        | "marquee.booking.v1.ListBookingsRequest.page_token"
+        | "marquee.booking.v1.ListTransferListingsRequest.page_token" => {
             json!({"pattern": "^[0-9]{0,18}$"})
         }
         // search-svc: 0 is the default; more than the most is refused.
@@ -363,7 +375,8 @@ fn field_rules(full_name: &str) -> Option<Json> {
         }
         "marquee.search.v1.SearchEventsRequest.category" => json!({"maxLength": 50}),
         "marquee.booking.v1.CreateBookingRequest.payment_method"
-        | "marquee.booking.v1.PayAwardRequest.payment_method" => {
+        | "marquee.booking.v1.PayAwardRequest.payment_method"
+        | "marquee.booking.v1.AcceptTransferOfferRequest.payment_method" => {
             json!({"enum": ["WALLET", "CARD"]})
         }
         // 0 is the default, 600.
@@ -372,6 +385,10 @@ fn field_rules(full_name: &str) -> Option<Json> {
         }),
         "marquee.booking.v1.CreateAuctionRequest.seat_ids" => {
             json!({"minItems": 1, "maxItems": 100, "uniqueItems": true})
+        }
+        // 0 is the default, 100.
+        "marquee.booking.v1.TransferPolicy.max_price_percent" => {
+            json!({"minimum": 0, "maximum": 100})
         }
         "marquee.booking.v1.WaitingRoomSettings.admit_per_second"
         | "marquee.booking.v1.WaitingRoomSettings.max_shoppers" => {
@@ -384,7 +401,8 @@ fn field_rules(full_name: &str) -> Option<Json> {
         "marquee.booking.v1.CreateBookingRequest.idempotency_key" => {
             json!({"pattern": IDEMPOTENCY_KEY_PATTERN})
         }
-        "marquee.booking.v1.CreateHoldRequest.idempotency_key"
+        "marquee.booking.v1.AcceptTransferOfferRequest.idempotency_key"
+        | "marquee.booking.v1.CreateHoldRequest.idempotency_key"
         | "marquee.booking.v1.PayAwardRequest.idempotency_key" => {
             json!({"pattern": "^[!-~]{0,200}$"})
         }
@@ -499,8 +517,10 @@ fn message_schema(
 /// booking-svc's rules across the fields of a message, by full proto name.
 fn message_rules(full_name: &str) -> Option<Json> {
     Some(match full_name {
-        // WALLET without a card token, or CARD with the provider's token.
-        "marquee.booking.v1.CreateBookingRequest" => json!({"oneOf": [
+        // WALLET without a card token, or CARD with the provider's token (a checkout,
+        // or the accept of a transfer offer, which pays the same way).
+        "marquee.booking.v1.CreateBookingRequest"
+        | "marquee.booking.v1.AcceptTransferOfferRequest" => json!({"oneOf": [
             {
                 "properties": {
                     "paymentMethod": {"enum": ["WALLET"]},

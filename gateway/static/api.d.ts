@@ -191,6 +191,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/bookings/{bookingId}/transfer-offers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Offers the caller's CONFIRMED booking for transfer: to `recipient_email`, or to anyone (an open listing) when it is empty. One live offer per booking. */
+        post: operations["TransferService_CreateTransferOffer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/bookings/{bookingId}/transfers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The ticket's chain of owners, from the first purchase to the current owner. For the current and previous owners. */
+        get: operations["TransferService_ListBookingTransfers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/bookings/{bookingId}:cancel": {
         parameters: {
             query?: never;
@@ -356,6 +390,40 @@ export interface paths {
         /** The seat statuses of an event: a snapshot of every seat first, then each change as it happens. Reconnecting with Last-Event-ID resumes after that version; a version older than the replica's buffer yields a fresh snapshot. Public. */
         get: operations["RealtimeService_WatchSeats"];
         put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/events/{eventId}/transfer-offers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The event's open listings (offers to anyone), oldest first. Public. */
+        get: operations["TransferService_ListTransferListings"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/events/{eventId}/transfer-policy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Sets the event's transfer rule. The event's seller only. */
+        put: operations["TransferService_SetTransferPolicy"];
         post?: never;
         delete?: never;
         options?: never;
@@ -567,6 +635,41 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/transfer-offers/{offerId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An offer: for its owner, its named recipient, or anyone when it is an open listing. */
+        get: operations["TransferService_GetTransferOffer"];
+        put?: never;
+        post?: never;
+        /** Withdraws an offer nobody accepted yet. Its owner only. */
+        delete: operations["TransferService_WithdrawTransferOffer"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/transfer-offers/{offerId}:accept": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Accepts an offer: a new booking for the caller, PENDING_PAYMENT until the payment saga confirms it (then the seats are the caller's) or cancels it (then the offer is on offer again). Needs an `Idempotency-Key`: a retry returns the same booking. */
+        post: operations["TransferService_AcceptTransferOffer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/wallet": {
         parameters: {
             query?: never;
@@ -634,6 +737,24 @@ export interface components {
             alreadyRedriven?: string[] | null;
             notFound?: string[] | null;
             redriven?: string[] | null;
+        };
+        "marquee.booking.v1.AcceptTransferOfferRequest": {
+            cardToken?: string | null;
+            idempotencyKey?: string | null;
+            offerId?: string | null;
+            /** @enum {string} */
+            paymentMethod: "WALLET" | "CARD";
+        } & ({
+            cardToken?: string | null;
+            /** @enum {unknown} */
+            paymentMethod?: "WALLET";
+        } | {
+            cardToken: string;
+            /** @enum {unknown} */
+            paymentMethod?: "CARD";
+        });
+        "marquee.booking.v1.AcceptTransferOfferResponse": {
+            booking?: components["schemas"]["marquee.booking.v1.Booking"] | null;
         };
         "marquee.booking.v1.Account": {
             accountId?: string | null;
@@ -707,8 +828,9 @@ export interface components {
             paymentMethod?: "PAYMENT_METHOD_UNSPECIFIED" | "WALLET" | "CARD" | null;
             seats?: components["schemas"]["marquee.booking.v1.BookedSeat"][] | null;
             /** @enum {string|null} */
-            status?: "BOOKING_STATUS_UNSPECIFIED" | "PENDING_PAYMENT" | "CONFIRMED" | "CANCELLING" | "CANCELLED" | null;
+            status?: "BOOKING_STATUS_UNSPECIFIED" | "PENDING_PAYMENT" | "CONFIRMED" | "CANCELLING" | "CANCELLED" | "TRANSFERRING" | "TRANSFERRED" | null;
             total?: components["schemas"]["marquee.type.v1.Money"] | null;
+            transferOf?: string | null;
             /** Format: date-time */
             updatedAt?: string | null;
         };
@@ -761,6 +883,7 @@ export interface components {
             /** Format: date-time */
             startsAt?: string | null;
             title?: string | null;
+            transfers?: components["schemas"]["marquee.booking.v1.TransferPolicy"] | null;
             venue?: string | null;
             waitingRoom?: components["schemas"]["marquee.booking.v1.WaitingRoomSettings"] | null;
         };
@@ -784,6 +907,14 @@ export interface components {
             quantity: number;
             seatIds?: unknown[] | null;
         });
+        "marquee.booking.v1.CreateTransferOfferRequest": {
+            bookingId?: string | null;
+            price: components["schemas"]["marquee.type.v1.Money"] | null;
+            recipientEmail?: string | null;
+        };
+        "marquee.booking.v1.CreateTransferOfferResponse": {
+            offer?: components["schemas"]["marquee.booking.v1.TransferOffer"] | null;
+        };
         "marquee.booking.v1.DeclineAwardRequest": {
             auctionId?: string | null;
         };
@@ -809,11 +940,15 @@ export interface components {
             /** Format: date-time */
             startsAt?: string | null;
             title?: string | null;
+            transfers?: components["schemas"]["marquee.booking.v1.TransferPolicy"] | null;
             venue?: string | null;
             waitingRoom?: components["schemas"]["marquee.booking.v1.WaitingRoomSettings"] | null;
         };
         "marquee.booking.v1.GetAuctionResponse": {
             auction?: components["schemas"]["marquee.booking.v1.Auction"] | null;
+        };
+        "marquee.booking.v1.GetTransferOfferResponse": {
+            offer?: components["schemas"]["marquee.booking.v1.TransferOffer"] | null;
         };
         "marquee.booking.v1.Hold": {
             eventId?: string | null;
@@ -829,6 +964,9 @@ export interface components {
         "marquee.booking.v1.ListAuctionsResponse": {
             auctions?: components["schemas"]["marquee.booking.v1.Auction"][] | null;
         };
+        "marquee.booking.v1.ListBookingTransfersResponse": {
+            links?: components["schemas"]["marquee.booking.v1.TransferLink"][] | null;
+        };
         "marquee.booking.v1.ListBookingsResponse": {
             bookings?: components["schemas"]["marquee.booking.v1.Booking"][] | null;
             nextPageToken?: string | null;
@@ -839,6 +977,10 @@ export interface components {
         };
         "marquee.booking.v1.ListSeatsResponse": {
             seats?: components["schemas"]["marquee.booking.v1.Seat"][] | null;
+        };
+        "marquee.booking.v1.ListTransferListingsResponse": {
+            nextPageToken?: string | null;
+            offers?: components["schemas"]["marquee.booking.v1.TransferOffer"][] | null;
         };
         "marquee.booking.v1.LogInRequest": {
             email: string;
@@ -930,7 +1072,7 @@ export interface components {
             /** @enum {string|null} */
             paymentMethod?: "PAYMENT_METHOD_UNSPECIFIED" | "WALLET" | "CARD" | null;
             /** @enum {string|null} */
-            status?: "BOOKING_STATUS_UNSPECIFIED" | "PENDING_PAYMENT" | "CONFIRMED" | "CANCELLING" | "CANCELLED" | null;
+            status?: "BOOKING_STATUS_UNSPECIFIED" | "PENDING_PAYMENT" | "CONFIRMED" | "CANCELLING" | "CANCELLED" | "TRANSFERRING" | "TRANSFERRED" | null;
             /** Format: date-time */
             updatedAt?: string | null;
         };
@@ -1026,6 +1168,13 @@ export interface components {
             expiresAt?: string | null;
             tokenType?: string | null;
         };
+        "marquee.booking.v1.SetTransferPolicyRequest": {
+            eventId?: string | null;
+            transfers?: components["schemas"]["marquee.booking.v1.TransferPolicy"] | null;
+        };
+        "marquee.booking.v1.SetTransferPolicyResponse": {
+            event?: components["schemas"]["marquee.booking.v1.Event"] | null;
+        };
         "marquee.booking.v1.SignUpRequest": {
             displayName: string;
             email: string;
@@ -1038,7 +1187,41 @@ export interface components {
             at?: string | null;
             reason?: string | null;
             /** @enum {string|null} */
-            status?: "BOOKING_STATUS_UNSPECIFIED" | "PENDING_PAYMENT" | "CONFIRMED" | "CANCELLING" | "CANCELLED" | null;
+            status?: "BOOKING_STATUS_UNSPECIFIED" | "PENDING_PAYMENT" | "CONFIRMED" | "CANCELLING" | "CANCELLED" | "TRANSFERRING" | "TRANSFERRED" | null;
+        };
+        "marquee.booking.v1.TransferLink": {
+            bookingId?: string | null;
+            ownerId?: string | null;
+            price?: components["schemas"]["marquee.type.v1.Money"] | null;
+            /** Format: date-time */
+            transferredAt?: string | null;
+        };
+        "marquee.booking.v1.TransferOffer": {
+            bookingId?: string | null;
+            /** Format: date-time */
+            createdAt?: string | null;
+            eventId?: string | null;
+            offerId?: string | null;
+            ownerId?: string | null;
+            price?: components["schemas"]["marquee.type.v1.Money"] | null;
+            recipientEmail?: string | null;
+            seats?: components["schemas"]["marquee.booking.v1.TransferSeat"][] | null;
+            /** @enum {string|null} */
+            status?: "TRANSFER_OFFER_STATUS_UNSPECIFIED" | "TRANSFER_OFFER_STATUS_OFFERED" | "TRANSFER_OFFER_STATUS_ACCEPTED" | "TRANSFER_OFFER_STATUS_COMPLETED" | "TRANSFER_OFFER_STATUS_WITHDRAWN" | null;
+            transferBookingId?: string | null;
+            /** Format: date-time */
+            updatedAt?: string | null;
+        };
+        "marquee.booking.v1.TransferPolicy": {
+            allowed?: boolean | null;
+            /** Format: int32 */
+            maxPricePercent?: number | null;
+        };
+        "marquee.booking.v1.TransferSeat": {
+            number?: string | null;
+            row?: string | null;
+            seatId?: string | null;
+            section?: string | null;
         };
         "marquee.booking.v1.WaitingRoomSettings": {
             /** Format: int32 */
@@ -1054,6 +1237,9 @@ export interface components {
         } | {
             maxShoppers: number;
         };
+        "marquee.booking.v1.WithdrawTransferOfferResponse": {
+            offer?: components["schemas"]["marquee.booking.v1.TransferOffer"] | null;
+        };
         "marquee.pay.v1.LedgerEntry": {
             amount?: components["schemas"]["marquee.type.v1.Money"] | null;
             balanceAfter?: components["schemas"]["marquee.type.v1.Money"] | null;
@@ -1062,7 +1248,7 @@ export interface components {
             createdAt?: string | null;
             entryId?: string | null;
             /** @enum {string|null} */
-            kind?: "ENTRY_KIND_UNSPECIFIED" | "WELCOME_CREDIT" | "PAYMENT" | "REFUND" | null;
+            kind?: "ENTRY_KIND_UNSPECIFIED" | "WELCOME_CREDIT" | "PAYMENT" | "REFUND" | "TRANSFER_PAYOUT" | null;
         };
         "marquee.pay.v1.Wallet": {
             accountId?: string | null;
@@ -1569,6 +1755,72 @@ export interface operations {
             };
         };
     };
+    TransferService_CreateTransferOffer: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bookingId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["marquee.booking.v1.CreateTransferOfferRequest"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.CreateTransferOfferResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    TransferService_ListBookingTransfers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bookingId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.ListBookingTransfersResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
     BookingService_CancelBooking: {
         parameters: {
             query?: never;
@@ -1996,6 +2248,75 @@ export interface operations {
             };
         };
     };
+    TransferService_ListTransferListings: {
+        parameters: {
+            query?: {
+                pageSize?: number;
+                pageToken?: string;
+            };
+            header?: never;
+            path: {
+                eventId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.ListTransferListingsResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    TransferService_SetTransferPolicy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                eventId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["marquee.booking.v1.SetTransferPolicyRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.SetTransferPolicyResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
     WaitingRoomService_ConfigureWaitingRoom: {
         parameters: {
             query?: never;
@@ -2370,6 +2691,106 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["marquee.booking.v1.Session"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    TransferService_GetTransferOffer: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                offerId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.GetTransferOfferResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    TransferService_WithdrawTransferOffer: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                offerId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.WithdrawTransferOfferResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    TransferService_AcceptTransferOffer: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Makes the accept safe to retry: a retry with the same key returns the same booking. */
+                "Idempotency-Key": string;
+            };
+            path: {
+                offerId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["marquee.booking.v1.AcceptTransferOfferRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.AcceptTransferOfferResponse"];
                 };
             };
             /** @description An error. */

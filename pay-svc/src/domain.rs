@@ -167,6 +167,7 @@ string_enum!(
         WelcomeCredit => "WELCOME_CREDIT",
         Payment => "PAYMENT",
         Refund => "REFUND",
+        TransferPayout => "TRANSFER_PAYOUT",
     }
 );
 
@@ -353,6 +354,17 @@ fn valid_card_token(token: &str) -> bool {
 pub struct RefundRequest {
     pub booking_id: BookingId,
     pub account_id: AccountId,
+    pub reason: String,
+}
+
+/// A transfer's payout as received: credit `amount` to `account_id` once per
+/// `payout_id` (the recipient's booking).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutRequest {
+    pub payout_id: BookingId,
+    pub account_id: AccountId,
+    pub amount: Amount,
+    pub currency: Currency,
     pub reason: String,
 }
 

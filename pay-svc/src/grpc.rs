@@ -121,6 +121,7 @@ fn kind_to_proto(kind: EntryKind) -> ProtoEntryKind {
         EntryKind::WelcomeCredit => ProtoEntryKind::WelcomeCredit,
         EntryKind::Payment => ProtoEntryKind::Payment,
         EntryKind::Refund => ProtoEntryKind::Refund,
+        EntryKind::TransferPayout => ProtoEntryKind::TransferPayout,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The saga consumer: AccountOpened (which opens the wallet with its welcome credit),
-//! PaymentRequested and RefundRequested in, PaymentSucceeded, PaymentFailed and
-//! RefundCompleted out through the outbox. Each message is one
+//! PaymentRequested, RefundRequested and PayoutRequested in, PaymentSucceeded,
+//! PaymentFailed, RefundCompleted and PayoutCompleted out through the outbox. Each message is one
 //! transaction: inbox claim, effect and reply commit together, and the bus acks only
 //! after that commit. Protobuf stops here.
 
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     AccountId, Amount, BookingId, ChargeRequest, Currency, EntryKind, FailureReason, Money,
-    Payment, PaymentId, PaymentMethod, PaymentStatus, RefundRequest,
+    Payment, PaymentId, PaymentMethod, PaymentStatus, PayoutRequest, RefundRequest,
 };
 use crate::entity::payments;
 use crate::error::PayError;
@@ -23,8 +23,8 @@ use crate::resolver::Wake;
 use crate::steps::{self, Steps};
 use crate::store;
 pub use marquee_proto::kinds::{
-    ACCOUNT_OPENED, PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, REFUND_COMPLETED,
-    REFUND_REQUESTED,
+    ACCOUNT_OPENED, PAYMENT_FAILED, PAYMENT_REQUESTED, PAYMENT_SUCCEEDED, PAYOUT_COMPLETED,
+    PAYOUT_REQUESTED, REFUND_COMPLETED, REFUND_REQUESTED,
 };
 
 /// The inbox consumer name of this service.
@@ -33,7 +33,12 @@ pub const CONSUMER: &str = "pay-svc";
 /// sends it, account openings included.
 pub const QUEUE: &str = "pay.payment-requests";
 /// The routing keys bound to [`QUEUE`].
-pub const ROUTING_KEYS: &[&str] = &[PAYMENT_REQUESTED, REFUND_REQUESTED, ACCOUNT_OPENED];
+pub const ROUTING_KEYS: &[&str] = &[
+    PAYMENT_REQUESTED,
+    REFUND_REQUESTED,
+    ACCOUNT_OPENED,
+    PAYOUT_REQUESTED,
+];
 
 /// A saga message this service handles, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +47,8 @@ pub enum Command {
     Open(AccountId),
     Charge(ChargeRequest),
     Refund(RefundRequest),
+    /// A ticket transfer completed: credit the previous owner.
+    Payout(PayoutRequest),
 }
 
 impl Command {
@@ -82,6 +89,23 @@ impl Command {
                     reason: m.reason,
                 }))
             }
+            PAYOUT_REQUESTED => {
+                let m = saga::PayoutRequested::decode(envelope.payload.as_slice())
+                    .map_err(|e| malformed(e.to_string()))?;
+                let amount = m.amount.unwrap_or_default();
+                Ok(Self::Payout(PayoutRequest {
+                    payout_id: BookingId(uuid("payout_id", &m.payout_id)?),
+                    account_id: AccountId(uuid("account_id", &m.account_id)?),
+                    amount: Amount::positive(amount.amount_minor).ok_or_else(|| {
+                        malformed(format!("amount {} is not positive", amount.amount_minor))
+                    })?,
+                    currency: amount
+                        .currency
+                        .parse()
+                        .map_err(|e| malformed(format!("currency: {e}")))?,
+                    reason: m.reason,
+                }))
+            }
             other => Err(PayError::UnknownKind(other.to_owned())),
         }
     }
@@ -110,6 +134,11 @@ pub enum Outcome {
     RefundInFlight,
     RefundReplayed,
     NothingToRefund,
+    /// A transfer's payout was credited.
+    PaidOut,
+    /// The payout was credited before (another message for it); its completion was
+    /// sent again.
+    PayoutReplayed,
 }
 
 impl Outcome {
@@ -123,6 +152,7 @@ impl Outcome {
             )
             .increment(1),
             Self::Refunded => metrics::counter!("refunds_total").increment(1),
+            Self::PaidOut => metrics::counter!("payouts_total").increment(1),
             Self::Duplicate
             | Self::WalletOpened
             | Self::CardPending
@@ -132,7 +162,8 @@ impl Outcome {
             | Self::RefundDeferred
             | Self::RefundInFlight
             | Self::RefundReplayed
-            | Self::NothingToRefund => {}
+            | Self::NothingToRefund
+            | Self::PayoutReplayed => {}
         }
     }
 
@@ -152,6 +183,8 @@ impl Outcome {
             Self::RefundInFlight => "refund under way".to_owned(),
             Self::RefundReplayed => "completion sent again".to_owned(),
             Self::NothingToRefund => "nothing to refund".to_owned(),
+            Self::PaidOut => "paid out".to_owned(),
+            Self::PayoutReplayed => "payout completion sent again".to_owned(),
         }
     }
 
@@ -228,6 +261,13 @@ impl SagaConsumer {
             Command::Refund(request) => {
                 steps.received(&envelope.kind, envelope.message_id, "");
                 refund(&tx, envelope.saga_id, request, &mut steps).await?
+            }
+            Command::Payout(request) => {
+                steps.received(&envelope.kind, envelope.message_id, "");
+                if store::ensure_wallet(&tx, request.account_id, self.welcome_credit).await? {
+                    opened = Some(request.account_id);
+                }
+                payout(&tx, envelope.saga_id, request, &mut steps).await?
             }
         };
         steps.outcome(&outcome.label());
@@ -387,6 +427,65 @@ impl SagaConsumer {
             }
         }
     }
+}
+
+/// Credits a transfer's payout to the previous owner's wallet (which exists: the caller
+/// ensured it) with a TRANSFER_PAYOUT ledger entry, and answers `payout.completed`. A
+/// payout already credited (the same payout asked again, e.g. a redriven message under
+/// a new id) is not credited twice: its completion is sent again.
+async fn payout(
+    tx: &DatabaseTransaction,
+    saga_id: Uuid,
+    request: PayoutRequest,
+    steps: &mut Steps,
+) -> Result<Outcome, PayError> {
+    let amount = Money {
+        amount_minor: request.amount.minor(),
+        currency: request.currency.clone(),
+    };
+    let outcome = if store::payout_credited(tx, request.payout_id).await? {
+        tracing::info!(payout_id = %request.payout_id, "payout already credited; resending completion");
+        Outcome::PayoutReplayed
+    } else {
+        let balance_after =
+            store::credit(tx, request.account_id, request.amount, &request.currency).await?;
+        store::insert_entry(
+            tx,
+            request.account_id,
+            EntryKind::TransferPayout,
+            &amount,
+            balance_after,
+            Some(request.payout_id),
+            None,
+        )
+        .await?;
+        steps.note(
+            steps::WALLET,
+            "credited",
+            &format!(
+                "{} {}, balance after {balance_after} ({})",
+                amount.amount_minor,
+                amount.currency.as_str(),
+                request.reason
+            ),
+        );
+        tracing::info!(
+            payout_id = %request.payout_id,
+            account_id = %request.account_id,
+            amount_minor = amount.amount_minor,
+            "transfer payout credited"
+        );
+        Outcome::PaidOut
+    };
+    let payload = saga::PayoutCompleted {
+        payout_id: request.payout_id.to_string(),
+        account_id: request.account_id.to_string(),
+        amount: Some(money(amount.amount_minor, amount.currency.as_str())),
+    }
+    .encode_to_vec();
+    let id = enqueue(tx, PAYOUT_COMPLETED, saga_id, payload).await?;
+    steps.sent(PAYOUT_COMPLETED, id);
+    Ok(outcome)
 }
 
 async fn refund(

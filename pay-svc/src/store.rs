@@ -362,6 +362,19 @@ pub async fn credit(
     }
 }
 
+/// Whether the transfer payout `payout` (the recipient's booking) was credited.
+pub async fn payout_credited(
+    db: &impl ConnectionTrait,
+    payout: BookingId,
+) -> Result<bool, PayError> {
+    let found = ledger_entries::Entity::find()
+        .filter(ledger_entries::Column::BookingId.eq(payout.0))
+        .filter(ledger_entries::Column::Kind.eq(EntryKind::TransferPayout.as_str()))
+        .one(db)
+        .await?;
+    Ok(found.is_some())
+}
+
 /// Appends a ledger entry.
 pub async fn insert_entry(
     db: &impl ConnectionTrait,

@@ -77,7 +77,12 @@ impl TestApp {
         });
         bus.consume(
             REPLY_QUEUE,
-            &["payment.succeeded", "payment.failed", "refund.completed"],
+            &[
+                "payment.succeeded",
+                "payment.failed",
+                "refund.completed",
+                "payout.completed",
+            ],
             1,
             handler,
         )
@@ -370,6 +375,67 @@ async fn insufficient_funds_and_bad_requests_fail_without_touching_the_balance()
     }
     assert_eq!(app.entries(buyer, "PAYMENT").await, 0);
     assert_eq!(app.entries(buyer, "WELCOME_CREDIT").await, 1);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_transfer_payout_credits_the_previous_owner_once() {
+    let mut app = TestApp::spawn().await;
+    let (payout, owner) = (Uuid::new_v4(), Uuid::new_v4());
+    app.open_account(owner).await;
+    app.await_wallet(owner).await;
+    let payload = saga::PayoutRequested {
+        payout_id: payout.to_string(),
+        account_id: owner.to_string(),
+        amount: Some(marquee_proto::Money {
+            amount_minor: 45_000,
+            currency: "KRW".to_owned(),
+        }),
+        reason: "ticket transfer".to_owned(),
+    }
+    .encode_to_vec();
+    let first = envelope("payout.requested", payout, payload.clone());
+    app.publish(&first).await;
+    let reply = app.next_reply().await;
+    assert_eq!(reply.kind, "payout.completed");
+    assert_eq!(reply.saga_id, payout);
+    let completed = saga::PayoutCompleted::decode(reply.payload.as_slice()).expect("decode");
+    assert_eq!(completed.payout_id, payout.to_string());
+    assert_eq!(completed.amount.map(|m| m.amount_minor), Some(45_000));
+    assert_eq!(app.balance(owner).await, 145_000);
+
+    // Redelivered (the same message id): no effect, no reply.
+    app.publish(&first).await;
+    app.assert_no_reply(Duration::from_secs(1)).await;
+    // The same payout under a new message id (a redrive): completed again, not paid again.
+    app.publish(&envelope("payout.requested", payout, payload))
+        .await;
+    assert_eq!(app.next_reply().await.kind, "payout.completed");
+    assert_eq!(app.balance(owner).await, 145_000);
+    assert_eq!(app.entries(owner, "TRANSFER_PAYOUT").await, 1);
+
+    // The wallet shows the payout.
+    let mut client = app.grpc().await;
+    let mut request = tonic::Request::new(marquee_proto::pay::GetWalletRequest { page_size: 10 });
+    let token = TokenKeys::new(JWT_SECRET, chrono::Duration::hours(1))
+        .issue(&owner.to_string(), "BUYER")
+        .expect("token")
+        .0;
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let wallet = client
+        .get_wallet(request)
+        .await
+        .expect("wallet")
+        .into_inner();
+    assert!(
+        wallet.entries.iter().any(|e| e.kind
+            == marquee_proto::pay::EntryKind::TransferPayout as i32
+            && e.amount.as_ref().map(|m| m.amount_minor) == Some(45_000)),
+        "{wallet:?}"
+    );
     app.teardown().await;
 }
 

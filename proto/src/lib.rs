@@ -70,6 +70,10 @@ pub mod kinds {
     pub const REFUND_REQUESTED: &str = "refund.requested";
     /// Saga: pay-svc → booking-svc (`saga::RefundCompleted`).
     pub const REFUND_COMPLETED: &str = "refund.completed";
+    /// Saga: booking-svc → pay-svc, a completed transfer's payout (`saga::PayoutRequested`).
+    pub const PAYOUT_REQUESTED: &str = "payout.requested";
+    /// Saga: pay-svc → booking-svc (`saga::PayoutCompleted`).
+    pub const PAYOUT_COMPLETED: &str = "payout.completed";
     /// booking-svc → pay-svc, when an account is created (`saga::AccountOpened`).
     pub const ACCOUNT_OPENED: &str = "account.opened";
     /// Notification: booking-svc → realtime-svc (`booking::SeatChanges`).

@@ -1,9 +1,12 @@
 //! `bookings`: one per checked-out hold (`bookings_hold_id_key`), at most one per
 //! buyer and idempotency key ([`IDEMPOTENCY_KEY`]); a buyer's are listed newest first
 //! (`bookings_buyer_id_created_at_idx`). The status is one of PENDING_PAYMENT,
-//! CONFIRMED, CANCELLING, CANCELLED (`bookings_status_check`); the sweeper finds those
+//! CONFIRMED, CANCELLING, CANCELLED, TRANSFERRING, TRANSFERRED (`bookings_status_check`); the sweeper finds those
 //! past their payment deadline by status and age (`bookings_status_created_at_idx`).
-//! The payment method is WALLET or CARD (`bookings_payment_method_check`).
+//! The payment method is WALLET or CARD (`bookings_payment_method_check`). A booking
+//! made by accepting a transfer offer names the booking it takes over in `transfer_of`
+//! (`bookings_transfer_of_fkey`; at most one of them PENDING_PAYMENT,
+//! `bookings_transfer_of_pending_key`).
 
 use sea_orm::entity::prelude::*;
 
@@ -36,6 +39,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// The auction whose award this booking pays for (`bookings_auction_id_fkey`).
     pub auction_id: Option<Uuid>,
+    /// The booking this one took over by a transfer (`transfer_of`).
+    pub transfer_of: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

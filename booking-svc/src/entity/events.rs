@@ -1,7 +1,8 @@
 //! `events`: what a seller puts on sale. Its sale window is non-empty
 //! (`events_sale_window_check`) and its per-buyer limit positive
 //! (`events_max_seats_per_buyer_check`); listed by start time
-//! (`events_starts_at_id_idx`).
+//! (`events_starts_at_id_idx`). Its transfer rule: `transfers_allowed` and
+//! `transfer_max_price_percent` (1..=100, `events_transfer_max_price_percent_check`).
 
 use sea_orm::entity::prelude::*;
 
@@ -26,6 +27,8 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub currency: String,
     pub created_at: DateTimeUtc,
+    pub transfers_allowed: bool,
+    pub transfer_max_price_percent: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

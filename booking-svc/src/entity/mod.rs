@@ -13,4 +13,5 @@ pub mod bookings;
 pub mod events;
 pub mod seats;
 pub mod sections;
+pub mod transfer_offers;
 pub mod waiting_rooms;

@@ -11,6 +11,7 @@ use crate::catalog::{
 use crate::domain::{
     self, Account, AccountId, Booking, Currency, EventId, HoldGranted, HoldSelection, Money,
     Payment, PaymentMethod, Role, SagaStep, SagaTimeline, SeatId, SeatStatus, StepService,
+    TransferPolicy,
 };
 use crate::error::BookingError;
 
@@ -68,6 +69,7 @@ pub fn booking_pb(b: &Booking) -> pb::Booking {
                 at: timestamp(change.at),
             })
             .collect(),
+        transfer_of: b.transfer_of.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 
@@ -360,6 +362,25 @@ pub fn time(
 
 const MAX_SEATS_PER_EVENT: usize = 50_000;
 
+/// An event's transfer rule from a request: absent is the default (allowed, at up to
+/// face value).
+pub fn transfer_policy(
+    field_percent: &'static str,
+    policy: Option<&pb::TransferPolicy>,
+) -> Result<TransferPolicy, BookingError> {
+    match policy {
+        None => Ok(TransferPolicy::default()),
+        Some(p) => TransferPolicy::parse(field_percent, p.allowed, p.max_price_percent),
+    }
+}
+
+pub fn transfer_policy_pb(policy: TransferPolicy) -> pb::TransferPolicy {
+    pb::TransferPolicy {
+        allowed: Some(policy.allowed()),
+        max_price_percent: i32::from(policy.max_price_percent()),
+    }
+}
+
 pub fn parse_create_event(
     req: pb::CreateEventRequest,
     default_max_seats: u32,
@@ -394,6 +415,7 @@ pub fn parse_create_event(
             ));
         }
     };
+    let transfers = transfer_policy("transfers.maxPricePercent", req.transfers.as_ref())?;
     if req.sections.is_empty() {
         return Err(BookingError::invalid(
             "sections",
@@ -507,5 +529,6 @@ pub fn parse_create_event(
             max_seats_per_buyer,
         },
         sections,
+        transfers,
     })
 }

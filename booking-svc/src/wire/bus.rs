@@ -4,14 +4,16 @@
 use chrono::{DateTime, Utc};
 use marquee_infra::bus::Envelope;
 use marquee_proto::booking as pb;
-use marquee_proto::kinds::{PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_COMPLETED};
+use marquee_proto::kinds::{PAYMENT_FAILED, PAYMENT_SUCCEEDED, PAYOUT_COMPLETED, REFUND_COMPLETED};
 use marquee_proto::saga;
 use prost::Message;
 use uuid::Uuid;
 
 use super::{event_pb, money, status_pb, timestamp};
 use crate::catalog::EventInfo;
-use crate::domain::{AccountId, BookingId, BookingMoved, Money, Payment, SeatChange, SeatsChanged};
+use crate::domain::{
+    AccountId, BookingId, BookingMoved, Currency, Money, Payment, SeatChange, SeatsChanged,
+};
 
 /// `payment.requested`: charge `total` for `booking` to `buyer` as `payment` says; with
 /// a card, its token travels in `card_token` (a PSP token, never a card number). The
@@ -45,6 +47,23 @@ pub fn refund_requested(booking: BookingId, buyer: AccountId, reason: &str) -> V
     .encode_to_vec()
 }
 
+/// `payout.requested`: credit `amount` to `account`'s wallet for the transfer that
+/// `payout` (the recipient's booking) completed.
+pub fn payout_requested(
+    payout: BookingId,
+    account: AccountId,
+    amount: &Money,
+    reason: &str,
+) -> Vec<u8> {
+    saga::PayoutRequested {
+        payout_id: payout.to_string(),
+        account_id: account.to_string(),
+        amount: money(amount),
+        reason: reason.to_owned(),
+    }
+    .encode_to_vec()
+}
+
 /// `account.opened`: pay-svc opens the account's wallet.
 pub fn account_opened(account: AccountId, opened_at: DateTime<Utc>) -> Vec<u8> {
     saga::AccountOpened {
@@ -58,8 +77,14 @@ pub fn account_opened(account: AccountId, opened_at: DateTime<Utc>) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SagaReply {
     PaymentSucceeded,
-    PaymentFailed { reason: String },
+    PaymentFailed {
+        reason: String,
+    },
     RefundCompleted,
+    /// A transfer's payout was credited.
+    PayoutCompleted {
+        amount: Money,
+    },
 }
 
 /// Why a saga reply could not be read: it will never be readable (dead-letter it).
@@ -92,6 +117,20 @@ pub fn saga_reply(kind: &str, payload: &[u8]) -> Result<SagaReply, ReplyError> {
         REFUND_COMPLETED => saga::RefundCompleted::decode(payload)
             .map(|_| SagaReply::RefundCompleted)
             .map_err(malformed),
+        PAYOUT_COMPLETED => {
+            let m = saga::PayoutCompleted::decode(payload).map_err(malformed)?;
+            let amount = m.amount.unwrap_or_default();
+            Ok(SagaReply::PayoutCompleted {
+                amount: Money {
+                    amount_minor: amount.amount_minor,
+                    // Only for the timeline: a currency pay-svc wrote is shown as KRW
+                    // when it cannot be read.
+                    currency: Currency::parse("currency", &amount.currency)
+                        .or_else(|_| Currency::parse("currency", "KRW"))
+                        .map_err(|_| ReplyError::UnknownKind(kind.to_owned()))?,
+                },
+            })
+        }
         other => Err(ReplyError::UnknownKind(other.to_owned())),
     }
 }

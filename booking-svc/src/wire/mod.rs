@@ -10,6 +10,7 @@ pub mod api;
 pub mod auction;
 pub mod bus;
 pub mod queue;
+pub mod transfer;
 
 use chrono::{DateTime, Utc};
 use marquee_proto::booking as pb;
@@ -50,6 +51,8 @@ pub fn status_pb(s: BookingStatus) -> pb::BookingStatus {
         BookingStatus::Confirmed => pb::BookingStatus::Confirmed,
         BookingStatus::Cancelling => pb::BookingStatus::Cancelling,
         BookingStatus::Cancelled => pb::BookingStatus::Cancelled,
+        BookingStatus::Transferring => pb::BookingStatus::Transferring,
+        BookingStatus::Transferred => pb::BookingStatus::Transferred,
     }
 }
 
@@ -79,5 +82,6 @@ pub fn event_pb(e: &EventInfo) -> pb::Event {
         seat_count: count(e.seats.len()),
         created_at: timestamp(e.created_at),
         waiting_room: None,
+        transfers: None,
     }
 }

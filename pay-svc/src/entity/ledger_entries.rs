@@ -1,5 +1,6 @@
 //! `ledger_entries`: every balance change, append-only. At most one welcome credit per
-//! account, and one debit and one refund per payment.
+//! account, one debit and one refund per payment, and one transfer payout per
+//! recipient's booking (`ledger_entries_one_payout_key`).
 
 use sea_orm::entity::prelude::*;
 
@@ -11,7 +12,7 @@ pub struct Model {
     #[sea_orm(unique)]
     pub entry_id: Uuid,
     pub account_id: Uuid,
-    /// WELCOME_CREDIT, PAYMENT or REFUND ([`crate::domain::EntryKind`]).
+    /// WELCOME_CREDIT, PAYMENT, REFUND or TRANSFER_PAYOUT ([`crate::domain::EntryKind`]).
     #[sea_orm(column_type = "Text")]
     pub kind: String,
     /// Signed: a payment is negative.
