@@ -286,6 +286,15 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
     assert!(cheap.len() >= 2, "{seats:?}");
     let (a_email, a_token) = buyer(&system, "Ana").await;
     let (b_email, _) = buyer(&system, "Ben").await;
+    // A seller with two-factor sign-in, who logs in on the page with a code the script
+    // computes (for a step after the confirmation's).
+    let (_, seller_email) = system.sign_up("SELLER").await;
+    let password_only = system
+        .log_in(&seller_email, json!({}))
+        .await
+        .str("/accessToken");
+    let (authenticator, _) = system.enroll_two_factor(&password_only).await;
+    system.await_wallet(&password_only).await;
 
     // More than a page of events with Korean titles, searchable (issue 13).
     let mut catalog = catalog(&system, &search).await;
@@ -310,6 +319,13 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
         .env("BUYER_A_PASSWORD", PASSWORD)
         .env("BUYER_B_EMAIL", &b_email)
         .env("BUYER_B_PASSWORD", PASSWORD)
+        .env("SELLER_EMAIL", &seller_email)
+        .env("SELLER_PASSWORD", PASSWORD)
+        .env("SELLER_SECRET", &authenticator.secret)
+        .env(
+            "SELLER_AFTER_STEP",
+            authenticator.last_step().unwrap_or(0).to_string(),
+        )
         .env("WAITING_ROOMS", json!([live_room, polled_room]).to_string())
         .env("CATALOG", catalog.to_string())
         .env("CHROMIUM", &chromium)

@@ -106,10 +106,12 @@ async fn schemathesis(label: &str, args: &[String], limit: Duration) -> Run {
 /// its quantity within the event's own per-buyer limit (`POST .../holds`); a search
 /// page token belongs to its own search, and a query needs a letter or digit of any
 /// script, which an ECMA pattern cannot say (`GET /v1/search/events`,
-/// `GET /v1/search/suggestions`). Every other check still applies to them.
+/// `GET /v1/search/suggestions`); a two-factor confirmation's code must be the
+/// authenticator's current one, and there must be an enrolment to confirm
+/// (`POST /v1/me/two-factor:confirm`). Every other check still applies to them.
 const CONFIG: &str = r#"
 [[operations]]
-include-operation-id = ["CatalogService_CreateEvent", "BookingService_CreateHold", "SearchService_SearchEvents", "SearchService_Suggest"]
+include-operation-id = ["CatalogService_CreateEvent", "BookingService_CreateHold", "SearchService_SearchEvents", "SearchService_Suggest", "AccountService_ConfirmTwoFactor"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]
 "#;
 
