@@ -6,7 +6,8 @@ signs up and logs in, joins the queue (`POST /v1/events/{id}/queue`), then follo
 its ticket (`GET /v1/queue/{ticketId}`, once a second, as the reference page does
 when its live stream is unavailable) until it is admitted, and stops.
 
-At the start of the test one seller signs up, creates an event and opens its waiting
+At the start of the test one seller signs up, enrolls a TOTP authenticator and logs in
+with a code (selling needs two-factor sign-in), creates an event and opens its waiting
 room now at `WR_ADMIT_PER_SEC` buyers a second (or set `WR_EVENT_ID` to queue for an
 event whose room you opened yourself).
 
@@ -22,8 +23,12 @@ Custom entries in Locust's table: `queue: admitted` (time from join to admission
 earlier one whose answer had already arrived: it must never happen).
 """
 
+import base64
 import bisect
+import hashlib
+import hmac
 import os
+import struct
 import threading
 import time
 import uuid
@@ -44,7 +49,7 @@ _answered_at = []  # when each join was answered, in answer order
 _prefix_max = []  # the largest number among the joins answered up to each of those
 
 
-def _account(client, role):
+def _account(client, role, with_email=False):
     email = f"locust-{role.lower()}-{uuid.uuid4().hex}@example.com"
     body = {"email": email, "password": PASSWORD, "displayName": "Locust", "role": role}
     with client.post("/v1/accounts", json=body, name="sign up", catch_response=True) as r:
@@ -60,6 +65,53 @@ def _account(client, role):
         if r.status_code != 201:
             r.failure(f"log-in: {r.status_code} {r.text}")
             raise StopUser()
+        token = r.json()["accessToken"]
+        return (email, token) if with_email else token
+
+
+def _totp(secret, at):
+    """The 6-digit TOTP code (RFC 6238: HMAC-SHA1, 30 s steps) of `secret` (base32) at
+    Unix time `at`."""
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    digest = hmac.new(key, struct.pack(">Q", int(at) // 30), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
+    return f"{value % 1_000_000:06d}"
+
+
+def _seller(client):
+    """A seller that can sell: selling needs a session created with two-factor sign-in,
+    so it enrolls a TOTP authenticator, confirms it with the current step's code and
+    logs in again with the next step's (each step is accepted once)."""
+    email, token = _account(client, "SELLER", with_email=True)
+    headers = {"authorization": f"Bearer {token}"}
+    with client.post(
+        "/v1/me/two-factor", headers=headers, json={}, name="two-factor enrol", catch_response=True
+    ) as r:
+        if r.status_code != 201:
+            r.failure(f"two-factor enrolment: {r.status_code} {r.text}")
+            raise StopUser()
+        secret = r.json()["secret"]
+    now = time.time()
+    with client.post(
+        "/v1/me/two-factor:confirm",
+        headers=headers,
+        json={"code": _totp(secret, now)},
+        name="two-factor confirm",
+        catch_response=True,
+    ) as r:
+        if r.status_code != 200:
+            r.failure(f"two-factor confirmation: {r.status_code} {r.text}")
+            raise StopUser()
+    with client.post(
+        "/v1/sessions",
+        json={"email": email, "password": PASSWORD, "code": _totp(secret, now + 30)},
+        name="log in with a code",
+        catch_response=True,
+    ) as r:
+        if r.status_code != 201:
+            r.failure(f"log-in with a code: {r.status_code} {r.text}")
+            raise StopUser()
         return r.json()["accessToken"]
 
 
@@ -73,7 +125,7 @@ def create_event(environment, **_kwargs):
     client = HttpSession(
         base_url=environment.host, request_event=environment.events.request, user=None
     )
-    seller = _account(client, "SELLER")
+    seller = _seller(client)
     headers = {"authorization": f"Bearer {seller}"}
     starts = (datetime.now(timezone.utc) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     rows = [

@@ -140,6 +140,125 @@ impl fmt::Debug for Password {
     }
 }
 
+/// A TOTP code as a user types it: exactly six ASCII digits (surrounding spaces
+/// trimmed). Whether it is right is for [`crate::two_factor`] to say.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TotpCode(String);
+
+impl TotpCode {
+    pub fn parse(field: &'static str, value: &str) -> Result<Self, BookingError> {
+        let value = value.trim();
+        if value.len() != 6 || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BookingError::invalid(field, "must be 6 digits"));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Never shows the code.
+impl fmt::Debug for TotpCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TotpCode(..)")
+    }
+}
+
+/// The letters of a recovery code: RFC 4648's base32 alphabet, lowercase.
+pub const RECOVERY_CODE_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+/// Characters of a recovery code (80 bits), shown in groups of four.
+pub const RECOVERY_CODE_LEN: usize = 16;
+
+/// A two-factor recovery code: 16 characters of [`RECOVERY_CODE_ALPHABET`], shown as
+/// `xxxx-xxxx-xxxx-xxxx`; parsed in any case, with or without the dashes and spaces.
+/// Held in its canonical form (lowercase, no separators), which is what is hashed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecoveryCode(String);
+
+impl RecoveryCode {
+    pub fn parse(field: &'static str, value: &str) -> Result<Self, BookingError> {
+        let canonical: String = value
+            .chars()
+            .filter(|c| *c != '-' && !c.is_whitespace())
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if canonical.len() != RECOVERY_CODE_LEN
+            || !canonical
+                .bytes()
+                .all(|b| RECOVERY_CODE_ALPHABET.contains(&b))
+        {
+            return Err(BookingError::invalid(
+                field,
+                "must be a recovery code such as abcd-efgh-ijkl-mnop (16 letters a-z and digits 2-7)",
+            ));
+        }
+        Ok(Self(canonical))
+    }
+
+    /// A new random code (rand's thread generator: a CSPRNG seeded by the OS).
+    pub fn generate() -> Self {
+        use rand::Rng as _;
+        let mut rng = rand::rng();
+        let canonical = (0..RECOVERY_CODE_LEN)
+            .map(|_| {
+                let i = rng.random_range(0..RECOVERY_CODE_ALPHABET.len());
+                char::from(RECOVERY_CODE_ALPHABET[i])
+            })
+            .collect();
+        Self(canonical)
+    }
+
+    /// The canonical form (lowercase, no dashes): what is hashed.
+    pub fn canonical(&self) -> &str {
+        &self.0
+    }
+
+    /// As shown to the user: groups of four joined by dashes.
+    pub fn display(&self) -> String {
+        self.0
+            .as_bytes()
+            .chunks(4)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+}
+
+/// Never shows the code.
+impl fmt::Debug for RecoveryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecoveryCode(..)")
+    }
+}
+
+/// The second factor a log-in brings, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecondFactor {
+    None,
+    Code(TotpCode),
+    Recovery(RecoveryCode),
+}
+
+impl SecondFactor {
+    /// From LogIn's `code` and `recoveryCode` fields: at most one of them.
+    pub fn parse(code: &str, recovery_code: &str) -> Result<Self, BookingError> {
+        match (code.trim().is_empty(), recovery_code.trim().is_empty()) {
+            (true, true) => Ok(Self::None),
+            (false, true) => Ok(Self::Code(TotpCode::parse("code", code)?)),
+            (true, false) => Ok(Self::Recovery(RecoveryCode::parse(
+                "recoveryCode",
+                recovery_code,
+            )?)),
+            (false, false) => Err(BookingError::invalid(
+                "recoveryCode",
+                "give either code or recoveryCode, not both",
+            )),
+        }
+    }
+}
+
 /// Whether a text field may span lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lines {

@@ -8,6 +8,12 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use uuid::Uuid;
 
+/// The `ErrorInfo` domain of booking-svc's reasons.
+const DOMAIN: &str = "booking.marquee";
+/// The `ErrorInfo` reason of a log-in that needs a two-factor code, and of a selling
+/// RPC whose session was created without one.
+pub const TWO_FACTOR_REQUIRED: &str = "TWO_FACTOR_REQUIRED";
+
 #[derive(Debug, thiserror::Error)]
 pub enum BookingError {
     #[error("{field}: {reason}")]
@@ -48,6 +54,28 @@ pub enum BookingError {
     HoldUnconfirmed,
     #[error("the outcome of this hold is not known yet; retry with the same Idempotency-Key")]
     HoldOutcomeUnknown,
+    /// LogIn of an account with two-factor sign-in, without a code (UNAUTHENTICATED,
+    /// reason TWO_FACTOR_REQUIRED: the client asks for the code and tries again).
+    #[error(
+        "authentication required: this account signs in with a two-factor code; send code (or recoveryCode)"
+    )]
+    TwoFactorCodeMissing,
+    /// A selling RPC called with a session created without the second factor
+    /// (PERMISSION_DENIED, reason TWO_FACTOR_REQUIRED).
+    #[error("{0}")]
+    TwoFactorSessionRequired(&'static str),
+    /// LogIn with a wrong, replayed or out-of-window code or recovery code; it counted
+    /// as a failure (UNAUTHENTICATED, reason TWO_FACTOR_CODE_INVALID).
+    #[error(
+        "authentication required: wrong or already used two-factor code ({attempts_left} attempts left before the account is locked)"
+    )]
+    TwoFactorCodeInvalid { attempts_left: u32 },
+    /// The account is locked after too many wrong codes (PERMISSION_DENIED, reason
+    /// ACCOUNT_LOCKED, metadata `lockedUntil`).
+    #[error("this account is locked after too many wrong two-factor codes until {}; log in with a recovery code to unlock it", .until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    AccountLocked {
+        until: chrono::DateTime<chrono::Utc>,
+    },
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -134,6 +162,37 @@ impl From<BookingError> for Status {
                         ("limit".to_owned(), limit.to_string()),
                         ("current".to_owned(), current.to_string()),
                     ]),
+                ),
+            ),
+            BookingError::TwoFactorCodeMissing => Status::with_error_details(
+                Code::Unauthenticated,
+                message,
+                ErrorDetails::with_error_info(TWO_FACTOR_REQUIRED, DOMAIN, HashMap::new()),
+            ),
+            BookingError::TwoFactorSessionRequired(_) => Status::with_error_details(
+                Code::PermissionDenied,
+                message,
+                ErrorDetails::with_error_info(TWO_FACTOR_REQUIRED, DOMAIN, HashMap::new()),
+            ),
+            BookingError::TwoFactorCodeInvalid { attempts_left } => Status::with_error_details(
+                Code::Unauthenticated,
+                message,
+                ErrorDetails::with_error_info(
+                    "TWO_FACTOR_CODE_INVALID",
+                    DOMAIN,
+                    HashMap::from([("attemptsLeft".to_owned(), attempts_left.to_string())]),
+                ),
+            ),
+            BookingError::AccountLocked { until } => Status::with_error_details(
+                Code::PermissionDenied,
+                message,
+                ErrorDetails::with_error_info(
+                    "ACCOUNT_LOCKED",
+                    DOMAIN,
+                    HashMap::from([(
+                        "lockedUntil".to_owned(),
+                        until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    )]),
                 ),
             ),
             BookingError::CheckoutInProgress => Status::aborted(message),

@@ -23,10 +23,11 @@ use crate::accounts::{self, Hasher, KnownAccounts, NewAccount};
 use crate::bookings::Bookings;
 use crate::domain::{
     self, AccountId, BookingId, Email, EventId, HoldId, IdempotencyKey, Lines, Password, Role,
-    SagaTimeline, SeatId,
+    SagaTimeline, SeatId, SecondFactor, TotpCode,
 };
 use crate::error::BookingError;
 use crate::queue::{AdmissionCheck, WaitingRooms};
+use crate::two_factor::{self, TwoFactorPolicy};
 use crate::wire;
 
 pub type WalletClient = WalletServiceClient<InterceptedService<Channel, PropagateTrace>>;
@@ -53,6 +54,8 @@ pub struct Api {
     pub queue: Arc<WaitingRooms>,
     /// The seat auctions.
     pub auctions: Arc<crate::auction::Auctions>,
+    /// How log-ins with a second factor are policed (the lockout).
+    pub two_factor: TwoFactorPolicy,
 }
 
 /// The verified caller of an RPC.
@@ -60,6 +63,17 @@ pub struct Api {
 pub(crate) struct Caller {
     pub(crate) id: AccountId,
     pub(crate) role: Role,
+    /// Whether the session was created with the second factor (the token's `mfa`).
+    pub(crate) mfa: bool,
+}
+
+/// Who may call a selling RPC besides the SELLER role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Selling {
+    /// Sellers only.
+    SellersOnly,
+    /// Sellers, and admins (who may manage any event's waiting room).
+    SellersAndAdmins,
 }
 
 impl Api {
@@ -82,7 +96,35 @@ impl Api {
                 "this account does not exist".into(),
             ));
         }
-        Ok(Caller { id, role })
+        Ok(Caller {
+            id,
+            role,
+            mfa: claims.mfa,
+        })
+    }
+
+    /// The verified caller of a selling RPC: the role it needs, and a session created
+    /// with the second factor (else PERMISSION_DENIED, reason TWO_FACTOR_REQUIRED).
+    /// Every selling RPC goes through here before it reads or changes anything;
+    /// ownership of the event is each RPC's own check.
+    pub(crate) async fn seller<T>(
+        &self,
+        request: &Request<T>,
+        who: Selling,
+        refusal: &'static str,
+    ) -> Result<Caller, BookingError> {
+        let caller = self.caller(request).await?;
+        let allowed = caller.role == Role::Seller
+            || (who == Selling::SellersAndAdmins && caller.role == Role::Admin);
+        if !allowed {
+            return Err(BookingError::PermissionDenied(refusal));
+        }
+        if !caller.mfa {
+            return Err(BookingError::TwoFactorSessionRequired(
+                "selling needs a session created with two-factor sign-in: enroll an authenticator (POST /v1/me/two-factor) and log in with its code",
+            ));
+        }
+        Ok(caller)
     }
 }
 
@@ -184,14 +226,46 @@ impl AccountService for Api {
         // password is only hashed, and one set before control characters were refused
         // must still log in.
         domain::storable("email", req.email.trim(), Lines::One)?;
+        let factor = SecondFactor::parse(&req.code, &req.recovery_code)?;
+        // The password first: a wrong one is the same 401 with or without two-factor
+        // sign-in, and is not a two-factor failure.
         let account = accounts::log_in(&self.pool, &self.hasher, &req.email, &req.password).await?;
+        let mfa = two_factor::second_factor(
+            &self.pool,
+            account.id,
+            &factor,
+            self.two_factor,
+            chrono::Utc::now(),
+        )
+        .await?;
         let (token, expires) = self
             .keys
-            .issue(&account.id.to_string(), account.role.as_str())
+            .issue_session(&account.id.to_string(), account.role.as_str(), mfa)
             .map_err(|e| BookingError::Internal(format!("token: {e}")))?;
         Ok(Response::new(wire::api::session_pb(
-            token, expires, &account,
+            token, expires, &account, mfa,
         )))
+    }
+
+    async fn enroll_two_factor(
+        &self,
+        request: Request<pb::EnrollTwoFactorRequest>,
+    ) -> Result<Response<pb::EnrollTwoFactorResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let account = accounts::get(&self.pool, caller.id).await?;
+        let enrollment = two_factor::enroll(&self.pool, &account).await?;
+        Ok(Response::new(wire::api::enrollment_pb(enrollment)))
+    }
+
+    async fn confirm_two_factor(
+        &self,
+        request: Request<pb::ConfirmTwoFactorRequest>,
+    ) -> Result<Response<pb::ConfirmTwoFactorResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let code = TotpCode::parse("code", &request.get_ref().code)?;
+        let confirmation =
+            two_factor::confirm(&self.pool, caller.id, &code, chrono::Utc::now()).await?;
+        Ok(Response::new(wire::api::confirmation_pb(&confirmation)))
     }
 
     async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Result<Response<pb::Me>, Status> {
@@ -222,10 +296,13 @@ impl CatalogService for Api {
         &self,
         request: Request<pb::CreateEventRequest>,
     ) -> Result<Response<pb::Event>, Status> {
-        let caller = self.caller(&request).await?;
-        if caller.role != Role::Seller {
-            return Err(BookingError::PermissionDenied("only sellers can create events").into());
-        }
+        let caller = self
+            .seller(
+                &request,
+                Selling::SellersOnly,
+                "only sellers can create events",
+            )
+            .await?;
         let req = request.into_inner();
         let room = wire::queue::parse_settings(req.waiting_room.as_ref())?;
         let new = wire::api::parse_create_event(req, self.default_max_seats)?;
@@ -302,7 +379,13 @@ impl CatalogService for Api {
         &self,
         request: Request<pb::GetSalesRequest>,
     ) -> Result<Response<pb::Sales>, Status> {
-        let caller = self.caller(&request).await?;
+        let caller = self
+            .seller(
+                &request,
+                Selling::SellersOnly,
+                "only the event's seller can see its sales",
+            )
+            .await?;
         let id = EventId::parse("eventId", &request.get_ref().event_id)?;
         let event = self.bookings.event(id).await?;
         if event.seller != caller.id {

@@ -4,9 +4,9 @@ use marquee_proto::booking::{self as pb, auction_service_server::AuctionService}
 use tonic::{Request, Response, Status};
 
 use crate::auction::AuctionId;
-use crate::domain::{AccountId, EventId, Role};
+use crate::domain::{AccountId, EventId};
 use crate::error::BookingError;
-use crate::grpc::{Api, idempotency_key};
+use crate::grpc::{Api, Selling, idempotency_key};
 use crate::wire;
 
 impl Api {
@@ -28,10 +28,13 @@ impl AuctionService for Api {
         &self,
         request: Request<pb::CreateAuctionRequest>,
     ) -> Result<Response<pb::CreateAuctionResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        if caller.role != Role::Seller {
-            return Err(BookingError::PermissionDenied("only sellers can create auctions").into());
-        }
+        let caller = self
+            .seller(
+                &request,
+                Selling::SellersOnly,
+                "only sellers can create auctions",
+            )
+            .await?;
         let new = wire::auction::parse_create(request.get_ref())?;
         let view = self.auctions.create(caller.id, new).await?;
         Ok(Response::new(pb::CreateAuctionResponse {

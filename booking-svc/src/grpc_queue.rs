@@ -5,12 +5,16 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{EventId, Role};
 use crate::error::BookingError;
-use crate::grpc::{Api, Caller};
+use crate::grpc::{Api, Caller, Selling};
 use crate::queue::TicketId;
 use crate::wire;
 
+/// What a caller who may not manage waiting rooms is told.
+const NOT_THE_SELLER: &str = "only the event's seller can manage its waiting room";
+
 impl Api {
-    /// The event, if `caller` is its seller (or an admin).
+    /// The event, if `caller` is its seller (or an admin). The caller comes from
+    /// [`Api::seller`], so its session has the second factor.
     async fn own_event(
         &self,
         caller: Caller,
@@ -18,9 +22,7 @@ impl Api {
     ) -> Result<std::sync::Arc<crate::catalog::EventInfo>, BookingError> {
         let info = self.bookings.event(event).await?;
         if info.seller != caller.id && caller.role != Role::Admin {
-            return Err(BookingError::PermissionDenied(
-                "only the event's seller can manage its waiting room",
-            ));
+            return Err(BookingError::PermissionDenied(NOT_THE_SELLER));
         }
         Ok(info)
     }
@@ -32,7 +34,9 @@ impl WaitingRoomService for Api {
         &self,
         request: Request<pb::ConfigureWaitingRoomRequest>,
     ) -> Result<Response<pb::Event>, Status> {
-        let caller = self.caller(&request).await?;
+        let caller = self
+            .seller(&request, Selling::SellersAndAdmins, NOT_THE_SELLER)
+            .await?;
         let req = request.into_inner();
         let event = EventId::parse("eventId", &req.event_id)?;
         let settings = wire::queue::parse_settings(req.waiting_room.as_ref())?;
@@ -57,7 +61,9 @@ impl WaitingRoomService for Api {
         &self,
         request: Request<pb::GetQueueRequest>,
     ) -> Result<Response<pb::QueueStatus>, Status> {
-        let caller = self.caller(&request).await?;
+        let caller = self
+            .seller(&request, Selling::SellersAndAdmins, NOT_THE_SELLER)
+            .await?;
         let event = EventId::parse("eventId", &request.get_ref().event_id)?;
         self.own_event(caller, event).await?;
         let status = self.queue.status(event).await?;

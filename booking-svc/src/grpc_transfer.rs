@@ -5,7 +5,7 @@ use marquee_proto::booking::{self as pb, transfer_service_server::TransferServic
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, BookingId, EventId, Role, TransferOfferId};
-use crate::grpc::{Api, idempotency_key};
+use crate::grpc::{Api, Selling, idempotency_key};
 use crate::wire;
 
 #[tonic::async_trait]
@@ -87,7 +87,13 @@ impl TransferService for Api {
         &self,
         request: Request<pb::SetTransferPolicyRequest>,
     ) -> Result<Response<pb::SetTransferPolicyResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        let caller = self
+            .seller(
+                &request,
+                Selling::SellersAndAdmins,
+                "only the event's seller can set its transfer rule",
+            )
+            .await?;
         let req = request.get_ref();
         let event = EventId::parse("eventId", &req.event_id)?;
         // Absent: back to the default rule, as at CreateEvent.

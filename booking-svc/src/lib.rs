@@ -20,6 +20,7 @@ pub mod queue;
 pub mod seat_relay;
 pub mod startup;
 pub mod steps;
+pub mod two_factor;
 pub mod wire;
 
 pub use marquee_infra::db::MigrateConfig;

@@ -36,6 +36,7 @@ use crate::grpc::{Api, token_ttl};
 use crate::holds::{HoldStore, RedisTimeouts};
 use crate::queue::WaitingRooms;
 use crate::seat_relay;
+use crate::two_factor::TwoFactorPolicy;
 
 #[derive(Clone)]
 pub struct BookingConfig {
@@ -71,6 +72,9 @@ pub struct BookingConfig {
     /// `QUEUE_TICK_MS` (default 100 ms): how often each replica admits the next buyers
     /// of every open waiting room.
     pub queue_tick: Duration,
+    /// `TWO_FACTOR_LOCKOUT_SECS` (default 900): how long an account is locked after
+    /// `two_factor::MAX_FAILURES` (5) consecutive wrong two-factor codes.
+    pub two_factor_lockout: Duration,
 }
 
 impl std::fmt::Debug for BookingConfig {
@@ -135,6 +139,7 @@ impl BookingConfig {
             default_max_seats: env.or("DEFAULT_MAX_SEATS_PER_BUYER", 4),
             argon2_memory_kib: env.or("ARGON2_MEMORY_KIB", 19_456),
             queue_tick: env.millis("QUEUE_TICK_MS", Duration::from_millis(100)),
+            two_factor_lockout: Duration::from_secs(env.or("TWO_FACTOR_LOCKOUT_SECS", 900u64)),
         }
     }
 }
@@ -244,6 +249,10 @@ impl Application {
             known_accounts: KnownAccounts::spawn(pool.clone()),
             queue,
             auctions,
+            two_factor: TwoFactorPolicy {
+                lockout: chrono::Duration::from_std(config.two_factor_lockout)
+                    .unwrap_or(chrono::Duration::seconds(900)),
+            },
         };
         // Keeps what the queues above dead-letter (`dead_letters`), after their declaration.
         let kept = DeadLetters::new("booking-svc", pool.clone(), api.relay.clone());

@@ -13,10 +13,12 @@ use marquee_proto::booking::account_service_client::AccountServiceClient;
 use marquee_proto::booking::booking_service_client::BookingServiceClient;
 use marquee_proto::booking::catalog_service_client::CatalogServiceClient;
 use marquee_proto::booking::{
-    BookingStatus, CancelBookingRequest, CreateBookingRequest, CreateEventRequest,
-    CreateHoldRequest, GetBookingRequest, ListSeatsRequest, LogInRequest, PaymentMethod,
-    ReleaseHoldRequest, Role, RowInput, SeatInput, SectionInput, SignUpRequest,
+    BookingStatus, CancelBookingRequest, ConfirmTwoFactorRequest, CreateBookingRequest,
+    CreateEventRequest, CreateHoldRequest, EnrollTwoFactorRequest, GetBookingRequest,
+    ListSeatsRequest, LogInRequest, PaymentMethod, ReleaseHoldRequest, Role, RowInput, SeatInput,
+    SectionInput, SignUpRequest,
 };
+use marquee_testkit::totp::Authenticator;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use uuid::Uuid;
@@ -184,6 +186,7 @@ impl Client {
             let request = LogInRequest {
                 email: email.clone(),
                 password: password.clone(),
+                ..LogInRequest::default()
             };
             async move { client.log_in(request).await }
         })
@@ -194,11 +197,69 @@ impl Client {
             .account
             .map(|a| a.account_id)
             .context("log-in answered no account")?;
-        Ok(Account {
-            id,
-            email,
-            token: session.access_token,
+        let token = if role == Role::Seller {
+            self.two_factor(&email, &session.access_token).await?
+        } else {
+            session.access_token
+        };
+        Ok(Account { id, email, token })
+    }
+
+    /// Enrolls and confirms a TOTP authenticator for the account of `token` and logs in
+    /// with a code: a session with the second factor, which selling needs. Each attempt
+    /// of a retried log-in takes a fresh code (a code is accepted once).
+    async fn two_factor(&self, email: &str, token: &str) -> Result<String> {
+        let enrolled = retry(|| {
+            let mut client = self.accounts();
+            let request = authed(EnrollTwoFactorRequest {}, token);
+            async move {
+                match request {
+                    Ok(request) => client.enroll_two_factor(request).await,
+                    Err(error) => Err(Status::invalid_argument(error.to_string())),
+                }
+            }
         })
+        .await
+        .map_err(|status| anyhow!("two-factor enrolment: {status}"))?
+        .into_inner();
+        let authenticator = Arc::new(tokio::sync::Mutex::new(Authenticator::new(enrolled.secret)));
+        let confirmed = retry(|| {
+            let mut client = self.accounts();
+            let authenticator = authenticator.clone();
+            async move {
+                let code = authenticator.lock().await.next_code().await;
+                match authed(ConfirmTwoFactorRequest { code }, token) {
+                    Ok(request) => client.confirm_two_factor(request).await.map(|_| ()),
+                    Err(error) => Err(Status::invalid_argument(error.to_string())),
+                }
+            }
+        })
+        .await;
+        // A confirmation whose answer was lost is already there.
+        if let Err(status) = confirmed
+            && status.code() != Code::AlreadyExists
+        {
+            bail!("two-factor confirmation: {status}");
+        }
+        let session = retry(|| {
+            let mut client = self.accounts();
+            let authenticator = authenticator.clone();
+            let email = email.to_owned();
+            async move {
+                let code = authenticator.lock().await.next_code().await;
+                let request = LogInRequest {
+                    email,
+                    password: PASSWORD.to_owned(),
+                    code,
+                    recovery_code: String::new(),
+                };
+                client.log_in(request).await
+            }
+        })
+        .await
+        .map_err(|status| anyhow!("log-in with a two-factor code: {status}"))?
+        .into_inner();
+        Ok(session.access_token)
     }
 
     /// Logs `account` in again (after its role changed); its new token.
@@ -208,6 +269,7 @@ impl Client {
             let request = LogInRequest {
                 email: account.email.clone(),
                 password: PASSWORD.to_owned(),
+                ..LogInRequest::default()
             };
             async move { client.log_in(request).await }
         })

@@ -917,7 +917,7 @@ async fn redrive(stage: &Stage, booking: &Uuid) -> Result<()> {
     use marquee_proto::admin::dead_letter_admin_service_client::DeadLetterAdminServiceClient;
     use marquee_proto::admin::{ListDeadLettersRequest, RedriveDeadLettersRequest};
     // An admin: an account made one with `booking-svc grant-admin`, logged in again.
-    let admin = stage.client.account(Role::Seller).await?;
+    let admin = stage.client.account(Role::Buyer).await?;
     stage.sys.grant_admin(&admin.email)?;
     let token = stage.client.relog(&admin).await?;
     let mut client = DeadLetterAdminServiceClient::new(stage.sys.channel.clone());

@@ -16,4 +16,4 @@ pub mod system;
 
 pub use checks::{CardMoney, Money, Oversell, WELCOME_CREDIT_MINOR};
 pub use marquee_testkit::Reply;
-pub use system::{JWT_SECRET, Options, SseEvent, SseStream, System, event_body};
+pub use system::{JWT_SECRET, Options, PASSWORD, Seller, SseEvent, SseStream, System, event_body};

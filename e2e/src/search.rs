@@ -66,6 +66,7 @@ impl System {
             default_max_seats: 4,
             argon2_memory_kib: 1024,
             queue_tick: std::time::Duration::from_millis(50),
+            two_factor_lockout: Duration::from_secs(900),
         })
         .await
         .expect("booking-svc starts");
@@ -187,14 +188,16 @@ impl System {
             .await
     }
 
-    /// A seller's token (signed up and logged in through the gateway).
+    /// A seller's token (signed up, enrolled in two-factor sign-in and logged in with a
+    /// code, through the gateway: selling needs the second factor).
     pub async fn seller(&self) -> String {
         let email = format!("seller-{}@example.com", Uuid::new_v4().simple());
+        let password = "correct horse battery";
         let signed = self
             .post(
                 "/v1/accounts",
                 None,
-                json!({"email": email, "password": "correct horse battery", "displayName": "Seller", "role": "SELLER"}),
+                json!({"email": email, "password": password, "displayName": "Seller", "role": "SELLER"}),
             )
             .await;
         assert_eq!(signed.status, 201, "sign-up: {:?}", signed.body);
@@ -202,14 +205,39 @@ impl System {
             .post(
                 "/v1/sessions",
                 None,
-                json!({"email": email, "password": "correct horse battery"}),
+                json!({"email": email, "password": password}),
             )
             .await;
         assert_eq!(session.status, 201, "log-in: {:?}", session.body);
-        session.body["accessToken"]
-            .as_str()
-            .expect("token")
-            .to_owned()
+        let token = session.str("/accessToken");
+        let enrolled = self
+            .post("/v1/me/two-factor", Some(&token), json!({}))
+            .await;
+        assert_eq!(enrolled.status, 201, "enrol: {:?}", enrolled.body);
+        let mut authenticator = marquee_testkit::totp::Authenticator::new(enrolled.str("/secret"));
+        let code = authenticator.next_code().await;
+        let confirmed = self
+            .post(
+                "/v1/me/two-factor:confirm",
+                Some(&token),
+                json!({"code": code}),
+            )
+            .await;
+        assert_eq!(confirmed.status, 200, "confirm: {:?}", confirmed.body);
+        let code = authenticator.next_code().await;
+        let session = self
+            .post(
+                "/v1/sessions",
+                None,
+                json!({"email": email, "password": password, "code": code}),
+            )
+            .await;
+        assert_eq!(
+            session.status, 201,
+            "log-in with a code: {:?}",
+            session.body
+        );
+        session.str("/accessToken")
     }
 
     /// Creates an event through the gateway; returns its id.

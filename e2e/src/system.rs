@@ -13,6 +13,21 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const JWT_SECRET: &str = "test-secret-for-marquee";
+/// The password of every account the tests sign up.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A seller made by [`System::seller`]: its session has the second factor.
+#[derive(Debug, Clone)]
+pub struct Seller {
+    pub account_id: String,
+    pub email: String,
+    /// A session created with a TOTP code.
+    pub token: String,
+    /// Its authenticator app (for more codes).
+    pub authenticator: marquee_testkit::totp::Authenticator,
+    /// The ten recovery codes the confirmation answered.
+    pub recovery_codes: Vec<String>,
+}
 
 use marquee_infra::redis_conn::RedisTarget;
 use marquee_testkit::psp::Sandbox;
@@ -59,6 +74,8 @@ pub struct Options {
     /// Redis under its prefix; `None` (the default) turns them off, as tests and
     /// benchmarks send everything from 127.0.0.1.
     pub gateway_rate_limits: Option<marquee_gateway::ratelimit::Limits>,
+    /// booking-svc's `TWO_FACTOR_LOCKOUT_SECS`: how long five wrong codes lock an account.
+    pub two_factor_lockout: Duration,
 }
 
 impl Default for Options {
@@ -82,6 +99,7 @@ impl Default for Options {
             psp_slow: Duration::from_millis(1500),
             psp_timeout: Duration::from_millis(500),
             gateway_rate_limits: None,
+            two_factor_lockout: Duration::from_secs(900),
         }
     }
 }
@@ -201,6 +219,7 @@ impl System {
             default_max_seats: 4,
             argon2_memory_kib: options.argon2_memory_kib,
             queue_tick: Duration::from_millis(50),
+            two_factor_lockout: options.two_factor_lockout,
         };
         if !options.migrate_on_start {
             booking_svc::migrate(&booking_svc::MigrateConfig {
@@ -466,8 +485,29 @@ impl System {
     }
 
     /// Signs up, logs in and waits (up to 10 s) until the account's wallet is open;
-    /// returns (account id, token).
+    /// returns (account id, token). A SELLER is made by [`System::seller`], so its
+    /// token has the second factor and can sell.
     pub async fn account(&self, role: &str) -> (String, String) {
+        if role == "SELLER" {
+            let seller = self.seller().await;
+            return (seller.account_id, seller.token);
+        }
+        let (account_id, email) = self.sign_up(role).await;
+        let session = self
+            .post(
+                "/v1/sessions",
+                None,
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(session.status, 201, "log-in: {:?}", session.body);
+        let token = session.str("/accessToken");
+        self.await_wallet(&token).await;
+        (account_id, token)
+    }
+
+    /// Signs up an account with `role` and [`PASSWORD`]: (account id, email).
+    pub async fn sign_up(&self, role: &str) -> (String, String) {
         let email = format!(
             "{}-{}@example.com",
             role.to_lowercase(),
@@ -477,23 +517,19 @@ impl System {
             .post(
                 "/v1/accounts",
                 None,
-                json!({"email": email, "password": "correct horse battery", "displayName": "Test", "role": role}),
+                json!({"email": email, "password": PASSWORD, "displayName": "Test", "role": role}),
             )
             .await;
         assert_eq!(signed.status, 201, "sign-up: {:?}", signed.body);
-        let session = self
-            .post(
-                "/v1/sessions",
-                None,
-                json!({"email": email, "password": "correct horse battery"}),
-            )
-            .await;
-        assert_eq!(session.status, 201, "log-in: {:?}", session.body);
-        let token = session.str("/accessToken");
-        // pay-svc opens the wallet when it consumes the sign-up's account.opened.
+        (signed.str("/accountId"), email)
+    }
+
+    /// Waits until pay-svc opened the wallet of the account of `token` (it does when it
+    /// consumes the sign-up's account.opened).
+    pub async fn await_wallet(&self, token: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let wallet = self.get("/v1/wallet", Some(&token)).await;
+            let wallet = self.get("/v1/wallet", Some(token)).await;
             if wallet.status == 200 {
                 break;
             }
@@ -505,7 +541,76 @@ impl System {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        (signed.str("/accountId"), token)
+    }
+
+    /// A SELLER that can sell: signed up, logged in with the password, enrolled a TOTP
+    /// authenticator and confirmed it, then logged in again with a code (a session with
+    /// the second factor, which selling routes need).
+    pub async fn seller(&self) -> Seller {
+        let (account_id, email) = self.sign_up("SELLER").await;
+        let first = self
+            .post(
+                "/v1/sessions",
+                None,
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(first.status, 201, "log-in: {:?}", first.body);
+        let password_only = first.str("/accessToken");
+        let (mut authenticator, recovery_codes) = self.enroll_two_factor(&password_only).await;
+        let code = authenticator.next_code().await;
+        let session = self.log_in(&email, json!({"code": code})).await;
+        assert_eq!(
+            session.status, 201,
+            "log-in with a code: {:?}",
+            session.body
+        );
+        assert_eq!(session.body["twoFactor"], json!(true), "{:?}", session.body);
+        let token = session.str("/accessToken");
+        self.await_wallet(&token).await;
+        Seller {
+            account_id,
+            email,
+            token,
+            authenticator,
+            recovery_codes,
+        }
+    }
+
+    /// Enrolls and confirms a TOTP authenticator for the account of `token`: the
+    /// authenticator (which gave the confirmation's code) and the recovery codes.
+    pub async fn enroll_two_factor(
+        &self,
+        token: &str,
+    ) -> (marquee_testkit::totp::Authenticator, Vec<String>) {
+        let enrolled = self.post("/v1/me/two-factor", Some(token), json!({})).await;
+        assert_eq!(enrolled.status, 201, "enrol: {:?}", enrolled.body);
+        let mut authenticator = marquee_testkit::totp::Authenticator::new(enrolled.str("/secret"));
+        let code = authenticator.next_code().await;
+        let confirmed = self
+            .post(
+                "/v1/me/two-factor:confirm",
+                Some(token),
+                json!({"code": code}),
+            )
+            .await;
+        assert_eq!(confirmed.status, 200, "confirm: {:?}", confirmed.body);
+        let codes = confirmed.body["recoveryCodes"]
+            .as_array()
+            .expect("recovery codes")
+            .iter()
+            .map(|c| c.as_str().expect("code").to_owned())
+            .collect();
+        (authenticator, codes)
+    }
+
+    /// `POST /v1/sessions` with [`PASSWORD`] and `extra` fields (`code`, `recoveryCode`).
+    pub async fn log_in(&self, email: &str, extra: Value) -> Reply {
+        let mut body = json!({"email": email, "password": PASSWORD});
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        self.post("/v1/sessions", None, body).await
     }
 
     /// Creates an event on sale now with `sections` of (name, price, rows, seats per row).

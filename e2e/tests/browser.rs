@@ -297,6 +297,15 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
     assert!(cheap.len() >= 2, "{seats:?}");
     let (a_email, a_token) = buyer(&system, "Ana").await;
     let (b_email, _) = buyer(&system, "Ben").await;
+    // A seller with two-factor sign-in, who logs in on the page with a code the script
+    // computes (for a step after the confirmation's).
+    let (_, seller_email) = system.sign_up("SELLER").await;
+    let password_only = system
+        .log_in(&seller_email, json!({}))
+        .await
+        .str("/accessToken");
+    let (authenticator, _) = system.enroll_two_factor(&password_only).await;
+    system.await_wallet(&password_only).await;
 
     // More than a page of events with Korean titles, searchable (issue 13).
     let mut catalog = catalog(&system, &search).await;
@@ -321,6 +330,13 @@ async fn two_pages_see_each_others_seats_live_and_a_buyer_checks_out() {
             ("BUYER_A_PASSWORD", PASSWORD.to_owned()),
             ("BUYER_B_EMAIL", b_email),
             ("BUYER_B_PASSWORD", PASSWORD.to_owned()),
+            ("SELLER_EMAIL", seller_email.clone()),
+            ("SELLER_PASSWORD", PASSWORD.to_owned()),
+            ("SELLER_SECRET", authenticator.secret.clone()),
+            (
+                "SELLER_AFTER_STEP",
+                authenticator.last_step().unwrap_or(0).to_string(),
+            ),
             ("WAITING_ROOMS", json!([live_room, polled_room]).to_string()),
             ("CATALOG", catalog.to_string()),
             ("CHROMIUM", chromium),

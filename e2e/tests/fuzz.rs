@@ -111,11 +111,13 @@ async fn schemathesis(label: &str, args: &[String], limit: Duration) -> Run {
 /// (`POST /v1/bookings/{bookingId}/transfer-offers`); an auction's seats must be the
 /// event's and free, its close in the future, its prices in the event's currency
 /// (`POST .../auctions`), a bid at least the opening price and before the close, an
-/// award still awaiting payment (`POST /v1/auctions/...`). Every other check still
+/// award still awaiting payment (`POST /v1/auctions/...`); a two-factor
+/// confirmation's code must be the authenticator's current one, and there must be an
+/// enrolment to confirm (`POST /v1/me/two-factor:confirm`). Every other check still
 /// applies to them.
 const CONFIG: &str = r#"
 [[operations]]
-include-operation-id = ["CatalogService_CreateEvent", "BookingService_CreateHold", "SearchService_SearchEvents", "SearchService_Suggest", "TransferService_CreateTransferOffer", "AuctionService_CreateAuction", "AuctionService_PlaceBid", "AuctionService_PayAward", "AuctionService_DeclineAward"]
+include-operation-id = ["CatalogService_CreateEvent", "BookingService_CreateHold", "SearchService_SearchEvents", "SearchService_Suggest", "TransferService_CreateTransferOffer", "AuctionService_CreateAuction", "AuctionService_PlaceBid", "AuctionService_PayAward", "AuctionService_DeclineAward", "AccountService_ConfirmTwoFactor"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]
 "#;
 

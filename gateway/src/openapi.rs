@@ -229,6 +229,7 @@ const REQUIRED: &[&str] = &[
     "marquee.booking.v1.SignUpRequest.role",
     "marquee.booking.v1.LogInRequest.email",
     "marquee.booking.v1.LogInRequest.password",
+    "marquee.booking.v1.ConfirmTwoFactorRequest.code",
     "marquee.booking.v1.CreateBookingRequest.hold_id",
     "marquee.booking.v1.CreateBookingRequest.payment_method",
     "marquee.booking.v1.PayAwardRequest.payment_method",
@@ -350,6 +351,13 @@ fn field_rules(full_name: &str) -> Option<Json> {
             json!({"minLength": 8, "maxLength": 128, "pattern": NO_CONTROLS})
         }
         "marquee.booking.v1.LogInRequest.password" => json!({"pattern": NO_CONTROLS}),
+        // booking-svc's `TotpCode` and `RecoveryCode` (absent from a log-in without
+        // two-factor sign-in; a recovery code in any case, dashes and spaces optional).
+        "marquee.booking.v1.LogInRequest.code" => json!({"pattern": "^ *([0-9]{6})? *$"}),
+        "marquee.booking.v1.ConfirmTwoFactorRequest.code" => json!({"pattern": "^ *[0-9]{6} *$"}),
+        "marquee.booking.v1.LogInRequest.recovery_code" => {
+            json!({"maxLength": 64, "pattern": "^( *|[- ]*([A-Za-z2-7][- ]*){16})$"})
+        }
         "marquee.booking.v1.SignUpRequest.display_name" => {
             json!({"maxLength": 100, "pattern": TEXT_LINE_PATTERN})
         }
@@ -517,10 +525,20 @@ fn message_schema(
 /// booking-svc's rules across the fields of a message, by full proto name.
 fn message_rules(full_name: &str) -> Option<Json> {
     Some(match full_name {
+        // A code or a recovery code, not both (booking-svc's `SecondFactor::parse`).
+        "marquee.booking.v1.LogInRequest" => json!({"not": {
+            "required": ["code", "recoveryCode"],
+            "properties": {
+                "code": {"type": "string", "pattern": "[0-9]"},
+                "recoveryCode": {"type": "string", "pattern": "[A-Za-z2-7]"}
+            }
+        }}),
         // WALLET without a card token, or CARD with the provider's token (a checkout,
-        // or the accept of a transfer offer, which pays the same way).
+        // the accept of a transfer offer or an auction award's payment, which pay the
+        // same way).
         "marquee.booking.v1.CreateBookingRequest"
-        | "marquee.booking.v1.AcceptTransferOfferRequest" => json!({"oneOf": [
+        | "marquee.booking.v1.AcceptTransferOfferRequest"
+        | "marquee.booking.v1.PayAwardRequest" => json!({"oneOf": [
             {
                 "properties": {
                     "paymentMethod": {"enum": ["WALLET"]},

@@ -499,6 +499,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/me/two-factor": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Starts enrolling a TOTP authenticator (RFC 6238: SHA1, 6 digits, 30 s) for the caller: a fresh secret and its otpauth:// URI (the QR code's payload). Enrolling again before the confirmation replaces the pending secret; once confirmed, ALREADY_EXISTS. Required before selling: selling RPCs need a session created with the second factor. */
+        post: operations["AccountService_EnrollTwoFactor"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/two-factor:confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Confirms the pending authenticator with a first valid code; answers ten recovery codes, shown this once (only their hashes are kept; each logs in once). From then on LogIn needs a code. */
+        post: operations["AccountService_ConfirmTwoFactor"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/queue/{ticketId}": {
         parameters: {
             query?: never;
@@ -627,7 +661,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Exchanges email and password for a bearer token. Public. */
+        /** Exchanges email and password for a bearer token. Public. An account with a confirmed two-factor authenticator also sends `code` or `recovery_code`; without one it is refused with UNAUTHENTICATED, ErrorInfo reason TWO_FACTOR_REQUIRED. */
         post: operations["AccountService_LogIn"];
         delete?: never;
         options?: never;
@@ -841,6 +875,14 @@ export interface components {
             eventId?: string | null;
             waitingRoom?: components["schemas"]["marquee.booking.v1.WaitingRoomSettings"] | null;
         };
+        "marquee.booking.v1.ConfirmTwoFactorRequest": {
+            code: string;
+        };
+        "marquee.booking.v1.ConfirmTwoFactorResponse": {
+            /** Format: date-time */
+            confirmedAt?: string | null;
+            recoveryCodes?: string[] | null;
+        };
         "marquee.booking.v1.CreateAuctionRequest": {
             /** Format: date-time */
             closesAt: string | null;
@@ -921,6 +963,11 @@ export interface components {
         "marquee.booking.v1.DeclineAwardResponse": {
             auction?: components["schemas"]["marquee.booking.v1.Auction"] | null;
         };
+        "marquee.booking.v1.EnrollTwoFactorRequest": Record<string, never>;
+        "marquee.booking.v1.EnrollTwoFactorResponse": {
+            otpauthUri?: string | null;
+            secret?: string | null;
+        };
         "marquee.booking.v1.Event": {
             category?: string | null;
             /** Format: date-time */
@@ -983,8 +1030,10 @@ export interface components {
             offers?: components["schemas"]["marquee.booking.v1.TransferOffer"][] | null;
         };
         "marquee.booking.v1.LogInRequest": {
+            code?: string | null;
             email: string;
             password: string;
+            recoveryCode?: string | null;
         };
         "marquee.booking.v1.Me": {
             account?: components["schemas"]["marquee.booking.v1.Account"] | null;
@@ -996,7 +1045,15 @@ export interface components {
             idempotencyKey?: string | null;
             /** @enum {string} */
             paymentMethod: "WALLET" | "CARD";
-        };
+        } & ({
+            cardToken?: string | null;
+            /** @enum {unknown} */
+            paymentMethod?: "WALLET";
+        } | {
+            cardToken: string;
+            /** @enum {unknown} */
+            paymentMethod?: "CARD";
+        });
         "marquee.booking.v1.PayAwardResponse": {
             booking?: components["schemas"]["marquee.booking.v1.Booking"] | null;
         };
@@ -1167,6 +1224,7 @@ export interface components {
             /** Format: date-time */
             expiresAt?: string | null;
             tokenType?: string | null;
+            twoFactor?: boolean | null;
         };
         "marquee.booking.v1.SetTransferPolicyRequest": {
             eventId?: string | null;
@@ -2434,6 +2492,72 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["marquee.booking.v1.Me"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    AccountService_EnrollTwoFactor: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["marquee.booking.v1.EnrollTwoFactorRequest"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.EnrollTwoFactorResponse"];
+                };
+            };
+            /** @description An error. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    AccountService_ConfirmTwoFactor: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["marquee.booking.v1.ConfirmTwoFactorRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["marquee.booking.v1.ConfirmTwoFactorResponse"];
                 };
             };
             /** @description An error. */

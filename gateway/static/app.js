@@ -289,13 +289,42 @@ function svg(name, attrs = {}) {
 
 // ---------------------------------------------------------------- account
 
-async function login(email, password) {
+/**
+ * The `reason` of an API error's ErrorInfo detail, or ''.
+ * @param {ApiError} error
+ */
+function errorReason(error) {
+  const details = (error.body && Array.isArray(error.body.details)) ? error.body.details : [];
+  const info = details.find((d) => d && typeof d.reason === 'string');
+  return info ? info.reason : '';
+}
+
+/**
+ * Logs in with the password and, for an account with two-factor sign-in, the code
+ * from its authenticator app (`code`, 6 digits; '' when the page has not asked yet).
+ * When the server answers TWO_FACTOR_REQUIRED the code field is shown and the form is
+ * sent again with it.
+ */
+async function login(email, password, code = '') {
   state.token = null;
+  /** @type {Schemas['marquee.booking.v1.LogInRequest']} */
+  const request = { email, password };
+  if (code) request.code = code;
   /** @type {Session} */
-  const session = await api('POST', '/v1/sessions', { email, password });
+  const session = await api('POST', '/v1/sessions', request);
   state.token = session.accessToken;
   sessionStorage.setItem(TOKEN_KEY, state.token);
+  showCodeField(false);
   await loadMe();
+}
+
+/** Shows (and requires) or hides the log-in form's two-factor code field. */
+function showCodeField(shown) {
+  const field = /** @type {HTMLInputElement} */ ($('[data-testid="code"]'));
+  field.hidden = !shown;
+  field.required = shown;
+  if (!shown) field.value = '';
+  else field.focus();
 }
 
 function logout() {
@@ -1668,9 +1697,15 @@ function start() {
     e.preventDefault();
     const form = new FormData(e.target);
     clearMessage();
-    login(String(form.get('email')), String(form.get('password'))).catch((error) => {
+    login(String(form.get('email')), String(form.get('password')), String(form.get('code') || '').trim()).catch((error) => {
       state.token = null;
       sessionStorage.removeItem(TOKEN_KEY);
+      const reason = error instanceof ApiError ? errorReason(error) : '';
+      if (reason === 'TWO_FACTOR_REQUIRED') {
+        showCodeField(true);
+        showMessage('This account signs in with two-factor: enter the 6-digit code from your authenticator app.', 'info');
+        return;
+      }
       showMessage(`Log-in failed: ${error.message}`);
     });
   });

@@ -42,6 +42,10 @@ pub struct Claims {
     pub iss: String,
     /// Who the token is for (`JWT_AUDIENCE`).
     pub aud: String,
+    /// Whether the session was created with the second factor (a TOTP or recovery
+    /// code). Tokens issued before the claim existed have none: false.
+    #[serde(default)]
+    pub mfa: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -297,8 +301,20 @@ impl TokenKeys {
         Self::from_config(&JwtConfig::new(secret), ttl)
     }
 
-    /// A token for `sub` with `role`, and when it expires.
+    /// A token for `sub` with `role`, and when it expires; a session without the
+    /// second factor.
     pub fn issue(&self, sub: &str, role: &str) -> anyhow::Result<(String, DateTime<Utc>)> {
+        self.issue_session(sub, role, false)
+    }
+
+    /// A token for `sub` with `role`, saying whether the session was created with the
+    /// second factor (`mfa`), and when it expires.
+    pub fn issue_session(
+        &self,
+        sub: &str,
+        role: &str,
+        mfa: bool,
+    ) -> anyhow::Result<(String, DateTime<Utc>)> {
         let now = Utc::now();
         let expires = now + self.ttl;
         let claims = Claims {
@@ -308,6 +324,7 @@ impl TokenKeys {
             iat: now.timestamp(),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            mfa,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.key_id.clone());
@@ -419,6 +436,28 @@ mod tests {
     }
 
     #[test]
+    fn the_second_factor_claim_round_trips_and_old_tokens_have_none() {
+        let keys = TokenKeys::new("s3cret", Duration::minutes(5));
+        let (with, _) = keys.issue_session("acc-1", "SELLER", true).unwrap();
+        assert!(keys.verify(&with).unwrap().mfa);
+        let (without, _) = keys.issue("acc-1", "SELLER").unwrap();
+        assert!(!keys.verify(&without).unwrap().mfa);
+        // A token issued before the claim existed: no `mfa` at all, still valid.
+        let now = Utc::now().timestamp();
+        let old = serde_json::json!({
+            "sub": "acc-1", "role": "SELLER", "exp": now + 300, "iat": now,
+            "iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE,
+        });
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(DEFAULT_KEY_ID.to_owned());
+        let old =
+            jsonwebtoken::encode(&header, &old, &EncodingKey::from_secret(b"s3cret")).unwrap();
+        let claims = keys.verify(&old).unwrap();
+        assert_eq!(claims.sub, "acc-1");
+        assert!(!claims.mfa);
+    }
+
+    #[test]
     fn admission_and_session_tokens_do_not_pass_for_each_other() {
         let keys = TokenKeys::new("s3cret", Duration::minutes(5));
         let expires = Utc::now() + Duration::minutes(10);
@@ -472,6 +511,7 @@ mod tests {
             iat: now,
             iss: iss.into(),
             aud: aud.into(),
+            mfa: false,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = kid.map(str::to_owned);

@@ -1,6 +1,7 @@
 //! What the end-to-end tests and benchmarks of every crate share: where the real local
 //! PostgreSQL, Redis and RabbitMQ are, running a service in process, JSON replies, and
-//! removing a test's Redis keys, asking a gRPC server for its health and its services. Nothing here stands in for our infrastructure.
+//! removing a test's Redis keys, asking a gRPC server for its health and its services,
+//! two-factor codes (`totp`). Nothing here stands in for our infrastructure.
 
 pub mod adopt;
 pub mod grpc;
@@ -8,6 +9,7 @@ pub mod migrate;
 pub mod proxy;
 pub mod psp;
 pub mod redis_cluster;
+pub mod totp;
 
 use marquee_infra::config::{env_or, env_string};
 use serde_json::Value;

@@ -287,4 +287,33 @@ proptest! {
             ),
         }
     }
+
+    #[test]
+    fn second_factor_codes_parse_only_in_their_shapes(raw in any_text(), digits in "[0-9]{6}", typed in "[ ]{0,2}[a-zA-Z2-7]{16}[ ]{0,2}") {
+        // A TOTP code is six ASCII digits, spaces around allowed; anything else names
+        // the field.
+        match TotpCode::parse("code", &raw) {
+            Ok(code) => {
+                prop_assert_eq!(code.expose().len(), 6);
+                prop_assert!(code.expose().bytes().all(|b| b.is_ascii_digit()));
+                prop_assert_eq!(code.expose(), raw.trim());
+            }
+            Err(error) => prop_assert!(names(&error, "code"), "{}", error),
+        }
+        prop_assert_eq!(TotpCode::parse("code", &digits).map(|c| c.expose().to_owned()).ok(), Some(digits.clone()));
+        // A recovery code parses in any case and spacing to one canonical form, which
+        // its display form parses back to.
+        match RecoveryCode::parse("recoveryCode", &raw) {
+            Ok(code) => {
+                prop_assert_eq!(code.canonical().len(), RECOVERY_CODE_LEN);
+                prop_assert_eq!(RecoveryCode::parse("recoveryCode", &code.display()).ok(), Some(code));
+            }
+            Err(error) => prop_assert!(names(&error, "recoveryCode"), "{}", error),
+        }
+        let code = RecoveryCode::parse("recoveryCode", &typed).expect("a recovery code");
+        prop_assert_eq!(code.canonical(), typed.trim().to_ascii_lowercase());
+        // Both at once is refused, naming recoveryCode; neither is no second factor.
+        prop_assert!(SecondFactor::parse(&digits, &typed).is_err());
+        prop_assert_eq!(SecondFactor::parse(" ", "").ok(), Some(SecondFactor::None));
+    }
 }

@@ -3,6 +3,7 @@
 //! `marquee_infra::outbox::entity`'s, `saga_steps` is `marquee_infra::saga_steps::entity`. The constraint names errors are classified by
 //! are constants next to their table.
 
+pub mod account_two_factor;
 pub mod accounts;
 pub mod auction_awards;
 pub mod auction_bids;
@@ -11,6 +12,7 @@ pub mod auctions;
 pub mod booking_seats;
 pub mod bookings;
 pub mod events;
+pub mod recovery_codes;
 pub mod seats;
 pub mod sections;
 pub mod transfer_offers;

@@ -9,6 +9,7 @@ pub mod m20260101_000001_accounts_catalog_bookings;
 pub mod m20260101_000003_announce_existing_accounts;
 pub mod m20260301_000004_card_payments_and_deadline;
 pub mod m20261201_000005_waiting_rooms;
+pub mod m20261202_000006_two_factor;
 pub mod m20261202_000007_transfers;
 pub mod m20261202_000008_auctions;
 
@@ -17,7 +18,8 @@ pub mod m20261202_000008_auctions;
 /// existed before sign-up wrote `account.opened` (it needs the outbox); then the payment
 /// method check (card payments) and the index the payment deadline's sweep reads;
 /// then infra's saga timeline (`saga_steps`); then infra's `dead_letters`; then the
-/// waiting rooms; then ticket transfers; then the auctions.
+/// waiting rooms; then two-factor sign-in (TOTP authenticators, recovery codes); then
+/// ticket transfers; then the auctions.
 pub struct Migrator;
 
 #[async_trait::async_trait]
@@ -31,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(marquee_infra::saga_steps::migration::Migration),
             Box::new(marquee_infra::dead_letters::migration::Migration),
             Box::new(m20261201_000005_waiting_rooms::Migration),
+            Box::new(m20261202_000006_two_factor::Migration),
             Box::new(m20261202_000007_transfers::Migration),
             Box::new(m20261202_000008_auctions::Migration),
         ]

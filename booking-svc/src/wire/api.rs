@@ -162,12 +162,38 @@ pub fn pay_steps(
         .collect()
 }
 
-pub fn session_pb(token: String, expires: DateTime<Utc>, account: &Account) -> pb::Session {
+pub fn session_pb(
+    token: String,
+    expires: DateTime<Utc>,
+    account: &Account,
+    two_factor: bool,
+) -> pb::Session {
     pb::Session {
         access_token: token,
         token_type: "Bearer".into(),
         expires_at: timestamp(expires),
         account: Some(account_pb(account)),
+        two_factor,
+    }
+}
+
+pub fn enrollment_pb(enrollment: crate::two_factor::Enrollment) -> pb::EnrollTwoFactorResponse {
+    pb::EnrollTwoFactorResponse {
+        secret: enrollment.secret,
+        otpauth_uri: enrollment.uri,
+    }
+}
+
+pub fn confirmation_pb(
+    confirmation: &crate::two_factor::Confirmation,
+) -> pb::ConfirmTwoFactorResponse {
+    pb::ConfirmTwoFactorResponse {
+        recovery_codes: confirmation
+            .recovery_codes
+            .iter()
+            .map(crate::domain::RecoveryCode::display)
+            .collect(),
+        confirmed_at: timestamp(confirmation.confirmed_at),
     }
 }
 

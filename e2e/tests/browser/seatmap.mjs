@@ -2,7 +2,8 @@
 // Run by e2e/tests/browser.rs, which starts the system and passes (env):
 //   BASE_URL, EVENT_ID, SEAT_COUNT, SEAT_ID, SEAT_ID_2, SEAT_PRICE, WALLET_START,
 //   BUYER_A_EMAIL/PASSWORD, BUYER_B_EMAIL/PASSWORD, CHROMIUM (default /usr/bin/chromium),
-//   and optionally SCREENSHOT_DIR;
+//   SELLER_EMAIL/PASSWORD/SECRET/AFTER_STEP (a seller with two-factor sign-in: its TOTP
+//   secret, base32, and the last step whose code was used), and optionally SCREENSHOT_DIR;
 // and for the waiting room (issue 11; run first, as the other buyers' admissions run),
 //   WAITING_ROOMS: a JSON array of rooms, each {name, eventId (its waiting room admits
 //   one shopper at a time), seatCount, seat (the page's buyer buys it), otherSeat,
@@ -17,6 +18,7 @@
 //   콘서트", whose description has "<HEREH>" in it, and "뮤지컬 레미제라블")}.
 // Hangul must render with a font that has it (scripts/ensure-browser.sh installs one).
 // Exits 0 when every check passed, 1 with the reason otherwise. Every wait is bounded.
+import { createHmac } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
 const env = (name) => {
@@ -133,6 +135,35 @@ async function logIn(page, name, email, password) {
     { timeout: STEP_MS },
   );
   log(`${name}: logged in, wallet ${await page.textContent('[data-testid="balance"]')}`);
+}
+
+/** The 6-digit TOTP code (RFC 6238: HMAC-SHA1) of `secret` (base32) for time step `step`. */
+function totp(secret, step) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  const bytes = [];
+  let bits = 0;
+  let value = 0;
+  for (const c of secret.replace(/=+$/, '')) {
+    value = ((value << 5) | alphabet.indexOf(c)) & 0xffff;
+    bits += 5;
+    if (bits >= 8) {
+      bytes.push((value >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const digest = createHmac('sha1', Buffer.from(bytes)).update(counter).digest();
+  const offset = digest[digest.length - 1] & 0x0f;
+  return String((digest.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
+}
+
+/** The seller's code for a step after the last used one (the current step, or the next). */
+function sellerCode() {
+  const now = Math.floor(Date.now() / 30_000);
+  const step = Math.max(now, Number(env('SELLER_AFTER_STEP')) + 1);
+  check(step <= now + 1, `seller: step ${step} is beyond the server's skew at ${now}`);
+  return totp(env('SELLER_SECRET'), step);
 }
 
 /** A REST call as another buyer, outside the browser (bounded): { status, body }. */
@@ -441,6 +472,22 @@ async function main() {
     const failed = await b.textContent('[data-testid="message"]');
     check(/Log-in failed: 401/.test(failed), `B: log-in error shown as "${failed}"`);
     log(`B: wrong password shows "${failed}"`);
+
+    // A seller with two-factor sign-in: the password alone makes the page ask for the
+    // code; with the code it logs in. Then the page logs out for B.
+    const code = b.locator('[data-testid="code"]');
+    check(await code.isHidden(), 'B: the code field is shown before the server asked for it');
+    await b.fill('[data-testid="email"]', env('SELLER_EMAIL'));
+    await b.fill('[data-testid="password"]', env('SELLER_PASSWORD'));
+    await b.click('[data-testid="login"]');
+    await b.waitForSelector('[data-testid="code"]:visible', { timeout: STEP_MS });
+    const asked = await b.textContent('[data-testid="message"]');
+    check(/two-factor/.test(asked), `seller: the page asks "${asked}"`);
+    await b.fill('[data-testid="code"]', sellerCode());
+    await logIn(b, 'seller (with a two-factor code)', env('SELLER_EMAIL'), env('SELLER_PASSWORD'));
+    check(await code.isHidden(), 'B: the code field stays after the log-in');
+    await b.click('[data-testid="logout"]');
+    await b.waitForSelector('[data-testid="login-form"]:visible', { timeout: STEP_MS });
     await logIn(b, 'B', env('BUYER_B_EMAIL'), env('BUYER_B_PASSWORD'));
     await logIn(a, 'A', env('BUYER_A_EMAIL'), env('BUYER_A_PASSWORD'));
 

@@ -9,18 +9,23 @@ straight over gRPC, no gateway in between:
 
 It discovers the services through gRPC reflection, signs a seller and a buyer up and
 logs them in (the token goes in `authorization: Bearer <token>` metadata, as the gateway
-forwards it), creates an event as the seller, holds a seat, checks out with the wallet,
+forwards it; the seller enrolls a TOTP authenticator and logs in again with a code it
+computes with hmac/hashlib, as selling needs), creates an event as the seller, holds a seat, checks out with the wallet,
 watches the booking until CONFIRMED and reads the wallet, and checks that a bad request
 gets the right status code. Every wait is bounded. Exit 0 on success; 1 with the reason
 on stderr otherwise. The last line of stdout is `RESULT {json}` (the buyer's token, the
 event, seat and booking ids) for the Rust test to check the purchase over REST.
 """
 
+import base64
+import hashlib
+import hmac
 import importlib
 import importlib.resources
 import json
 import os
 import pathlib
+import struct
 import sys
 import tempfile
 import time
@@ -187,7 +192,59 @@ def sign_up_and_log_in(accounts, booking_pb2, role, name):
     check(session.access_token, f"log-in of {email}: no token")
     check(session.account.account_id == account.account_id, f"log-in of {email}: {session}")
     step(f"signed up and logged in {booking_pb2.Role.Name(role)} {account.account_id}")
-    return account.account_id, session.access_token
+    token = session.access_token
+    if role == booking_pb2.SELLER:
+        token = two_factor(accounts, booking_pb2, email, token)
+    return account.account_id, token
+
+
+def totp_code(secret, at):
+    """The 6-digit TOTP code (RFC 6238: HMAC-SHA1, 30 s steps) of `secret` (base32) at
+    Unix time `at`, with the standard library alone."""
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    digest = hmac.new(key, struct.pack(">Q", int(at) // 30), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
+    return f"{value % 1_000_000:06d}"
+
+
+def two_factor(accounts, booking_pb2, email, token):
+    """Enrolls and confirms a TOTP authenticator for the account of `token` and logs in
+    with a code: a session with the second factor, which selling RPCs need. The log-in
+    uses the next step's code (the confirmation used the current step's; each step is
+    accepted once, and one step of skew either way)."""
+    enrolled = accounts.EnrollTwoFactor(
+        booking_pb2.EnrollTwoFactorRequest(), metadata=bearer(token), timeout=RPC_TIMEOUT
+    )
+    check(
+        enrolled.otpauth_uri.startswith("otpauth://totp/Marquee:")
+        and f"secret={enrolled.secret}" in enrolled.otpauth_uri,
+        f"enrolment: {enrolled.otpauth_uri}",
+    )
+    now = time.time()
+    confirmed = accounts.ConfirmTwoFactor(
+        booking_pb2.ConfirmTwoFactorRequest(code=totp_code(enrolled.secret, now)),
+        metadata=bearer(token),
+        timeout=RPC_TIMEOUT,
+    )
+    check(len(confirmed.recovery_codes) == 10, f"confirmation: {len(confirmed.recovery_codes)} codes")
+    try:
+        accounts.LogIn(booking_pb2.LogInRequest(email=email, password=PASSWORD), timeout=RPC_TIMEOUT)
+        raise Failure("a password-only log-in passed after two-factor enrolment")
+    except grpc.RpcError as error:
+        check(
+            error.code() == grpc.StatusCode.UNAUTHENTICATED,
+            f"password-only log-in: {error.code()} {error.details()}",
+        )
+    session = accounts.LogIn(
+        booking_pb2.LogInRequest(
+            email=email, password=PASSWORD, code=totp_code(enrolled.secret, now + 30)
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    check(session.two_factor, f"log-in with a code of {email}: no second factor")
+    step("enrolled a TOTP authenticator and logged in with a code")
+    return session.access_token
 
 
 def open_wallet(wallets, pay_pb2, token):
