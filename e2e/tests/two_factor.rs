@@ -433,6 +433,7 @@ async fn a_seller_session_without_the_second_factor_sells_nothing() {
     let seller = with_code.str("/accessToken");
     let event = sys.event(&seller, &[("A", 5_000, 1, 4)], 0).await;
     let event_id = event["eventId"].as_str().expect("event id");
+    let seat = sys.seat_ids(event_id).await[0].clone();
     for (reply, what) in [
         (
             sys.get(
@@ -461,6 +462,31 @@ async fn a_seller_session_without_the_second_factor_sells_nothing() {
             .await,
             "queue status",
         ),
+        (
+            sys.post(
+                &format!("/v1/events/{event_id}/auctions"),
+                Some(&password_only),
+                json!({
+                    "seatIds": [seat],
+                    "openingPrice": {"amountMinor": "1000", "currency": "KRW"},
+                    "minIncrement": {"amountMinor": "100", "currency": "KRW"},
+                    "closesAt": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+                }),
+            )
+            .await,
+            "create auction",
+        ),
+        (
+            sys.call(
+                reqwest::Method::PUT,
+                &format!("/v1/events/{event_id}/transfer-policy"),
+                Some(&password_only),
+                Some(json!({"transfers": {"allowed": false}})),
+                &[],
+            )
+            .await,
+            "set transfer policy",
+        ),
     ] {
         assert_reason(&reply, 403, "TWO_FACTOR_REQUIRED", what);
         assert!(
@@ -482,6 +508,11 @@ async fn a_seller_session_without_the_second_factor_sells_nothing() {
         .await
         .expect("count");
     assert_eq!(rooms, 0);
+    let auctions: i64 = sqlx::query_scalar("SELECT count(*) FROM auctions")
+        .fetch_one(&sys.booking_pool)
+        .await
+        .expect("count");
+    assert_eq!(auctions, 0);
     // The two-factor session can.
     assert_eq!(
         sys.get(&format!("/v1/events/{event_id}/sales"), Some(&seller))
