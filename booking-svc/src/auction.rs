@@ -774,24 +774,8 @@ impl Auctions {
             };
         }
         let tx = self.pool().begin().await?;
-        lock_auction(&tx, id).await?;
-        let award = auction_awards::Entity::find_by_id((id.0, buyer.0))
-            .one(&tx)
-            .await?
-            .ok_or(BookingError::NotFound("award"))?;
-        if AwardState::parse(&award.state)? != AwardState::AwaitingPayment {
-            return Err(BookingError::FailedPrecondition(format!(
-                "this award is {}, not awaiting payment",
-                award.state
-            )));
-        }
-        if let Some(previous) = award.booking_id {
-            let status: Option<String> = bookings::Entity::find_by_id(previous)
-                .select_only()
-                .column(bookings::Column::Status)
-                .into_tuple()
-                .one(&tx)
-                .await?;
+        let (award, previous) = awaiting_award(&tx, id, buyer).await?;
+        if let Some((previous, status)) = previous {
             match status.as_deref() {
                 Some("PENDING_PAYMENT") | Some("CONFIRMED") => {
                     drop(tx);
@@ -930,29 +914,13 @@ impl Auctions {
     /// Gives up `buyer`'s award; the seat passes on.
     pub async fn decline(&self, id: AuctionId, buyer: AccountId) -> Result<(), BookingError> {
         let tx = self.pool().begin().await?;
-        lock_auction(&tx, id).await?;
-        let award = auction_awards::Entity::find_by_id((id.0, buyer.0))
-            .one(&tx)
-            .await?
-            .ok_or(BookingError::NotFound("award"))?;
-        if AwardState::parse(&award.state)? != AwardState::AwaitingPayment {
-            return Err(BookingError::FailedPrecondition(format!(
-                "this award is {}, not awaiting payment",
-                award.state
-            )));
-        }
-        if let Some(previous) = award.booking_id {
-            let status: Option<String> = bookings::Entity::find_by_id(previous)
-                .select_only()
-                .column(bookings::Column::Status)
-                .into_tuple()
-                .one(&tx)
-                .await?;
-            if matches!(status.as_deref(), Some("PENDING_PAYMENT" | "CONFIRMED")) {
-                return Err(BookingError::FailedPrecondition(
-                    "this award's payment is under way; cancel the booking instead".into(),
-                ));
-            }
+        let (award, previous) = awaiting_award(&tx, id, buyer).await?;
+        if let Some((_, status)) = previous
+            && matches!(status.as_deref(), Some("PENDING_PAYMENT" | "CONFIRMED"))
+        {
+            return Err(BookingError::FailedPrecondition(
+                "this award's payment is under way; cancel the booking instead".into(),
+            ));
         }
         set_award(&tx, id, buyer, AwardState::Declined).await?;
         let released = pass_on(&tx, id, SeatId(award.seat_id)).await?;
@@ -1330,6 +1298,39 @@ fn award_view(
         pay_by: row.pay_by,
         booking: row.booking_id.map(BookingId),
     })
+}
+
+/// Locks the auction and reads `buyer`'s award, which must be awaiting payment, with
+/// the id and status of the booking last made for it, if any.
+async fn awaiting_award(
+    tx: &DatabaseTransaction,
+    id: AuctionId,
+    buyer: AccountId,
+) -> Result<(auction_awards::Model, Option<(Uuid, Option<String>)>), BookingError> {
+    lock_auction(tx, id).await?;
+    let award = auction_awards::Entity::find_by_id((id.0, buyer.0))
+        .one(tx)
+        .await?
+        .ok_or(BookingError::NotFound("award"))?;
+    if AwardState::parse(&award.state)? != AwardState::AwaitingPayment {
+        return Err(BookingError::FailedPrecondition(format!(
+            "this award is {}, not awaiting payment",
+            award.state
+        )));
+    }
+    let previous = match award.booking_id {
+        Some(booking) => {
+            let status: Option<String> = bookings::Entity::find_by_id(booking)
+                .select_only()
+                .column(bookings::Column::Status)
+                .into_tuple()
+                .one(tx)
+                .await?;
+            Some((booking, status))
+        }
+        None => None,
+    };
+    Ok((award, previous))
 }
 
 /// Locks the auction's row (award steps of one auction are serialized with its bids).
