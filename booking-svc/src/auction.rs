@@ -447,7 +447,7 @@ impl Auctions {
             .mark_sold(marker, HoldId(id.0), new.event, &new.seats)
             .await?;
         let values = holds.seat_values(new.event, &new.seats).await?;
-        let ours = format!("sold:{}", id.0);
+        let ours = crate::holds::sold_marker(marker);
         let taken: Vec<Uuid> = new
             .seats
             .iter()
@@ -517,10 +517,7 @@ impl Auctions {
             .map(SeatId)
             .collect();
         let n = seats.len() as u64;
-        let top: Vec<BidRow> = auction_bids::Entity::find()
-            .filter(auction_bids::Column::AuctionId.eq(id.0))
-            .order_by_desc(auction_bids::Column::AmountMinor)
-            .order_by_asc(auction_bids::Column::Seq)
+        let top: Vec<BidRow> = ranking(id)
             .limit(2 * n)
             .into_model::<BidRow>()
             .all(db)
@@ -537,7 +534,7 @@ impl Auctions {
                     .map(|r| r.amount_minor)
             })
             .flatten();
-        let awards = self.current_awards(id).await?;
+        let awards = self.current_awards(id, &seats).await?;
         let currency = crate::domain::Currency::parse("currency", &row.currency)?;
         let mine = match caller {
             None => None,
@@ -568,8 +565,12 @@ impl Auctions {
         })
     }
 
-    /// Each seat's latest award, in seat order.
-    async fn current_awards(&self, id: AuctionId) -> Result<Vec<AwardView>, BookingError> {
+    /// Each seat's latest award, in `seats` order.
+    async fn current_awards(
+        &self,
+        id: AuctionId,
+        seats: &[SeatId],
+    ) -> Result<Vec<AwardView>, BookingError> {
         let rows = auction_awards::Entity::find()
             .filter(auction_awards::Column::AuctionId.eq(id.0))
             .order_by_asc(auction_awards::Column::CreatedAt)
@@ -578,13 +579,6 @@ impl Auctions {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let positions: HashMap<Uuid, i32> = auction_seats::Entity::find()
-            .filter(auction_seats::Column::AuctionId.eq(id.0))
-            .all(self.pool())
-            .await?
-            .into_iter()
-            .map(|s| (s.seat_id, s.position))
-            .collect();
         let booking_ids: Vec<Uuid> = rows.iter().filter_map(|r| r.booking_id).collect();
         let statuses: HashMap<Uuid, String> = bookings::Entity::find()
             .select_only()
@@ -601,9 +595,10 @@ impl Auctions {
             let booking_status = row.booking_id.and_then(|b| statuses.get(&b)).cloned();
             latest.insert(row.seat_id, award_view(&row, booking_status.as_deref())?);
         }
-        let mut awards: Vec<AwardView> = latest.into_values().collect();
-        awards.sort_by_key(|a| positions.get(&a.seat.0).copied().unwrap_or(i32::MAX));
-        Ok(awards)
+        Ok(seats
+            .iter()
+            .filter_map(|seat| latest.remove(&seat.0))
+            .collect())
     }
 
     async fn mine(
@@ -617,7 +612,7 @@ impl Auctions {
             .one(self.pool())
             .await?;
         let bid = match own {
-            Some(row) => Some(ranked(self.rank_of(id, &row).await?, &row)),
+            Some(row) => Some(ranked(rank_of(self.pool(), id, &row).await?, &row)),
             None => None,
         };
         let submissions_left = MAX_SUBMISSIONS - bid.as_ref().map_or(0, |b| b.submissions);
@@ -638,24 +633,6 @@ impl Auctions {
             submissions_left,
             award,
         })
-    }
-
-    /// The rank of a standing bid: 1 + the bids ahead of it.
-    async fn rank_of(&self, id: AuctionId, row: &BidRow) -> Result<i64, BookingError> {
-        let ahead = auction_bids::Entity::find()
-            .filter(auction_bids::Column::AuctionId.eq(id.0))
-            .filter(
-                Condition::any()
-                    .add(auction_bids::Column::AmountMinor.gt(row.amount_minor))
-                    .add(
-                        Condition::all()
-                            .add(auction_bids::Column::AmountMinor.eq(row.amount_minor))
-                            .add(auction_bids::Column::Seq.lt(row.seq)),
-                    ),
-            )
-            .count(self.pool())
-            .await?;
-        Ok(i64::try_from(ahead).unwrap_or(i64::MAX).saturating_add(1))
     }
 
     /// Places (or raises) `bidder`'s bid.
@@ -744,7 +721,7 @@ impl Auctions {
             submissions: upserted.submissions,
             bid_at: upserted.bid_at,
         };
-        let rank = self.rank_of(id, &row).await?;
+        let rank = rank_of(self.pool(), id, &row).await?;
         Ok(BidPlaced {
             auction: id,
             bid: ranked(rank, &row),
@@ -1006,10 +983,7 @@ impl Auctions {
             .into_tuple()
             .all(&tx)
             .await?;
-        let winners: Vec<BidRow> = auction_bids::Entity::find()
-            .filter(auction_bids::Column::AuctionId.eq(id.0))
-            .order_by_desc(auction_bids::Column::AmountMinor)
-            .order_by_asc(auction_bids::Column::Seq)
+        let winners: Vec<BidRow> = ranking(id)
             .limit(seats.len() as u64)
             .into_model::<BidRow>()
             .all(&tx)
@@ -1264,6 +1238,37 @@ pub async fn prime_seats(
     Ok(auctions)
 }
 
+/// The auction's standing bids in ranking order: highest amount first, then the
+/// earlier bid (`auction_bids_ranking_idx`).
+fn ranking(id: AuctionId) -> sea_orm::Select<auction_bids::Entity> {
+    auction_bids::Entity::find()
+        .filter(auction_bids::Column::AuctionId.eq(id.0))
+        .order_by_desc(auction_bids::Column::AmountMinor)
+        .order_by_asc(auction_bids::Column::Seq)
+}
+
+/// The rank of a standing bid: 1 + the bids ahead of it in [`ranking`] order.
+async fn rank_of<C: ConnectionTrait>(
+    db: &C,
+    id: AuctionId,
+    row: &BidRow,
+) -> Result<i64, BookingError> {
+    let ahead = auction_bids::Entity::find()
+        .filter(auction_bids::Column::AuctionId.eq(id.0))
+        .filter(
+            Condition::any()
+                .add(auction_bids::Column::AmountMinor.gt(row.amount_minor))
+                .add(
+                    Condition::all()
+                        .add(auction_bids::Column::AmountMinor.eq(row.amount_minor))
+                        .add(auction_bids::Column::Seq.lt(row.seq)),
+                ),
+        )
+        .count(db)
+        .await?;
+    Ok(i64::try_from(ahead).unwrap_or(i64::MAX).saturating_add(1))
+}
+
 fn ranked(rank: i64, b: &BidRow) -> Ranked {
     Ranked {
         rank,
@@ -1404,11 +1409,8 @@ async fn pass_on(
         .into_tuple()
         .all(tx)
         .await?;
-    let next = auction_bids::Entity::find()
-        .filter(auction_bids::Column::AuctionId.eq(id.0))
+    let next = ranking(id)
         .filter(auction_bids::Column::BidderId.is_not_in(awarded))
-        .order_by_desc(auction_bids::Column::AmountMinor)
-        .order_by_asc(auction_bids::Column::Seq)
         .into_model::<BidRow>()
         .one(tx)
         .await?;
@@ -1426,25 +1428,13 @@ async fn pass_on(
         )));
     };
     // Its rank in the final ranking (bids no longer change after the close).
-    let ahead = auction_bids::Entity::find()
-        .filter(auction_bids::Column::AuctionId.eq(id.0))
-        .filter(
-            Condition::any()
-                .add(auction_bids::Column::AmountMinor.gt(next.amount_minor))
-                .add(
-                    Condition::all()
-                        .add(auction_bids::Column::AmountMinor.eq(next.amount_minor))
-                        .add(auction_bids::Column::Seq.lt(next.seq)),
-                ),
-        )
-        .count(tx)
-        .await?;
+    let rank = rank_of(tx, id, &next).await?;
     let pay_by = Utc::now() + chrono::Duration::seconds(auction.payment_window_secs.into());
     auction_awards::Entity::insert(auction_awards::ActiveModel {
         auction_id: Set(id.0),
         bidder_id: Set(next.bidder_id),
         seat_id: Set(seat.0),
-        rank: Set(i64::try_from(ahead).unwrap_or(i64::MAX).saturating_add(1)),
+        rank: Set(rank),
         amount_minor: Set(next.amount_minor),
         state: Set(AwardState::AwaitingPayment.as_str().to_owned()),
         pay_by: Set(pay_by),

@@ -330,6 +330,27 @@ pub async fn transfer_policy<C: ConnectionTrait>(
     Ok(TransferPolicy::stored(allowed, percent))
 }
 
+/// The transfer rules of `ids` (one query, for a page of events); an unknown id is
+/// left out.
+pub async fn transfer_policies<C: ConnectionTrait>(
+    db: &C,
+    ids: &[EventId],
+) -> Result<HashMap<EventId, TransferPolicy>, BookingError> {
+    let rows: Vec<(Uuid, bool, i32)> = events::Entity::find()
+        .select_only()
+        .column(events::Column::Id)
+        .column(events::Column::TransfersAllowed)
+        .column(events::Column::TransferMaxPricePercent)
+        .filter(events::Column::Id.is_in(ids.iter().map(|id| id.0)))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, allowed, percent)| (EventId(id), TransferPolicy::stored(allowed, percent)))
+        .collect())
+}
+
 /// Sets the event's transfer rule.
 pub async fn set_transfer_policy(
     pool: &DatabaseConnection,
@@ -406,9 +427,7 @@ pub async fn seat_statuses(
                 Some("PENDING_PAYMENT") => SeatStatus::Held,
                 Some(_) => SeatStatus::Sold,
                 // A seat an auction may still sell carries the auction's sold marker.
-                None if value.as_deref().is_some_and(|v| v.starts_with("sold:")) => {
-                    SeatStatus::Sold
-                }
+                None if value.as_deref().is_some_and(crate::holds::is_sold) => SeatStatus::Sold,
                 None if value.is_some() => SeatStatus::Held,
                 None => SeatStatus::Available,
             },

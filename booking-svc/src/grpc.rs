@@ -135,14 +135,23 @@ impl Api {
         &self,
         event: &crate::catalog::EventInfo,
     ) -> Result<pb::Event, BookingError> {
+        let policy = self.bookings.transfer_policy(event.id).await?;
+        Ok(self.render_event(event, policy))
+    }
+
+    /// [`Self::event_pb`] with the transfer rule already read.
+    fn render_event(
+        &self,
+        event: &crate::catalog::EventInfo,
+        policy: crate::domain::TransferPolicy,
+    ) -> pb::Event {
         let mut rendered = wire::event_pb(event);
         rendered.waiting_room = self
             .queue
             .settings(event.id)
             .map(|s| wire::queue::settings_pb(&s));
-        let policy = self.bookings.transfer_policy(event.id).await?;
         rendered.transfers = Some(wire::api::transfer_policy_pb(policy));
-        Ok(rendered)
+        rendered
     }
 }
 
@@ -346,9 +355,17 @@ impl CatalogService for Api {
         let offset = domain::page_offset(&req.page_token)?;
         let ids = self.bookings.event_ids(offset, limit + 1).await?;
         let more = ids.len() as i64 > limit;
+        let ids: Vec<EventId> = ids
+            .into_iter()
+            .take(usize::try_from(limit).unwrap_or(0))
+            .collect();
+        // The page's transfer rules in one query, not one per event.
+        let policies = self.bookings.transfer_policies(&ids).await?;
         let mut events = Vec::with_capacity(ids.len());
-        for id in ids.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
-            events.push(self.event_pb(&*self.bookings.event(id).await?).await?);
+        for id in ids {
+            let event = self.bookings.event(id).await?;
+            let policy = policies.get(&id).copied().unwrap_or_default();
+            events.push(self.render_event(&event, policy));
         }
         Ok(Response::new(pb::ListEventsResponse {
             next_page_token: wire::api::next_page_token(more, offset, limit),

@@ -600,8 +600,15 @@ fn malformed(hold: HoldId) -> BookingError {
     BookingError::Internal(format!("hold {hold} is malformed in redis"))
 }
 
-fn sold_marker(booking: BookingId) -> String {
+/// The seat value of a seat sold under `booking` (or reserved by an auction, under its
+/// id): what the scripts compare and [`is_sold`] recognizes.
+pub(crate) fn sold_marker(booking: BookingId) -> String {
     format!("sold:{booking}")
+}
+
+/// Whether a seat value marks the seat sold (rather than held by a hold).
+pub(crate) fn is_sold(value: &str) -> bool {
+    value.starts_with("sold:")
 }
 
 impl HoldStore {

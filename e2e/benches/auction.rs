@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use hdrhistogram::Histogram;
-use marquee_e2e::{Options, System};
+use marquee_e2e::{Options, System, auction_pseudonym, int};
 use marquee_testkit::env_num;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -57,23 +57,8 @@ impl Params {
     }
 }
 
-fn int(value: &Value) -> i64 {
-    value
-        .as_str()
-        .and_then(|n| n.parse().ok())
-        .or_else(|| value.as_i64())
-        .unwrap_or(0)
-}
-
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
-}
-
-fn pseudonym(auction: Uuid, bidder: Uuid) -> String {
-    Uuid::new_v5(&auction, bidder.as_bytes())
-        .simple()
-        .to_string()[..10]
-        .to_owned()
 }
 
 /// What one watcher received: (when, version, the auction's ranking).
@@ -297,7 +282,7 @@ async fn bench(params: Params) -> bool {
     let ranking_ok = final_ranking.as_array().is_some_and(|ranked| {
         ranked.len() == (2 * params.seats).min(rows.len())
             && ranked.iter().zip(&rows).all(|(entry, row)| {
-                entry["bidder"] == pseudonym(auction_uuid, row.0)
+                entry["bidder"] == auction_pseudonym(auction_uuid, row.0)
                     && int(&entry["amount"]["amountMinor"]) == row.1
             })
     });
@@ -320,7 +305,7 @@ async fn bench(params: Params) -> bool {
         awards.len() == params.seats.min(rows.len())
             && awards.iter().enumerate().all(|(i, award)| {
                 award["seatId"] == seats[i].as_str()
-                    && award["bidder"] == pseudonym(auction_uuid, rows[i].0)
+                    && award["bidder"] == auction_pseudonym(auction_uuid, rows[i].0)
             })
     });
 

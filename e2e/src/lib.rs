@@ -17,3 +17,22 @@ pub mod system;
 pub use checks::{CardMoney, Money, Oversell, WELCOME_CREDIT_MINOR};
 pub use marquee_testkit::Reply;
 pub use system::{JWT_SECRET, Options, PASSWORD, Seller, SseEvent, SseStream, System, event_body};
+
+/// A proto3 JSON integer: an int64 comes as a string, an int32 as a number (0 if
+/// neither).
+pub fn int(value: &serde_json::Value) -> i64 {
+    value
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .or_else(|| value.as_i64())
+        .unwrap_or(0)
+}
+
+/// The pseudonym the API shows for `bidder` in auction `auction` (booking-svc's
+/// `auction::pseudonym`): what a test compares the ranking with.
+pub fn auction_pseudonym(auction: uuid::Uuid, bidder: uuid::Uuid) -> String {
+    uuid::Uuid::new_v5(&auction, bidder.as_bytes())
+        .simple()
+        .to_string()[..10]
+        .to_owned()
+}

@@ -9,31 +9,21 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use marquee_e2e::{Reply, System, WELCOME_CREDIT_MINOR};
+use marquee_e2e::{Reply, System, WELCOME_CREDIT_MINOR, auction_pseudonym, int};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-fn int(value: &Value) -> i64 {
-    value
-        .as_str()
-        .and_then(|n| n.parse().ok())
-        .or_else(|| value.as_i64())
-        .unwrap_or(0)
-}
 
 fn krw(amount: i64) -> Value {
     json!({"amountMinor": amount.to_string(), "currency": "KRW"})
 }
 
-/// The pseudonym the API shows for `bidder` in `auction` (booking-svc's `pseudonym`).
+/// The pseudonym the API shows for `bidder` in `auction`.
 fn pseudonym(auction: &str, bidder: &str) -> String {
-    let auction = Uuid::parse_str(auction).expect("auction id");
-    let bidder = Uuid::parse_str(bidder).expect("bidder id");
-    Uuid::new_v5(&auction, bidder.as_bytes())
-        .simple()
-        .to_string()[..10]
-        .to_owned()
+    auction_pseudonym(
+        Uuid::parse_str(auction).expect("auction id"),
+        Uuid::parse_str(bidder).expect("bidder id"),
+    )
 }
 
 /// Puts the first `seats` seats of the event up for auction, closing in an hour (the

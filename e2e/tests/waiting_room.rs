@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use marquee_e2e::{JWT_SECRET, System};
+use marquee_e2e::{JWT_SECRET, System, int};
 use marquee_infra::auth::TokenKeys;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -73,14 +73,6 @@ fn number(ticket: &Value) -> u64 {
         .as_str()
         .and_then(|n| n.parse().ok())
         .or_else(|| ticket["number"].as_u64())
-        .unwrap_or(0)
-}
-
-fn int(value: &Value) -> i64 {
-    value
-        .as_str()
-        .and_then(|n| n.parse().ok())
-        .or_else(|| value.as_i64())
         .unwrap_or(0)
 }
 

@@ -55,6 +55,14 @@ impl Bookings {
         catalog::transfer_policy(&self.pool, event).await
     }
 
+    /// The transfer rules of a page of events, in one query.
+    pub async fn transfer_policies(
+        &self,
+        events: &[EventId],
+    ) -> Result<std::collections::HashMap<EventId, TransferPolicy>, BookingError> {
+        catalog::transfer_policies(&self.pool, events).await
+    }
+
     /// Sets the event's transfer rule; its seller only (or an admin: `admin`).
     pub async fn set_transfer_policy(
         &self,
