@@ -94,6 +94,7 @@ fn router_draining_on(
         sse_client_buffer: config.sse_client_buffer.max(1),
         sse_keep_alive: config.sse_keep_alive,
         sse_renderings: Arc::default(),
+        sse_hubs: Default::default(),
         draining,
         rooms: Default::default(),
     });

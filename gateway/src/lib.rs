@@ -2,7 +2,8 @@
 //!
 //! Every route comes from a `google.api.http` annotation in `proto/` (read from
 //! [`marquee_proto::DESCRIPTOR_SET`] at start-up) and is transcoded by one generic
-//! handler; server-streaming RPCs become SSE streams. Nothing here knows a domain type. Around it: bearer-token checks at the
+//! handler; server-streaming RPCs become SSE streams, one upstream stream per distinct request
+//! of a shared route fanned out to all its clients. Nothing here knows a domain type. Around it: bearer-token checks at the
 //! edge (and admission tokens of waiting rooms), request ids, traces, CORS, body limits, rate limits shared through Redis,
 //! Prometheus metrics, health and an OpenAPI document generated from the same route
 //! table.
@@ -12,6 +13,7 @@ pub mod app;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod openapi;
 pub mod proxy;
 pub mod ratelimit;

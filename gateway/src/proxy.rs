@@ -25,6 +25,12 @@ pub async fn handle(State(state): State<Arc<AppState>>, mut request: Request) ->
         None => state.routes.lookup(request.method(), request.uri().path()),
     };
     match matched {
+        RouteMatch::Found { route, bindings } if route.server_streaming => {
+            match crate::sse::forward(&state, &route, &bindings, request).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            }
+        }
         RouteMatch::Found { route, bindings } => {
             match forward(&state, &route, &bindings, request).await {
                 Ok(response) => response,
@@ -47,9 +53,6 @@ async fn forward(
     bindings: &[(String, String)],
     request: Request,
 ) -> Result<Response, ApiError> {
-    if route.server_streaming {
-        return crate::sse::forward(state, route, bindings, request).await;
-    }
     let (parts, body) = request.into_parts();
     let caller = authenticate(state, &parts.headers)?;
     crate::admission::check(state, route, bindings, &parts.headers, caller.as_ref()).await?;

@@ -1,33 +1,46 @@
-//! Streamed messages rendered as SSE events once, and the renderings shared by every
+//! Streamed messages rendered as SSE frames once, and the renderings shared by every
 //! stream of the gateway ([`Renderings`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use axum::response::sse::Event;
 use bytes::Bytes;
 use prost_reflect::{DynamicMessage, FieldDescriptor, MessageDescriptor, ReflectMessage, Value};
 
 use crate::transcode::response_json;
 
-/// A streamed message as an SSE event, before it is written.
+/// A streamed message as its SSE frame, ready to be written to any client.
 #[derive(Debug)]
 pub struct Rendered {
-    id: Option<String>,
-    name: Option<String>,
-    data: String,
+    /// The event id as a number, if it is one: where a client's stream stands.
+    pub order: Option<i64>,
+    /// `event:`, `id:` and `data:` lines and the blank line that ends the event.
+    pub frame: Bytes,
 }
 
 impl Rendered {
-    pub fn event(&self) -> Event {
-        let mut event = Event::default().data(&self.data);
-        if let Some(id) = &self.id {
-            event = event.id(id);
+    fn new(id: Option<&str>, name: Option<&str>, data: &str) -> Self {
+        let mut frame = String::with_capacity(data.len() + 64);
+        if let Some(name) = name {
+            frame.push_str("event: ");
+            frame.push_str(name);
+            frame.push('\n');
         }
-        if let Some(name) = &self.name {
-            event = event.event(name);
+        if let Some(id) = id {
+            frame.push_str("id: ");
+            frame.push_str(id);
+            frame.push('\n');
         }
-        event
+        for line in data.split('\n') {
+            frame.push_str("data: ");
+            frame.push_str(line);
+            frame.push('\n');
+        }
+        frame.push('\n');
+        Self {
+            order: id.and_then(|id| id.parse().ok()),
+            frame: Bytes::from(frame),
+        }
     }
 }
 
@@ -74,7 +87,7 @@ impl Renderings {
             cache.entries.clear();
             cache.bytes = 0;
         }
-        cache.bytes += encoded.len() + rendered.data.len();
+        cache.bytes += encoded.len() + rendered.frame.len();
         cache.entries.insert(encoded, rendered.clone());
         Ok(rendered)
     }
@@ -101,7 +114,7 @@ pub fn render(
         .flat_map(|oneof| oneof.fields().collect::<Vec<_>>())
         .find(|field| message.has_field(field))
         .map(|field| field.json_name().to_owned());
-    Ok(Rendered { id, name, data })
+    Ok(Rendered::new(id.as_deref(), name.as_deref(), &data))
 }
 
 #[cfg(test)]
@@ -114,11 +127,11 @@ mod tests {
         let mut renders = 0;
         let mut render = |bytes: &[u8]| {
             renders += 1;
-            Ok(Rendered {
-                id: Some("7".into()),
-                name: None,
-                data: format!("{} bytes", bytes.len()),
-            })
+            Ok(Rendered::new(
+                Some("7"),
+                None,
+                &format!("{} bytes", bytes.len()),
+            ))
         };
         let first = renderings
             .get_or_render(Bytes::from_static(b"abc"), &mut render)
@@ -130,7 +143,20 @@ mod tests {
             .get_or_render(Bytes::from_static(b"abcd"), &mut render)
             .expect("rendered");
         assert!(Arc::ptr_eq(&first, &again));
-        assert_eq!(other.data, "4 bytes");
+        assert_eq!(other.frame, "id: 7\ndata: 4 bytes\n\n");
+        assert_eq!(other.order, Some(7));
         assert_eq!(renders, 2);
+    }
+
+    #[test]
+    fn a_frame_names_its_event_and_carries_each_data_line() {
+        let rendered = Rendered::new(Some("12"), Some("changes"), "{\"a\":1}\n{\"b\":2}");
+        assert_eq!(
+            rendered.frame,
+            "event: changes\nid: 12\ndata: {\"a\":1}\ndata: {\"b\":2}\n\n"
+        );
+        assert_eq!(rendered.order, Some(12));
+        assert_eq!(Rendered::new(Some("x-1"), None, "{}").order, None);
+        assert_eq!(Rendered::new(None, None, "{}").frame, "data: {}\n\n");
     }
 }

@@ -22,6 +22,8 @@ pub const HTTP_EXTENSION: &str = "google.api.http";
 pub const SUCCESS_CODE_EXTENSION: &str = "marquee.api.v1.success_code";
 /// Full name of the field option naming a streamed message's SSE `id:`.
 pub const SSE_EVENT_ID_EXTENSION: &str = "marquee.api.v1.sse_event_id";
+/// Full name of the method option marking a stream every caller of a request shares.
+pub const SHARED_STREAM_EXTENSION: &str = "marquee.api.v1.shared_stream";
 
 /// Which proto packages are served by which upstream. Index = [`Route::upstream`].
 /// `marquee.admin.v1` (dead letters) is served by booking-svc, which merges in
@@ -84,6 +86,9 @@ pub struct Route {
     pub server_streaming: bool,
     /// The field of the streamed message whose value is each SSE event's `id:`.
     pub sse_event_id: Option<FieldDescriptor>,
+    /// `(marquee.api.v1.shared_stream)`: one upstream stream per distinct request,
+    /// fanned out to all its clients ([`crate::fanout`]).
+    pub shared_stream: bool,
     /// Leading comment of the RPC in the .proto, if any.
     pub description: Option<String>,
 }
@@ -147,6 +152,7 @@ impl RouteTable {
             .get_extension_by_name(HTTP_EXTENSION)
             .with_context(|| format!("{HTTP_EXTENSION} is not in the descriptor set"))?;
         let success_ext = pool.get_extension_by_name(SUCCESS_CODE_EXTENSION);
+        let shared_ext = pool.get_extension_by_name(SHARED_STREAM_EXTENSION);
         let mut routes = Vec::new();
         for service in pool.services() {
             let Some(upstream) = upstreams
@@ -167,15 +173,20 @@ impl RouteTable {
                 let success = success_code(&options, success_ext.as_ref()).with_context(|| {
                     format!("{}: bad {SUCCESS_CODE_EXTENSION}", method.full_name())
                 })?;
+                let shared =
+                    shared_stream(&options, shared_ext.as_ref(), &method).with_context(|| {
+                        format!("{}: bad {SHARED_STREAM_EXTENSION}", method.full_name())
+                    })?;
                 let description = leading_comment(&method);
                 let mut bindings = vec![rule.clone()];
                 bindings.extend(rule.additional_bindings.iter().cloned());
                 for binding in bindings {
-                    let route =
+                    let mut route =
                         make_route(&method, upstream, &binding, success, description.clone())
                             .with_context(|| {
                                 format!("{}: bad google.api.http option", method.full_name())
                             })?;
+                    route.shared_stream = shared;
                     if routes.iter().any(|r: &Arc<Route>| {
                         r.method == route.method && r.template == route.template
                     }) {
@@ -279,6 +290,33 @@ fn success_code(
     Ok(status)
 }
 
+/// Whether the method is marked `(marquee.api.v1.shared_stream)`; only a stream whose
+/// messages carry a numeric SSE id can be shared, since clients join it by that id.
+fn shared_stream(
+    options: &DynamicMessage,
+    ext: Option<&ExtensionDescriptor>,
+    method: &MethodDescriptor,
+) -> anyhow::Result<bool> {
+    let shared = match ext {
+        Some(ext) if options.has_extension(ext) => match options.get_extension(ext).as_ref() {
+            Value::Bool(shared) => *shared,
+            other => bail!("expected a bool, found {other:?}"),
+        },
+        _ => false,
+    };
+    if shared {
+        if !method.is_server_streaming() {
+            bail!("only a server-streaming method can be shared");
+        }
+        let id = sse_event_id_field(&method.output())
+            .context("a shared stream's messages need an (marquee.api.v1.sse_event_id) field")?;
+        if !matches!(id.kind(), Kind::Int64 | Kind::Uint32 | Kind::Int32) || id.is_list() {
+            bail!("a shared stream's sse_event_id must be an integer");
+        }
+    }
+    Ok(shared)
+}
+
 fn make_route(
     method: &MethodDescriptor,
     upstream: usize,
@@ -347,6 +385,7 @@ fn make_route(
         success,
         server_streaming: method.is_server_streaming(),
         sse_event_id,
+        shared_stream: false,
         description,
     })
 }
@@ -449,6 +488,12 @@ mod tests {
         let seats = find(&table, Method::GET, "/v1/events/{event_id}/seats");
         assert_eq!(seats.success, StatusCode::OK);
         assert_eq!(seats.body, BodyRule::None);
+        assert!(!seats.shared_stream);
+        // Public streams are shared; a caller's own booking or queue ticket is not.
+        assert!(find(&table, Method::GET, "/v1/events/{event_id}/seats:watch").shared_stream);
+        assert!(find(&table, Method::GET, "/v1/auctions/{auction_id}:watch").shared_stream);
+        assert!(!find(&table, Method::GET, "/v1/bookings/{booking_id}:watch").shared_stream);
+        assert!(!find(&table, Method::GET, "/v1/queue/{ticket_id}:watch").shared_stream);
 
         let wallet = find(&table, Method::GET, "/v1/wallet");
         assert_eq!(UPSTREAMS[wallet.upstream].name, "pay");

@@ -22,12 +22,15 @@ pub struct AppState {
     pub openapi: bytes::Bytes,
     pub upstream_timeout: Duration,
     pub body_limit: usize,
-    /// Events an SSE client may be behind before it is disconnected.
+    /// Events an SSE client may be behind before it is disconnected (its own buffer, and
+    /// the ring of a shared stream).
     pub sse_client_buffer: usize,
     /// How often an idle SSE stream gets a keep-alive comment.
     pub sse_keep_alive: Duration,
     /// JSON renderings of streamed messages, shared by every SSE stream.
     pub sse_renderings: Arc<Renderings>,
+    /// The shared upstream streams of `shared_stream` routes, by request.
+    pub sse_hubs: crate::fanout::Hubs,
     /// Cancelled when the gateway starts shutting down: open SSE streams end then.
     pub draining: CancellationToken,
     /// Which events have a waiting room, for the admission check at the edge.
