@@ -1,8 +1,8 @@
 # Marquee: `make run` starts the system, `make test` runs every check, `make bench`
-# measures a flash sale. PostgreSQL, Redis and RabbitMQ are installed/started by
-# scripts/ensure-services.sh when missing.
+# measures every scenario against issue 15's targets. PostgreSQL, Redis and RabbitMQ
+# are installed/started by scripts/ensure-services.sh when missing.
 
-.PHONY: run test bench services fmt lint k8s chaos fuzz
+.PHONY: run test bench bench-peers services fmt lint k8s chaos fuzz
 
 ## Build and start the sandbox payment provider, the services and the gateway; `make run DEMO=1` also seeds demo data.
 run:
@@ -21,15 +21,18 @@ test: services
 	cargo build --bins -p booking-svc -p pay-svc -p psp-sandbox -p marquee-chaos
 	target/debug/marquee-chaos --reduced
 
-## A bounded flash sale through the gateway (BENCH_SEATS, BENCH_BUYERS, BENCH_CONCURRENCY):
-## first a hold storm (buyers only hold), then the full purchase through the saga.
+## Every benchmark scenario (scripts/bench.sh): a bounded flash sale through the gateway
+## (BENCH_SEATS, BENCH_BUYERS, BENCH_CONCURRENCY), first a hold storm (buyers only hold,
+## BENCH_STORM_SEATS), then the full purchase through the saga; then search, SSE fan-out,
+## waiting room and auction. Ends with one table of every scenario, its target and its
+## figure (target/bench-results.jsonl); fails if a benchmark failed.
 bench: services
-	BENCH_HOLDS_ONLY=1 BENCH_SEATS=$${BENCH_STORM_SEATS:-20000} cargo bench -p marquee-e2e --bench flash_sale
-	cargo bench -p marquee-e2e --bench flash_sale
-	cargo bench -p marquee-e2e --bench search
-	cargo bench -p marquee-e2e --bench sse_fanout
-	cargo bench -p marquee-e2e --bench waiting_room
-	cargo bench -p marquee-e2e --bench auction
+	scripts/bench.sh
+
+## Marquee's hold storm and purchase, then pretix's cart holds and orders on loopback
+## (../shared/peers/pretix/bench.sh; TOTAL, CONC), side by side with the ratios.
+bench-peers: services
+	scripts/bench-peers.sh
 
 ## The chaos suite at full counts (issue 10): the saga with booking-svc, pay-svc and
 ## psp-sandbox as processes it kills, RabbitMQ connections closed, Redis flushed,

@@ -349,6 +349,38 @@ async fn bench(params: Params) -> bool {
     );
     println!("check: last update ≠ ranking  {ranking_mismatch}");
     println!("check: awards to the top bids {awards_ok}");
+    // Issue 14 gave the auction no numeric targets: the figures, then its checks.
+    {
+        use marquee_e2e::bench_report::{Report, Target};
+        Report::new(
+            "auction",
+            format!(
+                "{} bidders × 3 bids on {} seats, {} in flight, {} watchers",
+                params.bidders, params.seats, params.in_flight, params.watchers
+            ),
+        )
+        .figure("accepted bids", bids_per_s, "/s", Target::None)
+        .figure("bid p99", ms(&latency, 0.99), "ms", Target::None)
+        .figure(
+            "ranking stream p99",
+            ms(&stream_latency, 0.99),
+            "ms",
+            Target::None,
+        )
+        .check(
+            "bids: all taken, ≤ 3 each, 4th refused, all stored",
+            refused.is_empty()
+                && fourth_accepted == 0
+                && over_three == 0
+                && distinct.len() == params.bidders,
+        )
+        .check(
+            "ranking = stored order = watchers' last",
+            ranking_ok && behind == 0 && ranking_mismatch == 0,
+        )
+        .check("awards to the top bids", awards_ok)
+        .write();
+    }
     sys.stop().await;
     refused.is_empty()
         && fourth_accepted == 0

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use marquee_e2e::bench_report::{Report, Target};
 use marquee_e2e::{Money, Options, Oversell, System, WELCOME_CREDIT_MINOR};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -626,6 +627,10 @@ async fn main() {
     let taken = tally.hold_status.get(&409).copied().unwrap_or(0);
     let checkouts = tally.checkout_latency.len();
     let accepted = tally.checkout_status.get(&202).copied().unwrap_or(0);
+    let holds_per_s = rate(holds, request_phase);
+    let hold_p99_ms = tally.hold_latency.value_at_quantile(0.99) as f64 / 1000.0;
+    let checkout_p99_ms = tally.checkout_latency.value_at_quantile(0.99) as f64 / 1000.0;
+    let purchases_per_s = rate(u64::try_from(confirmed).unwrap_or(0), settle_span);
     println!(
         "run: buyers started           {buyers_started} of {} ({} bought, {} found it sold out, {} gave up){}",
         buyers.len(),
@@ -643,10 +648,7 @@ async fn main() {
         request_phase.as_secs_f64()
     );
     println!("run: seat-map refreshes       {refreshes} (GET /seats, not counted below)");
-    println!(
-        "holds: requests/s             {:.0} ({holds} requests)",
-        rate(holds, request_phase)
-    );
+    println!("holds: requests/s             {holds_per_s:.0} ({holds} requests)");
     println!(
         "holds: granted/taken/other    {granted} / {taken} / {}",
         holds - granted - taken
@@ -692,8 +694,7 @@ async fn main() {
         pending
     );
     println!(
-        "purchases: confirmed/s        {:.0} (confirmed bookings / first request to last settled)",
-        rate(u64::try_from(confirmed).unwrap_or(0), settle_span)
+        "purchases: confirmed/s        {purchases_per_s:.0} (confirmed bookings / first request to last settled)"
     );
     println!("bookings: CONFIRMED           {confirmed} ({confirmed_seats} seats)");
     println!("bookings: CANCELLED           {cancelled} ({insufficient} for insufficient funds)");
@@ -735,6 +736,64 @@ async fn main() {
         money.captured_count,
         money.captured
     );
+
+    // ---------------------------------------------------------------- report
+    // Written before the checks below can panic, so a failed run still shows its figures.
+    let mut report = Report::new(
+        if holds_only() {
+            "hold storm"
+        } else {
+            "purchase"
+        },
+        format!(
+            "{} seats, {} buyers, {} in flight",
+            params.seats, params.buyers, params.concurrency
+        ),
+    );
+    if holds_only() {
+        report
+            .figure(
+                "hold requests",
+                holds_per_s,
+                "/s",
+                Target::AtLeast(20_000.0),
+            )
+            .figure("hold p99", hold_p99_ms, "ms", Target::Below(25.0))
+            .figure(
+                "holds granted",
+                rate(granted, request_phase),
+                "/s",
+                Target::None,
+            );
+    } else {
+        report
+            .figure(
+                "confirmed purchases",
+                purchases_per_s,
+                "/s",
+                Target::AtLeast(1_000.0),
+            )
+            .figure("checkout p99", checkout_p99_ms, "ms", Target::Below(250.0))
+            .check("money conserved", money.conserved())
+            .check("captured payments = confirmed bookings", payments_match)
+            .figure(
+                "still PENDING_PAYMENT",
+                pending as f64,
+                "",
+                Target::Exactly(0.0),
+            )
+            .figure("hold requests", holds_per_s, "/s", Target::None)
+            .figure("hold p99", hold_p99_ms, "ms", Target::None);
+    }
+    report
+        .figure(
+            "oversold seats",
+            oversell.sold_twice.len() as f64,
+            "",
+            Target::Exactly(0.0),
+        )
+        .check("seat map = confirmed bookings", oversell.seat_map_agrees())
+        .write();
 
     let sys = Arc::try_unwrap(sys).unwrap_or_else(|_| panic!("system still shared"));
     sys.stop().await;

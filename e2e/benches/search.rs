@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use marquee_e2e::bench_report::{Report, Target};
 use marquee_infra::bus::{Bus, BusConfig};
 use marquee_proto::search as pb;
 use marquee_proto::search::search_service_client::SearchServiceClient;
@@ -381,11 +382,41 @@ async fn main() {
     for phase in [&grpc, &rest, &pg] {
         phase.print();
     }
+    let direct_vs_pg = grpc.qps() / pg.qps();
     println!(
-        "throughput vs postgres: direct {:.1}x, gateway {:.1}x (aim: ≥ 20x; p99 direct < 10 ms)",
-        grpc.qps() / pg.qps(),
+        "throughput vs postgres: direct {direct_vs_pg:.1}x, gateway {:.1}x (aim: ≥ 20x; p99 direct < 10 ms)",
         rest.qps() / pg.qps()
     );
+    let p99 = |phase: &Phase| phase.latency.value_at_quantile(0.99) as f64 / 1000.0;
+    Report::new(
+        "search",
+        format!(
+            "{events_n} events, {concurrency} in flight, ≤ {seconds} s or {max} queries a phase"
+        ),
+    )
+    .below_target_size(
+        events_n < 100_000 || concurrency != 8,
+        "100,000 events at 8 in flight",
+    )
+    .figure("direct gRPC p99", p99(&grpc), "ms", Target::Below(10.0))
+    .figure(
+        "direct ÷ PostgreSQL pg_trgm (queries/s)",
+        direct_vs_pg,
+        "×",
+        Target::AtLeast(50.0),
+    )
+    .figure(
+        "failed queries",
+        (grpc.errors + rest.errors + pg.errors) as f64,
+        "",
+        Target::Exactly(0.0),
+    )
+    .figure("direct gRPC queries", grpc.qps(), "/s", Target::None)
+    .figure("gateway REST queries", rest.qps(), "/s", Target::None)
+    .figure("gateway REST p99", p99(&rest), "ms", Target::None)
+    .figure("PostgreSQL pg_trgm queries", pg.qps(), "/s", Target::None)
+    .figure("PostgreSQL pg_trgm p99", p99(&pg), "ms", Target::None)
+    .write();
 
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;

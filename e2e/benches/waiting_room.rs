@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use hdrhistogram::Histogram;
+use marquee_e2e::bench_report::{Report, Target};
 use marquee_e2e::{Options, System};
 use marquee_testkit::env_num;
 use serde_json::{Value, json};
@@ -423,6 +424,52 @@ async fn bench(params: Params) -> bool {
             "missed"
         },
     );
+    let mut report = Report::new(
+        "waiting room",
+        format!(
+            "{} arrivals over {} s, ≤ {} joins in flight, admitting {}/s",
+            params.arrivals, params.seconds, params.in_flight, params.admit_per_sec
+        ),
+    )
+    .below_target_size(
+        params.arrivals < 100_000 || params.seconds > 10,
+        "100,000 arrivals in 10 s",
+    );
+    report
+        .figure_against(
+            "arrivals absorbed in",
+            absorbed.as_secs_f64(),
+            "s",
+            &format!("≤ {} s (+0.5 s)", params.seconds),
+            Some(in_window),
+        )
+        .figure("join p99", ms(&latency, 0.99), "ms", Target::Below(50.0))
+        .figure("join errors", errors as f64, "", Target::Exactly(0.0))
+        .figure(
+            "order violations (numbers, order, positions)",
+            (order_violations + duplicates_or_gaps + went_up) as f64,
+            "",
+            Target::Exactly(0.0),
+        )
+        .check(
+            "watched tickets admitted through the stream",
+            watch_errors == 0 && completed == sample.len(),
+        )
+        .figure(
+            "joins",
+            joined as f64 / absorbed.as_secs_f64().max(1e-9),
+            "/s",
+            Target::None,
+        );
+    if !delivery.is_empty() {
+        report.figure(
+            "admission → client p99",
+            ms(&delivery, 0.99),
+            "ms",
+            Target::None,
+        );
+    }
+    report.write();
     sys.stop().await;
     errors == 0
         && watch_errors == 0

@@ -6,10 +6,12 @@
 //! - [`checks`]: the invariants every sale must keep, written once: no seat is sold
 //!   twice and the seat map agrees with the bookings ([`checks::Oversell`]); no money
 //!   is created or lost ([`checks::Money`]).
+//! - [`bench_report`]: the figures each benchmark appends for `make bench`'s table.
 //!
 //! Everything runs against the real local PostgreSQL, Redis and RabbitMQ; each system
 //! has its own databases, Redis key prefix and bus names and removes them when stopped.
 
+pub mod bench_report;
 pub mod checks;
 pub mod search;
 pub mod system;

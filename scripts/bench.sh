@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# `make bench`: the benchmark scenarios of e2e/benches one after another, each appending
+# its figures to $BENCH_RESULTS (default target/bench-results.jsonl, emptied first), then
+# one table of every scenario against issue 15's targets (scripts/bench-report.py).
+#
+# Usage: scripts/bench.sh [--no-table] [--append] [SCENARIO ...]
+#   SCENARIO: hold-storm purchase search sse waiting-room auction (default: all, in
+#   this order). hold-storm is flash_sale with BENCH_HOLDS_ONLY=1 and
+#   BENCH_SEATS=${BENCH_STORM_SEATS:-20000}; every other BENCH_* variable reaches the
+#   benchmarks as it is (see the top of each e2e/benches/*.rs).
+#   --no-table: record only; --append: keep the figures already in the results file
+#   (both for scripts/bench-peers.sh, which prints its own tables).
+#
+# A benchmark that fails (a broken invariant, a crash, a timeout) does not stop the ones
+# after it: the table shows what was recorded, names the failed ones, and the script
+# exits 1. Ctrl-C stops at once, after printing the table so far.
+set -uo pipefail
+
+results="${BENCH_RESULTS:-}"
+cd "$(dirname "$0")/.."
+root="$PWD"
+if [ -z "$results" ]; then
+  results="$root/target/bench-results.jsonl"
+elif [ "${results#/}" = "$results" ]; then
+  results="$OLDPWD/$results"   # relative to where the script was started
+fi
+export BENCH_RESULTS="$results"
+
+table=1 truncate=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-table) table=0 ;;
+    --append) truncate=0 ;;
+    --*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+  esac
+  shift
+done
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(hold-storm purchase search sse waiting-room auction)
+
+# scenario -> the name its figures carry in the results file
+name_of() {
+  case "$1" in
+    hold-storm) echo "hold storm" ;;
+    purchase) echo "purchase" ;;
+    search) echo "search" ;;
+    sse) echo "SSE" ;;
+    waiting-room) echo "waiting room" ;;
+    auction) echo "auction" ;;
+    *) return 1 ;;
+  esac
+}
+for s in "${scenarios[@]}"; do
+  name_of "$s" >/dev/null || { echo "bench.sh: unknown scenario $s" >&2; exit 2; }
+done
+
+run() {
+  case "$1" in
+    hold-storm)
+      BENCH_HOLDS_ONLY=1 BENCH_SEATS="${BENCH_STORM_SEATS:-20000}" \
+        cargo bench -p marquee-e2e --bench flash_sale ;;
+    purchase) cargo bench -p marquee-e2e --bench flash_sale ;;
+    search) cargo bench -p marquee-e2e --bench search ;;
+    sse) cargo bench -p marquee-e2e --bench sse_fanout ;;
+    waiting-room) cargo bench -p marquee-e2e --bench waiting_room ;;
+    auction) cargo bench -p marquee-e2e --bench auction ;;
+  esac
+}
+
+mkdir -p "$(dirname "$BENCH_RESULTS")"
+if [ "$truncate" = 1 ]; then : >"$BENCH_RESULTS"; fi
+interrupted=0
+trap 'interrupted=1' INT TERM
+expect=() failed=()
+for s in "${scenarios[@]}"; do
+  name="$(name_of "$s")"
+  expect+=("$name")
+  echo "== bench: $s ==" >&2
+  run "$s"
+  rc=$?
+  if [ "$rc" != 0 ]; then
+    failed+=("$name=$rc")
+    echo "== bench: $s FAILED (exit $rc) ==" >&2
+  fi
+  if [ "$interrupted" = 1 ]; then
+    echo "== bench: interrupted, not running the rest ==" >&2
+    break
+  fi
+done
+
+join() { local IFS=,; echo "$*"; }
+if [ "$table" = 1 ]; then
+  python3 scripts/bench-report.py table --expect "$(join "${expect[@]}")" \
+    --failed "$(join "${failed[@]}")" || echo "bench.sh: could not print the table" >&2
+fi
+[ ${#failed[@]} = 0 ]
