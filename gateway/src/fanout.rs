@@ -197,27 +197,9 @@ async fn run(
     match started {
         Some(Ok(response)) => {
             let mut upstream = response.into_inner();
-            loop {
-                let message = tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = state.draining.cancelled() => break,
-                    message = upstream.message() => message,
-                };
-                let message = match message {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(rpc = %route.grpc_path, code = ?status.code(), error = %status.message(), "shared upstream stream ended");
-                        break;
-                    }
-                };
-                let frame = match crate::sse::render_frame(&state, &route, message) {
-                    Ok(frame) => frame,
-                    Err(error) => {
-                        tracing::error!(rpc = %route.grpc_path, %error, "stream message serialization failed");
-                        break;
-                    }
-                };
+            while let Some(frame) =
+                crate::sse::next_frame(&state, &route, &mut upstream, stop.cancelled()).await
+            {
                 let Some(hub) = hub.upgrade() else { break };
                 hub.publish(frame);
             }

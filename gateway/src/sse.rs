@@ -123,6 +123,36 @@ pub fn render_frame(
     })
 }
 
+/// The next message of an upstream stream as its frame; `None` once the stream ended or
+/// failed, `stop` completed, the gateway began draining, or a message could not be
+/// rendered (logged).
+pub async fn next_frame(
+    state: &AppState,
+    route: &Route,
+    upstream: &mut tonic::Streaming<Bytes>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Option<Arc<Rendered>> {
+    let message = tokio::select! {
+        () = stop => return None,
+        // The gateway is shutting down: end the stream, so the drain does not wait on
+        // it; the client resumes elsewhere with Last-Event-ID.
+        () = state.draining.cancelled() => return None,
+        message = upstream.message() => message,
+    };
+    let message = match message {
+        Ok(message) => message?,
+        Err(status) => {
+            tracing::debug!(rpc = %route.grpc_path, code = ?status.code(), error = %status.message(), "upstream stream ended");
+            return None;
+        }
+    };
+    render_frame(state, route, message)
+        .map_err(|error| {
+            tracing::error!(rpc = %route.grpc_path, %error, "stream message serialization failed");
+        })
+        .ok()
+}
+
 /// Reads the client's own upstream stream as fast as it produces, into a buffer of
 /// `sse_client_buffer` frames; the receiver ends when the stream does, or when the
 /// client let the buffer fill. Dropping the receiver closes the upstream stream.
@@ -133,29 +163,7 @@ fn read_own(
 ) -> mpsc::Receiver<Arc<Rendered>> {
     let (tx, rx) = mpsc::channel(state.sse_client_buffer);
     tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                () = tx.closed() => break,
-                // The gateway is shutting down: end the stream, so the drain does not
-                // wait on it; the client resumes elsewhere with Last-Event-ID.
-                () = state.draining.cancelled() => break,
-                message = upstream.message() => message,
-            };
-            let message = match message {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
-                Err(status) => {
-                    tracing::debug!(rpc = %route.grpc_path, code = ?status.code(), error = %status.message(), "upstream stream ended");
-                    break;
-                }
-            };
-            let frame = match render_frame(&state, &route, message) {
-                Ok(frame) => frame,
-                Err(error) => {
-                    tracing::error!(rpc = %route.grpc_path, %error, "stream message serialization failed");
-                    break;
-                }
-            };
+        while let Some(frame) = next_frame(&state, &route, &mut upstream, tx.closed()).await {
             match tx.try_send(frame) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
