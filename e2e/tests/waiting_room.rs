@@ -277,7 +277,7 @@ async fn the_crowd_before_the_opening_is_shuffled_then_first_come_first_served()
     let sys = System::start().await;
     let (seller, event_id) = sys.seller_event(&[("R", 10_000, 1, 10)], 4).await;
     let buyers = quick_buyers(&sys, 201).await;
-    let opens = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let opens = chrono::Utc::now() + chrono::Duration::seconds(8);
     configure(
         &sys,
         &seller,
