@@ -38,3 +38,25 @@ pub fn auction_pseudonym(auction: uuid::Uuid, bidder: uuid::Uuid) -> String {
         .to_string()[..10]
         .to_owned()
 }
+
+/// The value of the first sample of `name` in a Prometheus text render whose labels
+/// include every `labels` pair.
+pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}

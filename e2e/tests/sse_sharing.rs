@@ -16,12 +16,9 @@ fn render() -> String {
     marquee_infra::metrics::prometheus().render()
 }
 
-/// The value of the unlabelled gauge `name`, if exported.
+/// The value of the gauge `name`, if exported.
 fn gauge(name: &str) -> Option<f64> {
-    render().lines().find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        (series == name).then(|| value.parse().ok()).flatten()
-    })
+    marquee_e2e::metric_sample(&render(), name, &[])
 }
 
 async fn gauge_becomes(name: &str, wanted: f64, within: Duration) {

@@ -541,14 +541,26 @@ async fn concurrent_accepts_confirm_one_booking_and_leave_the_losers_money_alone
     let (_, owner) = sys.account("BUYER").await;
     let booking = buy(&sys, &owner, &event, &r[..2]).await;
     let offer_id = offered(&sys, &owner, &booking, 60_000, None).await;
+    // A second listing, of one seat: each listing shows its own booking's seats.
+    let (_, other) = sys.account("BUYER").await;
+    let other_booking = buy(&sys, &other, &event, &r[2..3]).await;
+    let other_offer = offered(&sys, &other, &other_booking, 30_000, None).await;
     let listings = sys
         .get(&format!("/v1/events/{event}/transfer-offers"), None)
         .await;
     assert_eq!(listings.status, 200, "{:?}", listings.body);
     let listed = &listings.body["offers"][0];
     assert_eq!(listed["offerId"], offer_id.as_str());
-    assert_eq!(listed["seats"].as_array().map(Vec::len), Some(2));
+    let sorted = |seats: &[String]| {
+        let mut seats = seats.to_vec();
+        seats.sort();
+        seats
+    };
+    assert_eq!(seat_ids(listed), sorted(&r[..2]));
     assert_eq!(listed["seats"][0]["section"], "R");
+    let second = &listings.body["offers"][1];
+    assert_eq!(second["offerId"], other_offer.as_str());
+    assert_eq!(seat_ids(second), sorted(&r[2..3]));
 
     let mut recipients = Vec::new();
     for _ in 0..4 {
@@ -591,14 +603,20 @@ async fn concurrent_accepts_confirm_one_booking_and_leave_the_losers_money_alone
             theirs.body
         );
     }
+    // The accepted offer has left the listings; the other one is still there.
     let listings = sys
         .get(&format!("/v1/events/{event}/transfer-offers"), None)
         .await;
-    assert!(
-        listings.body["offers"].as_array().is_none_or(Vec::is_empty),
-        "{:?}",
-        listings.body
-    );
+    let listed: Vec<&str> = listings.body["offers"]
+        .as_array()
+        .map(|offers| {
+            offers
+                .iter()
+                .filter_map(|o| o["offerId"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(listed, [other_offer.as_str()], "{:?}", listings.body);
     assert_sold(&sys, &event, &r[..2], "after the race").await;
     assert_money(&sys).await;
     sys.stop().await;

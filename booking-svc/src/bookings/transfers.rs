@@ -481,11 +481,7 @@ impl Bookings {
             .limit(u64::try_from(limit).unwrap_or(0))
             .all(&self.pool)
             .await?;
-        let mut offers = Vec::with_capacity(rows.len());
-        for row in rows {
-            offers.push(self.offer_of(row).await?);
-        }
-        Ok(offers)
+        self.offers_of(rows).await
     }
 
     /// The ticket's chain of owners that `booking` is part of, from the first purchase
@@ -567,29 +563,52 @@ impl Bookings {
             .one(&self.pool)
             .await?
             .ok_or(BookingError::NotFound("transfer offer"))?;
-        self.offer_of(row).await
+        let mut offers = self.offers_of(vec![row]).await?;
+        offers.pop().ok_or(BookingError::NotFound("transfer offer"))
     }
 
-    async fn offer_of(&self, row: transfer_offers::Model) -> Result<TransferOffer, BookingError> {
-        let info = self.event(EventId(row.event_id)).await?;
-        let seats = offered_seats(&self.pool, &info, BookingId(row.booking_id)).await?;
-        Ok(TransferOffer {
-            id: TransferOfferId(row.id),
-            booking: BookingId(row.booking_id),
-            event: EventId(row.event_id),
-            owner: AccountId(row.owner_id),
-            recipient: row.recipient_email,
-            price: Money {
-                amount_minor: row.price_minor,
-                currency: Currency::parse("currency", &row.currency)?,
-            },
-            status: row.status.parse()?,
-            seats,
-            transfer_booking: row.transfer_booking_id.map(BookingId),
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        })
+    /// Offers with the seats on offer, every offer's seats read in one query.
+    async fn offers_of(
+        &self,
+        rows: Vec<transfer_offers::Model>,
+    ) -> Result<Vec<TransferOffer>, BookingError> {
+        let mut seats = offered_seats(&self.pool, rows.iter().map(|row| row.booking_id)).await?;
+        let mut offers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let info = self.event(EventId(row.event_id)).await?;
+            let seats = seats
+                .remove(&row.booking_id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(seat, price)| booked_seat(&info, crate::domain::SeatId(seat), price))
+                .collect();
+            offers.push(offer_from(row, seats)?);
+        }
+        Ok(offers)
     }
+}
+
+/// An offer as the API shows it, from its row and the seats on offer.
+fn offer_from(
+    row: transfer_offers::Model,
+    seats: Vec<BookedSeat>,
+) -> Result<TransferOffer, BookingError> {
+    Ok(TransferOffer {
+        id: TransferOfferId(row.id),
+        booking: BookingId(row.booking_id),
+        event: EventId(row.event_id),
+        owner: AccountId(row.owner_id),
+        recipient: row.recipient_email,
+        price: Money {
+            amount_minor: row.price_minor,
+            currency: Currency::parse("currency", &row.currency)?,
+        },
+        status: row.status.parse()?,
+        seats,
+        transfer_booking: row.transfer_booking_id.map(BookingId),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
 }
 
 /// The answer to an accept whose offer is no longer on offer.
@@ -699,25 +718,26 @@ async fn seats_owned_or_coming<C: ConnectionTrait>(
     Ok(owned.saturating_add(coming))
 }
 
-/// The active seats of the booking on offer (the original's), as the offer shows them.
+/// The seats of each booking on offer (the originals'), by booking, in one query.
 async fn offered_seats<C: ConnectionTrait>(
     db: &C,
-    info: &EventInfo,
-    booking: BookingId,
-) -> Result<Vec<BookedSeat>, BookingError> {
-    let rows: Vec<(Uuid, i64)> = booking_seats::Entity::find()
+    bookings: impl IntoIterator<Item = Uuid>,
+) -> Result<std::collections::HashMap<Uuid, Vec<(Uuid, i64)>>, BookingError> {
+    let rows: Vec<(Uuid, Uuid, i64)> = booking_seats::Entity::find()
         .select_only()
+        .column(booking_seats::Column::BookingId)
         .column(booking_seats::Column::SeatId)
         .column(booking_seats::Column::PriceMinor)
-        .filter(booking_seats::Column::BookingId.eq(booking.0))
+        .filter(booking_seats::Column::BookingId.is_in(bookings))
         .order_by_asc(booking_seats::Column::SeatId)
         .into_tuple()
         .all(db)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(seat, price)| booked_seat(info, crate::domain::SeatId(seat), price))
-        .collect())
+    let mut seats: std::collections::HashMap<Uuid, Vec<(Uuid, i64)>> = Default::default();
+    for (booking, seat, price) in rows {
+        seats.entry(booking).or_default().push((seat, price));
+    }
+    Ok(seats)
 }
 
 /// When the transfer into `booking` completed (its offer's last change), if it did.
