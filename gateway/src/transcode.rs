@@ -1,10 +1,15 @@
 //! JSON ⇄ protobuf for one route: the request message from body, path variables and
 //! query string; the response as canonical proto3 JSON.
 //!
-//! Everything is gathered into one JSON object first (body, then path variables, then
-//! query parameters, each coerced by field type) and deserialized once, so nested
-//! fields, enums, 64-bit integers and well-known types all follow prost-reflect's
-//! proto3 JSON rules, and unknown body fields are refused.
+//! The rules are those of the merged route (`build_request_merged`): everything
+//! gathered into one JSON object (body, then path variables, then query parameters,
+//! each coerced by field type) and deserialized once, so nested fields, enums, 64-bit
+//! integers and well-known types all follow prost-reflect's proto3 JSON rules, and
+//! unknown body fields are refused. The usual requests skip that tree: `direct`
+//! deserializes the body from its bytes and sets path and query values on the message,
+//! and hands anything else (and every refusal, for its text) back to the merged route.
+//! Responses are written straight to bytes by `json`, byte for byte what the
+//! `serde_json::Value` route (`response_json_value`) writes.
 
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
@@ -30,6 +35,21 @@ impl BadRequest {
 /// `body` is the raw request body (ignored unless the route has a body rule), `query`
 /// the raw query string. Unknown query parameters are ignored, as grpc-gateway does.
 pub fn build_request(
+    route: &Route,
+    bindings: &[(String, String)],
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<DynamicMessage, BadRequest> {
+    match direct::build(route, bindings, query, body) {
+        Some(message) => Ok(message),
+        None => build_request_merged(route, bindings, query, body),
+    }
+}
+
+/// [`build_request`] through one JSON object of body, path variables and query
+/// parameters: the reference for every rule, and the route of whatever [`direct`]
+/// does not build (refusals, `body: "field"`, values under oneofs).
+fn build_request_merged(
     route: &Route,
     bindings: &[(String, String)],
     query: Option<&str>,
@@ -229,6 +249,24 @@ pub fn response_json(
     message: &DynamicMessage,
     response_body: Option<&str>,
 ) -> Result<Vec<u8>, String> {
+    let descriptor = message.descriptor();
+    if json::is_plain(&descriptor) {
+        // A failure (a Timestamp out of range) is reported as the Value route reports
+        // it: that route meets the fields in number order, not in key order.
+        json::write(message, &descriptor, response_body)
+            .or_else(|_| response_json_value(message, response_body))
+    } else {
+        response_json_value(message, response_body)
+    }
+}
+
+/// [`response_json`] through a `serde_json::Value` of the whole message: what the
+/// gateway did before [`json`], kept for a well-known type as the whole response (its
+/// JSON need not be an object) and as the reference the tests compare with.
+fn response_json_value(
+    message: &DynamicMessage,
+    response_body: Option<&str>,
+) -> Result<Vec<u8>, String> {
     let options = SerializeOptions::new().skip_default_fields(false);
     let mut value = message
         .serialize_with_options(serde_json::value::Serializer, &options)
@@ -287,6 +325,9 @@ fn fill_unpopulated(message: &MessageDescriptor, value: &mut Json) {
         }
     }
 }
+
+mod direct;
+mod json;
 
 #[cfg(test)]
 mod proptests;
