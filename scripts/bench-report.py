@@ -16,7 +16,9 @@ unit, target, pass, at). This script reads them back; only the standard library.
       bench_state.py's checks) and appends them as scenario "pretix".
 
 The file is $BENCH_RESULTS, else target/bench-results.jsonl under the workspace root.
-When a metric of a scenario appears more than once, the last one counts.
+When a figure of a scenario appears more than once (`bench.sh` with BENCH_RUNS=3, the
+default), the table shows the median run's value, judged against the target, with the
+range of all runs; a check passes only when it passed in every run.
 Exit status: 0, or 2 on a usage error or an unreadable file (table: a missing file is
 reported and is not an error; pretix: 1 when no figure could be parsed).
 """
@@ -44,8 +46,11 @@ def results_path(arg):
 
 
 def read_records(path):
-    """The records of `path`, the last of each (scenario, metric), in file order."""
-    records = {}
+    """The figures of `path`, one record per (scenario, metric) in first-seen order:
+    with several runs of a figure (`bench.sh` with BENCH_RUNS), the median run's
+    record, carrying `runs` and the `low`/`high` of the values; a check (true/false)
+    passes only when it passed in every run."""
+    runs = {}
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -61,9 +66,24 @@ def read_records(path):
         except (ValueError, KeyError, TypeError) as e:
             print(f"bench-report: {path}:{number}: skipped, not a figure ({e})", file=sys.stderr)
             continue
-        records.pop(key, None)  # a later run of the same figure moves it to the end
-        records[key] = record
-    return list(records.values())
+        runs.setdefault(key, []).append(record)
+    return [median_record(records) for records in runs.values()]
+
+
+def median_record(records):
+    """One record standing for every run of a figure (see read_records)."""
+    numbers = [r for r in records
+               if isinstance(r.get("value"), (int, float)) and not isinstance(r.get("value"), bool)]
+    if len(numbers) == len(records):
+        ordered = sorted(records, key=lambda r: float(r["value"]))
+        record = dict(ordered[(len(ordered) - 1) // 2])  # the lower median for an even count
+        record["low"], record["high"] = float(ordered[0]["value"]), float(ordered[-1]["value"])
+    else:
+        failing = [r for r in records if r.get("pass") is False or r.get("value") is False]
+        record = dict(failing[0] if failing else records[-1])
+        record["failing"] = len(failing)
+    record["runs"] = len(records)
+    return record
 
 
 def by_scenario(records, expect):
@@ -190,11 +210,19 @@ def table(args):
             met += ok == "ok"
             missed += ok == "MISSED"
             unknown += ok == "n/a"
+            shown = fmt_value(record.get("value"), record.get("unit", ""))
+            if record.get("runs", 1) > 1 and "low" in record and record["low"] != record["high"]:
+                shown += (f" (median of {record['runs']}: "
+                          f"{fmt_number(record['low'])}–{fmt_number(record['high'])})")
+            elif record.get("failing"):
+                shown += f" (in {record['failing']} of {record['runs']} runs)"
+            elif record.get("runs", 1) > 1:
+                shown += f" (all {record['runs']} runs)"
             rows.append([
                 name if i == 0 else "",
                 str(record.get("metric", "")),
                 record.get("target") or "—",
-                fmt_value(record.get("value"), record.get("unit", "")),
+                shown,
                 ok,
             ])
         last = figures[-1]

@@ -1,7 +1,9 @@
 //! Auction benchmark (issue 14): a crowd bids on one live seat auction through the
 //! gateway while watchers follow its ranking over SSE. The whole system runs in this
 //! one process (pay-svc, booking-svc, realtime-svc and the gateway, on the local
-//! PostgreSQL, Redis and RabbitMQ), and so does the crowd.
+//! PostgreSQL, Redis and RabbitMQ), and so does the crowd; with `BENCH_SPLIT`, which
+//! `make bench` sets, the system runs in a pinned process of its own
+//! (`marquee_e2e::split`).
 //!
 //! `cargo bench -p marquee-e2e --bench auction`, tuned by environment variables:
 //! `BENCH_AUC_BIDDERS` (5000), `BENCH_AUC_SEATS` (20), `BENCH_AUC_IN_FLIGHT` (64, bids

@@ -1,10 +1,20 @@
-//! Flash-sale benchmark: the whole system in one process (pay-svc, booking-svc and the
-//! gateway, on the local PostgreSQL, Redis and RabbitMQ), driven over REST on 127.0.0.1.
+//! Flash-sale benchmark: the whole system (pay-svc, booking-svc, realtime-svc and the
+//! gateway, on the local PostgreSQL, Redis and RabbitMQ), in this process or in a pinned
+//! one of its own (`BENCH_SPLIT`), driven over REST on 127.0.0.1.
 //!
 //! `cargo bench -p marquee-e2e --bench flash_sale`, tuned by environment variables:
 //! `BENCH_SEATS` (5000), `BENCH_BUYERS` (20000), `BENCH_CONCURRENCY` (256),
 //! `BENCH_MAX_SECONDS` (120, a hard bound on the measured phase) and
 //! `BENCH_SETTLE_SECONDS` (60, how long to wait for payments to settle afterwards).
+//!
+//! `BENCH_HOLDS_ONLY=1` makes it the hold storm, a rolling sale: buyers only hold, holds
+//! expire after `BENCH_STORM_HOLD_TTL_MS` (3000) so seats keep coming back, buyers are
+//! reused in turn, and the figures cover a steady-state window of `BENCH_STORM_SECONDS`
+//! (30) after `BENCH_STORM_WARMUP_SECONDS` (3) of ramp-up.
+//!
+//! With `BENCH_SPLIT` the system runs in its own process on its own cores
+//! (`marquee_e2e::split`); the figures then include the server side apart: the gateway's
+//! own latency histogram and each process's CPU time.
 //!
 //! Setup (not measured): a seller creates the event(s) over REST, a few buyers sign up
 //! and log in over REST, the rest are inserted straight into the booking database with
@@ -22,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use marquee_e2e::bench_report::{Report, Target};
+use marquee_e2e::split;
 use marquee_e2e::{Money, Options, Oversell, System, WELCOME_CREDIT_MINOR};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -48,6 +59,9 @@ fn holds_only() -> bool {
     *HOLDS_ONLY.get_or_init(|| std::env::var("BENCH_HOLDS_ONLY").is_ok_and(|v| v == "1"))
 }
 
+/// The gateway's route label of hold requests (its request-duration histogram).
+const HOLD_ROUTE: &str = "/v1/events/{event_id}/holds";
+
 #[derive(Debug, Clone, Copy)]
 struct Params {
     seats: usize,
@@ -55,6 +69,10 @@ struct Params {
     concurrency: usize,
     max_seconds: u64,
     settle_seconds: u64,
+    /// The hold storm's measured window, its unmeasured ramp-up, and its holds' TTL.
+    storm_seconds: u64,
+    storm_warmup_seconds: u64,
+    storm_hold_ttl: Duration,
 }
 
 impl Params {
@@ -65,7 +83,15 @@ impl Params {
             concurrency: env_num("BENCH_CONCURRENCY", 256) as usize,
             max_seconds: env_num("BENCH_MAX_SECONDS", 120),
             settle_seconds: env_num("BENCH_SETTLE_SECONDS", 60),
+            storm_seconds: env_num("BENCH_STORM_SECONDS", 30),
+            storm_warmup_seconds: env_num("BENCH_STORM_WARMUP_SECONDS", 3),
+            storm_hold_ttl: Duration::from_millis(env_num("BENCH_STORM_HOLD_TTL_MS", 3000)),
         };
+        assert!(p.storm_seconds > 0, "BENCH_STORM_SECONDS must be positive");
+        assert!(
+            p.storm_hold_ttl >= Duration::from_millis(500),
+            "BENCH_STORM_HOLD_TTL_MS must be at least 500"
+        );
         assert!(p.seats > 0, "BENCH_SEATS must be positive");
         assert!(p.buyers > 0, "BENCH_BUYERS must be positive");
         assert!(
@@ -325,6 +351,7 @@ async fn buyer_turn(
     sales: &[Arc<Sale>],
     buyer: &Buyer,
     deadline: Instant,
+    measure_from: Instant,
     rng: &mut StdRng,
     tally: &mut Tally,
 ) {
@@ -348,6 +375,8 @@ async fn buyer_turn(
             continue;
         }
         let seat_ids: Vec<&str> = picked.iter().map(|&i| sale.seats[i].as_str()).collect();
+        // The storm's ramp-up is not measured.
+        let measured = Instant::now() >= measure_from;
         let (status, text, micros) = post(
             sys,
             &format!("/v1/events/{}/holds", sale.id),
@@ -356,8 +385,10 @@ async fn buyer_turn(
             None,
         )
         .await;
-        tally.hold_latency.saturating_record(micros);
-        *tally.hold_status.entry(status).or_default() += 1;
+        if measured {
+            tally.hold_latency.saturating_record(micros);
+            *tally.hold_status.entry(status).or_default() += 1;
+        }
         match status {
             201 => {
                 {
@@ -436,8 +467,22 @@ async fn main() {
         booking_connections: 16,
         pay_connections: 10,
         argon2_memory_kib: 1024,
+        // The storm is a rolling sale: abandoned holds give their seats back.
+        hold_ttl: if holds_only() {
+            params.storm_hold_ttl
+        } else {
+            Options::default().hold_ttl
+        },
         ..Options::default()
     };
+    if holds_only() {
+        println!(
+            "param: storm                  {} s measured after {} s ramp-up; holds expire after {} ms; buyers reused in turn",
+            params.storm_seconds,
+            params.storm_warmup_seconds,
+            params.storm_hold_ttl.as_millis()
+        );
+    }
     println!(
         "param: db connections         booking {}, pay {}; argon2 {} KiB; wallets start at 100000 KRW",
         options.booking_connections, options.pay_connections, options.argon2_memory_kib
@@ -502,7 +547,27 @@ async fn main() {
     let done = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let started_utc = chrono::Utc::now();
-    let deadline = started + Duration::from_secs(params.max_seconds);
+    let (measure_from, deadline) = if holds_only() {
+        let from = started + Duration::from_secs(params.storm_warmup_seconds);
+        (from, from + Duration::from_secs(params.storm_seconds))
+    } else {
+        (started, started + Duration::from_secs(params.max_seconds))
+    };
+    // The server side, from the measured window's start (taken at it for the storm).
+    let server_pid = sys.server_pid();
+    let generator_pid = std::process::id();
+    let window_start = {
+        let sys = sys.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            (
+                sys.server_metrics().await,
+                split::cpu_seconds(server_pid),
+                split::cpu_seconds(generator_pid),
+                Instant::now(),
+            )
+        })
+    };
 
     let refresher = {
         let (sys, sales, done) = (sys.clone(), sales.clone(), done.clone());
@@ -534,8 +599,31 @@ async fn main() {
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(buyer) = buyers.get(i) else { break };
-                    buyer_turn(&sys, &sales, buyer, deadline, &mut rng, &mut tally).await;
+                    let buyer = if holds_only() {
+                        // A rolling sale: buyers come back in turn, their holds expired.
+                        if sales
+                            .iter()
+                            .all(|s| s.available.lock().expect("lock").items.is_empty())
+                        {
+                            // Everything is held: wait for expiries to show on the map.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                        &buyers[i % buyers.len()]
+                    } else {
+                        let Some(buyer) = buyers.get(i) else { break };
+                        buyer
+                    };
+                    buyer_turn(
+                        &sys,
+                        &sales,
+                        buyer,
+                        deadline,
+                        measure_from,
+                        &mut rng,
+                        &mut tally,
+                    )
+                    .await;
                     last = Instant::now();
                 }
                 (tally, last)
@@ -550,7 +638,33 @@ async fn main() {
         last_request_done = last_request_done.max(last);
     }
     done.store(true, Ordering::Relaxed);
-    let request_phase = last_request_done - started;
+    let window_end_metrics = sys.server_metrics().await;
+    let (server_cpu_end, generator_cpu_end) = (
+        split::cpu_seconds(server_pid),
+        split::cpu_seconds(generator_pid),
+    );
+    let (window_start_metrics, server_cpu_start, generator_cpu_start, window_started) =
+        window_start.await.expect("window start");
+    let window = last_request_done.max(window_started) - window_started;
+    let server_cpu = (server_cpu_end - server_cpu_start) / window.as_secs_f64().max(1e-9);
+    let generator_cpu = (generator_cpu_end - generator_cpu_start) / window.as_secs_f64().max(1e-9);
+    let server_p99 = |route: &str| {
+        split::histogram_quantile(
+            &window_start_metrics,
+            &window_end_metrics,
+            "gateway_request_duration_seconds",
+            &[("route", route), ("method", "POST")],
+            0.99,
+        )
+        .map(|seconds| seconds * 1000.0)
+    };
+    let (server_hold_p99, server_checkout_p99) =
+        (server_p99(HOLD_ROUTE), server_p99("/v1/bookings"));
+    let request_phase = if holds_only() {
+        window
+    } else {
+        last_request_done - started
+    };
     let timed_out = Instant::now() >= deadline;
     let buyers_started = next.load(Ordering::Relaxed).min(buyers.len());
     let refreshes = refresher.await.unwrap_or(0);
@@ -637,7 +751,9 @@ async fn main() {
         tally.buyers_served,
         tally.buyers_sold_out,
         tally.buyers_gave_up,
-        if timed_out {
+        if holds_only() {
+            " — a rolling sale, until the window ended"
+        } else if timed_out {
             " — stopped at BENCH_MAX_SECONDS"
         } else {
             ""
@@ -648,6 +764,21 @@ async fn main() {
         request_phase.as_secs_f64()
     );
     println!("run: seat-map refreshes       {refreshes} (GET /seats, not counted below)");
+    if sys.is_split() {
+        println!(
+            "server: cpu                   {server_cpu:.2} cores (system process, over the window); load generator {generator_cpu:.2} cores"
+        );
+    } else {
+        println!(
+            "server: cpu                   {server_cpu:.2} cores (system and load generator in one process)"
+        );
+    }
+    let bound = |p99: Option<f64>| p99.map_or_else(|| "n/a".to_owned(), |ms| format!("<= {ms} ms"));
+    println!(
+        "server: gateway p99           holds {}, checkouts {} (its histogram's bucket bound)",
+        bound(server_hold_p99),
+        bound(server_checkout_p99)
+    );
     println!("holds: requests/s             {holds_per_s:.0} ({holds} requests)");
     println!(
         "holds: granted/taken/other    {granted} / {taken} / {}",
@@ -746,8 +877,24 @@ async fn main() {
             "purchase"
         },
         format!(
-            "{} seats, {} buyers, {} in flight",
-            params.seats, params.buyers, params.concurrency
+            "{} seats, {} buyers, {} in flight{}{}",
+            params.seats,
+            params.buyers,
+            params.concurrency,
+            if holds_only() {
+                format!(
+                    ", {} s window, holds expire after {} ms",
+                    params.storm_seconds,
+                    params.storm_hold_ttl.as_millis()
+                )
+            } else {
+                String::new()
+            },
+            if sys.is_split() {
+                ", system and load generator in two pinned processes"
+            } else {
+                ", one process"
+            }
         ),
     );
     if holds_only() {
@@ -784,6 +931,27 @@ async fn main() {
             )
             .figure("hold requests", holds_per_s, "/s", Target::None)
             .figure("hold p99", hold_p99_ms, "ms", Target::None);
+    }
+    let server_route_p99 = if holds_only() {
+        server_hold_p99
+    } else {
+        server_checkout_p99
+    };
+    if let Some(p99) = server_route_p99 {
+        report.figure(
+            if holds_only() {
+                "server-side hold p99 (bucket bound)"
+            } else {
+                "server-side checkout p99 (bucket bound)"
+            },
+            p99,
+            "ms",
+            Target::None,
+        );
+    }
+    report.figure("system cpu", server_cpu, "cores", Target::None);
+    if sys.is_split() {
+        report.figure("load generator cpu", generator_cpu, "cores", Target::None);
     }
     report
         .figure(

@@ -2,11 +2,14 @@
 //! gateway (`GET /v1/events/{id}/seats:watch`) while buyers hold, release and buy seats
 //! over REST. The whole system runs in this one process (pay-svc, booking-svc,
 //! realtime-svc and the gateway, on the local PostgreSQL, Redis and RabbitMQ), and so do
-//! the SSE clients: both ends of every connection share the machine's cores.
+//! the SSE clients: both ends of every connection share the machine's cores. With
+//! `BENCH_SPLIT` (`make bench` sets it) the system runs in a process of its own, pinned
+//! to its own cores (`marquee_e2e::split`): memory and CPU are then reported per side,
+//! and each process needs open files for one end of each connection only.
 //!
 //! `cargo bench -p marquee-e2e --bench sse_fanout`, tuned by environment variables:
 //! `BENCH_SSE_CLIENTS` (10000, or fewer if the open-files limit cannot hold both ends of
-//! that many connections), `BENCH_SSE_SEATS` (2000), `BENCH_SSE_SECONDS` (20, how
+//! that many connections), `BENCH_SSE_SEATS` (2000), `BENCH_SSE_SECONDS` (30, how
 //! long buyers act), `BENCH_SSE_HOLDS_PER_SEC` (10, hold attempts per second; each one
 //! is followed by a release or a checkout), `BENCH_SSE_BUYER_CONCURRENCY` (16),
 //! `BENCH_SSE_OPEN_CONCURRENCY` (64, clients connecting at once), `BENCH_SSE_DRAIN_SECONDS`
@@ -35,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use marquee_e2e::bench_report::{Report, Target};
+use marquee_e2e::split;
 use marquee_e2e::{Options, System};
 use marquee_proto::realtime::realtime_service_client::RealtimeServiceClient;
 use marquee_proto::realtime::{WatchSeatsRequest, seat_update};
@@ -73,10 +77,16 @@ struct Params {
     timeout_seconds: u64,
 }
 
-/// The 10,000 clients, or as many as this process's open-files limit allows:
-/// both ends of every connection are in this process, plus the services' own files.
+/// The 10,000 clients, or as many as the open-files limit allows: both ends of
+/// every connection are in this process (one end each under `BENCH_SPLIT`), plus the
+/// services' own files.
 fn default_clients() -> usize {
-    let fit = open_files_limit().map_or(10_000, |limit| limit.saturating_sub(512) / 2);
+    let ends = if split::Cores::requested().is_some() {
+        1
+    } else {
+        2
+    };
+    let fit = open_files_limit().map_or(10_000, |limit| limit.saturating_sub(512) / ends);
     10_000.min(usize::try_from(fit).unwrap_or(10_000)).max(1)
 }
 
@@ -85,7 +95,7 @@ impl Params {
         let p = Self {
             clients: env_num("BENCH_SSE_CLIENTS", default_clients() as u64) as usize,
             seats: env_num("BENCH_SSE_SEATS", 2000) as usize,
-            seconds: env_num("BENCH_SSE_SECONDS", 20),
+            seconds: env_num("BENCH_SSE_SECONDS", 30),
             holds_per_sec: env_num("BENCH_SSE_HOLDS_PER_SEC", 10),
             buyer_concurrency: env_num("BENCH_SSE_BUYER_CONCURRENCY", 16) as usize,
             open_concurrency: env_num("BENCH_SSE_OPEN_CONCURRENCY", 64) as usize,
@@ -133,33 +143,6 @@ fn loadavg() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// This process's resident set, in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system) this process used so far, in seconds.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// The soft limit of open files, from /proc/self/limits.
@@ -848,7 +831,12 @@ async fn main() {
         options.realtime_gap_timeout.as_millis()
     );
     // Both ends of every connection live in this process, plus the services' own.
-    let needed = 2 * params.clients as u64 + 512;
+    let ends = if split::Cores::requested().is_some() {
+        1
+    } else {
+        2
+    };
+    let needed = ends * params.clients as u64 + 512;
     match open_files_limit() {
         Some(limit) if limit < needed => println!(
             "warning: open-files limit {limit} < {needed} needed for {} clients (raise `ulimit -n`); expect connection failures",
@@ -964,8 +952,9 @@ async fn main() {
     };
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_before = rss_kib();
-    let cpu_before_open = cpu_seconds();
+    let (server, generator) = (sys.server_pid(), std::process::id());
+    let (rss_before, client_rss_before) = (split::rss_kib(server), split::rss_kib(generator));
+    let cpu_before_open = split::cpu_seconds(server) + split::cpu_seconds(generator);
     let open_started = Instant::now();
     let opening = Arc::new(Semaphore::new(params.open_concurrency));
     let mut clients = Vec::with_capacity(params.clients);
@@ -991,14 +980,18 @@ async fn main() {
     let open_time = open_started.elapsed();
     let ready = shared.ready.load(Ordering::Relaxed);
     let open_failures = shared.open_failures.load(Ordering::Relaxed);
-    let cpu_open = cpu_seconds() - cpu_before_open;
+    let cpu_open = split::cpu_seconds(server) + split::cpu_seconds(generator) - cpu_before_open;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_after = rss_kib();
-    let per_connection = if ready > 0 {
-        rss_after.saturating_sub(rss_before) as f64 / ready as f64
-    } else {
-        0.0
+    let (rss_after, client_rss_after) = (split::rss_kib(server), split::rss_kib(generator));
+    let per_ready = |before: u64, after: u64| {
+        if ready > 0 {
+            after.saturating_sub(before) as f64 / ready as f64
+        } else {
+            0.0
+        }
     };
+    let per_connection = per_ready(rss_before, rss_after);
+    let client_per_connection = per_ready(client_rss_before, client_rss_after);
     println!(
         "connect: {ready} of {} clients got their snapshot in {:.2} s ({open_failures} failed to open; {:.1} CPU-s)",
         params.clients,
@@ -1011,9 +1004,15 @@ async fn main() {
         rss_after as f64 / 1024.0,
         per_connection
     );
-    println!(
-        "memory: (one process holds both ends of each connection: the client's socket and buffers, the gateway's HTTP/1.1 connection, SSE task and buffer, its gRPC stream to realtime-svc, and realtime-svc's watcher)"
-    );
+    if sys.is_split() {
+        println!(
+            "memory: (the system process: the gateway's HTTP/1.1 connection, SSE task and buffer, its share of the event's hub, and realtime-svc; the clients' end grew {client_per_connection:.1} KiB per connection in the load generator)"
+        );
+    } else {
+        println!(
+            "memory: (one process holds both ends of each connection: the client's socket and buffers, the gateway's HTTP/1.1 connection, SSE task and buffer, its share of the event's hub, and realtime-svc)"
+        );
+    }
 
     // ---------------------------------------------------------------- buyers act
     let start_version = seat_version(&sys, &event_id).await;
@@ -1027,7 +1026,8 @@ async fn main() {
     let mut skipped = 0u64;
     let mut cycles = Vec::new();
     shared.measuring.store(true, Ordering::Relaxed);
-    let cpu_before_buy = cpu_seconds();
+    let (server_cpu_before_buy, generator_cpu_before_buy) =
+        (split::cpu_seconds(server), split::cpu_seconds(generator));
     let buy_started = Instant::now();
     let buy_started_micros = u64::try_from(shared.started.elapsed().as_micros()).unwrap_or(0);
     let mut ticker =
@@ -1093,7 +1093,8 @@ async fn main() {
     }
     // Nothing more may come (a duplicate or a stray change would show now).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let cpu_listen = cpu_seconds() - cpu_before_buy;
+    let server_cpu_listen = split::cpu_seconds(server) - server_cpu_before_buy;
+    let generator_cpu_listen = split::cpu_seconds(generator) - generator_cpu_before_buy;
     let listen_time = buy_started.elapsed();
     stop.cancel();
     let _ = probe.await;
@@ -1177,13 +1178,21 @@ async fn main() {
     if negative > 0 {
         println!("latency: {negative} receive times preceded changedAt (clamped to 1 µs)");
     }
-    println!(
-        "cpu: {:.1} CPU-s over {:.1} s of listening = {:.0}% of {cpus} cores (this whole process); load average now {}",
-        cpu_listen,
-        listen_time.as_secs_f64(),
-        100.0 * cpu_listen / listen_time.as_secs_f64() / cpus.max(1) as f64,
-        loadavg()
-    );
+    let listen_secs = listen_time.as_secs_f64().max(1e-9);
+    if sys.is_split() {
+        println!(
+            "cpu: over {listen_secs:.1} s of listening, the system process used {:.2} cores, the load generator {:.2}; load average now {}",
+            server_cpu_listen / listen_secs,
+            generator_cpu_listen / listen_secs,
+            loadavg()
+        );
+    } else {
+        println!(
+            "cpu: {server_cpu_listen:.1} CPU-s over {listen_secs:.1} s of listening = {:.0}% of {cpus} cores (this whole process); load average now {}",
+            100.0 * server_cpu_listen / listen_secs / cpus.max(1) as f64,
+            loadavg()
+        );
+    }
     println!(
         "streams: resyncs {} / disconnects {} / reconnects that failed {reconnect_failed} / client tasks that panicked {join_failures}",
         totals.resyncs, totals.disconnects
@@ -1218,11 +1227,20 @@ async fn main() {
     println!("check: clients that failed to open  {open_failures} (must be 0)");
 
     // ---------------------------------------------------------------- report
+    let split_run = sys.is_split();
     Report::new(
         "SSE",
         format!(
-            "{} clients on one event of {} seats, {} s at {} holds/s",
-            params.clients, params.seats, params.seconds, params.holds_per_sec
+            "{} clients on one event of {} seats, {} s at {} holds/s, {}",
+            params.clients,
+            params.seats,
+            params.seconds,
+            params.holds_per_sec,
+            if split_run {
+                "system and clients in two pinned processes"
+            } else {
+                "one process"
+            }
         ),
     )
     .below_target_size(params.clients < 10_000, "10,000 clients")
@@ -1251,15 +1269,29 @@ async fn main() {
         "",
         Target::Exactly(0.0),
     )
-    // RSS growth of this one process while the clients connected, per client: both
-    // ends of each connection and realtime-svc's watcher, so at most the gateway's share
-    // can be judged from it: ≤ 50 proves the aim, above it cannot tell.
+    // RSS growth of the system's process while the clients connected, per client. Split,
+    // that is the gateway's side (with realtime-svc beside it) and judges the aim; in one
+    // process it holds both ends, so ≤ 50 proves the aim and above it cannot tell.
     .figure_against(
-        "memory per connection (process RSS, both ends)",
+        if split_run {
+            "memory per connection (system process RSS)"
+        } else {
+            "memory per connection (process RSS, both ends)"
+        },
         per_connection,
         "KiB",
         "≤ 50 KiB at the gateway",
-        (per_connection <= 50.0).then_some(true),
+        if split_run {
+            Some(per_connection <= 50.0)
+        } else {
+            (per_connection <= 50.0).then_some(true)
+        },
+    )
+    .figure(
+        "system process cpu while listening",
+        server_cpu_listen / listen_secs,
+        "cores",
+        Target::None,
     )
     .figure(
         "commit → realtime gRPC p99",

@@ -1,7 +1,9 @@
 //! Waiting-room benchmark (issue 11): a crowd arrives at a flash sale's queue through
 //! the gateway. The whole system runs in this one process (pay-svc, booking-svc,
 //! realtime-svc and the gateway, on the local PostgreSQL, Redis and RabbitMQ), and so
-//! does the crowd: both ends of every connection share the machine's cores.
+//! does the crowd: both ends of every connection share the machine's cores (with
+//! `BENCH_SPLIT`, which `make bench` sets, the system runs in a pinned process of its
+//! own: `marquee_e2e::split`).
 //!
 //! `cargo bench -p marquee-e2e --bench waiting_room`, tuned by environment variables:
 //! `BENCH_WR_ARRIVALS` (100000), `BENCH_WR_SECONDS` (10, the arrivals are spread evenly

@@ -7,6 +7,8 @@
 //!   twice and the seat map agrees with the bookings ([`checks::Oversell`]); no money
 //!   is created or lost ([`checks::Money`]).
 //! - [`bench_report`]: the figures each benchmark appends for `make bench`'s table.
+//! - [`split`]: the benchmarks' two-process mode (`BENCH_SPLIT`): the system in a child
+//!   process pinned to its own cores, the load generator in the benchmark's.
 //!
 //! Everything runs against the real local PostgreSQL, Redis and RabbitMQ; each system
 //! has its own databases, Redis key prefix and bus names and removes them when stopped.
@@ -14,6 +16,7 @@
 pub mod bench_report;
 pub mod checks;
 pub mod search;
+pub mod split;
 pub mod system;
 
 pub use checks::{CardMoney, Money, Oversell, WELCOME_CREDIT_MINOR};

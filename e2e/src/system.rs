@@ -29,6 +29,7 @@ pub struct Seller {
     pub recovery_codes: Vec<String>,
 }
 
+use crate::split;
 use marquee_infra::redis_conn::RedisTarget;
 use marquee_testkit::psp::Sandbox;
 use marquee_testkit::{Reply, amqp_url, delete_redis_keys_in, pg_base, redis_url, serve};
@@ -124,17 +125,22 @@ pub struct System {
     pub pay_port: u16,
     /// The sandbox payment provider pay-svc charges cards through.
     pub psp: Sandbox,
-    /// How booking-svc was configured (a restart binds the same port).
-    booking_config: booking_svc::BookingConfig,
+    /// How booking-svc was configured (a restart binds the same port); `None` when the
+    /// system runs in another process ([`crate::split`]).
+    booking_config: Option<booking_svc::BookingConfig>,
     /// Stops booking-svc alone (its SIGTERM); a child of `shutdown`.
     booking_stop: CancellationToken,
     booking_task: Option<tokio::task::JoinHandle<()>>,
     gateway_stop: CancellationToken,
     gateway_task: Option<tokio::task::JoinHandle<()>>,
-    /// How the gateway was configured, for more replicas ([`System::gateway_replica`]).
-    gateway_config: marquee_gateway::GatewayConfig,
+    /// How the gateway was configured, for more replicas ([`System::gateway_replica`]);
+    /// `None` when the system runs in another process.
+    gateway_config: Option<marquee_gateway::GatewayConfig>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The process the system runs in, under a split benchmark ([`crate::split`]), and
+    /// its Prometheus endpoint.
+    child: Option<(tokio::process::Child, String)>,
 }
 
 impl System {
@@ -142,16 +148,28 @@ impl System {
         Self::start_with(Options::default()).await
     }
 
+    /// Starts the system in this process; or, in a benchmark run with `BENCH_SPLIT`, in
+    /// a child process pinned to its own cores, this one then attaching to it
+    /// ([`crate::split`]).
     pub async fn start_with(options: Options) -> Self {
-        let id = Uuid::new_v4().simple().to_string();
-        let booking_db = format!("{}/test_booking_{id}", pg_base());
-        let pay_db = format!("{}/test_pay_{id}", pg_base());
-        let prefix = format!("test.{id}.");
-        let redis_prefix = format!("test:{id}:");
+        let child_id = split::child_system_id();
+        if child_id.is_none()
+            && let Some(cores) = split::Cores::requested()
+        {
+            return Self::start_split(options, &cores).await;
+        }
+        let id = child_id.unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+        let Names {
+            booking_db,
+            pay_db,
+            prefix,
+            redis_prefix,
+        } = Names::of(&id);
         let redis = options
             .redis
             .clone()
             .unwrap_or_else(|| RedisTarget::Single(redis_url()));
+        let in_child = split::child_system_id().is_some();
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
 
@@ -269,6 +287,10 @@ impl System {
         );
         gateway_config.realtime_url = format!("http://127.0.0.1:{}", realtime_ports[0]);
         gateway_config.sse_client_buffer = options.sse_client_buffer;
+        if in_child {
+            // The generator reads the server-side figures here.
+            gateway_config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
         if let Some(limits) = options.gateway_rate_limits {
             gateway_config.rate_limits = marquee_gateway::ratelimit::RateLimitConfig {
                 enabled: true,
@@ -285,6 +307,9 @@ impl System {
             .await
             .expect("gateway starts");
         let base = format!("http://127.0.0.1:{}", gateway.port());
+        let metrics_url = gateway
+            .metrics_port()
+            .map(|port| format!("http://127.0.0.1:{port}/metrics"));
         let gateway_stop = stop.child_token();
         let mut gateway_tasks = Vec::new();
         serve(
@@ -300,12 +325,8 @@ impl System {
         )
         .await
         .expect("test bus");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(512)
-            .build()
-            .expect("http client");
-        Self {
+        let http = http_client();
+        let sys = Self {
             base,
             http,
             booking_pool,
@@ -316,23 +337,128 @@ impl System {
             booking_port,
             pay_port,
             psp,
-            booking_config,
+            booking_config: Some(booking_config),
             booking_stop,
             booking_task: booking_tasks.pop(),
             gateway_stop,
             gateway_task: gateway_tasks.pop(),
-            gateway_config,
+            gateway_config: Some(gateway_config),
             booking_db,
             pay_db,
             redis_prefix,
             redis,
             shutdown: stop,
             tasks,
+            child: None,
+        };
+        if in_child {
+            let ready = split::Ready {
+                base: sys.base.clone(),
+                booking_port: sys.booking_port,
+                pay_port: sys.pay_port,
+                realtime_ports: sys.realtime_ports.clone(),
+                psp_url: sys.psp.url(),
+                metrics_url: metrics_url.expect("the gateway's metrics listener"),
+            };
+            split::serve_as_child(sys, ready).await
+        }
+        sys
+    }
+
+    /// The generator's side of a split benchmark: the system starts in a child process
+    /// under the same options; this one attaches to it by its names and ports.
+    async fn start_split(options: Options, cores: &split::Cores) -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        let (child, ready) = split::spawn_system(&id, cores).await;
+        let Names {
+            booking_db,
+            pay_db,
+            prefix,
+            redis_prefix,
+        } = Names::of(&id);
+        let pool = |url: String| async move {
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(8)
+                .connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to the system's database: {e}"))
+        };
+        let booking_pool = pool(booking_db.clone()).await;
+        let pay_pool = pool(pay_db.clone()).await;
+        let bus = Bus::connect(
+            BusConfig::new(amqp_url(), prefix.clone()).named(format!("{prefix}generator")),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("generator bus");
+        let psp_addr = ready
+            .psp_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the sandbox's address");
+        Self {
+            base: ready.base,
+            http: http_client(),
+            booking_pool,
+            pay_pool,
+            bus,
+            bus_prefix: prefix,
+            realtime_ports: ready.realtime_ports,
+            booking_port: ready.booking_port,
+            pay_port: ready.pay_port,
+            psp: Sandbox::attach(psp_addr, options.psp_slow),
+            booking_config: None,
+            booking_stop: CancellationToken::new(),
+            booking_task: None,
+            gateway_stop: CancellationToken::new(),
+            gateway_task: None,
+            gateway_config: None,
+            booking_db,
+            pay_db,
+            redis_prefix,
+            redis: options
+                .redis
+                .unwrap_or_else(|| RedisTarget::Single(redis_url())),
+            shutdown: CancellationToken::new(),
+            tasks: Vec::new(),
+            child: Some((child, ready.metrics_url)),
+        }
+    }
+
+    /// The process the services run in: this one, or the child of a split benchmark.
+    pub fn server_pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(|(child, _)| child.id())
+            .unwrap_or_else(std::process::id)
+    }
+
+    /// Whether the services run in another process ([`crate::split`]).
+    pub fn is_split(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The services' Prometheus metrics as text, from whichever process runs them.
+    pub async fn server_metrics(&self) -> String {
+        match &self.child {
+            Some((_, url)) => match self.http.get(url).send().await {
+                Ok(reply) => reply.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            },
+            None => marquee_infra::metrics::prometheus().render(),
         }
     }
 
     /// Stops every service and removes the test's databases, queues and exchanges.
     pub async fn stop(mut self) {
+        if let Some((child, _)) = self.child.take() {
+            // The child stops its services and removes what they made.
+            self.bus.shutdown();
+            self.booking_pool.close().await;
+            self.pay_pool.close().await;
+            split::stop_child(child).await;
+            return;
+        }
         self.shutdown.cancel();
         for task in self
             .tasks
@@ -388,7 +514,10 @@ impl System {
     /// settings (so the same rate limits, counted in the same Redis keys), and its
     /// internal `/metrics` listener; it stops with the system.
     pub async fn gateway_replica(&mut self) -> GatewayReplica {
-        let mut config = self.gateway_config.clone();
+        let mut config = self
+            .gateway_config
+            .clone()
+            .expect("more gateway replicas of an in-process system");
         config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         let gateway = marquee_gateway::Application::build(config)
             .await
@@ -427,7 +556,10 @@ impl System {
     /// names and port (the gateway and realtime-svc reconnect by themselves).
     pub async fn restart_booking(&mut self) {
         self.booking_stopped().await;
-        let mut config = self.booking_config.clone();
+        let mut config = self
+            .booking_config
+            .clone()
+            .expect("restarting booking-svc of an in-process system");
         config.grpc_addr = format!("127.0.0.1:{}", self.booking_port)
             .parse()
             .expect("addr");
@@ -816,6 +948,33 @@ impl System {
 
 /// A second gateway replica of a [`System`] ([`System::gateway_replica`]).
 #[derive(Debug, Clone)]
+/// The names a system with id `id` uses: its databases, bus prefix and Redis prefix.
+struct Names {
+    booking_db: String,
+    pay_db: String,
+    prefix: String,
+    redis_prefix: String,
+}
+
+impl Names {
+    fn of(id: &str) -> Self {
+        Self {
+            booking_db: format!("{}/test_booking_{id}", pg_base()),
+            pay_db: format!("{}/test_pay_{id}", pg_base()),
+            prefix: format!("test.{id}."),
+            redis_prefix: format!("test:{id}:"),
+        }
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(512)
+        .build()
+        .expect("http client")
+}
+
 pub struct GatewayReplica {
     /// `http://127.0.0.1:<port>`.
     pub base: String,

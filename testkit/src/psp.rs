@@ -58,7 +58,27 @@ impl Sandbox {
         sandbox
     }
 
+    /// The sandbox another process serves at `addr` (a split benchmark's system
+    /// process): its ledger can be read here; stopping and restarting it is that
+    /// process's business.
+    pub fn attach(addr: SocketAddr, slow: Duration) -> Self {
+        Self {
+            addr,
+            database_url: String::new(),
+            slow,
+            server: None,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("http client"),
+        }
+    }
+
     async fn serve(&mut self) {
+        assert!(
+            !self.database_url.is_empty(),
+            "an attached sandbox is served by the process that started it"
+        );
         let mut config = PspConfig::local(self.database_url.clone());
         config.listen_addr = self.addr;
         config.slow = self.slow;
