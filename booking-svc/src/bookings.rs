@@ -21,6 +21,7 @@
 //! commits, so the timeline shows exactly the steps that took effect.
 
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
+use futures::StreamExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,12 @@ const STATS_EVERY: Duration = Duration::from_secs(15);
 /// At most this many bookings are cancelled for their payment deadline in one sweep
 /// pass, oldest first; the rest wait for the next pass (250 ms later by default).
 const DEADLINE_BATCH: u64 = 100;
+/// Due holds a sweep reads at once (per partition of the hold store).
+const SWEEP_BATCH: isize = 256;
+/// Full batches a sweep handles before it sleeps until the next tick.
+const SWEEP_BATCHES: usize = 16;
+/// Due holds a sweep handles at once (two Redis round trips each).
+const SWEEP_CONCURRENCY: usize = 32;
 
 /// The cancel reason of a booking whose payment did not come back in time.
 pub const DEADLINE_REASON: &str = "payment deadline passed";
@@ -1525,44 +1532,80 @@ impl Bookings {
 
     /// Releases holds whose time is up; a hold checked out long ago whose booking was
     /// never written is released too. Returns how many were released.
+    ///
+    /// A rolling flash sale expires thousands of holds a second, and a seat whose hold
+    /// outlived its deadline is a seat nobody can buy: the due holds are handled
+    /// [`SWEEP_CONCURRENCY`] at a time (each is independent: its release script checks
+    /// its state), and a full batch is followed by the next at once, up to
+    /// [`SWEEP_BATCHES`] per sweep. Every due hold is tried; the first error is returned.
     async fn sweep_holds(&self) -> Result<usize, BookingError> {
         // Holds waiting on their deadline, held or being checked out, across replicas.
         metrics::gauge!("holds_active").set(self.holds.pending().await? as f64);
         let mut released = 0;
-        for (partition, hold) in self.holds.due(256).await? {
-            let Some(record) = self.holds.get_in(partition, hold).await? else {
-                self.holds.forget_deadline_in(partition, hold).await?;
-                continue;
-            };
-            match record.state {
-                HoldState::Held => {
-                    if self.holds.expire(&record, HoldState::Held).await? {
-                        released += 1;
-                        metrics::counter!("holds_expired_total").increment(1);
-                        tracing::info!(hold_id = %hold, seats = record.seats.len(), "hold expired");
-                    }
-                }
-                HoldState::CheckedOut => {
-                    let booked: Option<Uuid> = bookings::Entity::find()
-                        .select_only()
-                        .column(bookings::Column::Id)
-                        .filter(bookings::Column::HoldId.eq(hold.0))
-                        .into_tuple()
-                        .one(&self.pool)
-                        .await?;
-                    if booked.is_some() {
-                        self.holds.forget_deadline_in(partition, hold).await?;
-                    } else if self.holds.unclaim_in(partition, hold).await? {
-                        // The checkout died (or lost its reply) before writing the
-                        // booking: the hold is the buyer's again, so a retry with the
-                        // same key completes the checkout; at its own deadline it expires.
-                        metrics::counter!("holds_unclaimed_total").increment(1);
-                        tracing::warn!(hold_id = %hold, "checkout without a booking past its grace; hold put back");
+        for _ in 0..SWEEP_BATCHES {
+            let due = self.holds.due(SWEEP_BATCH).await?;
+            let full = due.len() as isize >= SWEEP_BATCH;
+            let outcomes: Vec<Result<bool, BookingError>> = futures::stream::iter(due)
+                .map(|(partition, hold)| self.sweep_hold(partition, hold))
+                .buffer_unordered(SWEEP_CONCURRENCY)
+                .collect()
+                .await;
+            let mut first_error = None;
+            for outcome in outcomes {
+                match outcome {
+                    Ok(true) => released += 1,
+                    Ok(false) => {}
+                    Err(error) => {
+                        first_error.get_or_insert(error);
                     }
                 }
             }
+            if let Some(error) = first_error {
+                return Err(error);
+            }
+            if !full {
+                break;
+            }
         }
         Ok(released)
+    }
+
+    /// One due hold: expired if still held; a checkout without its booking past the
+    /// grace is put back. Whether it was released.
+    async fn sweep_hold(&self, partition: Partition, hold: HoldId) -> Result<bool, BookingError> {
+        let Some(record) = self.holds.get_in(partition, hold).await? else {
+            self.holds.forget_deadline_in(partition, hold).await?;
+            return Ok(false);
+        };
+        match record.state {
+            HoldState::Held => {
+                let expired = self.holds.expire(&record, HoldState::Held).await?;
+                if expired {
+                    metrics::counter!("holds_expired_total").increment(1);
+                    tracing::info!(hold_id = %hold, seats = record.seats.len(), "hold expired");
+                }
+                Ok(expired)
+            }
+            HoldState::CheckedOut => {
+                let booked: Option<Uuid> = bookings::Entity::find()
+                    .select_only()
+                    .column(bookings::Column::Id)
+                    .filter(bookings::Column::HoldId.eq(hold.0))
+                    .into_tuple()
+                    .one(&self.pool)
+                    .await?;
+                if booked.is_some() {
+                    self.holds.forget_deadline_in(partition, hold).await?;
+                } else if self.holds.unclaim_in(partition, hold).await? {
+                    // The checkout died (or lost its reply) before writing the
+                    // booking: the hold is the buyer's again, so a retry with the
+                    // same key completes the checkout; at its own deadline it expires.
+                    metrics::counter!("holds_unclaimed_total").increment(1);
+                    tracing::warn!(hold_id = %hold, "checkout without a booking past its grace; hold put back");
+                }
+                Ok(false)
+            }
+        }
     }
 
     /// Restores the partitions of the hold store that have lost their data (or were

@@ -858,3 +858,72 @@ async fn a_booking_past_its_payment_deadline_is_cancelled_and_a_late_payment_ref
     })
     .await;
 }
+
+/// A rolling sale expires more holds a sweep tick than one batch of due holds: one
+/// sweep releases every hold past its deadline (here 600, more than two batches), so no
+/// seat stays held after its hold's time is up.
+#[tokio::test]
+async fn one_sweep_releases_every_due_hold_not_only_the_first_batch() {
+    let timing = HoldTiming {
+        hold_ttl: Duration::from_millis(500),
+        ..TIMING
+    };
+    with_rig_timing(timing, |rig| async move {
+        const HOLDS: usize = 600;
+        let seller = sign_up(&rig, "seller@example.com", Role::Seller).await;
+        let now = Utc::now();
+        let event = rig
+            .bookings
+            .create_event(
+                seller,
+                NewEvent {
+                    details: EventDetails {
+                        title: "Rolling sale".into(),
+                        category: "concert".into(),
+                        description: String::new(),
+                        venue: "Hall".into(),
+                        starts_at: now + chrono::Duration::days(2),
+                        sale_starts_at: now - chrono::Duration::hours(1),
+                        sale_ends_at: now + chrono::Duration::hours(1),
+                        currency: Currency::parse("currency", "KRW").expect("currency"),
+                        max_seats_per_buyer: 4,
+                    },
+                    sections: vec![NewSection {
+                        name: "R".into(),
+                        price_minor: 30_000,
+                        rows: (0..HOLDS / 100)
+                            .map(|r| seats(&format!("R{r}"), 100))
+                            .collect(),
+                    }],
+                    transfers: Default::default(),
+                },
+            )
+            .await
+            .expect("create event");
+        // One seat a buyer (the data layer takes the buyer as the gateway verified it).
+        let held = futures::future::join_all(event.seats.iter().map(|seat| {
+            rig.bookings
+                .hold(AccountId::new(), event.id, select(&[seat.id]), None)
+        }))
+        .await;
+        assert!(held.iter().all(Result::is_ok), "every seat held");
+        let statuses = rig.bookings.seat_statuses(&event).await.expect("statuses");
+        assert_eq!(statuses.len(), HOLDS);
+        assert!(statuses.iter().all(|s| *s == SeatStatus::Held));
+
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let released = rig.bookings.sweep().await.expect("sweep");
+        assert_eq!(released, HOLDS, "one sweep releases every due hold");
+        let statuses = rig.bookings.seat_statuses(&event).await.expect("statuses");
+        assert!(
+            statuses.iter().all(|s| *s == SeatStatus::Available),
+            "every seat is on sale again"
+        );
+        assert_eq!(
+            rig.bookings.sweep().await.expect("sweep"),
+            0,
+            "nothing left due"
+        );
+    })
+    .await;
+}
