@@ -503,24 +503,29 @@ async fn accounts_events_bookings_and_the_saga_through_the_database() {
     .await;
 }
 
+/// An event titled `title` on sale now (for an hour), at most 4 seats a buyer.
+fn details_on_sale(title: &str) -> EventDetails {
+    let now = Utc::now();
+    EventDetails {
+        title: title.into(),
+        category: "concert".into(),
+        description: String::new(),
+        venue: "Hall".into(),
+        starts_at: now + chrono::Duration::days(2),
+        sale_starts_at: now - chrono::Duration::hours(1),
+        sale_ends_at: now + chrono::Duration::hours(1),
+        currency: Currency::parse("currency", "KRW").expect("currency"),
+        max_seats_per_buyer: 4,
+    }
+}
+
 /// An event on sale now: section "R" (4 seats at 30,000) and section "Free" (2 seats).
 async fn on_sale(rig: &Rig, seller: AccountId) -> Arc<EventInfo> {
-    let now = Utc::now();
     rig.bookings
         .create_event(
             seller,
             NewEvent {
-                details: EventDetails {
-                    title: "Show".into(),
-                    category: "concert".into(),
-                    description: String::new(),
-                    venue: "Hall".into(),
-                    starts_at: now + chrono::Duration::days(2),
-                    sale_starts_at: now - chrono::Duration::hours(1),
-                    sale_ends_at: now + chrono::Duration::hours(1),
-                    currency: Currency::parse("currency", "KRW").expect("currency"),
-                    max_seats_per_buyer: 4,
-                },
+                details: details_on_sale("Show"),
                 sections: vec![
                     NewSection {
                         name: "R".into(),
@@ -871,23 +876,12 @@ async fn one_sweep_releases_every_due_hold_not_only_the_first_batch() {
     with_rig_timing(timing, |rig| async move {
         const HOLDS: usize = 600;
         let seller = sign_up(&rig, "seller@example.com", Role::Seller).await;
-        let now = Utc::now();
         let event = rig
             .bookings
             .create_event(
                 seller,
                 NewEvent {
-                    details: EventDetails {
-                        title: "Rolling sale".into(),
-                        category: "concert".into(),
-                        description: String::new(),
-                        venue: "Hall".into(),
-                        starts_at: now + chrono::Duration::days(2),
-                        sale_starts_at: now - chrono::Duration::hours(1),
-                        sale_ends_at: now + chrono::Duration::hours(1),
-                        currency: Currency::parse("currency", "KRW").expect("currency"),
-                        max_seats_per_buyer: 4,
-                    },
+                    details: details_on_sale("Rolling sale"),
                     sections: vec![NewSection {
                         name: "R".into(),
                         price_minor: 30_000,

@@ -949,7 +949,16 @@ async fn main() {
             Target::None,
         );
     }
-    report.figure("system cpu", server_cpu, "cores", Target::None);
+    report.figure(
+        if sys.is_split() {
+            "system cpu"
+        } else {
+            "process cpu (system and load generator)"
+        },
+        server_cpu,
+        "cores",
+        Target::None,
+    );
     if sys.is_split() {
         report.figure("load generator cpu", generator_cpu, "cores", Target::None);
     }

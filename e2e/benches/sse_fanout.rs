@@ -1288,7 +1288,11 @@ async fn main() {
         },
     )
     .figure(
-        "system process cpu while listening",
+        if split_run {
+            "system process cpu while listening"
+        } else {
+            "process cpu while listening (both ends)"
+        },
         server_cpu_listen / listen_secs,
         "cores",
         Target::None,

@@ -203,6 +203,14 @@ impl RouteTable {
         &self.routes
     }
 
+    /// The route of `method` and path `template` as the proto spells it.
+    pub fn find(&self, method: &Method, template: &str) -> Option<Arc<Route>> {
+        self.routes
+            .iter()
+            .find(|r| r.method == *method && r.template.as_str() == template)
+            .cloned()
+    }
+
     pub fn pool(&self) -> &DescriptorPool {
         &self.pool
     }

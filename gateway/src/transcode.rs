@@ -342,10 +342,7 @@ mod tests {
 
     fn route(table: &RouteTable, method: Method, template: &str) -> std::sync::Arc<Route> {
         table
-            .routes()
-            .iter()
-            .find(|r| r.method == method && r.template.as_str() == template)
-            .cloned()
+            .find(&method, template)
             .unwrap_or_else(|| panic!("no route {method} {template}"))
     }
 

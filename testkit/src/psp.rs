@@ -40,6 +40,14 @@ pub struct OrderLedger {
     pub refunded: i64,
 }
 
+/// The client the ledger is read with.
+fn ledger_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client")
+}
+
 impl Sandbox {
     /// A sandbox on a fresh database whose `tok_slow` answers after `slow`.
     pub async fn start(slow: Duration) -> Self {
@@ -49,10 +57,7 @@ impl Sandbox {
             database_url,
             slow,
             server: None,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("http client"),
+            http: ledger_client(),
         };
         sandbox.serve().await;
         sandbox
@@ -67,10 +72,7 @@ impl Sandbox {
             database_url: String::new(),
             slow,
             server: None,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("http client"),
+            http: ledger_client(),
         }
     }
 
