@@ -6,7 +6,8 @@
 //! `BENCH_SPLIT=1` pins the system to every core but the last and the generator to the
 //! last (on one core the split is refused: there is nothing to pin apart);
 //! `BENCH_SPLIT=0-2:3` names the cores (`taskset` lists, system first). Unset or `0`:
-//! both in one process, as the tests run.
+//! both in one process, as the tests always run (only an executable cargo started
+//! with `--bench` splits).
 //!
 //! How: [`crate::System::start_with`] in the generator spawns the benchmark's own
 //! executable again under `taskset`, with [`SYSTEM_ID_ENV`] set. The child runs the
@@ -69,9 +70,14 @@ impl Cores {
         }
     }
 
-    /// The split this run asks for (`None`: one process). A bad setting panics: a
-    /// benchmark must not silently measure something else than it was asked to.
+    /// The split this run asks for (`None`: one process). Only a benchmark splits (cargo
+    /// runs one with `--bench`): a test run with `BENCH_SPLIT` still exported keeps its
+    /// system in process. A bad setting panics: a benchmark must not silently measure
+    /// something else than it was asked to.
     pub fn requested() -> Option<Self> {
+        if !std::env::args().skip(1).any(|arg| arg == "--bench") {
+            return None;
+        }
         let setting = std::env::var(SPLIT_ENV).unwrap_or_default();
         // The cores present, not the affinity this process may already have.
         let cpus = std::fs::read_to_string("/proc/cpuinfo")
