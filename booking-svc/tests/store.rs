@@ -240,22 +240,14 @@ async fn accounts_events_bookings_and_the_saga_through_the_database() {
         }
 
         // An event: its layout is read back in order.
-        let now = Utc::now();
         let event = rig
             .bookings
             .create_event(
                 seller,
                 NewEvent {
                     details: EventDetails {
-                        title: "Show".into(),
-                        category: "concert".into(),
                         description: "A show".into(),
-                        venue: "Hall".into(),
-                        starts_at: now + chrono::Duration::days(2),
-                        sale_starts_at: now - chrono::Duration::hours(1),
-                        sale_ends_at: now + chrono::Duration::hours(1),
-                        currency: Currency::parse("currency", "KRW").expect("currency"),
-                        max_seats_per_buyer: 4,
+                        ..details_on_sale("Show")
                     },
                     sections: vec![
                         NewSection {

@@ -45,21 +45,33 @@ pub fn auction_pseudonym(auction: uuid::Uuid, bidder: uuid::Uuid) -> String {
 /// The value of the first sample of `name` in a Prometheus text render whose labels
 /// include every `labels` pair.
 pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metric_samples(text, name, labels)
+        .next()
+        .map(|(_, value)| value)
+}
+
+/// Every sample of `name` in a Prometheus text render whose labels include every
+/// `labels` pair: its label text (between the braces, empty without) and its value.
+pub fn metric_samples<'a>(
+    text: &'a str,
+    name: &'a str,
+    labels: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = (&'a str, f64)> + 'a {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
+        .filter_map(move |line| {
             let (series, value) = line.rsplit_once(' ')?;
             let (metric, rest) = match series.split_once('{') {
                 Some((metric, rest)) => (metric, rest),
                 None => (series, ""),
             };
-            if metric != name {
+            if metric != name
+                || !labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            {
                 return None;
             }
-            labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-                .then(|| value.parse().ok())
-                .flatten()
+            Some((rest, value.parse().ok()?))
         })
 }

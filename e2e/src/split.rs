@@ -236,28 +236,17 @@ pub fn histogram_quantile(
     labels: &[(&str, &str)],
     q: f64,
 ) -> Option<f64> {
+    let bucket = format!("{name}_bucket");
     let buckets = |text: &str| -> Vec<(f64, f64)> {
-        let bucket = format!("{name}_bucket");
-        let mut out: Vec<(f64, f64)> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|line| {
-                let (series, value) = line.rsplit_once(' ')?;
-                let (metric, rest) = series.split_once('{')?;
-                if metric != bucket
-                    || !labels
-                        .iter()
-                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-                {
-                    return None;
-                }
+        let mut out: Vec<(f64, f64)> = crate::metric_samples(text, &bucket, labels)
+            .filter_map(|(rest, count)| {
                 let le = rest.split("le=\"").nth(1)?.split('"').next()?;
                 let le = if le == "+Inf" {
                     f64::INFINITY
                 } else {
                     le.parse().ok()?
                 };
-                Some((le, value.parse().ok()?))
+                Some((le, count))
             })
             .collect();
         out.sort_by(|a, b| a.0.total_cmp(&b.0));
