@@ -23,18 +23,18 @@
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use futures::StreamExt as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use marquee_infra::bus::{Envelope, HandleError};
 use marquee_infra::outbox::{self, NewMessage, Relay};
 use sea_orm::sea_query::extension::postgres::PgFunc;
-use sea_orm::sea_query::{Asterisk, Expr, Func};
+use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, Query};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    DerivePartialModel, EntityTrait, FromQueryResult, JoinType, QueryFilter, QueryOrder,
-    QuerySelect, RelationTrait, Select, Statement, TransactionTrait,
+    DerivePartialModel, EntityTrait, FromQueryResult, IdenStatic, JoinType, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, RelationTrait, Select, Statement, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -824,7 +824,9 @@ impl Bookings {
         let method = payment.method();
         let (prices, total) = price(info, &record.seats).map_err(InsertError::Other)?;
         let id = BookingId::new();
+        let begun = Instant::now();
         let tx = self.pool.begin().await.map_err(InsertError::db)?;
+        let phases = CheckoutPhases::started(begun);
         // The per-buyer limit, from Postgres: Redis checks it at hold time, but a Redis
         // that lost its data forgot what the buyer owns. The advisory lock serializes
         // one buyer's checkouts for one event, so two concurrent ones cannot both pass
@@ -857,7 +859,9 @@ impl Bookings {
                 current: u32::try_from(owned).unwrap_or(u32::MAX),
             });
         }
-        let created_at = bookings::Entity::insert(bookings::ActiveModel {
+        let mut steps = Steps::new(id.0);
+        steps.created(method, &total);
+        let mut booking = bookings::Entity::insert(bookings::ActiveModel {
             id: Set(id.0),
             event_id: Set(record.event.0),
             buyer_id: Set(record.buyer.0),
@@ -873,31 +877,57 @@ impl Bookings {
             auction_id: NotSet,
             transfer_of: NotSet,
         })
-        .exec_with_returning(&tx)
-        .await
-        .map_err(InsertError::classify)?
-        .created_at;
-        let seat_ids: Vec<Uuid> = record.seats.iter().map(|s| s.0).collect();
-        // Raw SQL: one statement for all the seats, the ids and prices as two array
-        // parameters (UNNEST), which the insert builder cannot express.
-        tx.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "INSERT INTO booking_seats (booking_id, seat_id, event_id, price_minor)
-             SELECT $1, u.seat_id, $2, u.price FROM UNNEST($3::uuid[], $4::int8[]) AS u(seat_id, price)",
-            [
-                id.0.into(),
-                record.event.0.into(),
-                seat_ids.into(),
-                prices.clone().into(),
-            ],
+        .into_query();
+        booking.returning_col(bookings::Column::CreatedAt);
+        let seats = booking_seats::Entity::insert_many(record.seats.iter().zip(&prices).map(
+            |(seat, price)| booking_seats::ActiveModel {
+                booking_id: Set(id.0),
+                seat_id: Set(seat.0),
+                event_id: Set(record.event.0),
+                price_minor: Set(*price),
+                active: NotSet,
+            },
         ))
-        .await
-        .map_err(InsertError::classify)?;
-        let mut steps = Steps::new(id.0);
-        steps.created(method, &total);
+        .into_query();
+        let mut inserts = vec![booking, seats];
+        let free = total.amount_minor == 0;
+        // A paid booking's payment request and steps go in the same statement as the
+        // booking: one round trip for all of it. A free one moves on first.
+        let mut free_steps = None;
+        if free {
+            free_steps = Some(steps);
+        } else {
+            let (message, request) = outbox::enqueue_statement(NewMessage {
+                kind: PAYMENT_REQUESTED,
+                saga_id: id.0,
+                version: 1,
+                // With a card, the token is in this payload and nowhere else:
+                // PaymentRequested is written once, here, and never sent again
+                // (the relay resends the row itself), so the booking does not keep it.
+                payload: wire::bus::payment_requested(id, record.buyer, &total, payment),
+            });
+            steps.sent(PAYMENT_REQUESTED, message);
+            inserts.push(request);
+            inserts.extend(steps.into_statement());
+        }
+        let answer = Query::select()
+            .column(bookings::Column::CreatedAt)
+            .from(Alias::new("w0"))
+            .to_owned();
+        let created_at: DateTime<Utc> = tx
+            .query_one_raw(marquee_infra::db::inserted_together(inserts, answer))
+            .await
+            .map_err(InsertError::classify)?
+            .ok_or_else(|| {
+                InsertError::Other(BookingError::Internal(format!(
+                    "booking {id} was inserted without its creation time"
+                )))
+            })?
+            .try_get("", bookings::Column::CreatedAt.as_str())
+            .map_err(InsertError::db)?;
         let mut status = BookingStatus::PendingPayment;
         let mut updated_at = created_at;
-        if total.amount_minor == 0 {
+        if let Some(mut steps) = free_steps {
             // A free booking (an invitation, free entry) has nothing to pay: it moves
             // on to CONFIRMED at once, without a payment request, whatever the method.
             updated_at = set_status(
@@ -922,25 +952,11 @@ impl Bookings {
                 BookingStatus::Confirmed,
                 "nothing to pay",
             );
-        } else {
-            let message = outbox::enqueue(
-                &tx,
-                NewMessage {
-                    kind: PAYMENT_REQUESTED,
-                    saga_id: id.0,
-                    version: 1,
-                    // With a card, the token is in this payload and nowhere else:
-                    // PaymentRequested is written once, here, and never sent again
-                    // (the relay resends the row itself), so the booking does not keep it.
-                    payload: wire::bus::payment_requested(id, record.buyer, &total, payment),
-                },
-            )
-            .await
-            .map_err(InsertError::db)?;
-            steps.sent(PAYMENT_REQUESTED, message);
+            steps.write(&tx).await.map_err(InsertError::db)?;
         }
-        steps.write(&tx).await.map_err(InsertError::db)?;
+        let committing = Instant::now();
         tx.commit().await.map_err(InsertError::db)?;
+        phases.committed(committing);
         let seats = record
             .seats
             .iter()
@@ -2055,5 +2071,33 @@ impl Bookings {
     /// A booking, whoever's it is.
     pub(crate) async fn any(&self, id: BookingId) -> Result<Booking, BookingError> {
         self.get_any(id).await
+    }
+}
+
+/// Where a checkout's transaction spends its time, recorded as
+/// `checkout_transaction_seconds{phase}`: `begin` (waiting for a pooled connection,
+/// then BEGIN), `statements` (lock, limit count, inserts) and `commit`.
+struct CheckoutPhases {
+    begun: Instant,
+    ready: Instant,
+}
+
+impl CheckoutPhases {
+    fn started(begun: Instant) -> Self {
+        Self {
+            begun,
+            ready: Instant::now(),
+        }
+    }
+
+    fn committed(self, committing: Instant) {
+        let record = |phase: &'static str, took: Duration| {
+            // A checkout transaction's time in one phase.
+            metrics::histogram!("checkout_transaction_seconds", "phase" => phase)
+                .record(took.as_secs_f64());
+        };
+        record("begin", self.ready - self.begun);
+        record("statements", committing - self.ready);
+        record("commit", committing.elapsed());
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! `cargo bench -p marquee-e2e --bench flash_sale`, tuned by environment variables:
 //! `BENCH_SEATS` (5000), `BENCH_BUYERS` (20000), `BENCH_CONCURRENCY` (256),
-//! `BENCH_MAX_SECONDS` (120, a hard bound on the measured phase) and
-//! `BENCH_SETTLE_SECONDS` (60, how long to wait for payments to settle afterwards).
+//! `BENCH_MAX_SECONDS` (120, a hard bound on the measured phase),
+//! `BENCH_SETTLE_SECONDS` (60, how long to wait for payments to settle afterwards),
+//! `BENCH_BOOKING_CONNECTIONS` (16) and `BENCH_PAY_CONNECTIONS` (10), the services'
+//! PostgreSQL pools.
 //!
 //! `BENCH_HOLDS_ONLY=1` makes it the hold storm, a rolling sale: buyers only hold, holds
 //! expire after `BENCH_STORM_HOLD_TTL_MS` (3000) so seats keep coming back, buyers are
@@ -464,8 +466,8 @@ async fn main() {
     }
     // Postgres on two cores does best with few connections (16/10 beat 40/20 and 10/6).
     let options = Options {
-        booking_connections: 16,
-        pay_connections: 10,
+        booking_connections: env_num("BENCH_BOOKING_CONNECTIONS", 16) as u32,
+        pay_connections: env_num("BENCH_PAY_CONNECTIONS", 10) as u32,
         argon2_memory_kib: 1024,
         // The storm is a rolling sale: abandoned holds give their seats back.
         hold_ttl: if holds_only() {
@@ -779,6 +781,35 @@ async fn main() {
         bound(server_hold_p99),
         bound(server_checkout_p99)
     );
+    if !holds_only() {
+        // Where a checkout's transaction waits, from booking-svc's own histogram.
+        let phases: Vec<String> = ["begin", "statements", "commit"]
+            .iter()
+            .map(|phase| {
+                let labels = [("phase", *phase)];
+                let name = "checkout_transaction_seconds";
+                let mean = split::histogram_mean(
+                    &window_start_metrics,
+                    &window_end_metrics,
+                    name,
+                    &labels,
+                );
+                let p99 = split::histogram_quantile(
+                    &window_start_metrics,
+                    &window_end_metrics,
+                    name,
+                    &labels,
+                    0.99,
+                );
+                format!(
+                    "{phase} mean {} p99 {}",
+                    mean.map_or_else(|| "n/a".to_owned(), |s| format!("{:.1} ms", s * 1000.0)),
+                    bound(p99.map(|s| s * 1000.0))
+                )
+            })
+            .collect();
+        println!("server: checkout transaction  {}", phases.join(", "));
+    }
     println!("holds: requests/s             {holds_per_s:.0} ({holds} requests)");
     println!(
         "holds: granted/taken/other    {granted} / {taken} / {}",

@@ -271,6 +271,23 @@ pub fn histogram_quantile(
         .filter(|le| le.is_finite())
 }
 
+/// The mean of the observations a Prometheus histogram gained between two renders, in
+/// the histogram's unit (its `_sum` over its `_count`); `None` when nothing was observed.
+pub fn histogram_mean(
+    before: &str,
+    after: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    let gained = |suffix: &str| {
+        let series = format!("{name}{suffix}");
+        let at = |text: &str| crate::metric_sample(text, &series, labels).unwrap_or(0.0);
+        at(after) - at(before)
+    };
+    let count = gained("_count");
+    (count > 0.0).then(|| gained("_sum") / count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +335,23 @@ mod tests {
             histogram_quantile(&after, &after, "d", &[("route", "/h")], 0.5),
             None,
             "nothing observed in between"
+        );
+    }
+
+    #[test]
+    fn mean_of_the_observations_between_two_renders() {
+        let render = |sum: f64, count: u64| {
+            format!(
+                "d_sum{{phase=\"commit\"}} {sum}\nd_count{{phase=\"commit\"}} {count}\n\
+                 d_sum{{phase=\"begin\"}} 99\nd_count{{phase=\"begin\"}} 1\n"
+            )
+        };
+        let (before, after) = (render(1.0, 10), render(3.0, 20));
+        let mean = histogram_mean(&before, &after, "d", &[("phase", "commit")]);
+        assert_eq!(mean, Some(0.2), "2 s over 10 new observations");
+        assert_eq!(
+            histogram_mean(&after, &after, "d", &[("phase", "commit")]),
+            None
         );
     }
 }

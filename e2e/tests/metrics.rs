@@ -65,6 +65,17 @@ async fn a_purchase_shows_up_in_the_operational_metrics() {
     let booking_id = booking.str("/bookingId");
     sys.await_booking(&buyer, &booking_id, "CONFIRMED").await;
 
+    // The checkout's transaction, phase by phase.
+    for phase in ["begin", "statements", "commit"] {
+        eventually(
+            "checkout_transaction_seconds_count",
+            &[("phase", phase)],
+            Duration::from_secs(1),
+            |v| v >= 1.0,
+        )
+        .await;
+    }
+
     // The outbox relays measure their backlog every 5 s: both drain to 0.
     let wait = Duration::from_secs(15);
     for service in ["booking-svc", "pay-svc"] {

@@ -88,3 +88,80 @@ async fn claims_are_once_only_and_pruning_keeps_recent_rows() {
     db.close().await.unwrap();
     marquee_infra::db::drop_database(&url).await.unwrap();
 }
+
+/// `db::inserted_together`, as a checkout uses it: several inserts in one statement land
+/// together, the answer reads their RETURNING, and one failing insert leaves none.
+#[tokio::test]
+async fn inserts_made_together_land_together_or_not_at_all() {
+    use marquee_infra::outbox::entity::{message, received};
+    use sea_orm::sea_query::{Alias, Query};
+    use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, QueryTrait};
+
+    let url = database_url();
+    let db = marquee_infra::db::connect(&url, 2).await.unwrap();
+    marquee_infra::db::migrate::<OutboxOnly>(&db).await.unwrap();
+    let pool = db.get_postgres_connection_pool().clone();
+    let message = |kind| NewMessage {
+        kind,
+        saga_id: Uuid::now_v7(),
+        version: 1,
+        payload: vec![7],
+    };
+    let claim = |id: Uuid| {
+        received::Entity::insert(received::ActiveModel {
+            consumer: Set("svc".to_owned()),
+            message_id: Set(id),
+            received_at: sea_orm::ActiveValue::NotSet,
+        })
+        .into_query()
+    };
+    let answer = Query::select()
+        .column(message::Column::MessageId)
+        .from(Alias::new("w0"))
+        .to_owned();
+    let together = |inserts| marquee_infra::db::inserted_together(inserts, answer.clone());
+
+    let (sent, mut first) = outbox::enqueue_statement(message("first.happened"));
+    first.returning_col(message::Column::MessageId);
+    let claimed = Uuid::now_v7();
+    let row = db
+        .query_one_raw(together(vec![first, claim(claimed)]))
+        .await
+        .unwrap()
+        .expect("the answer");
+    let answered: Uuid = row.try_get("", "message_id").unwrap();
+    assert_eq!(
+        answered, sent,
+        "the answer reads the first insert's RETURNING"
+    );
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM outbox").await, 1);
+    assert_eq!(count("SELECT count(*) FROM inbox").await, 1);
+
+    // The second statement's claim repeats the first's: the whole statement fails, and
+    // its outbox row is not written either.
+    let (_, mut second) = outbox::enqueue_statement(message("second.happened"));
+    second.returning_col(message::Column::MessageId);
+    let failed = db
+        .query_one_raw(together(vec![second, claim(claimed)]))
+        .await
+        .expect_err("a repeated claim violates the inbox's key");
+    assert!(marquee_infra::db::is_unique_violation(&failed), "{failed}");
+    assert_eq!(
+        count("SELECT count(*) FROM outbox").await,
+        1,
+        "nothing of it"
+    );
+    assert_eq!(count("SELECT count(*) FROM inbox").await, 1);
+
+    db.close().await.unwrap();
+    marquee_infra::db::drop_database(&url).await.unwrap();
+}

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, Func, LockBehavior, LockType};
+use sea_orm::sea_query::{Expr, Func, InsertStatement, LockBehavior, LockType};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, TryInsertResult,
+    QuerySelect, QueryTrait, TransactionTrait, TryInsertResult,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -41,8 +41,23 @@ pub struct NewMessage {
 /// span's trace context. Returns its message id.
 pub async fn enqueue<C: ConnectionTrait>(tx: &C, message: NewMessage) -> Result<Uuid, DbErr> {
     let id = Uuid::now_v7();
+    message::Entity::insert(row(id, message))
+        .exec_without_returning(tx)
+        .await?;
+    Ok(id)
+}
+
+/// [`enqueue`]'s INSERT, to run inside the caller's transaction as part of a larger
+/// statement (`db::inserted_together`), and the message id it gives.
+pub fn enqueue_statement(message: NewMessage) -> (Uuid, InsertStatement) {
+    let id = Uuid::now_v7();
+    (id, message::Entity::insert(row(id, message)).into_query())
+}
+
+/// The outbox row of `message` under `id`, with the current span's trace context.
+fn row(id: Uuid, message: NewMessage) -> message::ActiveModel {
     let trace = serde_json::to_value(telemetry::current_context_map()).unwrap_or_default();
-    message::Entity::insert(message::ActiveModel {
+    message::ActiveModel {
         seq: NotSet,
         message_id: Set(id),
         kind: Set(message.kind.to_owned()),
@@ -52,10 +67,7 @@ pub async fn enqueue<C: ConnectionTrait>(tx: &C, message: NewMessage) -> Result<
         trace_context: Set(trace),
         occurred_at: NotSet,
         sent_at: NotSet,
-    })
-    .exec_without_returning(tx)
-    .await?;
-    Ok(id)
+    }
 }
 
 /// Records that `consumer` handled `message_id`, inside the caller's transaction.

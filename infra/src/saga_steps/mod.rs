@@ -14,9 +14,10 @@ pub mod migration;
 use std::fmt::Display;
 
 use chrono::Utc;
+use sea_orm::sea_query::InsertStatement;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QueryTrait,
 };
 use uuid::Uuid;
 
@@ -122,6 +123,12 @@ impl Steps {
         let row = self.push(kind);
         row.outcome = Set(outcome.to_owned());
         row.detail = Set(detail.to_owned());
+    }
+
+    /// The one INSERT of [`Steps::write`], to run as part of a larger statement
+    /// (`db::inserted_together`); `None` when there is nothing to write.
+    pub fn into_statement(self) -> Option<InsertStatement> {
+        (!self.rows.is_empty()).then(|| saga_steps::Entity::insert_many(self.rows).into_query())
     }
 
     /// Writes the steps, one INSERT for all of them, inside the caller's transaction.
