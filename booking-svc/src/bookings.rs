@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use marquee_infra::bus::{Envelope, HandleError};
 use marquee_infra::outbox::{self, NewMessage, Relay};
 use sea_orm::sea_query::extension::postgres::PgFunc;
-use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, Query};
+use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, Query, SubQueryStatement};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
@@ -889,7 +889,7 @@ impl Bookings {
             },
         ))
         .into_query();
-        let mut inserts = vec![booking, seats];
+        let mut inserts: Vec<SubQueryStatement> = vec![booking.into(), seats.into()];
         let free = total.amount_minor == 0;
         // A paid booking's payment request and steps go in the same statement as the
         // booking: one round trip for all of it. A free one moves on first.
@@ -907,15 +907,15 @@ impl Bookings {
                 payload: wire::bus::payment_requested(id, record.buyer, &total, payment),
             });
             steps.sent(PAYMENT_REQUESTED, message);
-            inserts.push(request);
-            inserts.extend(steps.into_statement());
+            inserts.push(request.into());
+            inserts.extend(steps.into_statement().map(Into::into));
         }
         let answer = Query::select()
             .column(bookings::Column::CreatedAt)
             .from(Alias::new("w0"))
             .to_owned();
         let created_at: DateTime<Utc> = tx
-            .query_one_raw(marquee_infra::db::inserted_together(inserts, answer))
+            .query_one_raw(marquee_infra::db::in_one_statement(inserts, answer))
             .await
             .map_err(InsertError::classify)?
             .ok_or_else(|| {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sea_orm::sea_query::{
-    Alias, CommonTableExpression, InsertStatement, PostgresQueryBuilder, SelectStatement,
+    Alias, CommonTableExpression, PostgresQueryBuilder, SelectStatement, SubQueryStatement,
     WithClause,
 };
 use sea_orm::{
@@ -340,18 +340,18 @@ pub fn is_transient(error: &DbErr) -> bool {
     }
 }
 
-/// Several INSERTs as one statement, so one round trip: each becomes a data-modifying
-/// CTE named `w0`, `w1`, … in order, and `answer`, a SELECT that may read what their
-/// RETURNING clauses give under those names, is what the statement answers. They apply
-/// together or not at all, like any statement. (A CTE's rows are not visible to its
-/// siblings' reads, but foreign keys between them are checked at the statement's end,
-/// so a row and the rows that reference it can go in one statement.)
-pub fn inserted_together(inserts: Vec<InsertStatement>, answer: SelectStatement) -> Statement {
+/// Several writes (INSERTs, UPDATEs) as one statement, so one round trip: each becomes a
+/// data-modifying CTE named `w0`, `w1`, … in order, and `answer`, a SELECT that may read
+/// what their RETURNING clauses give under those names, is what the statement answers.
+/// They apply together or not at all, like any statement. (A CTE's rows are not visible
+/// to its siblings' reads, but foreign keys between them are checked at the statement's
+/// end, so a row and the rows that reference it can go in one statement.)
+pub fn in_one_statement(parts: Vec<SubQueryStatement>, answer: SelectStatement) -> Statement {
     let mut with = WithClause::new();
-    for (i, insert) in inserts.into_iter().enumerate() {
+    for (i, part) in parts.into_iter().enumerate() {
         with.cte(
             CommonTableExpression::new()
-                .query(insert)
+                .query(part)
                 .table_name(Alias::new(format!("w{i}")))
                 .to_owned(),
         );

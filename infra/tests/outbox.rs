@@ -89,7 +89,7 @@ async fn claims_are_once_only_and_pruning_keeps_recent_rows() {
     marquee_infra::db::drop_database(&url).await.unwrap();
 }
 
-/// `db::inserted_together`, as a checkout uses it: several inserts in one statement land
+/// `db::in_one_statement`, as a checkout uses it: several inserts in one statement land
 /// together, the answer reads their RETURNING, and one failing insert leaves none.
 #[tokio::test]
 async fn inserts_made_together_land_together_or_not_at_all() {
@@ -119,7 +119,12 @@ async fn inserts_made_together_land_together_or_not_at_all() {
         .column(message::Column::MessageId)
         .from(Alias::new("w0"))
         .to_owned();
-    let together = |inserts| marquee_infra::db::inserted_together(inserts, answer.clone());
+    let together = |parts: Vec<sea_orm::sea_query::InsertStatement>| {
+        marquee_infra::db::in_one_statement(
+            parts.into_iter().map(Into::into).collect(),
+            answer.clone(),
+        )
+    };
 
     let (sent, mut first) = outbox::enqueue_statement(message("first.happened"));
     first.returning_col(message::Column::MessageId);

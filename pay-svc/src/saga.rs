@@ -10,7 +10,10 @@ use marquee_infra::bus::{Envelope, HandleError, Handler};
 use marquee_infra::outbox::{self, NewMessage, Relay};
 use marquee_proto::saga;
 use prost::Message as _;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::sea_query::{
+    Alias, Asterisk, Expr, ExprTrait as _, Query, SubQueryStatement, UpdateStatement,
+};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -241,6 +244,8 @@ impl SagaConsumer {
         let mut opened = None;
         // The booking's timeline (an account opening belongs to none).
         let mut steps = Steps::new(envelope.saga_id);
+        // What a charge writes last, written with the steps in one statement.
+        let mut tail = Tail::default();
         let outcome = match command {
             Command::Open(account) => {
                 if store::ensure_wallet(&tx, account, self.welcome_credit).await? {
@@ -255,7 +260,7 @@ impl SagaConsumer {
                 if store::ensure_wallet(&tx, request.account_id, self.welcome_credit).await? {
                     opened = Some(request.account_id);
                 }
-                self.charge(&tx, envelope.saga_id, request, &mut steps)
+                self.charge(&tx, envelope.saga_id, request, &mut steps, &mut tail)
                     .await?
             }
             Command::Refund(request) => {
@@ -271,7 +276,7 @@ impl SagaConsumer {
             }
         };
         steps.outcome(&outcome.label());
-        steps.write(&tx).await?;
+        tail.write(&tx, steps).await?;
         tx.commit().await?;
         if let Some(account) = opened {
             tracing::info!(account_id = %account, welcome_credit = self.welcome_credit, "wallet created");
@@ -291,6 +296,7 @@ impl SagaConsumer {
         saga_id: Uuid,
         request: ChargeRequest,
         steps: &mut Steps,
+        tail: &mut Tail,
     ) -> Result<Outcome, PayError> {
         let payment_id = PaymentId::new();
         if !store::insert_pending_payment(tx, payment_id, &request).await? {
@@ -359,16 +365,15 @@ impl SagaConsumer {
                             amount_minor: -charge.amount.minor(),
                             currency: charge.currency.clone(),
                         };
-                        store::insert_entry(
-                            tx,
+                        let (_, entry) = store::entry_statement(
                             request.account_id,
                             EntryKind::Payment,
                             &debit,
                             balance_after,
                             Some(request.booking_id),
                             Some(payment_id),
-                        )
-                        .await?;
+                        );
+                        tail.parts.push(entry.into());
                         Ok(charge)
                     }
                 }
@@ -389,19 +394,18 @@ impl SagaConsumer {
             method: request.method.clone(),
             refund_wanted: false,
         };
-        store::settle_payment(
-            tx,
+        tail.settle(
             payment_id,
-            payment.status,
-            payment.failure_reason.as_ref(),
-        )
-        .await?;
+            store::settle_statement(payment_id, payment.status, payment.failure_reason.as_ref()),
+        );
         steps.status(
             None,
             payment.status,
             payment.failure_reason.as_ref().map_or("", |r| r.as_str()),
         );
-        enqueue_payment_outcome(tx, saga_id, &payment, steps).await?;
+        let (message, outcome) = outbox::enqueue_statement(payment_outcome(saga_id, &payment)?);
+        steps.sent(outcome_kind(&payment)?, message);
+        tail.parts.push(outcome.into());
         match payment.failure_reason {
             None => {
                 tracing::info!(
@@ -691,44 +695,103 @@ fn money(amount_minor: i64, currency: &str) -> marquee_proto::Money {
     }
 }
 
-/// Enqueues the outcome of a settled payment: PaymentSucceeded when it was captured
-/// (even if since refunded), PaymentFailed with its reason otherwise; recorded in
-/// `steps`.
+/// Enqueues the outcome of a settled payment ([`payment_outcome`]), recorded in `steps`.
 pub(crate) async fn enqueue_payment_outcome(
     tx: &DatabaseTransaction,
     saga_id: Uuid,
     payment: &Payment,
     steps: &mut Steps,
 ) -> Result<(), PayError> {
-    let (kind, payment_failure) = (payment.status, payment.failure_reason.as_ref());
-    let (kind, payload) = match (kind, payment_failure) {
-        (PaymentStatus::Captured | PaymentStatus::Refunding | PaymentStatus::Refunded, _) => (
-            PAYMENT_SUCCEEDED,
-            saga::PaymentSucceeded {
-                booking_id: payment.booking_id.to_string(),
-                payment_id: payment.payment_id.to_string(),
-                amount: Some(money(payment.amount_minor, &payment.currency)),
-            }
-            .encode_to_vec(),
-        ),
-        (PaymentStatus::Failed | PaymentStatus::Voiding, Some(reason)) => (
-            PAYMENT_FAILED,
-            saga::PaymentFailed {
-                booking_id: payment.booking_id.to_string(),
-                reason: reason.as_str().to_owned(),
-            }
-            .encode_to_vec(),
-        ),
-        (status, _) => {
-            return Err(PayError::Corrupt(format!(
-                "payment {} has no outcome to send (status {status})",
-                payment.payment_id
-            )));
-        }
-    };
-    let id = enqueue(tx, kind, saga_id, payload).await?;
+    let message = payment_outcome(saga_id, payment)?;
+    let kind = message.kind;
+    let id = outbox::enqueue(tx, message).await?;
     steps.sent(kind, id);
     Ok(())
+}
+
+/// The kind of a settled payment's outcome: PaymentSucceeded when it was captured (even
+/// if since refunded), PaymentFailed when it failed with a reason.
+fn outcome_kind(payment: &Payment) -> Result<&'static str, PayError> {
+    match (payment.status, payment.failure_reason.as_ref()) {
+        (PaymentStatus::Captured | PaymentStatus::Refunding | PaymentStatus::Refunded, _) => {
+            Ok(PAYMENT_SUCCEEDED)
+        }
+        (PaymentStatus::Failed | PaymentStatus::Voiding, Some(_)) => Ok(PAYMENT_FAILED),
+        (status, _) => Err(PayError::Corrupt(format!(
+            "payment {} has no outcome to send (status {status})",
+            payment.payment_id
+        ))),
+    }
+}
+
+/// The outcome message of a settled payment, of [`outcome_kind`].
+fn payment_outcome(saga_id: Uuid, payment: &Payment) -> Result<NewMessage, PayError> {
+    let kind = outcome_kind(payment)?;
+    let payload = match payment.failure_reason.as_ref() {
+        Some(reason) if kind == PAYMENT_FAILED => saga::PaymentFailed {
+            booking_id: payment.booking_id.to_string(),
+            reason: reason.as_str().to_owned(),
+        }
+        .encode_to_vec(),
+        _ => saga::PaymentSucceeded {
+            booking_id: payment.booking_id.to_string(),
+            payment_id: payment.payment_id.to_string(),
+            amount: Some(money(payment.amount_minor, &payment.currency)),
+        }
+        .encode_to_vec(),
+    };
+    Ok(NewMessage {
+        kind,
+        saga_id,
+        version: 1,
+        payload,
+    })
+}
+
+/// What a charge writes last, deferred to the end of its handler's transaction and
+/// written there with the steps in one statement ([`marquee_infra::db::in_one_statement`]):
+/// its ledger entry, the payment's settlement and its outcome message.
+#[derive(Default)]
+pub(crate) struct Tail {
+    parts: Vec<SubQueryStatement>,
+    /// The settlement's part and its payment: it must change that payment's row.
+    settles: Option<(usize, PaymentId)>,
+}
+
+impl Tail {
+    fn settle(&mut self, payment: PaymentId, mut update: UpdateStatement) {
+        update.returning_col(payments::Column::PaymentId);
+        self.settles = Some((self.parts.len(), payment));
+        self.parts.push(update.into());
+    }
+
+    /// Writes the deferred parts and `steps` inside `tx`: one statement when there are
+    /// parts, else just the steps.
+    async fn write(mut self, tx: &DatabaseTransaction, steps: Steps) -> Result<(), PayError> {
+        if self.parts.is_empty() {
+            steps.write(tx).await?;
+            return Ok(());
+        }
+        self.parts.extend(steps.into_statement().map(Into::into));
+        let mut answer = Query::select();
+        match self.settles {
+            Some((part, _)) => answer
+                .expr_as(Expr::col(Asterisk).count(), Alias::new("settled"))
+                .from(Alias::new(format!("w{part}"))),
+            None => answer.expr_as(Expr::val(1i64), Alias::new("settled")),
+        };
+        let row = tx
+            .query_one_raw(marquee_infra::db::in_one_statement(self.parts, answer))
+            .await?;
+        let settled: i64 = match row {
+            Some(row) => row.try_get("", "settled")?,
+            None => 0,
+        };
+        match self.settles {
+            Some((_, payment)) if settled != 1 => Err(store::not_pending(payment)),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Enqueues a RefundCompleted, recorded in `steps`.

@@ -6,7 +6,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{
-    Asterisk, Expr, ExprTrait as _, Func, LockBehavior, LockType, OnConflict,
+    Asterisk, Expr, ExprTrait as _, Func, InsertStatement, LockBehavior, LockType, OnConflict,
+    UpdateStatement,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DerivePartialModel, EntityTrait, FromQueryResult, QueryFilter,
@@ -98,14 +99,15 @@ pub async fn insert_pending_payment(
     Ok(inserted == 1)
 }
 
-/// Settles a pending payment as CAPTURED or FAILED.
-pub async fn settle_payment(
-    db: &impl ConnectionTrait,
+/// Settles a pending payment as CAPTURED or FAILED: the UPDATE, guarded by the payment
+/// still being PENDING, to run as part of a larger statement (the charge's last one);
+/// it changes no row when the payment is not pending.
+pub fn settle_statement(
     payment_id: PaymentId,
     status: PaymentStatus,
     failure_reason: Option<&FailureReason>,
-) -> Result<(), PayError> {
-    let updated = payments::Entity::update_many()
+) -> UpdateStatement {
+    payments::Entity::update_many()
         .col_expr(payments::Column::Status, Expr::value(status.as_str()))
         .col_expr(
             payments::Column::FailureReason,
@@ -114,14 +116,13 @@ pub async fn settle_payment(
         .col_expr(payments::Column::UpdatedAt, Expr::current_timestamp())
         .filter(payments::Column::PaymentId.eq(payment_id.0))
         .filter(payments::Column::Status.eq(PaymentStatus::Pending.as_str()))
-        .exec(db)
-        .await?;
-    if updated.rows_affected != 1 {
-        return Err(PayError::Corrupt(format!(
-            "payment {payment_id} is not pending"
-        )));
-    }
-    Ok(())
+        .into_query()
+}
+
+/// A payment that should have been PENDING was not: the store is not what the saga
+/// step expects.
+pub fn not_pending(payment_id: PaymentId) -> PayError {
+    PayError::Corrupt(format!("payment {payment_id} is not pending"))
 }
 
 /// Marks a captured payment REFUNDED.
@@ -385,8 +386,23 @@ pub async fn insert_entry(
     booking: Option<BookingId>,
     payment: Option<PaymentId>,
 ) -> Result<Uuid, PayError> {
+    let (entry_id, insert) =
+        entry_statement(account, kind, amount, balance_after_minor, booking, payment);
+    db.execute(&insert).await?;
+    Ok(entry_id)
+}
+
+/// [`insert_entry`]'s INSERT and the entry's id, to run as part of a larger statement.
+pub fn entry_statement(
+    account: AccountId,
+    kind: EntryKind,
+    amount: &Money,
+    balance_after_minor: i64,
+    booking: Option<BookingId>,
+    payment: Option<PaymentId>,
+) -> (Uuid, InsertStatement) {
     let entry_id = Uuid::now_v7();
-    ledger_entries::Entity::insert(ledger_entries::ActiveModel {
+    let insert = ledger_entries::Entity::insert(ledger_entries::ActiveModel {
         seq: NotSet,
         entry_id: Set(entry_id),
         account_id: Set(account.0),
@@ -398,9 +414,8 @@ pub async fn insert_entry(
         payment_id: Set(payment.map(|p| p.0)),
         created_at: NotSet,
     })
-    .exec_without_returning(db)
-    .await?;
-    Ok(entry_id)
+    .into_query();
+    (entry_id, insert)
 }
 
 /// A wallet's currency and balance.

@@ -48,7 +48,7 @@ pub async fn enqueue<C: ConnectionTrait>(tx: &C, message: NewMessage) -> Result<
 }
 
 /// [`enqueue`]'s INSERT, to run inside the caller's transaction as part of a larger
-/// statement (`db::inserted_together`), and the message id it gives.
+/// statement (`db::in_one_statement`), and the message id it gives.
 pub fn enqueue_statement(message: NewMessage) -> (Uuid, InsertStatement) {
     let id = Uuid::now_v7();
     (id, message::Entity::insert(row(id, message)).into_query())

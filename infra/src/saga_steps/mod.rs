@@ -126,7 +126,7 @@ impl Steps {
     }
 
     /// The one INSERT of [`Steps::write`], to run as part of a larger statement
-    /// (`db::inserted_together`); `None` when there is nothing to write.
+    /// (`db::in_one_statement`); `None` when there is nothing to write.
     pub fn into_statement(self) -> Option<InsertStatement> {
         (!self.rows.is_empty()).then(|| saga_steps::Entity::insert_many(self.rows).into_query())
     }
