@@ -403,9 +403,11 @@ impl SagaConsumer {
             payment.status,
             payment.failure_reason.as_ref().map_or("", |r| r.as_str()),
         );
-        let (message, outcome) = outbox::enqueue_statement(payment_outcome(saga_id, &payment)?);
-        steps.sent(outcome_kind(&payment)?, message);
-        tail.parts.push(outcome.into());
+        let outcome = payment_outcome(saga_id, &payment)?;
+        let kind = outcome.kind;
+        let (message, insert) = outbox::enqueue_statement(outcome);
+        steps.sent(kind, message);
+        tail.parts.push(insert.into());
         match payment.failure_reason {
             None => {
                 tracing::info!(
@@ -709,36 +711,33 @@ pub(crate) async fn enqueue_payment_outcome(
     Ok(())
 }
 
-/// The kind of a settled payment's outcome: PaymentSucceeded when it was captured (even
-/// if since refunded), PaymentFailed when it failed with a reason.
-fn outcome_kind(payment: &Payment) -> Result<&'static str, PayError> {
-    match (payment.status, payment.failure_reason.as_ref()) {
-        (PaymentStatus::Captured | PaymentStatus::Refunding | PaymentStatus::Refunded, _) => {
-            Ok(PAYMENT_SUCCEEDED)
-        }
-        (PaymentStatus::Failed | PaymentStatus::Voiding, Some(_)) => Ok(PAYMENT_FAILED),
-        (status, _) => Err(PayError::Corrupt(format!(
-            "payment {} has no outcome to send (status {status})",
-            payment.payment_id
-        ))),
-    }
-}
-
-/// The outcome message of a settled payment, of [`outcome_kind`].
+/// The outcome message of a settled payment: PaymentSucceeded when it was captured
+/// (even if since refunded), PaymentFailed with its reason otherwise.
 fn payment_outcome(saga_id: Uuid, payment: &Payment) -> Result<NewMessage, PayError> {
-    let kind = outcome_kind(payment)?;
-    let payload = match payment.failure_reason.as_ref() {
-        Some(reason) if kind == PAYMENT_FAILED => saga::PaymentFailed {
-            booking_id: payment.booking_id.to_string(),
-            reason: reason.as_str().to_owned(),
+    let (kind, payload) = match (payment.status, payment.failure_reason.as_ref()) {
+        (PaymentStatus::Captured | PaymentStatus::Refunding | PaymentStatus::Refunded, _) => (
+            PAYMENT_SUCCEEDED,
+            saga::PaymentSucceeded {
+                booking_id: payment.booking_id.to_string(),
+                payment_id: payment.payment_id.to_string(),
+                amount: Some(money(payment.amount_minor, &payment.currency)),
+            }
+            .encode_to_vec(),
+        ),
+        (PaymentStatus::Failed | PaymentStatus::Voiding, Some(reason)) => (
+            PAYMENT_FAILED,
+            saga::PaymentFailed {
+                booking_id: payment.booking_id.to_string(),
+                reason: reason.as_str().to_owned(),
+            }
+            .encode_to_vec(),
+        ),
+        (status, _) => {
+            return Err(PayError::Corrupt(format!(
+                "payment {} has no outcome to send (status {status})",
+                payment.payment_id
+            )));
         }
-        .encode_to_vec(),
-        _ => saga::PaymentSucceeded {
-            booking_id: payment.booking_id.to_string(),
-            payment_id: payment.payment_id.to_string(),
-            amount: Some(money(payment.amount_minor, &payment.currency)),
-        }
-        .encode_to_vec(),
     };
     Ok(NewMessage {
         kind,
