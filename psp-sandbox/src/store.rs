@@ -148,14 +148,34 @@ async fn claim(
     key: &str,
     fingerprint: &str,
 ) -> Result<Claim, DbErr> {
+    // A key already answered replays without its lock, so retries of a decided request
+    // never see each other as "in progress".
+    if let Some(stored) = stored_answer(tx, scope, key, fingerprint).await? {
+        return Ok(Claim::Answered(stored));
+    }
     if !advisory_lock(tx, &format!("{scope}:{key}"), true).await? {
         return Ok(Claim::Answered(Failure::processing().into()));
     }
+    // Under the lock, again: the key's first request may have committed in between.
+    Ok(match stored_answer(tx, scope, key, fingerprint).await? {
+        Some(stored) => Claim::Answered(stored),
+        None => Claim::Fresh,
+    })
+}
+
+/// What key `key` answers already: its stored answer, "in progress" while the first
+/// request is undecided, or nothing if the key is new.
+async fn stored_answer(
+    tx: &DatabaseTransaction,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<Answer>, DbErr> {
     let Some(stored) = psp_idempotency::Entity::find_by_id((scope.to_owned(), key.to_owned()))
         .one(tx)
         .await?
     else {
-        return Ok(Claim::Fresh);
+        return Ok(None);
     };
     if stored.fingerprint != fingerprint {
         tracing::info!(
@@ -164,18 +184,25 @@ async fn claim(
             "idempotency key reused for another request, replaying the first answer"
         );
     }
-    Ok(Claim::Answered(
-        match (stored.response_status, stored.response_body) {
-            (Some(status), Some(body)) => Answer {
-                status: u16::try_from(status).unwrap_or(500),
-                body,
-                drop_connection: false,
-                slow: false,
-            },
-            // Undecided: the first attempt has no answer until an inquiry decides it.
-            _ => Failure::processing().into(),
+    Ok(Some(match (stored.response_status, stored.response_body) {
+        (Some(status), Some(body)) => Answer {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+            drop_connection: false,
+            slow: false,
         },
-    ))
+        // Undecided: the first attempt has no answer until an inquiry decides it.
+        _ => Failure::processing().into(),
+    }))
+}
+
+/// Ends a transaction whose writes are not kept, before its answer leaves. A dropped
+/// transaction is rolled back only when its connection is released in the background,
+/// and until then it holds its locks: a client's immediate retry would find its own
+/// key "in progress".
+async fn discard(tx: DatabaseTransaction, answer: impl Into<Answer>) -> Result<Answer, DbErr> {
+    tx.rollback().await?;
+    Ok(answer.into())
 }
 
 async fn remember(
@@ -225,19 +252,22 @@ impl Store {
         let tx = self.db.begin().await?;
         let fingerprint = fingerprint(&[b"confirm", body]);
         if let Claim::Answered(answer) = claim(&tx, CONFIRM, key, &fingerprint).await? {
-            return Ok(answer);
+            return discard(tx, answer).await;
         }
         let request = match ConfirmRequest::parse(body) {
             Ok(request) => request,
-            Err(failure) => return Ok(failure.into()),
+            Err(failure) => return discard(tx, failure).await,
         };
         let Some(card) = Card::parse(&request.card_token) else {
-            return Ok(Failure::new(
-                400,
-                "INVALID_CARD_NUMBER",
-                "카드 번호 오류 (unknown card token)",
+            return discard(
+                tx,
+                Failure::new(
+                    400,
+                    "INVALID_CARD_NUMBER",
+                    "카드 번호 오류 (unknown card token)",
+                ),
             )
-            .into());
+            .await;
         };
         // Confirms of one order queue here; the second sees what the first committed.
         advisory_lock(&tx, &format!("order:{}", request.order_id), false).await?;
@@ -246,14 +276,14 @@ impl Store {
             .one(&tx)
             .await?;
         match existing.as_ref().map(|p| p.status.as_str()) {
-            Some(DONE | CANCELED) => return Ok(Failure::processed().into()),
-            Some(IN_PROGRESS) => return Ok(Failure::processing().into()),
+            Some(DONE | CANCELED) => return discard(tx, Failure::processed()).await,
+            Some(IN_PROGRESS) => return discard(tx, Failure::processing()).await,
             // An aborted attempt is replaced below by this one (a declined card, then
             // another card); the first key still replays its decline.
             Some(_) | None => {}
         }
         match card {
-            Card::ProviderError => return Ok(Failure::provider_error().into()),
+            Card::ProviderError => return discard(tx, Failure::provider_error()).await,
             Card::ProviderErrorOnce => {
                 let inserted = psp_faults::Entity::insert(psp_faults::ActiveModel {
                     order_id: Set(request.order_id.clone()),
@@ -285,7 +315,7 @@ impl Store {
             Card::Undecided | Card::UndecidedFail => (IN_PROGRESS, request.amount, None),
             Card::WrongAmount => match request.amount.checked_add(1) {
                 Some(wrong) => (DONE, wrong, None),
-                None => return Ok(Failure::invalid("amount is too large").into()),
+                None => return discard(tx, Failure::invalid("amount is too large")).await,
             },
             Card::Approve
             | Card::ChargeDrop
@@ -320,7 +350,7 @@ impl Store {
             if marquee_infra::db::violated_constraint(&error).as_deref()
                 == Some(psp_payments::ORDER_ID_KEY)
             {
-                return Ok(Failure::processed().into());
+                return discard(tx, Failure::processed()).await;
             }
             return Err(error);
         }
@@ -349,10 +379,10 @@ impl Store {
             .one(&tx)
             .await?
         else {
-            return Ok(Failure::not_found_payment().into());
+            return discard(tx, Failure::not_found_payment()).await;
         };
         if payment.status != IN_PROGRESS {
-            return Ok(Answer::ok(&payment));
+            return discard(tx, Answer::ok(&payment)).await;
         }
         let approve = payment.card_token == "tok_undecided";
         let mut decided = payment.clone().into_active_model();
@@ -397,18 +427,18 @@ impl Store {
         let tx = self.db.begin().await?;
         let fingerprint = fingerprint(&[b"cancel", payment_key.as_bytes(), body]);
         if let Claim::Answered(answer) = claim(&tx, CANCEL, key, &fingerprint).await? {
-            return Ok(answer);
+            return discard(tx, answer).await;
         }
         let request = match CancelRequest::parse(body) {
             Ok(request) => request,
-            Err(failure) => return Ok(failure.into()),
+            Err(failure) => return discard(tx, failure).await,
         };
         let Some(payment) = psp_payments::Entity::find_by_id(payment_key.to_owned())
             .lock_exclusive()
             .one(&tx)
             .await?
         else {
-            return Ok(Failure::not_found_payment().into());
+            return discard(tx, Failure::not_found_payment()).await;
         };
         let not_cancelable = || {
             Answer::from(Failure::new(
@@ -435,7 +465,7 @@ impl Store {
             // Already refunded: the same object, no second refund.
             CANCELED => Answer::ok(&payment),
             // Undecided: not cancelable yet, and not remembered (it may become so).
-            IN_PROGRESS => return Ok(not_cancelable()),
+            IN_PROGRESS => return discard(tx, not_cancelable()).await,
             _ => not_cancelable(),
         };
         remember(&tx, CANCEL, key, fingerprint, Some(&answer)).await?;

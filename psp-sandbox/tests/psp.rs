@@ -253,6 +253,36 @@ async fn approve_replays_the_same_answer_and_never_charges_twice() {
     psp.finish().await;
 }
 
+/// Replays of a decided request neither wait for nor lock each other, and none leaves
+/// the key locked behind it: clients retrying at once, again and again, always get the
+/// first answer, never "still in progress".
+#[tokio::test]
+async fn back_to_back_replays_all_get_the_first_answer() {
+    let psp = TestPsp::spawn().await;
+    let order = new_order();
+    let body = confirm_body(&order, 40000, "tok_approve");
+    let first = psp.confirm("key-1", &body).await;
+    assert_eq!(first.status, 200, "{}", first.raw);
+    // Eight clients retrying at once, fifty times each.
+    let replays = futures::future::join_all((0..8).map(|_| async {
+        let mut replies = Vec::new();
+        for _ in 0..50 {
+            let again = psp.confirm("key-1", &body).await;
+            replies.push((again.status, again.raw));
+        }
+        replies
+    }))
+    .await;
+    for (attempt, reply) in replays.into_iter().flatten().enumerate() {
+        assert_eq!(reply, (first.status, first.raw.clone()), "replay {attempt}");
+    }
+    assert_eq!(
+        psp.order_ledger(&order).await,
+        json!({"orderId": order, "charges": 1, "captured": 40000, "refunded": 0})
+    );
+    psp.finish().await;
+}
+
 #[tokio::test]
 async fn declines_and_unknown_cards() {
     let psp = TestPsp::spawn().await;
