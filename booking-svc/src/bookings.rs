@@ -1239,11 +1239,64 @@ impl Bookings {
 
     /// Handles one payment-saga reply. One transaction: inbox claim plus transition.
     pub async fn handle(&self, envelope: Envelope) -> Result<(), HandleError> {
-        let booking_id = BookingId(envelope.saga_id);
         // Parsed before anything else: a reply that cannot be read never will be.
         let reply = wire::bus::saga_reply(&envelope.kind, &envelope.payload).map_err(permanent)?;
         let tx = self.pool.begin().await.map_err(transient)?;
-        let fresh = outbox::claim(&tx, CONSUMER, envelope.message_id)
+        let applied = self.apply(&tx, &envelope, reply).await?;
+        tx.commit().await.map_err(transient)?;
+        self.applied(applied).await
+    }
+
+    /// Handles payment-saga replies that arrived together in one transaction (one
+    /// commit for all of them); if any of them fails, that transaction is rolled back
+    /// and each is handled alone, so a bad reply neither holds back nor fails the
+    /// others. One result per reply, in order.
+    pub async fn handle_batch(&self, envelopes: Vec<Envelope>) -> Vec<Result<(), HandleError>> {
+        if envelopes.len() > 1 {
+            match self.apply_together(&envelopes).await {
+                Ok(applied) => {
+                    return futures::future::join_all(
+                        applied.into_iter().map(|applied| self.applied(applied)),
+                    )
+                    .await;
+                }
+                Err(error) => {
+                    metrics::counter!("saga_batches_split_total").increment(1);
+                    tracing::info!(messages = envelopes.len(), %error, "batch failed; handling its replies one by one");
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            results.push(self.handle(envelope).await);
+        }
+        results
+    }
+
+    async fn apply_together(&self, envelopes: &[Envelope]) -> Result<Vec<Applied>, HandleError> {
+        let mut replies = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            replies
+                .push(wire::bus::saga_reply(&envelope.kind, &envelope.payload).map_err(permanent)?);
+        }
+        let tx = self.pool.begin().await.map_err(transient)?;
+        let mut applied = Vec::with_capacity(envelopes.len());
+        for (envelope, reply) in envelopes.iter().zip(replies) {
+            applied.push(self.apply(&tx, envelope, reply).await?);
+        }
+        tx.commit().await.map_err(transient)?;
+        Ok(applied)
+    }
+
+    /// One reply's claim and transition inside `tx`, which the caller commits.
+    async fn apply(
+        &self,
+        tx: &DatabaseTransaction,
+        envelope: &Envelope,
+        reply: SagaReply,
+    ) -> Result<Applied, HandleError> {
+        let booking_id = BookingId(envelope.saga_id);
+        let fresh = outbox::claim(tx, CONSUMER, envelope.message_id)
             .await
             .map_err(transient)?;
         let mut effect = Effect::None;
@@ -1252,14 +1305,14 @@ impl Bookings {
         let mut from = BookingStatus::PendingPayment;
         if fresh {
             effect = match reply {
-                SagaReply::PaymentSucceeded => self.on_payment_succeeded(&tx, booking_id).await?,
+                SagaReply::PaymentSucceeded => self.on_payment_succeeded(tx, booking_id).await?,
                 SagaReply::PaymentFailed { reason } => {
                     // Only from PENDING_PAYMENT: a booking the deadline already
                     // cancelled keeps its status and its reason.
                     cancelled_by = Some(CancelledBy::PaymentFailed);
                     let reason = format!("payment failed: {reason}");
                     move_status(
-                        &tx,
+                        tx,
                         booking_id,
                         BookingStatus::PendingPayment,
                         BookingStatus::Cancelled,
@@ -1274,7 +1327,7 @@ impl Bookings {
                     cancelled_by = Some(CancelledBy::Buyer);
                     from = BookingStatus::Cancelling;
                     move_status(
-                        &tx,
+                        tx,
                         booking_id,
                         BookingStatus::Cancelling,
                         BookingStatus::Cancelled,
@@ -1308,9 +1361,23 @@ impl Bookings {
                     steps.received(&envelope.kind, envelope.message_id, "ignored");
                 }
             }
-            steps.write(&tx).await.map_err(transient)?;
+            steps.write(tx).await.map_err(transient)?;
         }
-        tx.commit().await.map_err(transient)?;
+        Ok(Applied {
+            booking_id,
+            effect,
+            cancelled_by,
+        })
+    }
+
+    /// What follows an applied reply once its transaction committed: metrics, the
+    /// change feed, and Redis brought in line with the booking.
+    async fn applied(&self, applied: Applied) -> Result<(), HandleError> {
+        let Applied {
+            booking_id,
+            effect,
+            cancelled_by,
+        } = applied;
         match effect {
             Effect::Moved(moved, others) => {
                 let status = moved.status;
@@ -1810,6 +1877,14 @@ fn booked_seat(event: &EventInfo, seat: SeatId, price_minor: i64) -> BookedSeat 
 }
 
 /// What handling a saga reply did, acted on after its transaction commits.
+/// A saga reply applied inside a transaction not yet committed.
+struct Applied {
+    booking_id: BookingId,
+    effect: Effect,
+    /// Who cancelled the booking, if the reply cancelled it.
+    cancelled_by: Option<CancelledBy>,
+}
+
 enum Effect {
     /// The booking moved to another status (and, with a transfer, these others too:
     /// the original booking).

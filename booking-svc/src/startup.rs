@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marquee_infra::auth::{JwtConfig, TokenKeys};
-use marquee_infra::bus::{Bus, BusConfig, Handler};
+use marquee_infra::bus::{BatchHandler, Bus, BusConfig};
 use marquee_infra::config::{InfraConfig, Settings};
 use marquee_infra::db::MigrateConfig;
 use marquee_infra::dead_letters::{DeadLetters, grpc::DeadLetterAdmin};
@@ -144,6 +144,12 @@ impl BookingConfig {
     }
 }
 
+/// Batches of payment-saga replies handled at once (each in one transaction).
+const SAGA_BATCHES_AT_ONCE: usize = 8;
+/// The most replies in one batch: those already waiting when a handler frees, so
+/// batches grow only under load.
+const SAGA_MAX_BATCH: usize = 32;
+
 /// `BOOKING_DATABASE_URL`'s default: PostgreSQL on this machine.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/marquee_booking";
 
@@ -215,11 +221,11 @@ impl Application {
         ));
         Auctions::clone(&auctions).spawn_ticker(shutdown.clone());
         let handler_bookings = bookings.clone();
-        let handler: Handler = Arc::new(move |envelope| {
+        let handler: BatchHandler = Arc::new(move |envelopes| {
             let bookings = handler_bookings.clone();
-            Box::pin(async move { bookings.handle(envelope).await })
+            Box::pin(async move { bookings.handle_batch(envelopes).await })
         });
-        bus.consume(
+        bus.consume_batches(
             "booking.payment-results",
             &[
                 PAYMENT_SUCCEEDED,
@@ -227,7 +233,8 @@ impl Application {
                 REFUND_COMPLETED,
                 PAYOUT_COMPLETED,
             ],
-            32,
+            SAGA_BATCHES_AT_ONCE,
+            SAGA_MAX_BATCH,
             handler,
         )
         .await?;

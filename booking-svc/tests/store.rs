@@ -24,7 +24,7 @@ use booking_svc::holds::{HoldStore, RedisTimeouts};
 use booking_svc::migration::Migrator;
 use chrono::Utc;
 use futures::FutureExt as _;
-use marquee_infra::bus::{Bus, BusConfig, Envelope};
+use marquee_infra::bus::{Bus, BusConfig, Envelope, HandleError};
 use marquee_infra::db;
 use marquee_infra::outbox::Relay;
 use marquee_proto::booking as pb;
@@ -912,4 +912,114 @@ async fn one_sweep_releases_every_due_hold_not_only_the_first_batch() {
         );
     })
     .await;
+}
+
+/// Replies that arrive together are applied in one transaction; an unreadable one in
+/// their middle is refused on its own, and the others still move their bookings once.
+#[tokio::test]
+async fn replies_handled_together_move_their_bookings_and_a_bad_one_fails_alone() {
+    with_rig(|rig| async move {
+        let seller = sign_up(&rig, "seller@example.com", Role::Seller).await;
+        let buyer = sign_up(&rig, "buyer@example.com", Role::Buyer).await;
+        let event = on_sale(&rig, seller).await;
+        let mut bought = Vec::new();
+        for (i, seat) in event.seats[..3].iter().enumerate() {
+            bought.push(
+                buy(
+                    &rig,
+                    buyer,
+                    &event,
+                    &[seat.id],
+                    Payment::Wallet,
+                    &format!("b{i}"),
+                )
+                .await,
+            );
+        }
+        let paid = |booking: BookingId| {
+            reply(
+                PAYMENT_SUCCEEDED,
+                booking,
+                saga::PaymentSucceeded::default().encode_to_vec(),
+            )
+        };
+        let first_paid = paid(bought[0].id);
+        let results = rig
+            .bookings
+            .handle_batch(vec![
+                first_paid.clone(),
+                reply(PAYMENT_SUCCEEDED, bought[1].id, vec![0xff, 0xff]),
+                reply(
+                    PAYMENT_FAILED,
+                    bought[2].id,
+                    saga::PaymentFailed {
+                        booking_id: bought[2].id.0.to_string(),
+                        reason: "INSUFFICIENT_FUNDS".into(),
+                    }
+                    .encode_to_vec(),
+                ),
+                first_paid,
+            ])
+            .await;
+        assert_eq!(results.len(), 4);
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert!(
+            matches!(results[1], Err(HandleError::Permanent(_))),
+            "{:?}",
+            results[1]
+        );
+        assert!(results[2].is_ok(), "{:?}", results[2]);
+        assert!(
+            results[3].is_ok(),
+            "a duplicate is no error: {:?}",
+            results[3]
+        );
+        let status = async |i: usize| {
+            rig.bookings
+                .get(buyer, bought[i].id)
+                .await
+                .expect("get")
+                .status
+        };
+        assert_eq!(status(0).await, BookingStatus::Confirmed);
+        assert_eq!(status(1).await, BookingStatus::PendingPayment);
+        assert_eq!(status(2).await, BookingStatus::Cancelled);
+        let statuses = rig.bookings.seat_statuses(&event).await.expect("statuses");
+        assert_eq!(
+            &statuses[..3],
+            [SeatStatus::Sold, SeatStatus::Held, SeatStatus::Available]
+        );
+        assert_eq!(
+            steps_of(&rig, bought[0].id, "CONFIRMED").await,
+            1,
+            "confirmed once"
+        );
+
+        // A batch without a bad reply goes through whole.
+        let results = rig
+            .bookings
+            .handle_batch(vec![paid(bought[1].id), paid(bought[0].id)])
+            .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(status(1).await, BookingStatus::Confirmed);
+        assert_eq!(status(0).await, BookingStatus::Confirmed);
+        let statuses = rig.bookings.seat_statuses(&event).await.expect("statuses");
+        assert_eq!(&statuses[..2], [SeatStatus::Sold, SeatStatus::Sold]);
+    })
+    .await;
+}
+
+/// How many timeline steps moved booking `booking` to `status`.
+async fn steps_of(rig: &Rig, booking: BookingId, status: &str) -> i64 {
+    rig.db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*) FROM saga_steps WHERE booking_id = $1 AND to_status = $2",
+            [booking.0.into(), status.into()],
+        ))
+        .await
+        .expect("steps")
+        .expect("a row")
+        .try_get_by_index::<i64>(0)
+        .expect("count")
 }

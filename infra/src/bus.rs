@@ -141,6 +141,10 @@ pub enum HandleError {
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandleError>> + Send>>;
 pub type Handler = Arc<dyn Fn(Envelope) -> HandlerFuture + Send + Sync>;
+pub type BatchHandlerFuture = Pin<Box<dyn Future<Output = Vec<Result<(), HandleError>>> + Send>>;
+/// Handles the messages that arrived together (one or more, in delivery order) and
+/// answers one result per message, in the same order.
+pub type BatchHandler = Arc<dyn Fn(Vec<Envelope>) -> BatchHandlerFuture + Send + Sync>;
 
 struct Live {
     connection: Connection,
@@ -392,6 +396,33 @@ impl Bus {
         concurrency: usize,
         handler: Handler,
     ) -> Result<(), BusError> {
+        let one_by_one: BatchHandler = Arc::new(move |envelopes: Vec<Envelope>| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let mut results = Vec::with_capacity(envelopes.len());
+                for envelope in envelopes {
+                    results.push(handler(envelope).await);
+                }
+                results
+            })
+        });
+        self.consume_batches(name, routing_keys, concurrency, 1, one_by_one)
+            .await
+    }
+
+    /// As [`Bus::consume`], but the deliveries already waiting when a handler slot
+    /// frees (up to `max_batch`, never waiting for more) go to `handler` together, so
+    /// it can handle them in one transaction: group commit, batches growing with the
+    /// load. Each message is still acked, requeued or dead-lettered on its own result,
+    /// and only after the handler returned.
+    pub async fn consume_batches(
+        &self,
+        name: &str,
+        routing_keys: &[&str],
+        concurrency: usize,
+        max_batch: usize,
+        handler: BatchHandler,
+    ) -> Result<(), BusError> {
         let bus = self.clone();
         let queue = self.config.queue(name);
         let keys: Vec<String> = routing_keys.iter().map(|k| (*k).to_owned()).collect();
@@ -410,7 +441,13 @@ impl Bus {
                     live = bus.live(Duration::from_secs(3600)) => live,
                 };
                 let Ok(live) = live else { continue };
-                match consume_once(&bus, &live, &queue, &keys, concurrency, handler.clone()).await {
+                let consumer = Consumer {
+                    queue: &queue,
+                    keys: &keys,
+                    concurrency,
+                    max_batch,
+                };
+                match consume_once(&bus, &live, &consumer, handler.clone()).await {
                     Ok(()) => {
                         tracing::warn!(queue = %queue, "consumer stream ended; resubscribing")
                     }
@@ -852,20 +889,28 @@ fn envelope_of(delivery: &lapin::message::Delivery) -> Option<Envelope> {
     })
 }
 
+/// What [`consume_once`] consumes and how.
+struct Consumer<'a> {
+    queue: &'a str,
+    keys: &'a [String],
+    /// Batches handled at once.
+    concurrency: usize,
+    max_batch: usize,
+}
+
 async fn consume_once(
     bus: &Bus,
     live: &Live,
-    queue: &str,
-    keys: &[String],
-    concurrency: usize,
-    handler: Handler,
+    consumer: &Consumer<'_>,
+    handler: BatchHandler,
 ) -> Result<(), lapin::Error> {
+    let queue = consumer.queue;
     let channel = live.connection.create_channel().await?;
-    declare_queue(&channel, &bus.config, queue, keys).await?;
+    declare_queue(&channel, &bus.config, queue, consumer.keys).await?;
     channel
         .basic_qos(bus.config.prefetch, BasicQosOptions::default())
         .await?;
-    let consumer = channel
+    let deliveries = channel
         .basic_consume(
             ShortString::from(queue),
             ShortString::from(""),
@@ -873,23 +918,24 @@ async fn consume_once(
             FieldTable::default(),
         )
         .await?;
-    tracing::info!(queue = %queue, "consumer subscribed");
+    tracing::info!(queue = %queue, max_batch = consumer.max_batch, "consumer subscribed");
     let shutdown = bus.shutdown.clone();
-    let deliveries = consumer.take_until(shutdown.cancelled_owned());
     deliveries
-        .for_each_concurrent(concurrency, |delivery| {
+        .take_until(shutdown.cancelled_owned())
+        // What is already waiting, without waiting for more.
+        .ready_chunks(consumer.max_batch.max(1))
+        .for_each_concurrent(consumer.concurrency, |chunk| {
             let handler = handler.clone();
-            let queue = queue.to_owned();
             let failures = bus.failures.clone();
             async move {
-                let delivery = match delivery {
-                    Ok(d) => d,
-                    Err(error) => {
-                        tracing::warn!(queue = %queue, %error, "delivery error");
-                        return;
+                let mut batch = Vec::with_capacity(chunk.len());
+                for delivery in chunk {
+                    match delivery {
+                        Ok(delivery) => batch.push(delivery),
+                        Err(error) => tracing::warn!(queue = %queue, %error, "delivery error"),
                     }
-                };
-                handle_delivery(&queue, delivery, handler, &failures).await;
+                }
+                handle_deliveries(queue, batch, handler, &failures).await;
             }
         })
         .await;
@@ -897,33 +943,88 @@ async fn consume_once(
     Ok(())
 }
 
-async fn handle_delivery(
-    queue: &str,
+/// A delivery being handled: its envelope's identity and the span it is handled in.
+struct InHand {
     delivery: lapin::message::Delivery,
-    handler: Handler,
+    kind: String,
+    id: Uuid,
+    span: tracing::Span,
+}
+
+async fn handle_deliveries(
+    queue: &str,
+    deliveries: Vec<lapin::message::Delivery>,
+    handler: BatchHandler,
     failures: &Failures,
 ) {
-    let Some(envelope) = envelope_of(&delivery) else {
-        tracing::warn!(queue = %queue, "message without a valid envelope; dead-lettering");
-        let _ = delivery
-            .acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await;
+    let mut in_hand = Vec::with_capacity(deliveries.len());
+    let mut envelopes = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let Some(envelope) = envelope_of(&delivery) else {
+            tracing::warn!(queue = %queue, "message without a valid envelope; dead-lettering");
+            let _ = delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await;
+            continue;
+        };
+        let span = tracing::info_span!(
+            "amqp.consume",
+            otel.name = %format!("consume {}", envelope.kind),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.destination = %queue,
+            messaging.message.id = %envelope.message_id,
+            saga_id = %envelope.saga_id,
+        );
+        telemetry::set_parent(&span, telemetry::context_from_map(&envelope.trace_context));
+        in_hand.push(InHand {
+            delivery,
+            kind: envelope.kind.clone(),
+            id: envelope.message_id,
+            span,
+        });
+        envelopes.push(envelope);
+    }
+    let Some(first) = in_hand.first() else {
         return;
     };
-    let span = tracing::info_span!(
-        "amqp.consume",
-        otel.name = %format!("consume {}", envelope.kind),
-        otel.kind = "consumer",
-        messaging.system = "rabbitmq",
-        messaging.destination = %queue,
-        messaging.message.id = %envelope.message_id,
-        saga_id = %envelope.saga_id,
-    );
-    telemetry::set_parent(&span, telemetry::context_from_map(&envelope.trace_context));
-    let kind = envelope.kind.clone();
-    let id = envelope.message_id;
-    let result = handler(envelope).instrument(span.clone()).await;
+    metrics::histogram!("bus_consume_batch_size", "queue" => queue.to_owned())
+        .record(in_hand.len() as f64);
+    // A batch is handled in its first message's span (alone, the message's own).
+    let span = first.span.clone();
+    let expected = in_hand.len();
+    let mut results = handler(envelopes).instrument(span).await;
+    if results.len() != expected {
+        tracing::error!(queue = %queue, expected, answered = results.len(), "batch handler answered the wrong number of results; requeueing the rest");
+    }
+    results.resize_with(expected, || {
+        Err(HandleError::Transient(anyhow::anyhow!(
+            "the batch handler gave no result for this message"
+        )))
+    });
+    futures::future::join_all(
+        in_hand
+            .into_iter()
+            .zip(results)
+            .map(|(message, result)| settle(queue, message, result, failures)),
+    )
+    .await;
+}
+
+/// Acks, requeues or dead-letters one handled message by its handler's result.
+async fn settle(
+    queue: &str,
+    message: InHand,
+    result: Result<(), HandleError>,
+    failures: &Failures,
+) {
+    let InHand {
+        delivery,
+        kind,
+        id,
+        span,
+    } = message;
     let acked = match result {
         Ok(()) => {
             failures.clear(queue, id);

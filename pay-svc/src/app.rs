@@ -99,10 +99,11 @@ impl Application {
         .spawn(config.psp.resolve_interval, resolver_stop.clone());
         let kept = DeadLetters::new("pay-svc", pool.clone(), relay.clone());
         let consumer = SagaConsumer::new(pool.clone(), relay, config.welcome_credit_minor, wake);
-        bus.consume(
+        bus.consume_batches(
             saga::QUEUE,
             saga::ROUTING_KEYS,
             config.consumer_concurrency,
+            saga::MAX_BATCH,
             consumer.into_handler(),
         )
         .await?;

@@ -25,7 +25,8 @@ pub struct PayConfig {
     pub migrate_on_start: bool,
     /// `AMQP_URL`, `BUS_PREFIX`.
     pub bus: BusConfig,
-    /// `PAY_CONSUMER_CONCURRENCY`: saga messages handled at once.
+    /// `PAY_CONSUMER_CONCURRENCY`: batches of saga messages handled at once (each batch
+    /// is what was waiting, up to [`crate::saga::MAX_BATCH`], in one transaction).
     pub consumer_concurrency: usize,
     /// `JWT_*`: token keys, issuer and audience. `Debug` shows no secret.
     pub jwt: JwtConfig,

@@ -2,11 +2,13 @@
 //! PaymentRequested, RefundRequested and PayoutRequested in, PaymentSucceeded,
 //! PaymentFailed, RefundCompleted and PayoutCompleted out through the outbox. Each message is one
 //! transaction: inbox claim, effect and reply commit together, and the bus acks only
-//! after that commit. Protobuf stops here.
+//! after that commit. Messages that arrive together share one transaction (one commit
+//! for the batch); a batch that fails is handled again one message at a time.
+//! Protobuf stops here.
 
 use std::sync::Arc;
 
-use marquee_infra::bus::{Envelope, HandleError, Handler};
+use marquee_infra::bus::{BatchHandler, Envelope, HandleError};
 use marquee_infra::outbox::{self, NewMessage, Relay};
 use marquee_proto::saga;
 use prost::Message as _;
@@ -35,6 +37,9 @@ pub const CONSUMER: &str = "pay-svc";
 /// The queue pay-svc consumes (before the bus prefix): every message booking-svc
 /// sends it, account openings included.
 pub const QUEUE: &str = "pay.payment-requests";
+/// The most messages handled in one transaction: those already waiting when a
+/// handler frees, so batches grow only under load.
+pub const MAX_BATCH: usize = 32;
 /// The routing keys bound to [`QUEUE`].
 pub const ROUTING_KEYS: &[&str] = &[
     PAYMENT_REQUESTED,
@@ -197,6 +202,13 @@ impl Outcome {
     }
 }
 
+/// A message handled inside a transaction not yet committed.
+struct Handled {
+    outcome: Outcome,
+    /// The wallet the message opened.
+    opened: Option<AccountId>,
+}
+
 /// Handles saga messages against the payment database.
 #[derive(Clone)]
 pub struct SagaConsumer {
@@ -217,28 +229,75 @@ impl SagaConsumer {
         }
     }
 
-    /// This consumer as a bus handler.
-    pub fn into_handler(self) -> Handler {
+    /// This consumer as a bus handler of batches: see [`SagaConsumer::handle_batch`].
+    pub fn into_handler(self) -> BatchHandler {
         let this = Arc::new(self);
-        Arc::new(move |envelope| {
+        Arc::new(move |envelopes| {
             let this = this.clone();
             Box::pin(async move {
-                this.handle(envelope)
+                this.handle_batch(envelopes)
                     .await
-                    .map(|_| ())
-                    .map_err(HandleError::from)
+                    .into_iter()
+                    .map(|result| result.map(|_| ()).map_err(HandleError::from))
+                    .collect()
             })
         })
     }
 
     /// Handles one message in one transaction; a duplicate message id has no effect.
     pub async fn handle(&self, envelope: Envelope) -> Result<Outcome, PayError> {
-        let command = Command::decode(&envelope)?;
         let tx = self.db.begin().await?;
-        if !outbox::claim(&tx, CONSUMER, envelope.message_id).await? {
-            tx.commit().await?;
+        let handled = self.handle_in(&tx, &envelope).await?;
+        tx.commit().await?;
+        Ok(self.committed(handled))
+    }
+
+    /// Handles messages that arrived together in one transaction (one commit for all
+    /// of them); if any of them fails, that transaction is rolled back and each is
+    /// handled alone, so a bad message neither holds back nor fails the others.
+    pub async fn handle_batch(&self, envelopes: Vec<Envelope>) -> Vec<Result<Outcome, PayError>> {
+        if envelopes.len() > 1 {
+            match self.handle_together(&envelopes).await {
+                Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+                Err(error) => {
+                    metrics::counter!("saga_batches_split_total").increment(1);
+                    tracing::info!(messages = envelopes.len(), %error, "batch failed; handling its messages one by one");
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            results.push(self.handle(envelope).await);
+        }
+        results
+    }
+
+    async fn handle_together(&self, envelopes: &[Envelope]) -> Result<Vec<Outcome>, PayError> {
+        let tx = self.db.begin().await?;
+        let mut handled = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            handled.push(self.handle_in(&tx, envelope).await?);
+        }
+        tx.commit().await?;
+        Ok(handled
+            .into_iter()
+            .map(|handled| self.committed(handled))
+            .collect())
+    }
+
+    /// One message's work inside `tx`, which the caller commits.
+    async fn handle_in(
+        &self,
+        tx: &DatabaseTransaction,
+        envelope: &Envelope,
+    ) -> Result<Handled, PayError> {
+        let command = Command::decode(envelope)?;
+        if !outbox::claim(tx, CONSUMER, envelope.message_id).await? {
             tracing::info!(message_id = %envelope.message_id, kind = %envelope.kind, "duplicate message skipped");
-            return Ok(Outcome::Duplicate);
+            return Ok(Handled {
+                outcome: Outcome::Duplicate,
+                opened: None,
+            });
         }
         // The wallet this message opened, if any: logged only once that committed.
         let mut opened = None;
@@ -248,7 +307,7 @@ impl SagaConsumer {
         let mut tail = Tail::default();
         let outcome = match command {
             Command::Open(account) => {
-                if store::ensure_wallet(&tx, account, self.welcome_credit).await? {
+                if store::ensure_wallet(tx, account, self.welcome_credit).await? {
                     opened = Some(account);
                 }
                 Outcome::WalletOpened
@@ -257,27 +316,32 @@ impl SagaConsumer {
                 steps.received(&envelope.kind, envelope.message_id, "");
                 // booking-svc vouches for the buyer, so a payment may open the wallet
                 // if its `account.opened` has not been handled yet.
-                if store::ensure_wallet(&tx, request.account_id, self.welcome_credit).await? {
+                if store::ensure_wallet(tx, request.account_id, self.welcome_credit).await? {
                     opened = Some(request.account_id);
                 }
-                self.charge(&tx, envelope.saga_id, request, &mut steps, &mut tail)
+                self.charge(tx, envelope.saga_id, request, &mut steps, &mut tail)
                     .await?
             }
             Command::Refund(request) => {
                 steps.received(&envelope.kind, envelope.message_id, "");
-                refund(&tx, envelope.saga_id, request, &mut steps).await?
+                refund(tx, envelope.saga_id, request, &mut steps).await?
             }
             Command::Payout(request) => {
                 steps.received(&envelope.kind, envelope.message_id, "");
-                if store::ensure_wallet(&tx, request.account_id, self.welcome_credit).await? {
+                if store::ensure_wallet(tx, request.account_id, self.welcome_credit).await? {
                     opened = Some(request.account_id);
                 }
-                payout(&tx, envelope.saga_id, request, &mut steps).await?
+                payout(tx, envelope.saga_id, request, &mut steps).await?
             }
         };
         steps.outcome(&outcome.label());
-        tail.write(&tx, steps).await?;
-        tx.commit().await?;
+        tail.write(tx, steps).await?;
+        Ok(Handled { outcome, opened })
+    }
+
+    /// What follows a handled message once its transaction committed.
+    fn committed(&self, handled: Handled) -> Outcome {
+        let Handled { outcome, opened } = handled;
         if let Some(account) = opened {
             tracing::info!(account_id = %account, welcome_credit = self.welcome_credit, "wallet created");
         }
@@ -286,7 +350,7 @@ impl SagaConsumer {
             self.resolver.wake();
         }
         outcome.record();
-        Ok(outcome)
+        outcome
     }
 
     /// Charges the buyer's wallet, which exists (the caller ensured it).

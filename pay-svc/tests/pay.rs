@@ -113,17 +113,7 @@ impl TestApp {
         amount: i64,
         method: &str,
     ) -> Envelope {
-        let payload = saga::PaymentRequested {
-            booking_id: booking.to_string(),
-            buyer_id: buyer.to_string(),
-            amount: Some(marquee_proto::Money {
-                amount_minor: amount,
-                currency: "KRW".to_owned(),
-            }),
-            method: method.to_owned(),
-            card_token: String::new(),
-        };
-        let envelope = envelope("payment.requested", booking, payload.encode_to_vec());
+        let envelope = payment_request(booking, buyer, amount, method);
         self.publish(&envelope).await;
         envelope
     }
@@ -294,6 +284,21 @@ fn envelope(kind: &str, saga_id: Uuid, payload: Vec<u8>) -> Envelope {
         trace_context: HashMap::new(),
         payload,
     }
+}
+
+/// A `payment.requested` message, as booking-svc sends it.
+fn payment_request(booking: Uuid, buyer: Uuid, amount: i64, method: &str) -> Envelope {
+    let payload = saga::PaymentRequested {
+        booking_id: booking.to_string(),
+        buyer_id: buyer.to_string(),
+        amount: Some(marquee_proto::Money {
+            amount_minor: amount,
+            currency: "KRW".to_owned(),
+        }),
+        method: method.to_owned(),
+        card_token: String::new(),
+    };
+    envelope("payment.requested", booking, payload.encode_to_vec())
 }
 
 fn succeeded(reply: &Envelope) -> saga::PaymentSucceeded {
@@ -745,5 +750,64 @@ async fn a_payment_postgres_rejects_is_dead_lettered_after_one_delivery() {
     succeeded(&app.next_reply().await);
     assert_eq!(app.balance(buyer).await, 99_000);
     assert_eq!(app.entries(buyer, "WELCOME_CREDIT").await, 1);
+    app.teardown().await;
+}
+
+/// A burst arrives faster than it is handled, so messages are handled in batches (one
+/// transaction each). A message PostgreSQL refuses, one that cannot be decoded and a
+/// duplicate in the middle of the burst cost the others nothing: every good payment is
+/// charged once and answered once, and each bad message is dead-lettered on its first
+/// delivery.
+#[tokio::test]
+async fn a_burst_with_bad_messages_in_it_charges_every_good_payment_once() {
+    let mut app = TestApp::spawn().await;
+    let buyers: Vec<(Uuid, Uuid)> = (0..60).map(|_| (Uuid::new_v4(), Uuid::new_v4())).collect();
+    let mut burst: Vec<Envelope> = buyers
+        .iter()
+        .map(|&(booking, buyer)| payment_request(booking, buyer, 10_000, "WALLET"))
+        .collect();
+    let refused = payment_request(Uuid::new_v4(), Uuid::new_v4(), 1_000, "WALLET\0");
+    let garbage = envelope("payment.requested", Uuid::new_v4(), vec![0xff, 0xff, 0xff]);
+    let duplicate = burst[10].clone();
+    burst.insert(20, refused.clone());
+    burst.insert(40, garbage.clone());
+    burst.insert(50, duplicate);
+    futures::future::join_all(burst.iter().map(|envelope| app.publish(envelope))).await;
+
+    let mut answered = HashMap::new();
+    for _ in 0..buyers.len() {
+        let reply = app.next_reply().await;
+        succeeded(&reply);
+        *answered.entry(reply.saga_id).or_insert(0) += 1;
+    }
+    app.assert_no_reply(Duration::from_millis(500)).await;
+    for &(booking, buyer) in &buyers {
+        assert_eq!(answered.get(&booking), Some(&1), "booking {booking}");
+        assert_eq!(app.balance(buyer).await, 90_000, "buyer {buyer}");
+        assert_eq!(app.entries(buyer, "PAYMENT").await, 1, "buyer {buyer}");
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let letters = loop {
+        let letters: Vec<(Vec<u8>, String)> =
+            sqlx::query_as("SELECT payload, reason FROM dead_letters ORDER BY payload")
+                .fetch_all(&app.pool)
+                .await
+                .expect("dead letters");
+        if letters.len() >= 2 || tokio::time::Instant::now() >= deadline {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut expected = vec![
+        (refused.payload.clone(), "rejected".to_owned()),
+        (garbage.payload.clone(), "rejected".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(letters, expected);
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .expect("payments");
+    assert_eq!(payments, 60);
     app.teardown().await;
 }
