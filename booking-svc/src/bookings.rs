@@ -22,6 +22,7 @@
 
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use futures::StreamExt as _;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1244,7 +1245,11 @@ impl Bookings {
         let tx = self.pool.begin().await.map_err(transient)?;
         let applied = self.apply(&tx, &envelope, reply).await?;
         tx.commit().await.map_err(transient)?;
-        self.applied(applied).await
+        let booking = self.announce(applied);
+        // Redis follows Postgres, on every delivery (a redelivery repairs a lost step).
+        self.reconcile(booking)
+            .await
+            .map_err(|e| HandleError::Transient(e.into()))
     }
 
     /// Handles payment-saga replies that arrived together in one transaction (one
@@ -1255,10 +1260,25 @@ impl Bookings {
         if envelopes.len() > 1 {
             match self.apply_together(&envelopes).await {
                 Ok(applied) => {
-                    return futures::future::join_all(
-                        applied.into_iter().map(|applied| self.applied(applied)),
-                    )
-                    .await;
+                    let ids: Vec<BookingId> = applied
+                        .into_iter()
+                        .map(|applied| self.announce(applied))
+                        .collect();
+                    // Redis follows Postgres, as for one reply: one read for the batch.
+                    return match self.reconcile_many(&ids).await {
+                        Ok(results) => results
+                            .into_iter()
+                            .map(|result| result.map_err(|e| HandleError::Transient(e.into())))
+                            .collect(),
+                        Err(error) => ids
+                            .iter()
+                            .map(|_| {
+                                Err(HandleError::Transient(anyhow::anyhow!(
+                                    "reconcile after the batch: {error}"
+                                )))
+                            })
+                            .collect(),
+                    };
                 }
                 Err(error) => {
                     metrics::counter!("saga_batches_split_total").increment(1);
@@ -1370,9 +1390,9 @@ impl Bookings {
         })
     }
 
-    /// What follows an applied reply once its transaction committed: metrics, the
-    /// change feed, and Redis brought in line with the booking.
-    async fn applied(&self, applied: Applied) -> Result<(), HandleError> {
+    /// What follows an applied reply once its transaction committed: metrics and the
+    /// change feed. Returns the booking, whose Redis marks the caller reconciles.
+    fn announce(&self, applied: Applied) -> BookingId {
         let Applied {
             booking_id,
             effect,
@@ -1401,10 +1421,7 @@ impl Bookings {
             Effect::Refunding(_) => self.relay.notify(),
             Effect::PaidOut(_) | Effect::None => {}
         }
-        // Redis follows Postgres, on every delivery (a redelivery repairs a lost step).
-        self.reconcile(booking_id)
-            .await
-            .map_err(|e| HandleError::Transient(e.into()))
+        booking_id
     }
 
     async fn on_payment_succeeded(
@@ -1471,14 +1488,39 @@ impl Bookings {
 
     /// Brings the seats' Redis marks in line with the booking's state in Postgres.
     pub async fn reconcile(&self, id: BookingId) -> Result<(), BookingError> {
-        let row = bookings_with_seats()
-            .filter(bookings::Column::Id.eq(id.0))
+        self.reconcile_many(&[id]).await?.pop().unwrap_or(Ok(()))
+    }
+
+    /// As [`Self::reconcile`] for several bookings: one read of all of them, then their
+    /// marks concurrently. The read's failure fails them all; otherwise one result per
+    /// booking, in order.
+    pub async fn reconcile_many(
+        &self,
+        ids: &[BookingId],
+    ) -> Result<Vec<Result<(), BookingError>>, BookingError> {
+        let rows = bookings_with_seats()
+            .filter(bookings::Column::Id.is_in(ids.iter().map(|id| id.0)))
             .into_model::<BookingWithSeats>()
-            .one(&self.pool)
+            .all(&self.pool)
             .await?;
-        let Some(row) = row else {
-            return Ok(());
-        };
+        let mut by_id: HashMap<Uuid, BookingWithSeats> =
+            rows.into_iter().map(|row| (row.id, row)).collect();
+        // A booking named twice is reconciled once: its later mentions answer Ok.
+        let rows: Vec<Option<BookingWithSeats>> =
+            ids.iter().map(|id| by_id.remove(&id.0)).collect();
+        Ok(
+            futures::future::join_all(rows.into_iter().map(|row| async move {
+                match row {
+                    Some(row) => self.reconcile_row(row).await,
+                    None => Ok(()),
+                }
+            }))
+            .await,
+        )
+    }
+
+    async fn reconcile_row(&self, row: BookingWithSeats) -> Result<(), BookingError> {
+        let id = BookingId(row.id);
         let mut seats: Vec<SeatId> = row.seats.into_iter().map(SeatId).collect();
         // In seat order (Postgres orders uuids by their bytes, as `Uuid` does).
         seats.sort_unstable_by_key(|seat| seat.0);

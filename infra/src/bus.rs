@@ -907,8 +907,17 @@ async fn consume_once(
     let queue = consumer.queue;
     let channel = live.connection.create_channel().await?;
     declare_queue(&channel, &bus.config, queue, consumer.keys).await?;
+    // Enough unacked deliveries in hand to fill every batch slot: with fewer, the
+    // slots take the deliveries one by one and batches never form.
+    let in_hand = consumer
+        .concurrency
+        .saturating_mul(consumer.max_batch.max(1));
+    let prefetch = bus
+        .config
+        .prefetch
+        .max(u16::try_from(in_hand).unwrap_or(u16::MAX));
     channel
-        .basic_qos(bus.config.prefetch, BasicQosOptions::default())
+        .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
     let deliveries = channel
         .basic_consume(
