@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use marquee_infra::bus::{Envelope, HandleError};
+use marquee_infra::bus::{self, Envelope, HandleError};
 use marquee_infra::outbox::{self, NewMessage, Relay};
 use sea_orm::sea_query::extension::postgres::PgFunc;
 use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, Query, SubQueryStatement};
@@ -1257,40 +1257,34 @@ impl Bookings {
     /// and each is handled alone, so a bad reply neither holds back nor fails the
     /// others. One result per reply, in order.
     pub async fn handle_batch(&self, envelopes: Vec<Envelope>) -> Vec<Result<(), HandleError>> {
-        if envelopes.len() > 1 {
-            match self.apply_together(&envelopes).await {
-                Ok(applied) => {
-                    let ids: Vec<BookingId> = applied
+        bus::together_or_alone(
+            &envelopes,
+            |batch| async move {
+                let ids: Vec<BookingId> = self
+                    .apply_together(batch)
+                    .await?
+                    .into_iter()
+                    .map(|applied| self.announce(applied))
+                    .collect();
+                // Redis follows Postgres, as for one reply: one read for the batch.
+                Ok::<_, HandleError>(match self.reconcile_many(&ids).await {
+                    Ok(results) => results
                         .into_iter()
-                        .map(|applied| self.announce(applied))
-                        .collect();
-                    // Redis follows Postgres, as for one reply: one read for the batch.
-                    return match self.reconcile_many(&ids).await {
-                        Ok(results) => results
-                            .into_iter()
-                            .map(|result| result.map_err(|e| HandleError::Transient(e.into())))
-                            .collect(),
-                        Err(error) => ids
-                            .iter()
-                            .map(|_| {
-                                Err(HandleError::Transient(anyhow::anyhow!(
-                                    "reconcile after the batch: {error}"
-                                )))
-                            })
-                            .collect(),
-                    };
-                }
-                Err(error) => {
-                    metrics::counter!("saga_batches_split_total").increment(1);
-                    tracing::info!(messages = envelopes.len(), %error, "batch failed; handling its replies one by one");
-                }
-            }
-        }
-        let mut results = Vec::with_capacity(envelopes.len());
-        for envelope in envelopes {
-            results.push(self.handle(envelope).await);
-        }
-        results
+                        .map(|result| result.map_err(|e| HandleError::Transient(e.into())))
+                        .collect(),
+                    Err(error) => ids
+                        .iter()
+                        .map(|_| {
+                            Err(HandleError::Transient(anyhow::anyhow!(
+                                "reconcile after the batch: {error}"
+                            )))
+                        })
+                        .collect(),
+                })
+            },
+            |envelope| self.handle(envelope.clone()),
+        )
+        .await
     }
 
     async fn apply_together(&self, envelopes: &[Envelope]) -> Result<Vec<Applied>, HandleError> {

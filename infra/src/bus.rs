@@ -525,6 +525,36 @@ impl Bus {
     }
 }
 
+/// Handles messages that arrived together: with `together` (one transaction for all
+/// of them) when there are several, and if that fails, or for a single message, with
+/// `alone` on each in turn, so a bad message neither fails nor holds back the others.
+/// `together` answers one result per message, in order; so does this.
+pub async fn together_or_alone<'a, R, E, Together, Alone>(
+    envelopes: &'a [Envelope],
+    together: impl FnOnce(&'a [Envelope]) -> Together,
+    mut alone: impl FnMut(&'a Envelope) -> Alone,
+) -> Vec<R>
+where
+    E: std::fmt::Display,
+    Together: Future<Output = Result<Vec<R>, E>>,
+    Alone: Future<Output = R>,
+{
+    if envelopes.len() > 1 {
+        match together(envelopes).await {
+            Ok(results) => return results,
+            Err(error) => {
+                metrics::counter!("saga_batches_split_total").increment(1);
+                tracing::info!(messages = envelopes.len(), %error, "batch failed; handling its messages one by one");
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(envelopes.len());
+    for envelope in envelopes {
+        results.push(alone(envelope).await);
+    }
+    results
+}
+
 /// A message read from a dead-letter queue, as the dead-letter keeper receives it.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {

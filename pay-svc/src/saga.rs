@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use marquee_infra::bus::{BatchHandler, Envelope, HandleError};
+use marquee_infra::bus::{self, BatchHandler, Envelope, HandleError};
 use marquee_infra::outbox::{self, NewMessage, Relay};
 use marquee_proto::saga;
 use prost::Message as _;
@@ -256,20 +256,15 @@ impl SagaConsumer {
     /// of them); if any of them fails, that transaction is rolled back and each is
     /// handled alone, so a bad message neither holds back nor fails the others.
     pub async fn handle_batch(&self, envelopes: Vec<Envelope>) -> Vec<Result<Outcome, PayError>> {
-        if envelopes.len() > 1 {
-            match self.handle_together(&envelopes).await {
-                Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
-                Err(error) => {
-                    metrics::counter!("saga_batches_split_total").increment(1);
-                    tracing::info!(messages = envelopes.len(), %error, "batch failed; handling its messages one by one");
-                }
-            }
-        }
-        let mut results = Vec::with_capacity(envelopes.len());
-        for envelope in envelopes {
-            results.push(self.handle(envelope).await);
-        }
-        results
+        bus::together_or_alone(
+            &envelopes,
+            |batch| async move {
+                let outcomes = self.handle_together(batch).await?;
+                Ok::<_, PayError>(outcomes.into_iter().map(Ok).collect())
+            },
+            |envelope| self.handle(envelope.clone()),
+        )
+        .await
     }
 
     async fn handle_together(&self, envelopes: &[Envelope]) -> Result<Vec<Outcome>, PayError> {
