@@ -1912,7 +1912,6 @@ fn booked_seat(event: &EventInfo, seat: SeatId, price_minor: i64) -> BookedSeat 
     }
 }
 
-/// What handling a saga reply did, acted on after its transaction commits.
 /// A saga reply applied inside a transaction not yet committed.
 struct Applied {
     booking_id: BookingId,
@@ -1921,6 +1920,7 @@ struct Applied {
     cancelled_by: Option<CancelledBy>,
 }
 
+/// What handling a saga reply did, acted on after its transaction commits.
 enum Effect {
     /// The booking moved to another status (and, with a transfer, these others too:
     /// the original booking).
